@@ -1,0 +1,71 @@
+# Test registry (included from CMakeLists.txt). Everything runs under ctest:
+#   unit         C tests (spec/c/test_*.c) and busted specs (spec/lua/*_spec.lua)
+#   integration  tests against the local control plane (deploy/local/cluster.sh),
+#                C programs spec/c/itest_*.c and scripts spec/integration/*.sh
+find_program(LUA54 lua5.4 REQUIRED)
+find_program(BUSTED busted PATHS /usr/bin REQUIRED)
+
+file(GLOB C_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/c/test_*.c)
+foreach(src IN LISTS C_TESTS)
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_link_libraries(${name} PRIVATE dittofs_core ${LUA_STATIC} dl)
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/spec/c)
+  add_test(NAME c_${name} COMMAND ${name}
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(c_${name} PROPERTIES LABELS unit TIMEOUT 300)
+endforeach()
+
+file(GLOB LUA_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/lua/*_spec.lua)
+foreach(spec IN LISTS LUA_SPECS)
+  get_filename_component(name ${spec} NAME_WE)
+  add_test(NAME lua_${name}
+           COMMAND ${LUA54} ${BUSTED} --output=TAP
+                   --lpath=${CMAKE_SOURCE_DIR}/lua/?.lua;${CMAKE_SOURCE_DIR}/policies/?.lua;${CMAKE_SOURCE_DIR}/spec/lua/?.lua
+                   --cpath=${CMAKE_BINARY_DIR}/?.so
+                   ${spec}
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(lua_${name} PROPERTIES LABELS unit TIMEOUT 300
+    ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>;DITTOFS_BUILD_DIR=${CMAKE_BINARY_DIR}")
+endforeach()
+
+if(INTEGRATION_TESTS)
+  # One control plane per test run: started by the setup fixture, stopped by
+  # the cleanup fixture, shared by every integration test.
+  add_test(NAME cluster_up
+           COMMAND ${CMAKE_SOURCE_DIR}/deploy/local/cluster.sh start)
+  add_test(NAME cluster_down
+           COMMAND ${CMAKE_SOURCE_DIR}/deploy/local/cluster.sh stop)
+  set_tests_properties(cluster_up PROPERTIES FIXTURES_SETUP cluster
+                       LABELS integration TIMEOUT 1800)
+  set_tests_properties(cluster_down PROPERTIES FIXTURES_CLEANUP cluster
+                       LABELS integration)
+  set(ITEST_ENV
+    "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>"
+    "DITTOFS_BUILD_DIR=${CMAKE_BINARY_DIR}"
+    "DITTOFS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+
+  file(GLOB C_ITESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/c/itest_*.c)
+  foreach(src IN LISTS C_ITESTS)
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(${name} ${src})
+    target_link_libraries(${name} PRIVATE dittofs_core ${LUA_STATIC} dl)
+    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/spec/c)
+    add_test(NAME ${name}
+             COMMAND ${CMAKE_SOURCE_DIR}/spec/integration/with-cluster
+                     $<TARGET_FILE:${name}>
+             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+    set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED cluster
+      LABELS integration TIMEOUT 900 RUN_SERIAL TRUE ENVIRONMENT "${ITEST_ENV}")
+  endforeach()
+
+  file(GLOB SH_ITESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/integration/*_test.sh)
+  foreach(script IN LISTS SH_ITESTS)
+    get_filename_component(name ${script} NAME_WE)
+    add_test(NAME ${name}
+             COMMAND ${CMAKE_SOURCE_DIR}/spec/integration/with-cluster ${script}
+             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+    set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED cluster
+      LABELS integration TIMEOUT 900 RUN_SERIAL TRUE ENVIRONMENT "${ITEST_ENV}")
+  endforeach()
+endif()
