@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing dittofs-operator needs on Debian
+# bookworm (idempotent; non-interactive; root or sudo).
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config git ca-certificates curl openssl
+      liblua5.4-dev lua5.4 libcjson-dev libyaml-dev libcurl4-openssl-dev
+      libssl-dev libmicrohttpd-dev lua-busted valgrind)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+    missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
