@@ -1,0 +1,138 @@
+/* dbuf: bounded growable buffer; see dbuf.h for the contract. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dbuf.h"
+
+void dbuf_init(struct dbuf *b, size_t max)
+{
+    b->ptr = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->max = max;
+}
+
+void dbuf_free(struct dbuf *b)
+{
+    free(b->ptr);
+    b->ptr = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void dbuf_reset(struct dbuf *b)
+{
+    b->len = 0;
+    if (b->ptr)
+        b->ptr[0] = '\0';
+}
+
+/* Makes room for `extra` more bytes plus the terminator. */
+static int grow(struct dbuf *b, size_t extra)
+{
+    if (extra > b->max || b->len > b->max - extra) {
+        dbuf_free(b);
+        return DBUF_TOOBIG;
+    }
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return DBUF_OK;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > b->max + 1)
+        cap = b->max + 1;
+    char *p = realloc(b->ptr, cap);
+    if (p == NULL) {
+        dbuf_free(b);
+        return DBUF_NOMEM;
+    }
+    b->ptr = p;
+    b->cap = cap;
+    return DBUF_OK;
+}
+
+int dbuf_add(struct dbuf *b, const void *mem, size_t len)
+{
+    int rc = grow(b, len);
+    if (rc != DBUF_OK)
+        return rc;
+    if (len)
+        memcpy(b->ptr + b->len, mem, len);
+    b->len += len;
+    b->ptr[b->len] = '\0';
+    return DBUF_OK;
+}
+
+int dbuf_adds(struct dbuf *b, const char *s)
+{
+    return dbuf_add(b, s, strlen(s));
+}
+
+int dbuf_addc(struct dbuf *b, char c)
+{
+    return dbuf_add(b, &c, 1);
+}
+
+int dbuf_vaddf(struct dbuf *b, const char *fmt, va_list ap)
+{
+    va_list cp;
+    va_copy(cp, ap);
+    int n = vsnprintf(NULL, 0, fmt, cp);
+    va_end(cp);
+    if (n < 0) {
+        dbuf_free(b);
+        return DBUF_NOMEM;
+    }
+    int rc = grow(b, (size_t)n);
+    if (rc != DBUF_OK)
+        return rc;
+    vsnprintf(b->ptr + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+    return DBUF_OK;
+}
+
+int dbuf_addf(struct dbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = dbuf_vaddf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+void dbuf_consume(struct dbuf *b, size_t n)
+{
+    if (n >= b->len) {
+        dbuf_reset(b);
+        return;
+    }
+    memmove(b->ptr, b->ptr + n, b->len - n);
+    b->len -= n;
+    b->ptr[b->len] = '\0';
+}
+
+const char *dbuf_ptr(const struct dbuf *b)
+{
+    return b->ptr ? b->ptr : "";
+}
+
+size_t dbuf_len(const struct dbuf *b)
+{
+    return b->len;
+}
+
+char *dbuf_take(struct dbuf *b, size_t *len)
+{
+    char *p = b->ptr;
+    if (p == NULL)
+        p = calloc(1, 1);
+    if (len)
+        *len = b->len;
+    b->ptr = NULL;
+    b->len = 0;
+    b->cap = 0;
+    return p;
+}
