@@ -1,0 +1,1121 @@
+-- dittoserver: the default policy for DittoServer (dittofs.dittofs.com).
+--
+-- A pure function of its inputs (no clock, no I/O): the same DittoServer
+-- always yields byte-identical objects and status.
+--   validate(ds)              -> errors, warnings (lists of "field: message")
+--   render(ds, ctx)           -> ConfigMap <name>-config, Service <name>,
+--                                Service <name>-headless, StatefulSet <name>
+--   status(ds, observed, ctx) -> phase, availableReplicas, nfsEndpoint,
+--                                conditions Ready and Reconciled
+-- The fields it reads, with types and defaults, are declared in
+-- dittoserver_schema.lua, which mirrors crd/dittoserver.yaml.
+-- Uses: codec (YAML encoding, JSON markers), k8s.quantity, k8s.object,
+-- k8s.conditions, k8s.tablex.
+local codec = require("codec")
+local schema = require("dittoserver_schema")
+local quantity = require("k8s.quantity")
+local object = require("k8s.object")
+local conditions = require("k8s.conditions")
+local tablex = require("k8s.tablex")
+
+local array = codec.array
+local obj = codec.object
+local format = string.format
+
+local M = {}
+
+
+--- Port of the server's Prometheus endpoint (server.metrics.port).
+M.METRICS_PORT = 9090
+--- Pod-template annotation carrying the hash of config.yaml.
+M.CONFIG_HASH_ANNOTATION = "dittofs.dittofs.com/config-hash"
+--- Where the ConfigMap is mounted and the file the server reads.
+M.CONFIG_DIR = "/config"
+M.CONFIG_FILE = "/config/config.yaml"
+--- Mount points of the two persistent volumes.
+M.METADATA_DIR = "/data/metadata"
+M.CONTENT_DIR = "/data/content"
+--- Local content on the metadata volume when there is no content volume.
+M.SHARED_CONTENT_DIR = "/data/metadata/content"
+--- UID/GID of the server image's non-root user.
+M.RUN_AS = 65532
+--- Server shutdown budget (server.shutdown_timeout) plus a margin.
+M.TERMINATION_GRACE_SECONDS = 40
+--- Longest DittoServer name: pods carry "<name>-<revision hash>" (up to
+-- 11 more characters) in a label value limited to 63.
+M.MAX_NAME = 52
+
+local APP = "dittofs-server"
+local S3_KEYS = {
+  bucket = true, region = true, endpoint = true, key_prefix = true,
+  force_path_style = true,
+}
+local PATH_KEYS = { path = true }
+local CREDENTIAL_KEYS = { "access_key_id", "secret_access_key" }
+local DEFAULT_REGION = "us-east-1"
+
+
+-- ---------------------------------------------------------------------------
+-- Small helpers
+
+local function is_str(v)
+  return type(v) == "string"
+end
+
+local function is_int(v)
+  return math.type(v) == "integer"
+end
+
+local function list(v)
+  if type(v) == "table" then
+    return v
+  end
+  return {}
+end
+
+local function sorted_keys(t)
+  return tablex.sorted_keys(t)
+end
+
+-- Copy of a list of strings as a codec array ([] when absent).
+local function str_array(v)
+  local out = array({})
+  for i, s in ipairs(list(v)) do
+    out[i] = s
+  end
+  return out
+end
+
+local function share_label(i, share)
+  local name = type(share) == "table" and share.name or nil
+  return format("share[%d] (%s)", i - 1, tostring(name or ""))
+end
+
+-- FNV-1a, 64 bit, over the bytes of s: 16 lowercase hex digits. Lua 5.4
+-- integers wrap on overflow, which is exactly the modular arithmetic FNV
+-- needs. Not cryptographic; it only has to change when the config does.
+local function fnv1a64(s)
+  local h = -3750763034362895579 -- 0xcbf29ce484222325
+  local prime = 1099511628211 -- 0x100000001b3
+  local byte = string.byte
+  local n = #s
+  local i = 1
+  while i <= n do
+    local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, i, i + 7)
+    h = (h ~ b1) * prime
+    if b2 then h = (h ~ b2) * prime end
+    if b3 then h = (h ~ b3) * prime end
+    if b4 then h = (h ~ b4) * prime end
+    if b5 then h = (h ~ b5) * prime end
+    if b6 then h = (h ~ b6) * prime end
+    if b7 then h = (h ~ b7) * prime end
+    if b8 then h = (h ~ b8) * prime end
+    i = i + 8
+  end
+  return format("%016x", h)
+end
+
+M.fnv1a64 = fnv1a64
+
+
+-- Size in bytes of a quantity string: integer | nil, error text.
+-- "" and "0" are 0 (upstream: unlimited).
+local function size_bytes(s)
+  if s == "" or s == "0" then
+    return 0
+  end
+  local q, err = quantity.parse(s)
+  if not q then
+    return nil, err
+  end
+  if q.sign < 0 then
+    return nil, format("%q must not be negative", s)
+  end
+  if q.scale < 0 then
+    return nil, format("%q is not a whole number of bytes", s)
+  end
+  return quantity.to_bytes(q)
+end
+
+local DURATION_UNITS = { ns = true, us = true, ms = true, s = true,
+  m = true, h = true }
+
+-- A Go duration as the CRD pattern accepts it: 10s, 1m30s, 1.5h.
+local function is_duration(s)
+  if not is_str(s) or s == "" then
+    return false
+  end
+  local pos = 1
+  while pos <= #s do
+    local num, unit, nxt = s:match("^(%d+%.?%d*)(%a+)()", pos)
+    if not num or num:sub(-1) == "." or not DURATION_UNITS[unit] then
+      return false
+    end
+    pos = nxt
+  end
+  return true
+end
+
+-- True when path is dir or below it.
+local function is_under(path, dir)
+  return path == dir or path:sub(1, #dir + 1) == dir .. "/"
+end
+
+
+-- ---------------------------------------------------------------------------
+-- The spec as the policy sees it
+
+-- The DittoServer's name, namespace and a defaulted copy of its spec.
+local function normalize(ds, ctx)
+  ctx = ctx or {}
+  local meta = type(ds) == "table" and type(ds.metadata) == "table"
+    and ds.metadata or {}
+  local spec = type(ds) == "table" and ds.spec or nil
+  if type(spec) == "table" then
+    spec = schema.apply_defaults(tablex.deepcopy(spec), schema.SPEC)
+  end
+  return meta.name or ctx.name, meta.namespace or ctx.namespace, spec
+end
+
+--- The spec.config the server gets when the DittoServer has none: one share
+-- /export, badger metadata on the metadata volume, filesystem content on the
+-- content volume (or on the metadata volume when there is none).
+-- @param spec table defaulted spec
+-- @return table a spec.config (defaulted)
+function M.default_config(spec)
+  local storage = type(spec.storage) == "table" and spec.storage or {}
+  local content_path = storage.contentSize and M.CONTENT_DIR
+    or M.SHARED_CONTENT_DIR
+  local config = {
+    shares = array({ obj({
+      name = "default",
+      exportPath = "/export",
+      metadataStore = "badger-metadata",
+      contentStore = "local-content",
+    }) }),
+    backends = array({
+      obj({ name = "badger-metadata", type = "badger",
+        config = obj({ path = M.METADATA_DIR }) }),
+      obj({ name = "local-content", type = "local",
+        config = obj({ path = content_path }) }),
+    }),
+  }
+  return schema.apply_defaults(obj(config),
+    schema.SPEC.properties.config)
+end
+
+local function effective_config(spec)
+  if spec.config ~= nil then
+    return spec.config, false
+  end
+  return M.default_config(spec), true
+end
+
+-- name -> {index=, value=} of the first entry with each name.
+local function index_by_name(entries)
+  local by = {}
+  for i, e in ipairs(list(entries)) do
+    if type(e) == "table" and is_str(e.name) and by[e.name] == nil then
+      by[e.name] = { index = i, value = e }
+    end
+  end
+  return by
+end
+
+
+-- ---------------------------------------------------------------------------
+-- validate
+
+-- Upstream webhook rules (reference §1.11), each message prefixed with the
+-- field it is about, the upstream text kept intact after the prefix.
+local function check_share_refs(config, errs, warns)
+  local backends = index_by_name(config.backends)
+  local caches = index_by_name(config.caches)
+  for i, share in ipairs(list(config.shares)) do
+    local at = format("spec.config.shares[%d]", i - 1)
+    local who = share_label(i, share)
+    local meta, content = share.metadataStore, share.contentStore
+    if meta == nil or meta == "" then
+      errs[#errs + 1] = format("%s.metadataStore: %s: metadataStore cannot "
+        .. "be empty", at, who)
+    elseif not backends[meta] then
+      errs[#errs + 1] = format("%s.metadataStore: %s: metadataStore '%s' "
+        .. "does not exist in backends list", at, who, meta)
+    end
+    if content == nil or content == "" then
+      errs[#errs + 1] = format("%s.contentStore: %s: contentStore cannot "
+        .. "be empty", at, who)
+    elseif not backends[content] then
+      errs[#errs + 1] = format("%s.contentStore: %s: contentStore '%s' "
+        .. "does not exist in backends list", at, who, content)
+    end
+    if meta ~= nil and meta ~= "" and meta == content then
+      warns[#warns + 1] = format("%s: %s: metadataStore and contentStore "
+        .. "reference the same backend '%s' - this may not be optimal", at,
+        who, meta)
+    end
+    if share.cache ~= nil and share.cache ~= "" and not caches[share.cache]
+    then
+      errs[#errs + 1] = format("%s.cache: %s: cache '%s' does not exist in "
+        .. "caches list", at, who, share.cache)
+    end
+  end
+end
+
+-- Backend type against the role a share gives it. Upstream only warned
+-- about s3/local metadata; the server cannot start with either mistake, so
+-- both are errors here.
+local function check_share_roles(config, errs)
+  local backends = index_by_name(config.backends)
+  for i, share in ipairs(list(config.shares)) do
+    local at = format("spec.config.shares[%d]", i - 1)
+    local meta = backends[share.metadataStore or ""]
+    if meta and meta.value.type ~= "badger" then
+      errs[#errs + 1] = format("%s.metadataStore: %s: backend '%s' has "
+        .. "type '%s', but metadata needs a 'badger' backend (the server "
+        .. "only keeps metadata in badger stores and would fail to start)",
+        at, share_label(i, share), share.metadataStore,
+        tostring(meta.value.type))
+    end
+    local content = backends[share.contentStore or ""]
+    if content and content.value.type == "badger" then
+      errs[#errs + 1] = format("%s.contentStore: %s: backend '%s' has "
+        .. "type 'badger', but content needs a 'local' or 's3' backend "
+        .. "(the server would fail to start)", at, share_label(i, share),
+        share.contentStore)
+    end
+  end
+end
+
+local function check_duplicates(entries, field, what, at, errs)
+  local first = {}
+  for i, e in ipairs(list(entries)) do
+    local v = type(e) == "table" and e[field] or nil
+    if is_str(v) then
+      if first[v] then
+        errs[#errs + 1] = format("%s[%d].%s: duplicate %s '%s' at indices "
+          .. "%d and %d", at, i - 1, field, what, v, first[v] - 1, i - 1)
+      else
+        first[v] = i
+      end
+    end
+  end
+end
+
+local function check_shares(config, errs)
+  for i, share in ipairs(list(config.shares)) do
+    local at = format("spec.config.shares[%d]", i - 1)
+    if is_str(share.exportPath) and share.exportPath:sub(1, 1) ~= "/" then
+      errs[#errs + 1] = at .. ".exportPath: must start with \"/\""
+    end
+    if share.dumpRestricted == true
+        and #list(share.dumpAllowedClients) == 0 then
+      errs[#errs + 1] = at .. ".dumpAllowedClients: must not be empty "
+        .. "when dumpRestricted is true (nobody could call DUMP)"
+    end
+  end
+end
+
+local function has_capability(sc, cap)
+  local caps = type(sc) == "table" and type(sc.capabilities) == "table"
+    and sc.capabilities.add or nil
+  for _, c in ipairs(list(caps)) do
+    if c == cap or c == "CAP_" .. cap then
+      return true
+    end
+  end
+  return false
+end
+
+local function check_backend(spec, b, at, errs, warns)
+  local cfg = type(b.config) == "table" and b.config or {}
+  for _, key in ipairs(CREDENTIAL_KEYS) do
+    if cfg[key] ~= nil then
+      errs[#errs + 1] = format("%s.config.%s: credentials must not be "
+        .. "written inline (they would land in the ConfigMap); put them in "
+        .. "a Secret and reference it with %s.credentialsSecretRef", at,
+        key, at)
+    end
+  end
+  if b.credentialsSecretRef ~= nil and b.type ~= "s3" then
+    errs[#errs + 1] = format("%s.credentialsSecretRef: only s3 backends "
+      .. "take credentials", at)
+  end
+  local known = b.type == "s3" and S3_KEYS or PATH_KEYS
+  for _, key in ipairs(sorted_keys(cfg)) do
+    if not known[key] and key ~= "access_key_id"
+        and key ~= "secret_access_key" then
+      local names = sorted_keys(known)
+      warns[#warns + 1] = format("%s.config.%s: not a setting of a %s "
+        .. "backend, ignored (known: %s)", at, key, tostring(b.type),
+        table.concat(names, ", "))
+    end
+  end
+  if b.type == "s3" then
+    if cfg.bucket == nil or cfg.bucket == "" then
+      errs[#errs + 1] = at .. ".config.bucket: required for an s3 backend"
+    end
+    local fps = cfg.force_path_style
+    if fps ~= nil and fps ~= "true" and fps ~= "false" then
+      errs[#errs + 1] = format("%s.config.force_path_style: must be "
+        .. "\"true\" or \"false\", got %q", at, tostring(fps))
+    end
+    return
+  end
+  local path = cfg.path
+  if path == nil then
+    return
+  end
+  if path:sub(1, 1) ~= "/" then
+    errs[#errs + 1] = format("%s.config.path: must be an absolute path, "
+      .. "got %q", at, path)
+    return
+  end
+  local on_volume = is_under(path, M.METADATA_DIR)
+    or (spec.storage.contentSize ~= nil and is_under(path, M.CONTENT_DIR))
+  if not on_volume then
+    warns[#warns + 1] = format("%s.config.path: %q is not on a persistent "
+      .. "volume (%s%s); its data is lost when the pod restarts", at, path,
+      M.METADATA_DIR, spec.storage.contentSize and ", " .. M.CONTENT_DIR
+        or ", or " .. M.CONTENT_DIR .. " with spec.storage.contentSize")
+  end
+end
+
+local function check_backends(spec, config, errs, warns)
+  local used = {}
+  for _, share in ipairs(list(config.shares)) do
+    used[share.metadataStore or ""] = true
+    used[share.contentStore or ""] = true
+  end
+  for i, b in ipairs(list(config.backends)) do
+    local at = format("spec.config.backends[%d]", i - 1)
+    check_backend(spec, b, at, errs, warns)
+    if is_str(b.name) and not used[b.name] then
+      warns[#warns + 1] = format("%s: backend '%s' is not used by any share",
+        at, b.name)
+    end
+  end
+end
+
+local function check_caches(config, errs, warns)
+  local used = {}
+  for _, share in ipairs(list(config.shares)) do
+    used[share.cache or ""] = true
+  end
+  for i, c in ipairs(list(config.caches)) do
+    local at = format("spec.config.caches[%d]", i - 1)
+    local sizes = {
+      { "memory.maxSize", type(c.memory) == "table" and c.memory.maxSize },
+      { "prefetch.maxFileSize",
+        type(c.prefetch) == "table" and c.prefetch.maxFileSize },
+      { "prefetch.chunkSize",
+        type(c.prefetch) == "table" and c.prefetch.chunkSize },
+    }
+    for _, s in ipairs(sizes) do
+      if is_str(s[2]) then
+        local _, err = size_bytes(s[2])
+        if err then
+          errs[#errs + 1] = format("%s.%s: %s", at, s[1], err)
+        end
+      end
+    end
+    local flusher = type(c.flusher) == "table" and c.flusher or {}
+    for _, key in ipairs({ "interval", "flushTimeout" }) do
+      if flusher[key] ~= nil and not is_duration(flusher[key]) then
+        errs[#errs + 1] = format("%s.flusher.%s: %q is not a duration "
+          .. "(for example 10s or 1m30s)", at, key, tostring(flusher[key]))
+      end
+    end
+    if is_str(c.name) and not used[c.name] then
+      warns[#warns + 1] = format("%s: cache '%s' is not used by any share",
+        at, c.name)
+    end
+  end
+end
+
+local function check_storage(spec, errs)
+  for _, key in ipairs({ "metadataSize", "contentSize" }) do
+    local s = spec.storage[key]
+    if is_str(s) then
+      local n, err = size_bytes(s)
+      if err then
+        errs[#errs + 1] = format("spec.storage.%s: %s", key, err)
+      elseif n == 0 then
+        errs[#errs + 1] = format("spec.storage.%s: must be greater than "
+          .. "zero", key)
+      end
+    end
+  end
+end
+
+-- replicas > 1 is safe only when every store of every share is shared
+-- between pods. badger metadata and local content live on each pod's own
+-- volume, and badger is the only metadata type, so today this refuses every
+-- replicas > 1 with a message that says why.
+local function check_replicas(spec, config, is_default, errs)
+  if not is_int(spec.replicas) or spec.replicas <= 1 then
+    return
+  end
+  local backends = index_by_name(config.backends)
+  local private = {}
+  for i, share in ipairs(list(config.shares)) do
+    local parts = {}
+    for _, role in ipairs({ "metadataStore", "contentStore" }) do
+      local b = backends[share[role] or ""]
+      if b and b.value.type ~= "s3" then
+        parts[#parts + 1] = format("%s in %s backend '%s'",
+          role == "metadataStore" and "metadata" or "content",
+          tostring(b.value.type), b.value.name)
+      end
+    end
+    if #parts > 0 then
+      private[#private + 1] = format("%s keeps %s", is_default
+        and "the default share /export" or share_label(i, share),
+        table.concat(parts, " and "))
+    end
+  end
+  if #private == 0 then
+    return
+  end
+  errs[#errs + 1] = format("spec.replicas: must be 0 or 1, got %d: %s on "
+    .. "each pod's own volume, so every replica would serve its own "
+    .. "diverging copy of the files (only s3 content is shared between "
+    .. "pods, and no shared metadata store type exists yet)",
+    spec.replicas, table.concat(private, "; "))
+end
+
+local function check_name(name, errs)
+  if not is_str(name) then
+    return
+  end
+  -- a DNS-1035 label: Service names are
+  if not (name:match("^[a-z][-a-z0-9]*$") and name:match("[a-z0-9]$")) then
+    errs[#errs + 1] = "metadata.name: must start with a lowercase letter "
+      .. "and contain only lowercase letters, digits and '-' (it names a "
+      .. "Service)"
+  end
+  if #name > M.MAX_NAME then
+    errs[#errs + 1] = format("metadata.name: must be at most %d "
+      .. "characters, got %d (the pods carry \"<name>-<revision hash>\" in "
+      .. "a label)", M.MAX_NAME, #name)
+  end
+end
+
+local function check_ports(spec, errs, warns)
+  if spec.nfsPort == M.METRICS_PORT then
+    errs[#errs + 1] = format("spec.nfsPort: %d is the metrics port; "
+      .. "choose another port", M.METRICS_PORT)
+  elseif is_int(spec.nfsPort) and spec.nfsPort < 1024
+      and not has_capability(spec.securityContext, "NET_BIND_SERVICE") then
+    warns[#warns + 1] = format("spec.nfsPort: %d is a privileged port; the "
+      .. "non-root server needs NET_BIND_SERVICE in "
+      .. "spec.securityContext.capabilities.add to bind it", spec.nfsPort)
+  end
+end
+
+--- Checks a DittoServer beyond what the CRD schema can express.
+-- The upstream webhook's rules come first with their texts, then the
+-- rules the server itself would enforce at start. Every message starts with
+-- the field it is about. All problems are reported, not only the first.
+-- @param ds table the DittoServer (CRD defaults applied or not)
+-- @return table errors (list of strings), table warnings (list of strings)
+function M.validate(ds)
+  local errs, warns = array({}), array({})
+  if not schema.is_object(ds) then
+    errs[1] = "DittoServer: must be an object"
+    return errs, warns
+  end
+  local name, _, spec = normalize(ds)
+  check_name(name, errs)
+  if spec == nil then
+    errs[#errs + 1] = "spec: required"
+    return errs, warns
+  end
+  local serrs, swarns = schema.check(spec, schema.SPEC, "spec")
+  tablex.extend(warns, swarns)
+  if #serrs > 0 then
+    -- the semantic rules below assume well-typed values
+    tablex.extend(errs, serrs)
+    return errs, warns
+  end
+  check_storage(spec, errs)
+  check_ports(spec, errs, warns)
+  local config, is_default = effective_config(spec)
+  if not is_default then
+    check_share_refs(config, errs, warns)
+    check_share_roles(config, errs)
+    check_duplicates(config.backends, "name", "backend name",
+      "spec.config.backends", errs)
+    check_duplicates(config.caches, "name", "cache name",
+      "spec.config.caches", errs)
+    check_duplicates(config.shares, "name", "share name",
+      "spec.config.shares", errs)
+    check_duplicates(config.shares, "exportPath", "export path",
+      "spec.config.shares", errs)
+    check_shares(config, errs)
+    check_backends(spec, config, errs, warns)
+    check_caches(config, errs, warns)
+  end
+  check_replicas(spec, config, is_default, errs)
+  return errs, warns
+end
+
+
+-- ---------------------------------------------------------------------------
+-- render: the DittoFS configuration (reference §1.7, metrics enabled)
+
+-- Upstream: cache sizes become integer bytes; "" and "0" are 0.
+local function bytes_or_string(s)
+  local n = size_bytes(s)
+  if n == nil then
+    return s
+  end
+  return n
+end
+
+local function render_backend(b, stores_meta, stores_content)
+  local cfg = type(b.config) == "table" and b.config or {}
+  if b.type == "badger" then
+    stores_meta[b.name] = obj({
+      type = "badger",
+      badger = obj({ db_path = cfg.path or M.METADATA_DIR }),
+    })
+  elseif b.type == "local" then
+    stores_content[b.name] = obj({
+      type = "filesystem",
+      filesystem = obj({ path = cfg.path }),
+    })
+  elseif b.type == "s3" then
+    local s3 = obj({ region = DEFAULT_REGION })
+    for _, key in ipairs({ "bucket", "region", "endpoint", "key_prefix" }) do
+      if cfg[key] ~= nil and cfg[key] ~= "" then
+        s3[key] = cfg[key]
+      end
+    end
+    if cfg.force_path_style == "true" then
+      s3.force_path_style = true
+    end
+    if b.credentialsSecretRef ~= nil then
+      -- Empty placeholders: viper binds DITTOFS_* environment overrides
+      -- only for keys present in the file. The values come from the
+      -- Secret through the pod's environment, never from here.
+      s3.access_key_id = ""
+      s3.secret_access_key = ""
+    end
+    stores_content[b.name] = obj({ type = "s3", s3 = s3 })
+  end
+end
+
+local function render_cache(c)
+  local out = obj({ type = c.type })
+  if type(c.memory) == "table" and c.memory.maxSize ~= nil
+      and c.memory.maxSize ~= "" then
+    out.memory = obj({ max_size = bytes_or_string(c.memory.maxSize) })
+  end
+  if type(c.prefetch) == "table" then
+    local p = obj({})
+    p.enabled = c.prefetch.enabled
+    if c.prefetch.maxFileSize ~= nil then
+      p.max_file_size = bytes_or_string(c.prefetch.maxFileSize)
+    end
+    if c.prefetch.chunkSize ~= nil then
+      p.chunk_size = bytes_or_string(c.prefetch.chunkSize)
+    end
+    out.prefetch = p
+  end
+  if type(c.flusher) == "table" then
+    out.flusher = obj({
+      sweep_interval = c.flusher.interval,
+      flush_timeout = c.flusher.flushTimeout,
+      flush_pool_size = c.flusher.workers,
+    })
+  end
+  return out
+end
+
+local function render_share(s)
+  local methods = str_array(s.allowedAuthMethods)
+  if #methods == 0 then
+    methods = array({ "anonymous", "unix" })
+  end
+  local im = type(s.identityMapping) == "table" and s.identityMapping or {}
+  local rda = type(s.rootDirectoryAttributes) == "table"
+    and s.rootDirectoryAttributes or {}
+  local out = obj({
+    name = s.exportPath,
+    metadata_store = s.metadataStore,
+    content_store = s.contentStore,
+    read_only = s.readOnly == true,
+    allowed_clients = str_array(s.allowedClients),
+    denied_clients = str_array(s.deniedClients),
+    require_auth = s.requireAuth == true,
+    allowed_auth_methods = methods,
+    identity_mapping = obj({
+      map_all_to_anonymous = im.mapAllToAnonymous == true,
+      map_privileged_to_anonymous = im.mapPrivilegedToAnonymous == true,
+      anonymous_uid = im.anonymousUID or 65534,
+      anonymous_gid = im.anonymousGID or 65534,
+    }),
+    root_directory_attributes = obj({
+      mode = rda.mode or 493,
+      uid = rda.uid or 0,
+      gid = rda.gid or 0,
+    }),
+    dump_restricted = s.dumpRestricted == true,
+    dump_allowed_clients = str_array(s.dumpAllowedClients),
+  })
+  if s.cache ~= nil and s.cache ~= "" then
+    out.cache = s.cache
+  end
+  return out
+end
+
+--- The DittoFS server configuration for a defaulted spec, as a Lua table
+-- ready for codec.yaml_encode (reference §1.7 with server metrics enabled).
+-- @param spec table defaulted spec
+-- @return table configuration
+function M.server_config(spec)
+  local config = effective_config(spec)
+  local stores_meta, stores_content = obj({}), obj({})
+  for _, b in ipairs(list(config.backends)) do
+    -- local content without an explicit path goes where a volume is
+    if b.type == "local" and (type(b.config) ~= "table"
+        or b.config.path == nil) then
+      b = tablex.deepcopy(b)
+      b.config = obj({ path = spec.storage.contentSize and M.CONTENT_DIR
+        or M.SHARED_CONTENT_DIR })
+    end
+    render_backend(b, stores_meta, stores_content)
+  end
+  local shares = array({})
+  for i, s in ipairs(list(config.shares)) do
+    shares[i] = render_share(s)
+  end
+  local out = obj({
+    logging = obj({ level = "INFO", format = "text", output = "stdout" }),
+    server = obj({
+      shutdown_timeout = "30s",
+      metrics = obj({ enabled = true, port = M.METRICS_PORT }),
+    }),
+    metadata = obj({
+      global = obj({
+        filesystem_capabilities = obj({
+          max_read_size = 1048576,
+          preferred_read_size = 65536,
+          max_write_size = 1048576,
+          preferred_write_size = 65536,
+          max_file_size = math.maxinteger,
+          max_filename_len = 255,
+          max_path_len = 4096,
+          max_hard_link_count = 32767,
+          supports_hard_links = true,
+          supports_symlinks = true,
+          case_sensitive = true,
+          case_preserving = true,
+        }),
+      }),
+      stores = stores_meta,
+    }),
+    content = obj({ global = obj({}), stores = stores_content }),
+    shares = shares,
+    adapters = obj({
+      nfs = obj({
+        enabled = true,
+        port = spec.nfsPort,
+        max_connections = 0,
+        timeouts = obj({
+          read = "5m0s", write = "30s", idle = "5m0s", shutdown = "30s",
+        }),
+        metrics_log_interval = "5m0s",
+      }),
+    }),
+  })
+  if #list(config.caches) > 0 then
+    local stores = obj({})
+    for _, c in ipairs(config.caches) do
+      stores[c.name] = render_cache(c)
+    end
+    out.cache = obj({ stores = stores })
+  end
+  return out
+end
+
+
+-- ---------------------------------------------------------------------------
+-- render: the Kubernetes objects
+
+--- Name of the environment variable DittoFS reads a store setting from:
+-- DITTOFS_ + the config key path upper-cased with "." -> "_" (viper).
+-- @param backend string backend name, e.g. "s3-content"
+-- @param key string "access_key_id" or "secret_access_key"
+-- @return string e.g. DITTOFS_CONTENT_STORES_S3-CONTENT_S3_ACCESS_KEY_ID
+function M.s3_env_name(backend, key)
+  return ("DITTOFS_CONTENT_STORES_" .. backend .. "_S3_" .. key):upper()
+end
+
+local function credential_env(config)
+  local env = array({})
+  for _, b in ipairs(list(config.backends)) do
+    local ref = b.credentialsSecretRef
+    if b.type == "s3" and type(ref) == "table" then
+      env[#env + 1] = object.env_from_secret(
+        M.s3_env_name(b.name, "access_key_id"), ref.name, ref.accessKeyIDKey)
+      env[#env + 1] = object.env_from_secret(
+        M.s3_env_name(b.name, "secret_access_key"), ref.name,
+        ref.secretAccessKeyKey)
+    end
+  end
+  return env
+end
+
+local function selector_labels(name)
+  return obj({
+    ["app.kubernetes.io/name"] = APP,
+    ["app.kubernetes.io/instance"] = name,
+  })
+end
+
+local function new_object(api_version, kind, name, labels)
+  return obj({
+    apiVersion = api_version,
+    kind = kind,
+    metadata = obj({ name = name, labels = labels }),
+  })
+end
+
+local function service_ports(spec)
+  return array({
+    object.service_port("nfs", spec.nfsPort, spec.nfsPort, "TCP"),
+    object.service_port("metrics", M.METRICS_PORT, M.METRICS_PORT, "TCP"),
+  })
+end
+
+local function any_run_as_root(psc, csc)
+  return (type(psc) == "table" and psc.runAsUser == 0)
+    or (type(csc) == "table" and csc.runAsUser == 0)
+end
+
+--- Pod security context: the user's keys win; absent keys get secure
+-- defaults (fsGroup 65532 as upstream; run as the image's non-root user;
+-- seccomp RuntimeDefault). runAsNonRoot is not defaulted when the user
+-- asks for UID 0 anywhere, which it would contradict.
+-- @param spec table defaulted spec
+-- @return table PodSecurityContext
+function M.pod_security_context(spec)
+  local user = type(spec.podSecurityContext) == "table"
+    and spec.podSecurityContext or {}
+  local csc = type(spec.securityContext) == "table" and spec.securityContext
+    or {}
+  local psc = obj(tablex.deepcopy(user))
+  if psc.fsGroup == nil then
+    psc.fsGroup = M.RUN_AS
+  end
+  if psc.runAsUser == nil and csc.runAsUser == nil then
+    psc.runAsUser = M.RUN_AS
+  end
+  if psc.runAsGroup == nil and csc.runAsGroup == nil then
+    psc.runAsGroup = M.RUN_AS
+  end
+  if psc.runAsNonRoot == nil and csc.runAsNonRoot == nil
+      and not any_run_as_root(user, csc) then
+    psc.runAsNonRoot = true
+  end
+  if psc.seccompProfile == nil and csc.seccompProfile == nil then
+    psc.seccompProfile = obj({ type = "RuntimeDefault" })
+  end
+  return psc
+end
+
+--- Container security context: the user's keys win; absent keys get
+-- allowPrivilegeEscalation false and capabilities drop ALL, except where
+-- Kubernetes would reject the combination (privileged, CAP_SYS_ADMIN).
+-- @param spec table defaulted spec
+-- @return table SecurityContext
+function M.container_security_context(spec)
+  local user = type(spec.securityContext) == "table" and spec.securityContext
+    or {}
+  local csc = obj(tablex.deepcopy(user))
+  local privileged = csc.privileged == true
+  local sys_admin = has_capability(csc, "SYS_ADMIN")
+  if csc.allowPrivilegeEscalation == nil and not privileged
+      and not sys_admin then
+    csc.allowPrivilegeEscalation = false
+  end
+  if not privileged then
+    if type(csc.capabilities) ~= "table" then
+      csc.capabilities = obj({})
+    end
+    if csc.capabilities.drop == nil then
+      csc.capabilities.drop = array({ "ALL" })
+    end
+  end
+  return csc
+end
+
+local function volume_claim(name, size, spec, labels)
+  local vct = obj({
+    metadata = obj({ name = name, labels = labels }),
+    spec = obj({
+      accessModes = array({ "ReadWriteOnce" }),
+      resources = obj({ requests = obj({ storage = size }) }),
+    }),
+  })
+  if spec.storage.storageClassName ~= nil then
+    vct.spec.storageClassName = spec.storage.storageClassName
+  end
+  return vct
+end
+
+local function tcp_probe(initial, period, timeout)
+  return obj({
+    tcpSocket = obj({ port = "nfs" }),
+    initialDelaySeconds = initial,
+    periodSeconds = period,
+    timeoutSeconds = timeout,
+    successThreshold = 1,
+    failureThreshold = 3,
+  })
+end
+
+local function render_statefulset(name, spec, config, config_hash)
+  local labels = selector_labels(name)
+  local mounts = array({
+    object.volume_mount("config", M.CONFIG_DIR, { read_only = true }),
+    object.volume_mount("metadata", M.METADATA_DIR),
+  })
+  local claims = array({
+    volume_claim("metadata", spec.storage.metadataSize, spec,
+      selector_labels(name)),
+  })
+  if spec.storage.contentSize ~= nil then
+    mounts[#mounts + 1] = object.volume_mount("content", M.CONTENT_DIR)
+    claims[#claims + 1] = volume_claim("content", spec.storage.contentSize,
+      spec, selector_labels(name))
+  end
+  local container = obj({
+    name = "dittofs",
+    image = spec.image,
+    command = array({ "/app/dittofs" }),
+    args = array({ "start", "--config", M.CONFIG_FILE }),
+    ports = array({
+      object.container_port("nfs", spec.nfsPort, "TCP"),
+      object.container_port("metrics", M.METRICS_PORT, "TCP"),
+    }),
+    volumeMounts = mounts,
+    securityContext = M.container_security_context(spec),
+    livenessProbe = tcp_probe(30, 10, 5),
+    readinessProbe = tcp_probe(10, 5, 3),
+  })
+  local env = credential_env(config)
+  if #env > 0 then
+    container.env = env
+  end
+  if type(spec.resources) == "table" and next(spec.resources) ~= nil then
+    container.resources = obj(tablex.deepcopy(spec.resources))
+  end
+  local sts = new_object("apps/v1", "StatefulSet", name, labels)
+  sts.spec = obj({
+    replicas = spec.replicas,
+    serviceName = name .. "-headless",
+    selector = obj({ matchLabels = selector_labels(name) }),
+    template = obj({
+      metadata = obj({
+        labels = selector_labels(name),
+        annotations = obj({ [M.CONFIG_HASH_ANNOTATION] = config_hash }),
+      }),
+      spec = obj({
+        automountServiceAccountToken = false,
+        -- no Service environment variables: DITTOFS_* ones could
+        -- override server settings through viper
+        enableServiceLinks = false,
+        terminationGracePeriodSeconds = M.TERMINATION_GRACE_SECONDS,
+        securityContext = M.pod_security_context(spec),
+        containers = array({ container }),
+        volumes = array({
+          object.volume_config_map("config", name .. "-config"),
+        }),
+      }),
+    }),
+    volumeClaimTemplates = claims,
+  })
+  return sts
+end
+
+-- The config file and its hash for a defaulted spec.
+local function config_file(spec)
+  local text = codec.yaml_encode(M.server_config(spec))
+  return text, fnv1a64(text)
+end
+
+--- Desired children of a DittoServer, in a fixed order: ConfigMap,
+-- Service, headless Service, StatefulSet. Expects a spec validate() accepts.
+-- @param ds table the DittoServer
+-- @param ctx table {name=, namespace=, cluster_domain=, operator_version=}
+-- @return table list of objects (no namespace/ownerReferences: the core
+-- adds them)
+function M.render(ds, ctx)
+  local name, _, spec = normalize(ds, ctx)
+  local config = effective_config(spec)
+  local text, hash = config_file(spec)
+  local labels = selector_labels(name)
+
+  local cm = new_object("v1", "ConfigMap", name .. "-config", labels)
+  cm.data = obj({ ["config.yaml"] = text })
+
+  local svc = new_object("v1", "Service", name, selector_labels(name))
+  local annotations = spec.service.annotations
+  if type(annotations) == "table" and next(annotations) ~= nil then
+    svc.metadata.annotations = obj(tablex.deepcopy(annotations))
+  end
+  svc.spec = obj({
+    type = spec.service.type,
+    selector = selector_labels(name),
+    ports = service_ports(spec),
+  })
+
+  local headless = new_object("v1", "Service", name .. "-headless",
+    selector_labels(name))
+  headless.spec = obj({
+    clusterIP = "None",
+    publishNotReadyAddresses = true,
+    selector = selector_labels(name),
+    ports = service_ports(spec),
+  })
+
+  return array({
+    cm, svc, headless, render_statefulset(name, spec, config, hash),
+  })
+end
+
+
+-- ---------------------------------------------------------------------------
+-- status
+
+local MAX_MESSAGE = 32000
+
+local function observed_of(observed, kind, name)
+  local by_kind = type(observed) == "table" and observed[kind] or nil
+  if type(by_kind) ~= "table" or name == nil then
+    return nil
+  end
+  local o = by_kind[name]
+  if type(o) ~= "table" then
+    return nil
+  end
+  return o
+end
+
+local function int_or(v, default)
+  if is_int(v) then
+    return v
+  end
+  return default
+end
+
+-- Upstream's Ready condition (reference §1.10), texts kept.
+local function ready_condition(desired, ready)
+  if desired == 0 then
+    return conditions.new("Ready", "True", "Stopped",
+      "DittoServer is stopped (replicas=0)")
+  end
+  local msg = format("StatefulSet has %d/%d ready replicas", ready, desired)
+  if ready >= desired then
+    return conditions.new("Ready", "True", "StatefulSetReady", msg)
+  end
+  return conditions.new("Ready", "False", "StatefulSetNotReady", msg)
+end
+
+-- Reconciled: are the children there and do they carry the current spec?
+local function reconciled_condition(name, spec, errs, observed)
+  if #errs > 0 then
+    local msg = table.concat(errs, "; ")
+    if #msg > MAX_MESSAGE then
+      msg = msg:sub(1, MAX_MESSAGE) .. "..."
+    end
+    return conditions.new("Reconciled", "False", "InvalidSpec", msg)
+  end
+  local wanted = {
+    { "ConfigMap", name .. "-config" }, { "Service", name },
+    { "Service", name .. "-headless" }, { "StatefulSet", name },
+  }
+  local missing = {}
+  for _, w in ipairs(wanted) do
+    if observed_of(observed, w[1], w[2]) == nil then
+      missing[#missing + 1] = format("%s %q", w[1], w[2])
+    end
+  end
+  if #missing > 0 then
+    return conditions.new("Reconciled", "False", "ChildrenMissing",
+      "Waiting for " .. table.concat(missing, ", ") .. " to be created")
+  end
+  local text, hash = config_file(spec)
+  local stale = {}
+  local cm = observed_of(observed, "ConfigMap", name .. "-config")
+  if type(cm.data) ~= "table" or cm.data["config.yaml"] ~= text then
+    stale[#stale + 1] = format("ConfigMap %q does not hold the current "
+      .. "configuration", name .. "-config")
+  end
+  local sts = observed_of(observed, "StatefulSet", name)
+  local got = tablex.get(sts, "spec", "template", "metadata", "annotations",
+    M.CONFIG_HASH_ANNOTATION)
+  if got ~= hash then
+    stale[#stale + 1] = format("StatefulSet %q does not carry the current "
+      .. "configuration hash", name)
+  end
+  local replicas = tablex.get(sts, "spec", "replicas")
+  if replicas ~= nil and replicas ~= spec.replicas then
+    stale[#stale + 1] = format("StatefulSet %q has %s replicas, want %d",
+      name, tostring(replicas), spec.replicas)
+  end
+  if #stale > 0 then
+    return conditions.new("Reconciled", "False", "ChildrenOutOfDate",
+      table.concat(stale, "; "))
+  end
+  return conditions.new("Reconciled", "True", "ChildrenUpToDate",
+    "ConfigMap, Services and StatefulSet match the spec")
+end
+
+--- Status of a DittoServer from its observed children.
+-- phase: Failed when the spec is invalid (validate() errors: the operator
+-- cannot apply it; the running pods, if any, keep the previous spec),
+-- else Stopped when replicas is 0, Running when the StatefulSet reports
+-- every desired replica ready, Pending otherwise.
+-- @param ds table the DittoServer
+-- @param observed table observed[kind][name] -> live child
+-- @param ctx table {name=, namespace=, cluster_domain=}
+-- @return table {phase=, availableReplicas=, nfsEndpoint=, conditions=}
+function M.status(ds, observed, ctx)
+  ctx = ctx or {}
+  local name, namespace, spec = normalize(ds, ctx)
+  local errs = M.validate(ds)
+  spec = type(spec) == "table" and spec or {}
+  local desired = int_or(spec.replicas, 1)
+  local port = int_or(spec.nfsPort, 2049)
+  local sts = observed_of(observed, "StatefulSet", name)
+  local ready = int_or(tablex.get(sts, "status", "readyReplicas"), 0)
+
+  local phase
+  if #errs > 0 then
+    phase = "Failed"
+  elseif desired == 0 then
+    phase = "Stopped"
+  elseif sts ~= nil and ready >= desired then
+    phase = "Running"
+  else
+    phase = "Pending"
+  end
+  local ready_cond = ready_condition(desired, ready)
+  return obj({
+    phase = phase,
+    availableReplicas = ready,
+    nfsEndpoint = format("%s.%s.svc.%s:%d", tostring(name),
+      tostring(namespace), ctx.cluster_domain or "cluster.local", port),
+    conditions = array({
+      ready_cond,
+      reconciled_condition(name, spec, errs, observed),
+    }),
+  })
+end
+
+
+return M

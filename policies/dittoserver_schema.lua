@@ -1,0 +1,494 @@
+-- dittoserver_schema: the DittoServer fields the default policy reads, with
+-- their types, validation and defaults, as a declarative table.
+--
+-- The table mirrors the openAPIV3Schema of crd/dittoserver.yaml (same keys,
+-- same keywords, no descriptions). The CRD is the source of truth:
+-- spec/lua/crd_spec.lua fails when the two disagree on any field, type,
+-- default or limit. The policy uses the table for two things:
+--   * apply_defaults(): the apiserver's defaulting algorithm, so a spec the
+--     policy sees outside the cluster (busted) is defaulted exactly as one
+--     read from the apiserver;
+--   * check(): types, required keys, enums and numeric limits, so render()
+--     never meets a value of the wrong shape (the apiserver checks the same,
+--     but the policy must not depend on it).
+local codec = require("codec")
+
+local M = {}
+
+
+local NAME_PATTERN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+local SIZE_PATTERN = "^[0-9]+(Mi|Gi|Ti)$"
+local DURATION_PATTERN = "^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$"
+local QUANTITY_PATTERN = "^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))"
+  .. "(([KMGTPE]i)|[numkMGTPE]|([eE](\\+|-)?(([0-9]+(\\.[0-9]*)?)"
+  .. "|(\\.[0-9]+))))?$"
+
+local function string_list()
+  return { type = "array", items = { type = "string" } }
+end
+
+local function string_map()
+  return { type = "object", additionalProperties = { type = "string" } }
+end
+
+local function quantity_map()
+  return {
+    type = "object",
+    additionalProperties = {
+      anyOf = { { type = "integer" }, { type = "string" } },
+      pattern = QUANTITY_PATTERN,
+      ["x-kubernetes-int-or-string"] = true,
+    },
+  }
+end
+
+local function int32(t)
+  t.type = "integer"
+  t.format = "int32"
+  return t
+end
+
+
+--- Schema of one entry of spec.config.shares.
+local SHARE = {
+  type = "object",
+  required = { "name", "metadataStore", "contentStore" },
+  properties = {
+    name = { type = "string", minLength = 1 },
+    exportPath = { type = "string", default = "/export", pattern = "^/" },
+    metadataStore = { type = "string" },
+    contentStore = { type = "string" },
+    cache = { type = "string" },
+    readOnly = { type = "boolean", default = false },
+    allowedClients = string_list(),
+    deniedClients = string_list(),
+    requireAuth = { type = "boolean", default = false },
+    allowedAuthMethods = {
+      type = "array",
+      default = { "anonymous", "unix" },
+      items = { type = "string", enum = { "anonymous", "unix" } },
+    },
+    identityMapping = {
+      type = "object",
+      properties = {
+        mapAllToAnonymous = { type = "boolean", default = false },
+        mapPrivilegedToAnonymous = { type = "boolean", default = false },
+        anonymousUID = int32({ minimum = 0, default = 65534 }),
+        anonymousGID = int32({ minimum = 0, default = 65534 }),
+      },
+    },
+    rootDirectoryAttributes = {
+      type = "object",
+      properties = {
+        mode = int32({ minimum = 0, maximum = 511, default = 493 }),
+        uid = int32({ minimum = 0, default = 0 }),
+        gid = int32({ minimum = 0, default = 0 }),
+      },
+    },
+    dumpRestricted = { type = "boolean", default = false },
+    dumpAllowedClients = string_list(),
+  },
+}
+
+--- Schema of one entry of spec.config.backends.
+local BACKEND = {
+  type = "object",
+  required = { "name", "type" },
+  properties = {
+    name = { type = "string", maxLength = 63, pattern = NAME_PATTERN },
+    type = { type = "string", enum = { "badger", "local", "s3" } },
+    config = string_map(),
+    credentialsSecretRef = {
+      type = "object",
+      required = { "name" },
+      properties = {
+        name = { type = "string", minLength = 1 },
+        accessKeyIDKey = {
+          type = "string", minLength = 1, default = "access_key_id",
+        },
+        secretAccessKeyKey = {
+          type = "string", minLength = 1, default = "secret_access_key",
+        },
+      },
+    },
+  },
+}
+
+--- Schema of one entry of spec.config.caches.
+local CACHE = {
+  type = "object",
+  required = { "name" },
+  properties = {
+    name = { type = "string", maxLength = 63, pattern = NAME_PATTERN },
+    type = { type = "string", enum = { "memory" }, default = "memory" },
+    memory = {
+      type = "object",
+      properties = { maxSize = { type = "string" } },
+    },
+    prefetch = {
+      type = "object",
+      properties = {
+        enabled = { type = "boolean", default = true },
+        maxFileSize = { type = "string", default = "100Mi" },
+        chunkSize = { type = "string", default = "512Ki" },
+      },
+    },
+    flusher = {
+      type = "object",
+      properties = {
+        interval = {
+          type = "string", default = "10s", pattern = DURATION_PATTERN,
+        },
+        flushTimeout = {
+          type = "string", default = "30s", pattern = DURATION_PATTERN,
+        },
+        workers = int32({ minimum = 1, default = 4 }),
+      },
+    },
+  },
+}
+
+--- Schema of .spec.
+M.SPEC = {
+  type = "object",
+  required = { "image", "storage" },
+  properties = {
+    image = { type = "string", minLength = 1 },
+    replicas = int32({ minimum = 0, default = 1 }),
+    storage = {
+      type = "object",
+      required = { "metadataSize" },
+      properties = {
+        metadataSize = { type = "string", pattern = SIZE_PATTERN },
+        contentSize = { type = "string", pattern = SIZE_PATTERN },
+        storageClassName = { type = "string" },
+      },
+    },
+    config = {
+      type = "object",
+      required = { "shares" },
+      properties = {
+        shares = { type = "array", minItems = 1, items = SHARE },
+        backends = { type = "array", items = BACKEND },
+        caches = { type = "array", items = CACHE },
+      },
+    },
+    service = {
+      type = "object",
+      default = {},
+      properties = {
+        type = {
+          type = "string",
+          enum = { "ClusterIP", "NodePort", "LoadBalancer" },
+          default = "ClusterIP",
+        },
+        annotations = string_map(),
+      },
+    },
+    nfsPort = int32({ minimum = 1, maximum = 65535, default = 2049 }),
+    resources = {
+      type = "object",
+      properties = { limits = quantity_map(), requests = quantity_map() },
+    },
+    securityContext = {
+      type = "object", ["x-kubernetes-preserve-unknown-fields"] = true,
+    },
+    podSecurityContext = {
+      type = "object", ["x-kubernetes-preserve-unknown-fields"] = true,
+    },
+  },
+}
+
+--- Schema of .status (written by the core from status()).
+M.STATUS = {
+  type = "object",
+  properties = {
+    phase = {
+      type = "string", enum = { "Pending", "Running", "Stopped", "Failed" },
+    },
+    availableReplicas = int32({}),
+    nfsEndpoint = { type = "string" },
+    observedGeneration = { type = "integer", format = "int64" },
+    conditions = {
+      type = "array",
+      ["x-kubernetes-list-type"] = "map",
+      ["x-kubernetes-list-map-keys"] = { "type" },
+      items = {
+        type = "object",
+        required = { "type", "status" },
+        properties = {
+          type = { type = "string" },
+          status = { type = "string", enum = { "True", "False", "Unknown" } },
+          reason = { type = "string" },
+          message = { type = "string" },
+          lastTransitionTime = { type = "string", format = "date-time" },
+          observedGeneration = { type = "integer", format = "int64" },
+        },
+      },
+    },
+  },
+}
+
+
+local function is_table(v)
+  return type(v) == "table"
+end
+
+-- A JSON array: marked by the codec, or a plain table whose keys are exactly
+-- 1..n (an empty plain table counts as both an array and an object).
+local function is_array(v)
+  if not is_table(v) then
+    return false
+  end
+  if codec.is_array(v) then
+    return true
+  end
+  if codec.is_object(v) then
+    return false
+  end
+  local n = 0
+  for _ in pairs(v) do
+    n = n + 1
+  end
+  return n == #v
+end
+
+local function is_object(v)
+  if not is_table(v) or codec.is_array(v) then
+    return false
+  end
+  if codec.is_object(v) or next(v) == nil then
+    return true
+  end
+  for k in pairs(v) do
+    if type(k) ~= "string" then
+      return false
+    end
+  end
+  return true
+end
+
+M.is_array = is_array
+M.is_object = is_object
+
+
+local function deep_copy(v)
+  if not is_table(v) then
+    return v
+  end
+  local out = {}
+  for k, x in pairs(v) do
+    out[k] = deep_copy(x)
+  end
+  return setmetatable(out, getmetatable(v))
+end
+
+M.deep_copy = deep_copy
+
+
+--- Fill in absent fields from the schema defaults, in place, the way the
+-- apiserver does (apiextensions structural defaulting): a default applies
+-- when its key is absent (or JSON null) and its parent object is present;
+-- defaults are set first, then the walk descends into the (possibly new)
+-- value, so `service: {}` gets `service.type` too.
+-- @param value any decoded JSON value
+-- @param node table schema node (for example M.SPEC)
+-- @return value (the same table, defaulted)
+function M.apply_defaults(value, node)
+  if node == nil or not is_table(value) then
+    return value
+  end
+  if node.properties and is_object(value) then
+    for key, prop in pairs(node.properties) do
+      local cur = value[key]
+      if prop.default ~= nil and (cur == nil or cur == codec.null) then
+        local d = deep_copy(prop.default)
+        if is_table(d) then
+          -- keep {} an object and {"a"} an array when encoded
+          if prop.type == "array" then
+            codec.array(d)
+          else
+            codec.object(d)
+          end
+        end
+        value[key] = d
+      end
+    end
+    for key, v in pairs(value) do
+      local prop = node.properties[key]
+      if prop then
+        M.apply_defaults(v, prop)
+      end
+    end
+  elseif node.items and is_array(value) then
+    for _, v in ipairs(value) do
+      M.apply_defaults(v, node.items)
+    end
+  end
+  return value
+end
+
+
+local TYPE_NAMES = {
+  string = "string", integer = "integer", boolean = "boolean",
+  object = "object", array = "array", number = "number",
+}
+
+local function type_of(v)
+  local t = type(v)
+  if t == "string" or t == "boolean" then
+    return t
+  end
+  if t == "number" then
+    return math.type(v) == "integer" and "integer" or "number"
+  end
+  if v == codec.null then
+    return "null"
+  end
+  if is_array(v) and (codec.is_array(v) or next(v) ~= nil) then
+    return "array"
+  end
+  if is_object(v) then
+    return "object"
+  end
+  return t
+end
+
+local function matches_type(v, want)
+  local got = type_of(v)
+  if got == want then
+    return true
+  end
+  -- an unmarked empty table is both {} and []
+  return want == "array" and is_table(v) and next(v) == nil
+end
+
+local function quote(v)
+  if type(v) == "string" then
+    return string.format("%q", v)
+  end
+  return tostring(v)
+end
+
+local function enum_text(enum)
+  local parts = {}
+  for i, e in ipairs(enum) do
+    parts[i] = quote(e)
+  end
+  return table.concat(parts, ", ")
+end
+
+local function contains(list, v)
+  for _, x in ipairs(list) do
+    if x == v then
+      return true
+    end
+  end
+  return false
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    keys[#keys + 1] = tostring(k)
+  end
+  table.sort(keys)
+  return keys
+end
+
+local check_node
+
+-- Walks value against node; appends "path: message" strings to errs and
+-- unknown-field notices to warns.
+check_node = function(value, node, path, errs, warns)
+  if value == nil then
+    return
+  end
+  if value == codec.null then
+    -- the apiserver drops nulls of non-nullable fields
+    return
+  end
+  if node.anyOf then
+    local ok = false
+    for _, alt in ipairs(node.anyOf) do
+      ok = ok or matches_type(value, alt.type)
+    end
+    if not ok then
+      errs[#errs + 1] = path .. ": must be an integer or a string"
+    end
+    return
+  end
+  if node.type and not matches_type(value, node.type) then
+    errs[#errs + 1] = string.format("%s: must be %s %s, got %s", path,
+      node.type == "integer" and "an" or "a", TYPE_NAMES[node.type],
+      type_of(value))
+    return
+  end
+  if node.enum and not contains(node.enum, value) then
+    errs[#errs + 1] = string.format("%s: unsupported value %s: must be one "
+      .. "of %s", path, quote(value), enum_text(node.enum))
+  end
+  if node.minimum and type(value) == "number" and value < node.minimum then
+    errs[#errs + 1] = string.format("%s: must be >= %d, got %s", path,
+      node.minimum, tostring(value))
+  end
+  if node.maximum and type(value) == "number" and value > node.maximum then
+    errs[#errs + 1] = string.format("%s: must be <= %d, got %s", path,
+      node.maximum, tostring(value))
+  end
+  if node.minLength and type(value) == "string"
+      and #value < node.minLength then
+    errs[#errs + 1] = path .. ": must not be empty"
+  end
+  if node.maxLength and type(value) == "string"
+      and #value > node.maxLength then
+    errs[#errs + 1] = string.format("%s: must be at most %d characters",
+      path, node.maxLength)
+  end
+  if node.type == "array" then
+    if node.minItems and #value < node.minItems then
+      errs[#errs + 1] = string.format("%s: must have at least %d item%s",
+        path, node.minItems, node.minItems == 1 and "" or "s")
+    end
+    for i, v in ipairs(value) do
+      check_node(v, node.items, string.format("%s[%d]", path, i - 1), errs,
+        warns)
+    end
+    return
+  end
+  if node.type ~= "object" or node["x-kubernetes-preserve-unknown-fields"]
+  then
+    return
+  end
+  for _, key in ipairs(node.required or {}) do
+    if value[key] == nil or value[key] == codec.null then
+      errs[#errs + 1] = string.format("%s.%s: required", path, key)
+    end
+  end
+  for _, key in ipairs(sorted_keys(value)) do
+    local sub = path .. "." .. key
+    if node.properties and node.properties[key] then
+      check_node(value[key], node.properties[key], sub, errs, warns)
+    elseif node.additionalProperties then
+      check_node(value[key], node.additionalProperties, sub, errs, warns)
+    else
+      warns[#warns + 1] = sub .. ": unknown field, ignored"
+    end
+  end
+end
+
+--- Check a value against a schema node: types, required keys, enums,
+-- numeric and length limits (patterns are left to the policy's own rules,
+-- since JSON Schema regexes are not Lua patterns).
+-- @param value any decoded JSON value
+-- @param node table schema node
+-- @param path string field path of value, for example "spec"
+-- @return table errors ("path: message"), table warnings
+function M.check(value, node, path)
+  local errs, warns = {}, {}
+  check_node(value, node, path, errs, warns)
+  return errs, warns
+end
+
+
+return M
