@@ -1,0 +1,415 @@
+#!/usr/bin/env bash
+# spec/integration/crd_test.sh: the DittoServer CRD against a real
+# kube-apiserver (deploy/local/cluster.sh; run through
+# spec/integration/with-cluster, which exports KUBECONFIG).
+#
+#   1. crd/dittoserver.yaml is accepted (server-side apply) and Established;
+#   2. every deploy/samples/*.yaml is accepted, and the apiserver applies the
+#      CRD defaults the policy relies on;
+#   3. CRs that break the schema are rejected, each with the apiserver's own
+#      message (checked by substring);
+#   4. status is a subresource with the declared enum.
+# Everything happens in a fresh namespace, deleted on exit. The CRD itself
+# is left installed (other tests share it; applying it again is a no-op).
+# Output: one "ok N - ..." / "not ok N - ..." line per check, then a
+# summary; exit status 1 when any check failed.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+KUBECTL=${DITTOFS_KUBECTL:-kubectl}
+: "${KUBECONFIG:?run through spec/integration/with-cluster}"
+ns="crd-test-$$"
+n=0
+failed=0
+tmp=$(mktemp -d)
+
+cleanup() {
+  "$KUBECTL" delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ok() {
+  n=$((n + 1))
+  echo "ok $n - $1"
+}
+
+not_ok() {
+  n=$((n + 1))
+  failed=$((failed + 1))
+  echo "not ok $n - $1"
+  if [ -n "${2:-}" ]; then
+    printf '%s\n' "$2" | sed 's/^/#   /'
+  fi
+}
+
+# check NAME CMD...: ok when CMD succeeds; its output is shown on failure.
+check() {
+  local name=$1
+  shift
+  local out
+  if out=$("$@" 2>&1); then
+    ok "$name"
+  else
+    not_ok "$name" "$out"
+  fi
+}
+
+# expect_eq NAME WANT GOT
+expect_eq() {
+  if [ "$2" = "$3" ]; then
+    ok "$1"
+  else
+    not_ok "$1" "want: $2
+got:  $3"
+  fi
+}
+
+k() {
+  "$KUBECTL" -n "$ns" "$@"
+}
+
+# --- 1. the CRD -------------------------------------------------------------
+check "CRD applies server-side" \
+  "$KUBECTL" apply --server-side --force-conflicts -f "$root/crd/dittoserver.yaml"
+check "CRD becomes Established" \
+  "$KUBECTL" wait --for condition=established --timeout=60s \
+  crd/dittoservers.dittofs.dittofs.com
+check "namespace $ns created" "$KUBECTL" create namespace "$ns"
+shortname=$("$KUBECTL" get crd dittoservers.dittofs.dittofs.com \
+  -o jsonpath='{.spec.names.shortNames[0]}')
+expect_eq "short name is ditto" "ditto" "$shortname"
+check "kubectl explain reads the schema" \
+  "$KUBECTL" explain dittoserver.spec.config.backends.credentialsSecretRef
+
+# --- 2. samples -------------------------------------------------------------
+for f in "$root"/deploy/samples/*.yaml; do
+  check "sample $(basename "$f") is accepted" \
+    k apply --server-side -f "$f"
+done
+
+get() {
+  k get dittoserver "$1" -o jsonpath="$2"
+}
+expect_eq "default replicas 1" "1" "$(get dittofs-port '{.spec.replicas}')"
+expect_eq "default service.type ClusterIP (service defaults to {})" \
+  "ClusterIP" "$(get dittofs-port '{.spec.service.type}')"
+expect_eq "custom nfsPort kept" "12049" "$(get dittofs-port '{.spec.nfsPort}')"
+expect_eq "default nfsPort 2049" "2049" "$(get dittofs-sample '{.spec.nfsPort}')"
+expect_eq "replicas 0 kept" "0" "$(get dittofs-stopped '{.spec.replicas}')"
+expect_eq "default allowedAuthMethods" '["anonymous","unix"]' \
+  "$(get dittofs-shares '{.spec.config.shares[0].allowedAuthMethods}')"
+expect_eq "default exportPath only when absent" "/team" \
+  "$(get dittofs-shares '{.spec.config.shares[0].exportPath}')"
+expect_eq "nested defaults inside a present object (anonymousUID)" "65534" \
+  "$(get dittofs-shares '{.spec.config.shares[1].identityMapping.anonymousUID}')"
+expect_eq "rootDirectoryAttributes.mode default not applied without parent" "" \
+  "$(get dittofs-shares '{.spec.config.shares[0].rootDirectoryAttributes}')"
+expect_eq "credentialsSecretRef key defaults" \
+  "access_key_id secret_access_key" \
+  "$(get dittofs-s3 '{.spec.config.backends[1].credentialsSecretRef.accessKeyIDKey} {.spec.config.backends[1].credentialsSecretRef.secretAccessKeyKey}')"
+expect_eq "cache type default memory" "memory" \
+  "$(get dittofs-cache '{.spec.config.caches[0].type}')"
+expect_eq "LoadBalancer annotations kept" "true" \
+  "$(get dittofs-lb '{.spec.service.annotations.service\.beta\.kubernetes\.io/aws-load-balancer-internal}')"
+cols=$(k get ditto dittofs-sample --no-headers -o wide | awk '{print $1, $2}')
+expect_eq "printer columns (kubectl get ditto)" "dittofs-sample 1" "$cols"
+header=$(k get ditto 2>&1 | head -1 | tr -s ' ')
+expect_eq "printer column headers" "NAME REPLICAS READY NFS ENDPOINT PHASE AGE" \
+  "$header"
+
+# --- 3. schema-breaking CRs -------------------------------------------------
+# Kubernetes 1.20 reports fields inside arrays without their index
+# ("spec.config.shares.name", not "spec.config.shares[0].name"); the
+# policy's own messages carry the index.
+# reject NAME EXPECTED-SUBSTRING: the CR on stdin must be refused by the
+# apiserver (server-side apply) with a message containing the substring.
+reject() {
+  local name=$1 want=$2 out
+  cat >"$tmp/cr.yaml"
+  if out=$(k apply --server-side --validate=false -f "$tmp/cr.yaml" 2>&1); then
+    not_ok "rejects $name" "accepted, want: $want"
+    return
+  fi
+  case $out in
+    *"$want"*) ok "rejects $name" ;;
+    *) not_ok "rejects $name" "want: $want
+got:  $out" ;;
+  esac
+}
+
+head='apiVersion: dittofs.dittofs.com/v1alpha1
+kind: DittoServer
+metadata:
+  name: bad'
+
+reject "missing spec" 'spec: Required value' <<EOF
+$head
+EOF
+
+reject "missing image" 'spec.image: Required value' <<EOF
+$head
+spec:
+  storage: {metadataSize: 10Gi}
+EOF
+
+reject "empty image" 'spec.image in body should be at least 1 chars long' <<EOF
+$head
+spec:
+  image: ""
+  storage: {metadataSize: 10Gi}
+EOF
+
+reject "missing storage" 'spec.storage: Required value' <<EOF
+$head
+spec:
+  image: x
+EOF
+
+reject "missing storage.metadataSize" 'spec.storage.metadataSize: Required value' <<EOF
+$head
+spec:
+  image: x
+  storage: {contentSize: 10Gi}
+EOF
+
+reject "metadataSize 10GB" \
+  "spec.storage.metadataSize in body should match '^[0-9]+(Mi|Gi|Ti)\$'" <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10GB}
+EOF
+
+reject "contentSize 1.5Gi" "spec.storage.contentSize in body should match" <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi, contentSize: 1.5Gi}
+EOF
+
+reject "replicas -1" \
+  'spec.replicas in body should be greater than or equal to 0' <<EOF
+$head
+spec:
+  image: x
+  replicas: -1
+  storage: {metadataSize: 10Gi}
+EOF
+
+reject "replicas as a string" 'spec.replicas in body must be of type integer' <<EOF
+$head
+spec:
+  image: x
+  replicas: "one"
+  storage: {metadataSize: 10Gi}
+EOF
+
+reject "nfsPort 70000" 'spec.nfsPort in body should be less than or equal to 65535' <<EOF
+$head
+spec:
+  image: x
+  nfsPort: 70000
+  storage: {metadataSize: 10Gi}
+EOF
+
+reject "nfsPort 0" 'spec.nfsPort in body should be greater than or equal to 1' <<EOF
+$head
+spec:
+  image: x
+  nfsPort: 0
+  storage: {metadataSize: 10Gi}
+EOF
+
+reject "service.type ExternalName" \
+  'spec.service.type: Unsupported value: "ExternalName": supported values: "ClusterIP", "NodePort", "LoadBalancer"' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  service: {type: ExternalName}
+EOF
+
+reject "service annotation value not a string" \
+  'spec.service.annotations.a in body must be of type string' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  service: {annotations: {a: 1}}
+EOF
+
+reject "config without shares" 'spec.config.shares: Required value' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config: {backends: []}
+EOF
+
+reject "empty shares" 'spec.config.shares in body should have at least 1 items' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config: {shares: []}
+EOF
+
+reject "share without name and stores" 'spec.config.shares.name: Required value' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{exportPath: /a}]
+EOF
+
+reject "exportPath without leading /" \
+  "spec.config.shares.exportPath in body should match '^/'" <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{name: a, exportPath: export, metadataStore: m, contentStore: c}]
+EOF
+
+reject "auth method krb5" \
+  'spec.config.shares.allowedAuthMethods: Unsupported value: "krb5"' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares:
+      - {name: a, metadataStore: m, contentStore: c, allowedAuthMethods: [krb5]}
+EOF
+
+reject "mode above 0777" \
+  'spec.config.shares.rootDirectoryAttributes.mode in body should be less than or equal to 511' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares:
+      - {name: a, metadataStore: m, contentStore: c, rootDirectoryAttributes: {mode: 1000}}
+EOF
+
+reject "backend type nfs" \
+  'spec.config.backends.type: Unsupported value: "nfs": supported values: "badger", "local", "s3"' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{name: a, metadataStore: m, contentStore: c}]
+    backends: [{name: m, type: nfs}]
+EOF
+
+reject "backend name with capitals" \
+  'spec.config.backends.name in body should match' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{name: a, metadataStore: m, contentStore: c}]
+    backends: [{name: S3_Content, type: s3}]
+EOF
+
+reject "backend config value not a string" \
+  'spec.config.backends.config.force_path_style in body must be of type string' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{name: a, metadataStore: m, contentStore: c}]
+    backends: [{name: c, type: s3, config: {bucket: b, force_path_style: true}}]
+EOF
+
+reject "credentialsSecretRef without name" \
+  'spec.config.backends.credentialsSecretRef.name: Required value' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{name: a, metadataStore: m, contentStore: c}]
+    backends: [{name: c, type: s3, credentialsSecretRef: {accessKeyIDKey: k}}]
+EOF
+
+reject "cache type disk" \
+  'spec.config.caches.type: Unsupported value: "disk"' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{name: a, metadataStore: m, contentStore: c}]
+    caches: [{name: k, type: disk}]
+EOF
+
+reject "flusher workers 0" \
+  'spec.config.caches.flusher.workers in body should be greater than or equal to 1' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{name: a, metadataStore: m, contentStore: c}]
+    caches: [{name: k, flusher: {workers: 0}}]
+EOF
+
+reject "flusher interval 10 seconds" \
+  'spec.config.caches.flusher.interval in body should match' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  config:
+    shares: [{name: a, metadataStore: m, contentStore: c}]
+    caches: [{name: k, flusher: {interval: 10 seconds}}]
+EOF
+
+reject "resources.limits.cpu two" 'spec.resources.limits.cpu' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  resources: {limits: {cpu: two}}
+EOF
+
+reject "securityContext not an object" \
+  'spec.securityContext in body must be of type object' <<EOF
+$head
+spec:
+  image: x
+  storage: {metadataSize: 10Gi}
+  securityContext: privileged
+EOF
+
+# --- 4. status subresource --------------------------------------------------
+status_patch() {
+  "$KUBECTL" -n "$ns" patch dittoserver dittofs-sample --subresource=status \
+    --type=merge -p "$1" 2>&1
+}
+out=$(status_patch '{"status":{"phase":"Running","availableReplicas":1,"nfsEndpoint":"dittofs-sample.'"$ns"'.svc.cluster.local:2049","observedGeneration":1,"conditions":[{"type":"Ready","status":"True","reason":"StatefulSetReady","message":"StatefulSet has 1/1 ready replicas","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}')
+check "status subresource accepts a valid status" test $? -eq 0
+cols=$(k get ditto dittofs-sample --no-headers | awk '{print $3, $4, $5}')
+expect_eq "printer columns show the status" \
+  "1 dittofs-sample.$ns.svc.cluster.local:2049 Running" "$cols"
+if out=$(status_patch '{"status":{"phase":"Exploded"}}'); then
+  not_ok "status rejects an unknown phase" "accepted"
+else
+  case $out in
+    *'status.phase: Unsupported value: "Exploded"'*) ok "status rejects an unknown phase" ;;
+    *) not_ok "status rejects an unknown phase" "$out" ;;
+  esac
+fi
+gen=$(get dittofs-sample '{.metadata.generation}')
+expect_eq "status writes do not bump metadata.generation" "1" "$gen"
+
+echo "$((n - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ]
