@@ -1,0 +1,803 @@
+/*
+ * json: a direct JSON -> Lua stack parser (exact int64, strict UTF-8), a
+ * JSON encoder into a dbuf, and cJSON <-> Lua. See json.h.
+ *
+ * Both directions run inside codec_pcall(): a Lua memory error or a
+ * codec_fail() unwinds to it, and the C resources of a call (the scratch
+ * buffer, the key vector) live in the context struct owned by the
+ * unprotected outer function, which frees them on every path.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "json.h"
+
+/* ---- decoder ------------------------------------------------------------- */
+
+struct jdec {
+    const char *s, *p, *end;
+    struct codec_limits lim;
+    int depth;
+    int amt, omt;  /* stack indices of the marker metatables */
+    char *scratch; /* unescaped strings, long numbers (malloc-owned) */
+    size_t scap;
+    int code;
+    char *err;
+    size_t errlen;
+};
+
+/* Raises with "line L, column C: msg" for the position `at`. Columns
+ * count characters (UTF-8 lead bytes), from 1. */
+__attribute__((noreturn, format(printf, 5, 6))) static void
+dec_fail_rc(lua_State *L, struct jdec *d, int rc, const char *at,
+            const char *fmt, ...)
+{
+    char msg[160];
+    va_list ap;
+    size_t line = 1, col = 1;
+    for (const char *q = d->s; q < at && q < d->end; q++) {
+        if (*q == '\n') {
+            line++;
+            col = 1;
+        } else if (((unsigned char)*q & 0xC0) != 0x80) {
+            col++;
+        }
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    codec_fail(L, &d->code, d->err, d->errlen, rc, "line %zu, column %zu: %s",
+               line, col, msg);
+}
+
+#define dec_fail(L, d, at, ...) dec_fail_rc(L, d, CODEC_EINPUT, at, __VA_ARGS__)
+
+static void scratch_reserve(lua_State *L, struct jdec *d, size_t need)
+{
+    if (need <= d->scap)
+        return;
+    size_t cap = d->scap ? d->scap : 256;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(d->scratch, cap);
+    if (p == NULL)
+        codec_fail(L, &d->code, d->err, d->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+    d->scratch = p;
+    d->scap = cap;
+}
+
+static void skip_ws(struct jdec *d)
+{
+    const char *p = d->p;
+    while (p < d->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    d->p = p;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Reads 4 hex digits at p (bounds checked); returns -1 if invalid. */
+static long hex4(const char *p, const char *end)
+{
+    long v = 0;
+    if (end - p < 4)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval((unsigned char)p[i]);
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+static size_t put_utf8(char *o, unsigned long cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Checks the multi-byte UTF-8 sequence at p; returns its length. */
+static size_t check_utf8(lua_State *L, struct jdec *d, const char *p)
+{
+    size_t n = codec_utf8_check(
+        p, (size_t)(d->end - p) < 4 ? (size_t)(d->end - p) : 4);
+    /* codec_utf8_check stops at the first bad sequence: 0 means bad. */
+    if (n == 0)
+        dec_fail(L, d, p, "invalid UTF-8 in string");
+    unsigned c = (unsigned char)*p;
+    size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+    if (n < want)
+        dec_fail(L, d, p, "invalid UTF-8 in string");
+    return want;
+}
+
+/* Parses the string at d->p (on its opening quote) and pushes it. */
+static void parse_string(lua_State *L, struct jdec *d)
+{
+    const char *start = ++d->p, *p = start, *end = d->end;
+    /* Fast path: no escapes. */
+    for (;;) {
+        if (p >= end)
+            dec_fail(L, d, start - 1, "unterminated string");
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            lua_pushlstring(L, start, (size_t)(p - start));
+            d->p = p + 1;
+            return;
+        }
+        if (c == '\\')
+            break;
+        if (c < 0x20)
+            dec_fail(L, d, p, "control character in string");
+        if (c >= 0x80)
+            p += check_utf8(L, d, p);
+        else
+            p++;
+    }
+    /* Slow path: unescape into the scratch buffer (never longer than the
+     * rest of the input). */
+    scratch_reserve(L, d, (size_t)(end - start) + 4);
+    char *o = d->scratch;
+    size_t olen = (size_t)(p - start);
+    memcpy(o, start, olen);
+    for (;;) {
+        if (p >= end)
+            dec_fail(L, d, start - 1, "unterminated string");
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            break;
+        if (c < 0x20)
+            dec_fail(L, d, p, "control character in string");
+        if (c >= 0x80) {
+            size_t n = check_utf8(L, d, p);
+            memcpy(o + olen, p, n);
+            olen += n;
+            p += n;
+            continue;
+        }
+        if (c != '\\') {
+            o[olen++] = (char)c;
+            p++;
+            continue;
+        }
+        if (p + 1 >= end)
+            dec_fail(L, d, start - 1, "unterminated string");
+        const char *esc = p;
+        p += 2;
+        switch (esc[1]) {
+        case '"':
+        case '\\':
+        case '/':
+            o[olen++] = esc[1];
+            break;
+        case 'b':
+            o[olen++] = '\b';
+            break;
+        case 'f':
+            o[olen++] = '\f';
+            break;
+        case 'n':
+            o[olen++] = '\n';
+            break;
+        case 'r':
+            o[olen++] = '\r';
+            break;
+        case 't':
+            o[olen++] = '\t';
+            break;
+        case 'u': {
+            long cp = hex4(p, end);
+            if (cp < 0)
+                dec_fail(L, d, esc, "invalid \\u escape");
+            p += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                dec_fail(L, d, esc, "lone low surrogate in \\u escape");
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                long lo = -1;
+                if (end - p >= 6 && p[0] == '\\' && p[1] == 'u')
+                    lo = hex4(p + 2, end);
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    dec_fail(L, d, esc,
+                             "unpaired high surrogate in \\u "
+                             "escape");
+                p += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            olen += put_utf8(o + olen, (unsigned long)cp);
+            break;
+        }
+        default:
+            dec_fail(L, d, esc, "invalid escape '\\%c'",
+                     (unsigned char)esc[1] >= 0x20 ? esc[1] : '?');
+        }
+    }
+    lua_pushlstring(L, o, olen);
+    d->p = p + 1;
+}
+
+static void parse_number(lua_State *L, struct jdec *d)
+{
+    const char *start = d->p, *p = d->p, *end = d->end;
+    int neg = 0, is_float = 0, ovf = 0;
+    uint64_t m = 0;
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= end || *p < '0' || *p > '9')
+        dec_fail(L, d, start, "invalid number");
+    if (*p == '0') {
+        p++;
+        if (p < end && *p >= '0' && *p <= '9')
+            dec_fail(L, d, start, "leading zero in number");
+    } else {
+        while (p < end && *p >= '0' && *p <= '9') {
+            unsigned dg = (unsigned)(*p - '0');
+            if (m > (UINT64_MAX - dg) / 10)
+                ovf = 1;
+            else
+                m = m * 10 + dg;
+            p++;
+        }
+    }
+    if (p < end && *p == '.') {
+        is_float = 1;
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            dec_fail(L, d, start, "invalid number");
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        is_float = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            dec_fail(L, d, start, "invalid number");
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    d->p = p;
+    if (!is_float && !ovf) {
+        if (!neg && m <= (uint64_t)INT64_MAX) {
+            lua_pushinteger(L, (lua_Integer)m);
+            return;
+        }
+        if (neg && m <= (uint64_t)INT64_MAX + 1) {
+            lua_pushinteger(L, (lua_Integer)(0 - m));
+            return;
+        }
+    }
+    /* Floats and out-of-range integers: strtod needs a terminated copy. */
+    size_t n = (size_t)(p - start);
+    char small[64], *buf = small;
+    if (n >= sizeof(small)) {
+        scratch_reserve(L, d, n + 1);
+        buf = d->scratch;
+    }
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    lua_pushnumber(L, strtod(buf, NULL));
+}
+
+static void parse_value(lua_State *L, struct jdec *d);
+
+static void enter(lua_State *L, struct jdec *d)
+{
+    if (++d->depth > d->lim.max_depth) {
+        dec_fail_rc(L, d, CODEC_ELIMIT, d->p, "nesting deeper than %d",
+                    d->lim.max_depth);
+    }
+    if (!lua_checkstack(L, 6))
+        codec_fail(L, &d->code, d->err, d->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+}
+
+static void parse_array(lua_State *L, struct jdec *d)
+{
+    enter(L, d);
+    lua_createtable(L, 0, 0);
+    lua_pushvalue(L, d->amt);
+    lua_setmetatable(L, -2);
+    d->p++;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        d->depth--;
+        return;
+    }
+    for (lua_Integer i = 1;; i++) {
+        parse_value(L, d);
+        lua_rawseti(L, -2, i);
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == ']') {
+            d->p++;
+            break;
+        }
+        dec_fail(L, d, d->p, "expected ',' or ']' in array");
+    }
+    d->depth--;
+}
+
+static void parse_object(lua_State *L, struct jdec *d)
+{
+    enter(L, d);
+    lua_createtable(L, 0, 0);
+    lua_pushvalue(L, d->omt);
+    lua_setmetatable(L, -2);
+    d->p++;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        d->depth--;
+        return;
+    }
+    for (;;) {
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != '"')
+            dec_fail(L, d, d->p, "expected a string key in object");
+        const char *kpos = d->p;
+        parse_string(L, d); /* [obj, key] */
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) != LUA_TNIL)
+            dec_fail(L, d, kpos, "duplicate key \"%.60s\"",
+                     lua_tostring(L, -2));
+        lua_pop(L, 1);
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':')
+            dec_fail(L, d, d->p, "expected ':' after object key");
+        d->p++;
+        parse_value(L, d); /* [obj, key, value] */
+        lua_rawset(L, -3);
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            break;
+        }
+        dec_fail(L, d, d->p, "expected ',' or '}' in object");
+    }
+    d->depth--;
+}
+
+static void parse_literal(lua_State *L, struct jdec *d, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+        dec_fail(L, d, d->p, "invalid literal");
+    d->p += n;
+}
+
+static void parse_value(lua_State *L, struct jdec *d)
+{
+    skip_ws(d);
+    if (d->p >= d->end)
+        dec_fail(L, d, d->p, "unexpected end of input");
+    switch (*d->p) {
+    case '{':
+        parse_object(L, d);
+        return;
+    case '[':
+        parse_array(L, d);
+        return;
+    case '"':
+        parse_string(L, d);
+        return;
+    case 't':
+        parse_literal(L, d, "true");
+        lua_pushboolean(L, 1);
+        return;
+    case 'f':
+        parse_literal(L, d, "false");
+        lua_pushboolean(L, 0);
+        return;
+    case 'n':
+        parse_literal(L, d, "null");
+        codec_push_null(L);
+        return;
+    default:
+        if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9')) {
+            parse_number(L, d);
+            return;
+        }
+        if ((unsigned char)*d->p >= 0x20 && (unsigned char)*d->p < 0x7F)
+            dec_fail(L, d, d->p, "unexpected character '%c'", *d->p);
+        dec_fail(L, d, d->p, "unexpected byte 0x%02x", (unsigned char)*d->p);
+    }
+}
+
+/* Protected body of json_push: [ud] -> [value]. */
+static int decode_protected(lua_State *L)
+{
+    struct jdec *d = lua_touserdata(L, 1);
+    codec_push_marks(L); /* [ud, amt, omt] */
+    d->amt = 2;
+    d->omt = 3;
+    parse_value(L, d);
+    skip_ws(d);
+    if (d->p < d->end)
+        dec_fail(L, d, d->p, "unexpected characters after the value");
+    return 1;
+}
+
+int json_push(lua_State *L, const char *s, size_t len,
+              const struct codec_limits *lim, char *err, size_t errlen)
+{
+    struct jdec d;
+    memset(&d, 0, sizeof(d));
+    codec_limits_resolve(lim, &d.lim);
+    if (len > d.lim.max_size) {
+        snprintf(err, errlen,
+                 "line 1, column 1: input of %zu bytes is "
+                 "larger than the limit of %zu",
+                 len, d.lim.max_size);
+        return CODEC_ELIMIT;
+    }
+    d.s = s;
+    d.p = s;
+    d.end = s + len;
+    d.err = err;
+    d.errlen = errlen;
+    int rc = codec_pcall(L, decode_protected, &d, 0, 1, &d.code, err, errlen);
+    free(d.scratch);
+    return rc;
+}
+
+/* ---- encoder ------------------------------------------------------------- */
+
+struct jenc {
+    struct dbuf *out;
+    int amt, omt;
+    int depth;
+    struct codec_keys keys; /* malloc-owned, freed by the outer function */
+    int code;
+    char *err;
+    size_t errlen;
+};
+
+__attribute__((noreturn)) static void enc_out_fail(lua_State *L, struct jenc *e,
+                                                   int rc)
+{
+    if (rc == DBUF_TOOBIG)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_ETOOBIG,
+                   "output larger than %zu bytes", e->out->max);
+    codec_fail(L, &e->code, e->err, e->errlen, CODEC_ENOMEM,
+               "not enough memory");
+}
+
+static void put(lua_State *L, struct jenc *e, const char *s, size_t n)
+{
+    int rc = dbuf_add(e->out, s, n);
+    if (rc != DBUF_OK)
+        enc_out_fail(L, e, rc);
+}
+
+static void putc_(lua_State *L, struct jenc *e, char c)
+{
+    struct dbuf *b = e->out;
+    /* Inline fast path: room for c and the terminator. */
+    if (b->len + 1 < b->cap && b->len < b->max) {
+        b->ptr[b->len++] = c;
+        b->ptr[b->len] = '\0';
+        return;
+    }
+    put(L, e, &c, 1);
+}
+
+static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t bad = codec_utf8_check(s, n);
+    if (bad != n)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                   "invalid UTF-8 in string at byte %zu", bad + 1);
+    putc_(L, e, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(L, e, s + run, i - run);
+        run = i + 1;
+        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        size_t elen = 2;
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+        }
+        put(L, e, esc, elen);
+    }
+    put(L, e, s + run, n - run);
+    putc_(L, e, '"');
+}
+
+static void encode_value(lua_State *L, struct jenc *e, int idx);
+
+static void encode_table(lua_State *L, struct jenc *e, int idx)
+{
+    size_t n, base = e->keys.len;
+    if (++e->depth > CODEC_MAX_DEPTH)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                   "nesting deeper than %d (a cycle?)", CODEC_MAX_DEPTH);
+    int top = lua_gettop(L);
+    int kind = codec_table_entries(L, idx, e->amt, e->omt, &e->keys, &n, e->err,
+                                   e->errlen);
+    if (kind < 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s", e->err);
+        codec_fail(L, &e->code, e->err, e->errlen, kind, "%s", msg);
+    }
+    if (kind == CODEC_ARRAY) {
+        putc_(L, e, '[');
+        for (size_t i = 1; i <= n; i++) {
+            if (i > 1)
+                putc_(L, e, ',');
+            lua_rawgeti(L, idx, (lua_Integer)i);
+            encode_value(L, e, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+        putc_(L, e, ']');
+    } else {
+        putc_(L, e, '{');
+        for (size_t i = 0; i < n; i++) {
+            /* Re-read: nested tables may grow (move) the vector. */
+            struct codec_key k = e->keys.v[base + i];
+            if (i > 0)
+                putc_(L, e, ',');
+            put_string(L, e, k.s, k.len);
+            putc_(L, e, ':');
+            encode_value(L, e, k.idx + 1);
+        }
+        putc_(L, e, '}');
+    }
+    e->keys.len = base;
+    lua_settop(L, top);
+    e->depth--;
+}
+
+static void encode_value(lua_State *L, struct jenc *e, int idx)
+{
+    char num[40];
+    size_t n;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        put(L, e, "null", 4);
+        return;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx))
+            put(L, e, "true", 4);
+        else
+            put(L, e, "false", 5);
+        return;
+    case LUA_TNUMBER:
+        n = codec_fmt_number(L, idx, num);
+        if (n == 0)
+            codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                       "cannot encode NaN or infinity");
+        put(L, e, num, n);
+        return;
+    case LUA_TSTRING: {
+        const char *s = lua_tolstring(L, idx, &n);
+        put_string(L, e, s, n);
+        return;
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (codec_is_null(L, idx)) {
+            put(L, e, "null", 4);
+            return;
+        }
+        break;
+    case LUA_TTABLE:
+        encode_table(L, e, idx);
+        return;
+    default:
+        break;
+    }
+    codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+               "cannot encode a %s", luaL_typename(L, idx));
+}
+
+/* Protected body of json_encode: [ud, value] -> []. */
+static int encode_protected(lua_State *L)
+{
+    struct jenc *e = lua_touserdata(L, 1);
+    codec_push_marks(L); /* [ud, value, amt, omt] */
+    e->amt = 3;
+    e->omt = 4;
+    encode_value(L, e, 2);
+    return 0;
+}
+
+int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
+                size_t errlen)
+{
+    struct jenc e;
+    memset(&e, 0, sizeof(e));
+    e.out = out;
+    e.err = err;
+    e.errlen = errlen;
+    idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 4)) {
+        snprintf(err, errlen, "not enough memory");
+        return CODEC_ENOMEM;
+    }
+    lua_pushvalue(L, idx);
+    int rc = codec_pcall(L, encode_protected, &e, 1, 0, &e.code, err, errlen);
+    codec_keys_free(&e.keys);
+    return rc;
+}
+
+/* ---- cJSON ----------------------------------------------------------------
+ */
+
+struct cjdec {
+    const cJSON *root;
+    int amt, omt;
+    int code;
+    char *err;
+    size_t errlen;
+};
+
+static void push_cjson(lua_State *L, struct cjdec *c, const cJSON *it,
+                       int depth)
+{
+    if (depth > CODEC_MAX_DEPTH)
+        codec_fail(L, &c->code, c->err, c->errlen, CODEC_ELIMIT,
+                   "nesting deeper than %d", CODEC_MAX_DEPTH);
+    if (!lua_checkstack(L, 6))
+        codec_fail(L, &c->code, c->err, c->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+    if (cJSON_IsFalse(it) || cJSON_IsTrue(it)) {
+        lua_pushboolean(L, cJSON_IsTrue(it));
+    } else if (cJSON_IsNull(it)) {
+        codec_push_null(L);
+    } else if (cJSON_IsNumber(it)) {
+        double v = it->valuedouble;
+        if (v == floor(v) && v >= -9223372036854775808.0 &&
+            v < 9223372036854775808.0)
+            lua_pushinteger(L, (lua_Integer)v);
+        else
+            lua_pushnumber(L, v);
+    } else if (cJSON_IsString(it)) {
+        const char *s = it->valuestring ? it->valuestring : "";
+        size_t n = strlen(s);
+        if (codec_utf8_check(s, n) != n)
+            codec_fail(L, &c->code, c->err, c->errlen, CODEC_EINPUT,
+                       "invalid UTF-8 in string");
+        lua_pushlstring(L, s, n);
+    } else if (cJSON_IsArray(it)) {
+        lua_createtable(L, cJSON_GetArraySize(it), 0);
+        lua_pushvalue(L, c->amt);
+        lua_setmetatable(L, -2);
+        lua_Integer i = 1;
+        for (const cJSON *ch = it->child; ch != NULL; ch = ch->next) {
+            push_cjson(L, c, ch, depth + 1);
+            lua_rawseti(L, -2, i++);
+        }
+    } else if (cJSON_IsObject(it)) {
+        lua_createtable(L, 0, cJSON_GetArraySize(it));
+        lua_pushvalue(L, c->omt);
+        lua_setmetatable(L, -2);
+        for (const cJSON *ch = it->child; ch != NULL; ch = ch->next) {
+            lua_pushstring(L, ch->string ? ch->string : "");
+            lua_pushvalue(L, -1);
+            if (lua_rawget(L, -3) != LUA_TNIL)
+                codec_fail(L, &c->code, c->err, c->errlen, CODEC_EINPUT,
+                           "duplicate key \"%.60s\"", ch->string);
+            lua_pop(L, 1);
+            push_cjson(L, c, ch, depth + 1);
+            lua_rawset(L, -3);
+        }
+    } else {
+        codec_fail(L, &c->code, c->err, c->errlen, CODEC_EINPUT,
+                   "unsupported cJSON item type %d", it->type);
+    }
+}
+
+static int push_cjson_protected(lua_State *L)
+{
+    struct cjdec *c = lua_touserdata(L, 1);
+    codec_push_marks(L); /* [ud, amt, omt] */
+    c->amt = 2;
+    c->omt = 3;
+    push_cjson(L, c, c->root, 1);
+    return 1;
+}
+
+int json_push_cjson(lua_State *L, const cJSON *item, char *err, size_t errlen)
+{
+    struct cjdec c;
+    memset(&c, 0, sizeof(c));
+    c.root = item;
+    c.err = err;
+    c.errlen = errlen;
+    if (item == NULL) {
+        snprintf(err, errlen, "no cJSON item");
+        return CODEC_EINPUT;
+    }
+    return codec_pcall(L, push_cjson_protected, &c, 0, 1, &c.code, err, errlen);
+}
+
+int json_to_cjson(lua_State *L, int idx, cJSON **out, char *err, size_t errlen)
+{
+    struct dbuf b;
+    *out = NULL;
+    dbuf_init(&b, CODEC_MAX_SIZE);
+    int rc = json_encode(L, idx, &b, err, errlen);
+    if (rc == CODEC_OK) {
+        *out = cJSON_ParseWithLength(dbuf_ptr(&b), dbuf_len(&b));
+        if (*out == NULL) {
+            snprintf(err, errlen, "not enough memory");
+            rc = CODEC_ENOMEM;
+        }
+    }
+    dbuf_free(&b);
+    return rc;
+}

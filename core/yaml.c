@@ -1,0 +1,988 @@
+/*
+ * yaml: libyaml events -> Lua values, and a deterministic block-style
+ * emitter. See yaml.h.
+ *
+ * Like json.c, the Lua work runs inside codec_pcall(); the libyaml parser,
+ * its current event and the key vector belong to the context struct of
+ * the unprotected outer function, which releases them on every path.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "yaml.h" /* and libyaml's <yaml.h> */
+
+/* ---- plain scalar resolution (go-yaml v2 rules) --------------------------
+ */
+
+enum { R_STR, R_NULL, R_BOOL, R_INT, R_FLOAT };
+
+struct resolved {
+    int type;
+    int b;
+    lua_Integer i;
+    double f;
+};
+
+static int is_word(const char *s, size_t n, const char *const *words)
+{
+    for (; *words != NULL; words++)
+        if (strlen(*words) == n && memcmp(s, *words, n) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *const null_words[] = {"~", "null", "Null", "NULL", NULL};
+static const char *const true_words[] = {"y",   "Y",    "yes",  "Yes",
+                                         "YES", "true", "True", "TRUE",
+                                         "on",  "On",   "ON",   NULL};
+static const char *const false_words[] = {"n",   "N",     "no",    "No",
+                                          "NO",  "false", "False", "FALSE",
+                                          "off", "Off",   "OFF",   NULL};
+static const char *const inf_words[] = {".inf",  ".Inf",  ".INF", "+.inf",
+                                        "+.Inf", "+.INF", NULL};
+static const char *const ninf_words[] = {"-.inf", "-.Inf", "-.INF", NULL};
+static const char *const nan_words[] = {".nan", ".NaN", ".NAN", NULL};
+
+/* Go's strconv.ParseInt(s, 0, 64) after underscores were removed. */
+static int parse_int(const char *s, size_t n, lua_Integer *out)
+{
+    size_t i = 0;
+    int neg = 0;
+    unsigned base = 10;
+    uint64_t v = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        neg = s[i++] == '-';
+    if (i >= n)
+        return 0;
+    if (s[i] == '0' && i + 1 < n) {
+        char p = s[i + 1];
+        if (p == 'x' || p == 'X')
+            base = 16, i += 2;
+        else if (p == 'o' || p == 'O')
+            base = 8, i += 2;
+        else if (p == 'b' || p == 'B')
+            base = 2, i += 2;
+        else
+            base = 8, i += 1;
+        if (i >= n)
+            return 0;
+    }
+    for (; i < n; i++) {
+        unsigned dg;
+        char c = s[i];
+        if (c >= '0' && c <= '9')
+            dg = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            dg = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            dg = (unsigned)(c - 'A' + 10);
+        else
+            return 0;
+        if (dg >= base)
+            return 0;
+        if (v > (UINT64_MAX - dg) / base)
+            return 0;
+        v = v * base + dg;
+    }
+    if (!neg && v > (uint64_t)INT64_MAX)
+        return 0;
+    if (neg && v > (uint64_t)INT64_MAX + 1)
+        return 0;
+    *out = neg ? (lua_Integer)(0 - v) : (lua_Integer)v;
+    return 1;
+}
+
+/* ^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$ */
+static int float_syntax(const char *s, size_t n)
+{
+    size_t i = 0, d;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        i++;
+    if (i < n && s[i] == '.') {
+        i++;
+        for (d = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++, d++)
+            ;
+        if (d == 0)
+            return 0;
+    } else {
+        for (d = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++, d++)
+            ;
+        if (d == 0)
+            return 0;
+        if (i < n && s[i] == '.')
+            for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+                ;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        for (d = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++, d++)
+            ;
+        if (d == 0)
+            return 0;
+    }
+    return i == n;
+}
+
+static void resolve_plain(const char *s, size_t n, struct resolved *r)
+{
+    r->type = R_STR;
+    if (n == 0 || is_word(s, n, null_words)) {
+        r->type = R_NULL;
+        return;
+    }
+    if (n <= 5 && is_word(s, n, true_words)) {
+        r->type = R_BOOL;
+        r->b = 1;
+        return;
+    }
+    if (n <= 5 && is_word(s, n, false_words)) {
+        r->type = R_BOOL;
+        r->b = 0;
+        return;
+    }
+    if (strchr("-+.0123456789", s[0]) == NULL || n > 256)
+        return;
+    if (is_word(s, n, inf_words) || is_word(s, n, ninf_words)) {
+        r->type = R_FLOAT;
+        r->f = s[0] == '-' ? -HUGE_VAL : HUGE_VAL;
+        return;
+    }
+    if (is_word(s, n, nan_words)) {
+        r->type = R_FLOAT;
+        r->f = NAN;
+        return;
+    }
+    char buf[260];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != '_')
+            buf[m++] = s[i];
+    buf[m] = '\0';
+    if (parse_int(buf, m, &r->i)) {
+        r->type = R_INT;
+        return;
+    }
+    if (float_syntax(buf, m)) {
+        r->type = R_FLOAT;
+        r->f = strtod(buf, NULL);
+    }
+}
+
+static int ci_word(const char *s, size_t n, const char *w)
+{
+    if (strlen(w) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != w[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* Code points that YAML treats as breaks or non-printable. */
+static int special_cp(unsigned long cp)
+{
+    return (cp >= 0x80 && cp <= 0x9F) || cp == 0xFEFF || cp == 0x2028 ||
+           cp == 0x2029 || cp == 0xFFFE || cp == 0xFFFF;
+}
+
+/* Decodes the valid UTF-8 sequence at s (length n, from
+ * codec_utf8_check). */
+static unsigned long utf8_cp(const unsigned char *s, size_t n)
+{
+    if (n == 2)
+        return ((s[0] & 0x1Fu) << 6) | (s[1] & 0x3Fu);
+    if (n == 3)
+        return ((s[0] & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
+    return ((s[0] & 0x07ul) << 18) | ((s[1] & 0x3Ful) << 12) |
+           ((s[2] & 0x3Ful) << 6) | (s[3] & 0x3Ful);
+}
+
+static size_t utf8_len(unsigned char c)
+{
+    return c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+}
+
+int yaml_plain_safe(const char *s, size_t n)
+{
+    static const char *const ci_words[] = {
+        "~", "null", "true",  "false", "yes",  "no", "on", "off", "y",
+        "n", ".inf", "+.inf", "-.inf", ".nan", "<<", "=",  NULL};
+    struct resolved r;
+    if (n == 0)
+        return 0;
+    resolve_plain(s, n, &r);
+    if (r.type != R_STR)
+        return 0;
+    for (const char *const *w = ci_words; *w != NULL; w++)
+        if (ci_word(s, n, *w))
+            return 0;
+    /* Number-like strings: YAML 1.1 sexagesimals ("1:30"), timestamps,
+     * floats like "1.2.3" or "1e3" without a sign in the exponent. */
+    int numlike = (s[0] >= '0' && s[0] <= '9') ||
+                  (n > 1 && strchr("+-.", s[0]) != NULL &&
+                   ((s[1] >= '0' && s[1] <= '9') || s[1] == '.'));
+    if (numlike) {
+        if (memchr(s, ':', n) != NULL)
+            return 0;
+        if (strspn(s, "0123456789._eE+-") >= n)
+            return 0;
+        if (n >= 5 && strspn(s, "0123456789") == 4 && s[4] == '-')
+            return 0;
+    }
+    if (strchr("?:,[]{}#&*!|>'\"%@`", s[0]) != NULL)
+        return 0;
+    if (s[0] == '-' && (n == 1 || s[1] == ' '))
+        return 0;
+    if (n >= 3 && (memcmp(s, "---", 3) == 0 || memcmp(s, "...", 3) == 0))
+        return 0;
+    if (s[0] == ' ' || s[n - 1] == ' ' || s[n - 1] == ':')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7F)
+            return 0;
+        if (c == ':' && i + 1 < n && s[i + 1] == ' ')
+            return 0;
+        if (c == ' ' && i + 1 < n && s[i + 1] == '#')
+            return 0;
+        if (c >= 0x80) {
+            size_t k = utf8_len(c);
+            if (i + k > n || codec_utf8_check(s + i, k) != k)
+                return 0;
+            if (special_cp(utf8_cp((const unsigned char *)s + i, k)))
+                return 0;
+            i += k - 1;
+        }
+    }
+    return 1;
+}
+
+/* ---- decoder ------------------------------------------------------------- */
+
+struct ydec {
+    const char *s;
+    size_t len;
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int have_ev;
+    struct codec_limits lim;
+    int amt, omt, anchors, counts; /* stack indices */
+    int depth;
+    size_t nodes, alias_nodes;
+    int code;
+    char *err;
+    size_t errlen;
+};
+
+__attribute__((noreturn, format(printf, 5, 6))) static void
+ydec_fail(lua_State *L, struct ydec *d, int rc, yaml_mark_t mark,
+          const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    codec_fail(L, &d->code, d->err, d->errlen, rc, "line %zu, column %zu: %s",
+               mark.line + 1, mark.column + 1, msg);
+}
+
+/* Position of byte offset `off` as a libyaml mark (for reader errors). */
+static yaml_mark_t mark_of(const struct ydec *d, size_t off)
+{
+    yaml_mark_t m = {0, 0, 0};
+    for (size_t i = 0; i < off && i < d->len; i++) {
+        if (d->s[i] == '\n') {
+            m.line++;
+            m.column = 0;
+        } else if (((unsigned char)d->s[i] & 0xC0) != 0x80) {
+            m.column++;
+        }
+    }
+    m.index = off;
+    return m;
+}
+
+static void next_event(lua_State *L, struct ydec *d)
+{
+    if (d->have_ev) {
+        yaml_event_delete(&d->ev);
+        d->have_ev = 0;
+    }
+    if (yaml_parser_parse(&d->parser, &d->ev)) {
+        d->have_ev = 1;
+        return;
+    }
+    yaml_parser_t *p = &d->parser;
+    const char *problem = p->problem ? p->problem : "invalid YAML";
+    if (p->error == YAML_MEMORY_ERROR)
+        codec_fail(L, &d->code, d->err, d->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+    if (p->error == YAML_READER_ERROR)
+        ydec_fail(L, d, CODEC_EINPUT, mark_of(d, p->problem_offset), "%s",
+                  problem);
+    if (p->context != NULL)
+        ydec_fail(L, d, CODEC_EINPUT, p->problem_mark, "%s %s", problem,
+                  p->context);
+    ydec_fail(L, d, CODEC_EINPUT, p->problem_mark, "%s", problem);
+}
+
+static int tag_is(const yaml_char_t *tag, const char *name)
+{
+    return tag != NULL && strcmp((const char *)tag, name) == 0;
+}
+
+/* Pushes the value of the current scalar event. */
+static void push_scalar(lua_State *L, struct ydec *d)
+{
+    const yaml_event_t *ev = &d->ev;
+    const char *s = (const char *)ev->data.scalar.value;
+    size_t n = ev->data.scalar.length;
+    const yaml_char_t *tag = ev->data.scalar.tag;
+    int resolve = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    if (tag != NULL) {
+        if (tag_is(tag, YAML_STR_TAG) || tag_is(tag, "!") ||
+            tag_is(tag, "tag:yaml.org,2002:binary"))
+            resolve = 0;
+        else if (tag_is(tag, YAML_INT_TAG) || tag_is(tag, YAML_FLOAT_TAG) ||
+                 tag_is(tag, YAML_BOOL_TAG) || tag_is(tag, YAML_NULL_TAG))
+            resolve = 1;
+    }
+    struct resolved r = {R_STR, 0, 0, 0};
+    if (resolve)
+        resolve_plain(s, n, &r);
+    switch (r.type) {
+    case R_NULL:
+        codec_push_null(L);
+        break;
+    case R_BOOL:
+        lua_pushboolean(L, r.b);
+        break;
+    case R_INT:
+        lua_pushinteger(L, r.i);
+        break;
+    case R_FLOAT:
+        lua_pushnumber(L, r.f);
+        break;
+    default:
+        lua_pushlstring(L, s, n);
+    }
+}
+
+/* Records the value on top under the anchor name at stack index name_idx,
+ * with the number of nodes it stands for. */
+static void register_anchor(lua_State *L, struct ydec *d, int name_idx,
+                            size_t count)
+{
+    lua_pushvalue(L, name_idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, d->anchors);
+    lua_pushvalue(L, name_idx);
+    lua_pushinteger(L, (lua_Integer)count);
+    lua_rawset(L, d->counts);
+}
+
+/* Pushes a deep copy of the value at idx (tables keep their marker). */
+static void copy_value(lua_State *L, struct ydec *d, int idx, int depth)
+{
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    if (depth > d->lim.max_depth)
+        ydec_fail(L, d, CODEC_ELIMIT, d->ev.start_mark,
+                  "nesting deeper than %d", d->lim.max_depth);
+    if (!lua_checkstack(L, 6))
+        codec_fail(L, &d->code, d->err, d->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+    lua_newtable(L);
+    if (lua_getmetatable(L, idx))
+        lua_setmetatable(L, -2);
+    int dst = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { /* [dst, k, v] */
+        copy_value(L, d, lua_gettop(L), depth + 1);
+        lua_remove(L, -2);    /* [dst, k, v'] */
+        lua_pushvalue(L, -2); /* [dst, k, v', k] */
+        lua_insert(L, -2);    /* [dst, k, k, v'] */
+        lua_rawset(L, dst);   /* [dst, k] */
+    }
+}
+
+static void parse_node(lua_State *L, struct ydec *d);
+
+/* Pushes the key of the current event as a string. */
+static void push_key(lua_State *L, struct ydec *d)
+{
+    yaml_event_t *ev = &d->ev;
+    if (ev->type == YAML_SCALAR_EVENT) {
+        const char *s = (const char *)ev->data.scalar.value;
+        size_t n = ev->data.scalar.length;
+        if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && n == 2 &&
+            memcmp(s, "<<", 2) == 0 && ev->data.scalar.tag == NULL)
+            ydec_fail(L, d, CODEC_EINPUT, ev->start_mark,
+                      "merge keys (<<) are not supported");
+        lua_pushlstring(L, s, n);
+        d->nodes++;
+        if (ev->data.scalar.anchor != NULL) {
+            lua_pushstring(L, (const char *)ev->data.scalar.anchor);
+            lua_pushvalue(L, -2);
+            register_anchor(L, d, -2, 1);
+            lua_pop(L, 2);
+        }
+        return;
+    }
+    if (ev->type == YAML_ALIAS_EVENT) {
+        lua_pushstring(L, (const char *)ev->data.alias.anchor);
+        int t = lua_rawget(L, d->anchors);
+        char num[40];
+        if (t == LUA_TSTRING)
+            return;
+        if (t == LUA_TNUMBER) {
+            size_t n = codec_fmt_number(L, -1, num);
+            lua_pop(L, 1);
+            lua_pushlstring(L, num, n);
+            return;
+        }
+        if (t == LUA_TBOOLEAN) {
+            int b = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+            lua_pushstring(L, b ? "true" : "false");
+            return;
+        }
+        if (t == LUA_TNIL)
+            ydec_fail(L, d, CODEC_EINPUT, ev->start_mark,
+                      "unknown anchor '%.60s'",
+                      (const char *)ev->data.alias.anchor);
+    }
+    ydec_fail(L, d, CODEC_EINPUT, ev->start_mark,
+              "mapping keys must be scalars");
+}
+
+static void parse_collection(lua_State *L, struct ydec *d, int is_map)
+{
+    yaml_event_t *ev = &d->ev;
+    const yaml_char_t *anchor =
+        is_map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
+    size_t nodes0 = d->nodes++;
+    if (++d->depth > d->lim.max_depth)
+        ydec_fail(L, d, CODEC_ELIMIT, ev->start_mark, "nesting deeper than %d",
+                  d->lim.max_depth);
+    if (!lua_checkstack(L, 8))
+        codec_fail(L, &d->code, d->err, d->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+    /* The event (and its anchor) dies with the next event: keep a copy. */
+    if (anchor != NULL)
+        lua_pushstring(L, (const char *)anchor);
+    else
+        lua_pushnil(L);
+    int name = lua_gettop(L);
+    lua_newtable(L);
+    lua_pushvalue(L, is_map ? d->omt : d->amt);
+    lua_setmetatable(L, -2); /* [name, t] */
+    lua_Integer i = 1;
+    for (;;) {
+        next_event(L, d);
+        if (ev->type == YAML_SEQUENCE_END_EVENT ||
+            ev->type == YAML_MAPPING_END_EVENT)
+            break;
+        if (!is_map) {
+            parse_node(L, d);
+            lua_rawseti(L, -2, i++);
+            continue;
+        }
+        yaml_mark_t kmark = ev->start_mark;
+        push_key(L, d); /* [name, t, key] */
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) != LUA_TNIL)
+            ydec_fail(L, d, CODEC_EINPUT, kmark, "duplicate key \"%.60s\"",
+                      lua_tostring(L, -2));
+        lua_pop(L, 1);
+        next_event(L, d);
+        parse_node(L, d); /* [name, t, key, value] */
+        lua_rawset(L, -3);
+    }
+    d->depth--;
+    if (anchor != NULL)
+        register_anchor(L, d, name, d->nodes - nodes0);
+    lua_remove(L, name); /* [t] */
+}
+
+/* Pushes the node that starts with the current event. */
+static void parse_node(lua_State *L, struct ydec *d)
+{
+    yaml_event_t *ev = &d->ev;
+    if (!lua_checkstack(L, 8))
+        codec_fail(L, &d->code, d->err, d->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        d->nodes++;
+        push_scalar(L, d);
+        if (ev->data.scalar.anchor != NULL) {
+            lua_pushstring(L, (const char *)ev->data.scalar.anchor);
+            lua_pushvalue(L, -2);
+            register_anchor(L, d, -2, 1);
+            lua_pop(L, 2);
+        }
+        return;
+    case YAML_SEQUENCE_START_EVENT:
+        parse_collection(L, d, 0);
+        return;
+    case YAML_MAPPING_START_EVENT:
+        parse_collection(L, d, 1);
+        return;
+    case YAML_ALIAS_EVENT: {
+        lua_pushstring(L, (const char *)ev->data.alias.anchor);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, d->counts) == LUA_TNIL)
+            ydec_fail(L, d, CODEC_EINPUT, ev->start_mark,
+                      "unknown anchor '%.60s'",
+                      (const char *)ev->data.alias.anchor);
+        size_t count = (size_t)lua_tointeger(L, -1);
+        lua_pop(L, 1); /* [name] */
+        d->alias_nodes += count;
+        d->nodes += count;
+        if (d->alias_nodes > d->lim.max_alias_nodes)
+            ydec_fail(L, d, CODEC_ELIMIT, ev->start_mark,
+                      "aliases expand to more than %zu nodes",
+                      d->lim.max_alias_nodes);
+        lua_rawget(L, d->anchors); /* [value] */
+        copy_value(L, d, lua_gettop(L), d->depth + 1);
+        lua_remove(L, -2);
+        return;
+    }
+    default:
+        ydec_fail(L, d, CODEC_EINPUT, ev->start_mark, "unexpected event");
+    }
+}
+
+/* Protected body of yaml_push_all: [ud] -> [docs]. */
+static int decode_protected(lua_State *L)
+{
+    struct ydec *d = lua_touserdata(L, 1);
+    codec_push_marks(L); /* [ud, amt, omt] */
+    d->amt = 2;
+    d->omt = 3;
+    lua_newtable(L);
+    lua_pushvalue(L, d->amt);
+    lua_setmetatable(L, -2); /* [ud, amt, omt, docs] */
+    lua_newtable(L);
+    lua_newtable(L); /* [ud, amt, omt, docs, anchors, counts] */
+    d->anchors = 5;
+    d->counts = 6;
+    next_event(L, d); /* stream start */
+    lua_Integer n = 0;
+    for (;;) {
+        next_event(L, d);
+        if (d->ev.type == YAML_STREAM_END_EVENT)
+            break;
+        /* Anchors are scoped to their document. */
+        lua_newtable(L);
+        lua_replace(L, d->anchors);
+        lua_newtable(L);
+        lua_replace(L, d->counts);
+        next_event(L, d);
+        parse_node(L, d);
+        lua_rawseti(L, 4, ++n);
+        next_event(L, d); /* document end */
+    }
+    lua_settop(L, 4);
+    return 1;
+}
+
+int yaml_push_all(lua_State *L, const char *s, size_t len,
+                  const struct codec_limits *lim, char *err, size_t errlen)
+{
+    struct ydec d;
+    memset(&d, 0, sizeof(d));
+    codec_limits_resolve(lim, &d.lim);
+    if (len > d.lim.max_size) {
+        snprintf(err, errlen,
+                 "line 1, column 1: input of %zu bytes is "
+                 "larger than the limit of %zu",
+                 len, d.lim.max_size);
+        return CODEC_ELIMIT;
+    }
+    if (!yaml_parser_initialize(&d.parser)) {
+        snprintf(err, errlen, "not enough memory");
+        return CODEC_ENOMEM;
+    }
+    yaml_parser_set_input_string(&d.parser, (const unsigned char *)s, len);
+    d.s = s;
+    d.len = len;
+    d.err = err;
+    d.errlen = errlen;
+    int rc = codec_pcall(L, decode_protected, &d, 0, 1, &d.code, err, errlen);
+    if (d.have_ev)
+        yaml_event_delete(&d.ev);
+    yaml_parser_delete(&d.parser);
+    return rc;
+}
+
+/* ---- encoder ------------------------------------------------------------- */
+
+enum { AT_TOP, AT_KEY, AT_ITEM };
+
+struct yenc {
+    struct dbuf *out;
+    int amt, omt;
+    int depth;
+    struct codec_keys keys; /* malloc-owned, freed by the outer function */
+    int code;
+    char *err;
+    size_t errlen;
+};
+
+static void yput(lua_State *L, struct yenc *e, const char *s, size_t n)
+{
+    int rc = dbuf_add(e->out, s, n);
+    if (rc == DBUF_TOOBIG)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_ETOOBIG,
+                   "output larger than %zu bytes", e->out->max);
+    if (rc != DBUF_OK)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+}
+
+static void yputs(lua_State *L, struct yenc *e, const char *s)
+{
+    yput(L, e, s, strlen(s));
+}
+
+static void yindent(lua_State *L, struct yenc *e, int col)
+{
+    static const char spaces[] = "                                ";
+    while (col > 0) {
+        int k = col < 32 ? col : 32;
+        yput(L, e, spaces, (size_t)k);
+        col -= k;
+    }
+}
+
+static void put_double_quoted(lua_State *L, struct yenc *e, const char *s,
+                              size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t run = 0;
+    yput(L, e, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        size_t elen = 2;
+        if (c >= 0x80) {
+            size_t k = utf8_len(c);
+            unsigned long cp = utf8_cp((const unsigned char *)s + i, k);
+            if (!special_cp(cp)) {
+                i += k - 1;
+                continue;
+            }
+            if (cp <= 0xFF)
+                snprintf(esc, sizeof(esc), "\\x%c%c", hex[cp >> 4],
+                         hex[cp & 15]);
+            else
+                snprintf(esc, sizeof(esc), "\\u%04lX", cp);
+            yput(L, e, s + run, i - run);
+            yputs(L, e, esc);
+            i += k - 1;
+            run = i + 1;
+            continue;
+        }
+        if (c >= 0x20 && c != 0x7F && c != '"' && c != '\\')
+            continue;
+        esc[0] = '\\';
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case 0:
+            esc[1] = '0';
+            break;
+        default:
+            esc[1] = 'x';
+            esc[2] = hex[c >> 4];
+            esc[3] = hex[c & 15];
+            elen = 4;
+        }
+        yput(L, e, s + run, i - run);
+        yput(L, e, esc, elen);
+        run = i + 1;
+    }
+    yput(L, e, s + run, n - run);
+    yput(L, e, "\"", 1);
+}
+
+/* A literal block reads back exactly when the string has a line break,
+ * no other control character, and no leading space or break, trailing
+ * space, or space before a break (as libyaml's emitter decides). */
+static int literal_ok(const char *s, size_t n)
+{
+    if (n == 0 || memchr(s, '\n', n) == NULL)
+        return 0;
+    if (s[0] == ' ' || s[0] == '\n' || s[0] == '\t')
+        return 0;
+    size_t end = n;
+    while (end > 0 && s[end - 1] == '\n')
+        end--;
+    if (end == 0 || s[end - 1] == ' ' || s[end - 1] == '\t')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7F)
+            return 0;
+        if ((c == ' ' || c == '\t') && i + 1 < n && s[i + 1] == '\n')
+            return 0;
+        if (c >= 0x80) {
+            size_t k = utf8_len(c);
+            if (special_cp(utf8_cp((const unsigned char *)s + i, k)))
+                return 0;
+            i += k - 1;
+        }
+    }
+    return 1;
+}
+
+/* Writes a literal block: header, then each line at column `col`. */
+static void put_literal(lua_State *L, struct yenc *e, const char *s, size_t n,
+                        int col)
+{
+    size_t trail = 0;
+    while (trail < n && s[n - 1 - trail] == '\n')
+        trail++;
+    yputs(L, e, trail == 0 ? "|-\n" : trail == 1 ? "|\n" : "|+\n");
+    size_t i = 0, body = n - trail;
+    while (i < body) {
+        const char *nl = memchr(s + i, '\n', body - i);
+        size_t end = nl ? (size_t)(nl - s) : body;
+        if (end > i) {
+            yindent(L, e, col);
+            yput(L, e, s + i, end - i);
+        }
+        yput(L, e, "\n", 1);
+        i = end + 1;
+    }
+    for (size_t k = 1; k < trail; k++)
+        yput(L, e, "\n", 1);
+}
+
+static void check_utf8(lua_State *L, struct yenc *e, const char *s, size_t n)
+{
+    size_t bad = codec_utf8_check(s, n);
+    if (bad != n)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                   "invalid UTF-8 in string at byte %zu", bad + 1);
+}
+
+static void put_key(lua_State *L, struct yenc *e, const char *s, size_t n)
+{
+    check_utf8(L, e, s, n);
+    if (n > 1024)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                   "mapping key longer than 1024 bytes");
+    if (yaml_plain_safe(s, n))
+        yput(L, e, s, n);
+    else
+        put_double_quoted(L, e, s, n);
+    yput(L, e, ":", 1);
+}
+
+static void emit_node(lua_State *L, struct yenc *e, int idx, int col, int at);
+
+static void emit_table(lua_State *L, struct yenc *e, int idx, int col, int at)
+{
+    size_t n, base = e->keys.len;
+    if (++e->depth > CODEC_MAX_DEPTH)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                   "nesting deeper than %d (a cycle?)", CODEC_MAX_DEPTH);
+    int top = lua_gettop(L);
+    int kind = codec_table_entries(L, idx, e->amt, e->omt, &e->keys, &n, e->err,
+                                   e->errlen);
+    if (kind < 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s", e->err);
+        codec_fail(L, &e->code, e->err, e->errlen, kind, "%s", msg);
+    }
+    if (n == 0) {
+        yputs(L, e, at == AT_KEY ? " " : "");
+        yputs(L, e, kind == CODEC_ARRAY ? "[]\n" : "{}\n");
+    } else if (kind == CODEC_ARRAY) {
+        /* Under a key, dashes sit at the key's column (kubectl style). */
+        int dash = at == AT_ITEM ? col + 2 : col;
+        if (at == AT_KEY)
+            yput(L, e, "\n", 1);
+        for (size_t i = 1; i <= n; i++) {
+            if (i > 1 || at != AT_ITEM)
+                yindent(L, e, dash);
+            yput(L, e, "- ", 2);
+            lua_rawgeti(L, idx, (lua_Integer)i);
+            emit_node(L, e, lua_gettop(L), dash, AT_ITEM);
+            lua_pop(L, 1);
+        }
+    } else {
+        int kcol = at == AT_TOP ? 0 : col + 2;
+        if (at == AT_KEY)
+            yput(L, e, "\n", 1);
+        for (size_t i = 0; i < n; i++) {
+            struct codec_key k = e->keys.v[base + i];
+            if (i > 0 || at != AT_ITEM)
+                yindent(L, e, kcol);
+            put_key(L, e, k.s, k.len);
+            emit_node(L, e, k.idx + 1, kcol, AT_KEY);
+        }
+    }
+    e->keys.len = base;
+    lua_settop(L, top);
+    e->depth--;
+}
+
+/* Emits the value at idx and ends its line. `col` is the column of the
+ * key (AT_KEY) or of the dash (AT_ITEM) that introduces it. */
+static void emit_node(lua_State *L, struct yenc *e, int idx, int col, int at)
+{
+    char num[40];
+    size_t n;
+    const char *lead = at == AT_KEY ? " " : "";
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        yputs(L, e, lead);
+        yputs(L, e, "null\n");
+        return;
+    case LUA_TBOOLEAN:
+        yputs(L, e, lead);
+        yputs(L, e, lua_toboolean(L, idx) ? "true\n" : "false\n");
+        return;
+    case LUA_TNUMBER:
+        n = codec_fmt_number(L, idx, num);
+        if (n == 0)
+            codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                       "cannot encode NaN or infinity");
+        yputs(L, e, lead);
+        yput(L, e, num, n);
+        yput(L, e, "\n", 1);
+        return;
+    case LUA_TSTRING: {
+        const char *s = lua_tolstring(L, idx, &n);
+        check_utf8(L, e, s, n);
+        yputs(L, e, lead);
+        if (yaml_plain_safe(s, n)) {
+            yput(L, e, s, n);
+            yput(L, e, "\n", 1);
+        } else if (literal_ok(s, n)) {
+            put_literal(L, e, s, n, at == AT_TOP ? 2 : col + 2);
+        } else {
+            put_double_quoted(L, e, s, n);
+            yput(L, e, "\n", 1);
+        }
+        return;
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (codec_is_null(L, idx)) {
+            yputs(L, e, lead);
+            yputs(L, e, "null\n");
+            return;
+        }
+        break;
+    case LUA_TTABLE:
+        emit_table(L, e, idx, col, at);
+        return;
+    default:
+        break;
+    }
+    codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+               "cannot encode a %s", luaL_typename(L, idx));
+}
+
+/* Protected body of yaml_encode(_all): [ud, value, all] -> []. */
+static int encode_protected(lua_State *L)
+{
+    struct yenc *e = lua_touserdata(L, 1);
+    int all = lua_toboolean(L, 3);
+    codec_push_marks(L); /* [ud, value, all, amt, omt] */
+    e->amt = 4;
+    e->omt = 5;
+    if (!all) {
+        emit_node(L, e, 2, 0, AT_TOP);
+        return 0;
+    }
+    size_t n;
+    if (lua_type(L, 2) != LUA_TTABLE)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                   "a list of documents is needed, got a %s",
+                   luaL_typename(L, 2));
+    int kind = codec_table_entries(L, 2, e->amt, e->omt, &e->keys, &n, e->err,
+                                   e->errlen);
+    if (kind < 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s", e->err);
+        codec_fail(L, &e->code, e->err, e->errlen, kind, "%s", msg);
+    }
+    if (kind != CODEC_ARRAY && n > 0)
+        codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                   "a list of documents is needed, got an object");
+    if (kind != CODEC_ARRAY)
+        return 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (i > 1)
+            yput(L, e, "---\n", 4);
+        lua_rawgeti(L, 2, (lua_Integer)i);
+        emit_node(L, e, lua_gettop(L), 0, AT_TOP);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int encode(lua_State *L, int idx, struct dbuf *out, int all, char *err,
+                  size_t errlen)
+{
+    struct yenc e;
+    memset(&e, 0, sizeof(e));
+    e.out = out;
+    e.err = err;
+    e.errlen = errlen;
+    idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 5)) {
+        snprintf(err, errlen, "not enough memory");
+        return CODEC_ENOMEM;
+    }
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, all);
+    int rc = codec_pcall(L, encode_protected, &e, 2, 0, &e.code, err, errlen);
+    codec_keys_free(&e.keys);
+    return rc;
+}
+
+int yaml_encode(lua_State *L, int idx, struct dbuf *out, char *err,
+                size_t errlen)
+{
+    return encode(L, idx, out, 0, err, errlen);
+}
+
+int yaml_encode_all(lua_State *L, int idx, struct dbuf *out, char *err,
+                    size_t errlen)
+{
+    return encode(L, idx, out, 1, err, errlen);
+}
