@@ -1,0 +1,299 @@
+--- crd_spec: crd/dittoserver.yaml against the policy's schema table.
+--
+-- The CRD is the one source of truth for the DittoServer API. The policy
+-- keeps a declarative copy of its schema (policies/dittoserver_schema.lua)
+-- for defaulting and type checks; these specs fail on any disagreement
+-- (a field, a type, a default, a limit present on one side only), and
+-- check the CRD is something `kubectl explain` and a 1.20 apiserver like.
+local codec = require("codec")
+local schema = require("dittoserver_schema")
+local policy = require("dittoserver")
+
+local CRD_PATH = "crd/dittoserver.yaml"
+
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+local function load_crd()
+  local crd, err = codec.yaml_decode(read_file(CRD_PATH))
+  assert(crd, err)
+  return crd
+end
+
+local function version_of(crd)
+  return crd.spec.versions[1]
+end
+
+local function root_schema(crd)
+  return version_of(crd).schema.openAPIV3Schema
+end
+
+-- Plain-data copy without descriptions and without codec markers, so two
+-- schemas compare with ==.
+local function strip(v)
+  if type(v) ~= "table" then
+    return v
+  end
+  local out = {}
+  for k, x in pairs(v) do
+    if k ~= "description" then
+      out[k] = strip(x)
+    end
+  end
+  return out
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+-- Every difference between a and b as "path: ..." lines, both ways.
+local function diff(a, b, path, out)
+  if type(a) ~= "table" or type(b) ~= "table" then
+    if a ~= b and not (type(a) == "number" and type(b) == "number"
+        and math.type(a) == math.type(b) and a == b) then
+      out[#out + 1] = string.format("%s: CRD has %s, schema table has %s",
+        path, tostring(a), tostring(b))
+    end
+    return out
+  end
+  local keys = {}
+  for k in pairs(a) do keys[k] = true end
+  for k in pairs(b) do keys[k] = true end
+  for _, k in ipairs(sorted_keys(keys)) do
+    local sub = type(k) == "number" and string.format("%s[%d]", path, k)
+      or path .. "." .. k
+    if a[k] == nil then
+      out[#out + 1] = sub .. ": only in the schema table"
+    elseif b[k] == nil then
+      out[#out + 1] = sub .. ": only in the CRD"
+    else
+      diff(a[k], b[k], sub, out)
+    end
+  end
+  return out
+end
+
+-- Calls fn(node, path) for every schema node under node.
+local function walk(node, path, fn)
+  fn(node, path)
+  for _, k in ipairs(sorted_keys(node.properties or {})) do
+    walk(node.properties[k], path .. "." .. k, fn)
+  end
+  if node.items then
+    walk(node.items, path .. "[]", fn)
+  end
+  if type(node.additionalProperties) == "table" then
+    walk(node.additionalProperties, path .. "{}", fn)
+  end
+end
+
+
+describe("crd/dittoserver.yaml", function()
+  local crd = load_crd()
+
+  describe("identity", function()
+    it("is an apiextensions.k8s.io/v1 CRD for dittofs.dittofs.com", function()
+      assert.equal("apiextensions.k8s.io/v1", crd.apiVersion)
+      assert.equal("CustomResourceDefinition", crd.kind)
+      assert.equal("dittoservers.dittofs.dittofs.com", crd.metadata.name)
+      assert.equal("dittofs.dittofs.com", crd.spec.group)
+      assert.equal("Namespaced", crd.spec.scope)
+    end)
+
+    it("names DittoServer, dittoservers, dittoserver, short name ditto",
+      function()
+        assert.same({
+          kind = "DittoServer", listKind = "DittoServerList",
+          plural = "dittoservers", singular = "dittoserver",
+          shortNames = { "ditto" },
+        }, strip(crd.spec.names))
+      end)
+
+    it("serves and stores exactly v1alpha1 with a status subresource",
+      function()
+        assert.equal(1, #crd.spec.versions)
+        local v = version_of(crd)
+        assert.equal("v1alpha1", v.name)
+        assert.is_true(v.served)
+        assert.is_true(v.storage)
+        assert.same({ status = {} }, strip(v.subresources))
+      end)
+
+    it("has the printer columns Replicas, Ready, NFS Endpoint, Phase, Age",
+      function()
+        local got = {}
+        for i, c in ipairs(version_of(crd).additionalPrinterColumns) do
+          got[i] = { c.name, c.type, c.jsonPath }
+        end
+        assert.same({
+          { "Replicas", "integer", ".spec.replicas" },
+          { "Ready", "integer", ".status.availableReplicas" },
+          { "NFS Endpoint", "string", ".status.nfsEndpoint" },
+          { "Phase", "string", ".status.phase" },
+          { "Age", "date", ".metadata.creationTimestamp" },
+        }, got)
+      end)
+  end)
+
+  describe("schema against dittoserver_schema.lua", function()
+    local root = root_schema(crd)
+
+    it("has the same spec schema: fields, types, defaults and limits",
+      function()
+        local d = diff(strip(root.properties.spec), strip(schema.SPEC),
+          "spec", {})
+        assert.same({}, d)
+      end)
+
+    it("has the same status schema", function()
+      local d = diff(strip(root.properties.status), strip(schema.STATUS),
+        "status", {})
+      assert.same({}, d)
+    end)
+
+    it("requires spec, spec.image and spec.storage.metadataSize", function()
+      assert.same({ "spec" }, strip(root.required))
+      assert.same({ "image", "storage" }, strip(root.properties.spec.required))
+      assert.same({ "metadataSize" },
+        strip(root.properties.spec.properties.storage.required))
+    end)
+
+    it("reports a default that differs (the comparison is live)", function()
+      local changed = strip(schema.SPEC)
+      changed.properties.nfsPort.default = 2050
+      local d = diff(strip(root.properties.spec), changed, "spec", {})
+      assert.same({ "spec.properties.nfsPort.default: CRD has 2049, "
+        .. "schema table has 2050" }, d)
+    end)
+
+    it("reports a field present on one side only", function()
+      local changed = strip(schema.SPEC)
+      changed.properties.extra = { type = "string" }
+      local d = diff(strip(root.properties.spec), changed, "spec", {})
+      assert.same({ "spec.properties.extra: only in the schema table" }, d)
+    end)
+  end)
+
+  describe("schema quality", function()
+    local root = root_schema(crd)
+
+    it("describes every field (kubectl explain)", function()
+      local missing = {}
+      walk(root, "", function(node, path)
+        -- array items and map values are explained by their parent
+        if path ~= ".metadata" and path:sub(-2) ~= "{}"
+            and path:sub(-2) ~= "[]" and (node.description == nil or node.description == "") then
+          missing[#missing + 1] = path
+        end
+      end)
+      assert.same({}, missing)
+    end)
+
+    it("is structural: every node has a type (or int-or-string)", function()
+      local bad = {}
+      walk(root, "", function(node, path)
+        if node.type == nil and not node["x-kubernetes-int-or-string"] then
+          bad[#bad + 1] = path
+        end
+      end)
+      assert.same({}, bad)
+    end)
+
+    it("uses nothing a 1.20 apiserver lacks (no CEL rules)", function()
+      local text = read_file(CRD_PATH)
+      assert.is_nil(text:find("x-kubernetes-validations", 1, true))
+    end)
+
+    it("lists only declared properties as required", function()
+      local bad = {}
+      walk(root, "", function(node, path)
+        for _, r in ipairs(node.required or {}) do
+          if not (node.properties and node.properties[r]) then
+            bad[#bad + 1] = path .. "." .. r
+          end
+        end
+      end)
+      assert.same({}, bad)
+    end)
+
+    it("has defaults that pass their own schema", function()
+      local bad = {}
+      walk(schema.SPEC, "spec", function(node, path)
+        if node.default ~= nil then
+          local errs = schema.check(node.default, node, path)
+          for _, e in ipairs(errs) do
+            bad[#bad + 1] = e
+          end
+        end
+      end)
+      assert.same({}, bad)
+    end)
+
+    it("keeps status conditions a map list keyed by a required type",
+      function()
+        local c = root.properties.status.properties.conditions
+        assert.equal("map", c["x-kubernetes-list-type"])
+        assert.same({ "type" }, strip(c["x-kubernetes-list-map-keys"]))
+        assert.truthy(strip(c.items.required)[1] == "type")
+      end)
+
+    it("enumerates exactly the phases status() produces", function()
+      local enum = strip(root.properties.status.properties.phase.enum)
+      table.sort(enum)
+      assert.same({ "Failed", "Pending", "Running", "Stopped" }, enum)
+    end)
+  end)
+
+  describe("defaulting (apply_defaults) as the apiserver does", function()
+    it("fills top-level defaults and descends into new objects", function()
+      local spec = { image = "x", storage = { metadataSize = "1Gi" } }
+      schema.apply_defaults(spec, schema.SPEC)
+      assert.equal(1, spec.replicas)
+      assert.equal(2049, spec.nfsPort)
+      assert.equal("ClusterIP", spec.service.type)
+      assert.is_nil(spec.config)
+    end)
+
+    it("fills nested defaults only under present parents", function()
+      local spec = {
+        image = "x", storage = { metadataSize = "1Gi" },
+        config = { shares = { { name = "a", metadataStore = "m",
+          contentStore = "c", identityMapping = {} } } },
+      }
+      schema.apply_defaults(spec, schema.SPEC)
+      local share = spec.config.shares[1]
+      assert.equal("/export", share.exportPath)
+      assert.same({ "anonymous", "unix" }, share.allowedAuthMethods)
+      assert.equal(65534, share.identityMapping.anonymousUID)
+      assert.is_nil(share.rootDirectoryAttributes)
+    end)
+
+    it("keeps values that are present, false and 0 included", function()
+      local spec = { image = "x", replicas = 0, storage = {
+        metadataSize = "1Gi" }, service = { type = "NodePort" } }
+      schema.apply_defaults(spec, schema.SPEC)
+      assert.equal(0, spec.replicas)
+      assert.equal("NodePort", spec.service.type)
+    end)
+
+    it("produces a default config the schema accepts", function()
+      local spec = { image = "x", storage = { metadataSize = "1Gi" } }
+      schema.apply_defaults(spec, schema.SPEC)
+      local config = policy.default_config(spec)
+      local errs = schema.check(config, schema.SPEC.properties.config,
+        "spec.config")
+      assert.same({}, errs)
+    end)
+  end)
+end)
