@@ -470,7 +470,7 @@ end
 -- name=, controller=}. A uid decides alone; otherwise every given field must
 -- match, apiVersion by API group only (v1alpha1 and v1 of a group match).
 -- @param obj table
--- @param match table
+-- @param match_spec table an owner object or the fields to match
 -- @return table|nil the reference
 -- @return number|nil its index in metadata.ownerReferences
 function M.find_owner_reference(obj, match_spec)

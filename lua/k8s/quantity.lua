@@ -627,16 +627,26 @@ Quantity.__tostring = function(q)
   return M.canonical(q)
 end
 
+-- Either side may be a string or number (Lua calls __lt/__le for mixed
+-- operands); an operand that does not parse raises.
+local function compare_or_raise(a, b)
+  local c, err = M.compare(a, b)
+  if c == nil then
+    error(err, 3)
+  end
+  return c
+end
+
 Quantity.__eq = function(a, b)
   return compare_quantities(a, b) == 0
 end
 
 Quantity.__lt = function(a, b)
-  return compare_quantities(a, b) < 0
+  return compare_or_raise(a, b) < 0
 end
 
 Quantity.__le = function(a, b)
-  return compare_quantities(a, b) <= 0
+  return compare_or_raise(a, b) <= 0
 end
 
 

@@ -1,7 +1,8 @@
 -- Specs for lua/k8s/conditions.lua.
 
 local codec = require("codec_shim").install()
-local conditions = require("k8s.conditions")
+-- Loaded as the policy sandbox loads it: no globals beyond the allow-list.
+local conditions = require("k8s_spec_helper").require("k8s.conditions")
 
 
 local function cond(ctype, status, extra)

@@ -1,7 +1,8 @@
 -- Specs for lua/k8s/object.lua.
 
 local codec = require("codec_shim").install()
-local object = require("k8s.object")
+-- Loaded as the policy sandbox loads it: no globals beyond the allow-list.
+local object = require("k8s_spec_helper").require("k8s.object")
 
 local LABEL_REGEX_MSG = "a lowercase RFC 1123 label must consist of lower "
   .. "case alphanumeric characters or '-', and must start and end with an "

@@ -3,7 +3,8 @@
 -- TestQuantityParseEmit, TestQuantityCmp) so the semantics stay the same.
 
 require("codec_shim").install()
-local quantity = require("k8s.quantity")
+-- Loaded as the policy sandbox loads it: no globals beyond the allow-list.
+local quantity = require("k8s_spec_helper").require("k8s.quantity")
 
 local DSI, BSI, DEXP = "DecimalSI", "BinarySI", "DecimalExponent"
 
@@ -454,6 +455,22 @@ describe("k8s.quantity", function()
       assert.is_true(a < c)
       assert.is_true(a <= b)
       assert.is_false(c < a)
+    end)
+
+    it("compares a parsed quantity with a string", function()
+      local a = assert(quantity.parse("1Gi"))
+      assert.is_true(a < "2Gi")
+      assert.is_true("1Mi" <= a)
+      assert.is_false(a < "1024Mi")
+    end)
+
+    it("raises when the other operand does not parse", function()
+      local a = assert(quantity.parse("1Gi"))
+      assert.has_error(function() return a < "lots" end)
+    end)
+
+    it("returns the canonical string from tostring", function()
+      assert.equal("1500m", tostring(assert(quantity.parse("1.5"))))
     end)
   end)
 end)

@@ -1,7 +1,8 @@
 -- Specs for lua/k8s/tablex.lua.
 
 local codec = require("codec_shim").install()
-local tablex = require("k8s.tablex")
+-- Loaded as the policy sandbox loads it: no globals beyond the allow-list.
+local tablex = require("k8s_spec_helper").require("k8s.tablex")
 
 local array, object, null = codec.array, codec.object, codec.null
 
