@@ -1,5 +1,6 @@
 # Turns the files in FILES (paths under ROOT) into a C array of
 # struct embedded_file (see embedded.h). Run with cmake -P.
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "")
 set(table "")
 set(i 0)
