@@ -1,6 +1,6 @@
-# Turns the files in FILES (paths under ROOT) into a C array of
+# Turns the files listed in the file LIST (';'-separated paths under ROOT) into a C array of
 # struct embedded_file (see embedded.h). Run with cmake -P.
-string(REPLACE "|" ";" FILES "${FILES}")
+file(READ ${LIST} FILES)
 set(body "")
 set(table "")
 set(i 0)
