@@ -285,7 +285,8 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
                      lua_typename(L, bad_key));
         return CODEC_EVALUE;
     }
-    qsort(keys->v + base, keys->len - base, sizeof(*keys->v), key_cmp);
+    if (keys->len - base > 1)
+        qsort(keys->v + base, keys->len - base, sizeof(*keys->v), key_cmp);
     *n = count;
     return CODEC_OBJECT;
 }

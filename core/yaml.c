@@ -680,7 +680,7 @@ static void put_double_quoted(lua_State *L, struct yenc *e, const char *s,
     yput(L, e, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        char esc[8];
+        char esc[16];
         size_t elen = 2;
         if (c >= 0x80) {
             size_t k = utf8_len(c);
@@ -693,7 +693,7 @@ static void put_double_quoted(lua_State *L, struct yenc *e, const char *s,
                 snprintf(esc, sizeof(esc), "\\x%c%c", hex[cp >> 4],
                          hex[cp & 15]);
             else
-                snprintf(esc, sizeof(esc), "\\u%04lX", cp);
+                snprintf(esc, sizeof(esc), "\\u%04X", (unsigned)(cp & 0xFFFF));
             yput(L, e, s + run, i - run);
             yputs(L, e, esc);
             i += k - 1;

@@ -1,0 +1,681 @@
+/*
+ * test_codec: the JSON and YAML codecs (core/json.c, core/yaml.c,
+ * core/lcodec.c): round trips, nulls, empty containers, unicode, int64
+ * extremes, limits, malformed input with positions, the YAML quoting
+ * table, multi-document streams, and a fault-injecting lua_Alloc that
+ * fails the Nth allocation (no crash, no leak, every failure reported).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "json.h"
+#include "lcodec.h"
+#include "testlib.h"
+#include "yaml.h"
+
+static char err[256];
+
+/* Decodes JSON and re-encodes it; returns a static copy or NULL. */
+static const char *json_rt(lua_State *L, const char *in)
+{
+    static char out[4096];
+    struct dbuf b;
+    dbuf_init(&b, 1 << 20);
+    err[0] = '\0';
+    if (json_push(L, in, strlen(in), NULL, err, sizeof(err)) != 0)
+        return NULL;
+    int rc = json_encode(L, -1, &b, err, sizeof(err));
+    lua_pop(L, 1);
+    if (rc != 0) {
+        dbuf_free(&b);
+        return NULL;
+    }
+    snprintf(out, sizeof(out), "%s", dbuf_ptr(&b));
+    dbuf_free(&b);
+    return out;
+}
+
+/* Decodes a YAML stream and encodes the list of documents as JSON. */
+static const char *yaml_to_json(lua_State *L, const char *in)
+{
+    static char out[4096];
+    struct dbuf b;
+    dbuf_init(&b, 1 << 20);
+    err[0] = '\0';
+    if (yaml_push_all(L, in, strlen(in), NULL, err, sizeof(err)) != 0)
+        return NULL;
+    int rc = json_encode(L, -1, &b, err, sizeof(err));
+    lua_pop(L, 1);
+    if (rc != 0) {
+        dbuf_free(&b);
+        return NULL;
+    }
+    snprintf(out, sizeof(out), "%s", dbuf_ptr(&b));
+    dbuf_free(&b);
+    return out;
+}
+
+/* JSON -> Lua -> YAML. */
+static const char *json_to_yaml(lua_State *L, const char *in)
+{
+    static char out[4096];
+    struct dbuf b;
+    dbuf_init(&b, 1 << 20);
+    err[0] = '\0';
+    if (json_push(L, in, strlen(in), NULL, err, sizeof(err)) != 0)
+        return NULL;
+    int rc = yaml_encode(L, -1, &b, err, sizeof(err));
+    lua_pop(L, 1);
+    if (rc != 0) {
+        dbuf_free(&b);
+        return NULL;
+    }
+    snprintf(out, sizeof(out), "%s", dbuf_ptr(&b));
+    dbuf_free(&b);
+    return out;
+}
+
+/* Runs Lua code that returns one value and encodes it as JSON. */
+static const char *lua_to_json(lua_State *L, const char *code, int *rc)
+{
+    static char out[4096];
+    struct dbuf b;
+    dbuf_init(&b, 1 << 20);
+    err[0] = '\0';
+    if (luaL_dostring(L, code) != LUA_OK) {
+        snprintf(err, sizeof(err), "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        *rc = -100;
+        return NULL;
+    }
+    *rc = json_encode(L, -1, &b, err, sizeof(err));
+    lua_pop(L, 1);
+    snprintf(out, sizeof(out), "%s", dbuf_ptr(&b));
+    dbuf_free(&b);
+    return *rc == 0 ? out : NULL;
+}
+
+static void test_json_round_trips(lua_State *L)
+{
+    static const char *cases[][2] = {
+        {"null", "null"},
+        {"true", "true"},
+        {" [ ] ", "[]"},
+        {"{}", "{}"},
+        {"[null,null]", "[null,null]"},
+        {"{\"a\":null}", "{\"a\":null}"},
+        {"{\"b\":1,\"a\":{\"d\":[],\"c\":{}}}",
+         "{\"a\":{\"c\":{},\"d\":[]},\"b\":1}"},
+        {"9223372036854775807", "9223372036854775807"},
+        {"-9223372036854775808", "-9223372036854775808"},
+        {"9223372036854775808", "9.223372036854776e+18"},
+        {"0", "0"},
+        {"-0", "0"},
+        {"1.5", "1.5"},
+        {"0.1", "0.1"},
+        {"3.0", "3"},
+        {"1e300", "1.0e+300"},
+        {"1E-7", "1.0e-07"},
+        {"123456789.125", "123456789.125"},
+        {"\"\\u00e9\\ud83d\\ude00 \\\" \\\\ \\/ \\n\\t\"",
+         "\"\xc3\xa9\xf0\x9f\x98\x80 \\\" \\\\ / \\n\\t\""},
+        {"\"\\u0000\\u001f\"", "\"\\u0000\\u001f\""},
+        {"\"\xe6\x97\xa5\xe6\x9c\xac\"", "\"\xe6\x97\xa5\xe6\x9c\xac\""},
+        {"{\"z\":1,\"Z\":2,\"aa\":3,\"a\":4}",
+         "{\"Z\":2,\"a\":4,\"aa\":3,\"z\":1}"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = json_rt(L, cases[i][0]);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "json round trip of %.60s", cases[i][0]);
+        CHECK_STR_EQ(got, cases[i][1], msg);
+    }
+}
+
+static void test_json_types(lua_State *L)
+{
+    const char *in = "{\"i\":9223372036854775807,\"f\":2.5,\"n\":null,"
+                     "\"a\":[],\"o\":{}}";
+    CHECK(json_push(L, in, strlen(in), NULL, err, sizeof(err)) == 0,
+          "decode typed object");
+    CHECK(codec_kind(L, -1) == CODEC_OBJECT, "object is marked");
+    lua_getfield(L, -1, "i");
+    CHECK(lua_isinteger(L, -1) && lua_tointeger(L, -1) == INT64_MAX,
+          "int64 max stays an exact integer");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "f");
+    CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) == 2.5,
+          "2.5 is a float");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "n");
+    CHECK(codec_is_null(L, -1), "null decodes to codec.null");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "a");
+    CHECK(codec_kind(L, -1) == CODEC_ARRAY, "empty array is marked");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "o");
+    CHECK(codec_kind(L, -1) == CODEC_OBJECT, "empty object is marked");
+    lua_pop(L, 2);
+}
+
+static void test_json_malformed(lua_State *L)
+{
+    static const char *cases[][2] = {
+        {"", "line 1, column 1: unexpected end of input"},
+        {"[1,2", "line 1, column 5: expected ',' or ']' in array"},
+        {"{\"a\":1,\n \"a\":2}", "line 2, column 2: duplicate key \"a\""},
+        {"{\"a\" 1}", "line 1, column 6: expected ':' after object key"},
+        {"[1,]", "line 1, column 4: unexpected character ']'"},
+        {"01", "line 1, column 1: leading zero in number"},
+        {"1.", "line 1, column 1: invalid number"},
+        {"-", "line 1, column 1: invalid number"},
+        {"tru", "line 1, column 1: invalid literal"},
+        {"1 2", "line 1, column 3: unexpected characters after the value"},
+        {"\"abc", "line 1, column 1: unterminated string"},
+        {"\"a\nb\"", "line 1, column 3: control character in string"},
+        {"\"\xff\"", "line 1, column 2: invalid UTF-8 in string"},
+        {"\"\xc0\xaf\"", "line 1, column 2: invalid UTF-8 in string"},
+        {"\"\xed\xa0\x80\"", "line 1, column 2: invalid UTF-8 in string"},
+        {"[\"\xc3\xa9\",\n  \"\xe2\x82\"]",
+         "line 2, column 4: invalid UTF-8 in string"},
+        {"\"\\ud800\"",
+         "line 1, column 2: unpaired high surrogate in \\u escape"},
+        {"\"\\udc00\"", "line 1, column 2: lone low surrogate in \\u escape"},
+        {"\"\\u12g4\"", "line 1, column 2: invalid \\u escape"},
+        {"\"\\x\"", "line 1, column 2: invalid escape '\\x'"},
+        {"{1:2}", "line 1, column 2: expected a string key in object"},
+        {"\x01", "line 1, column 1: unexpected byte 0x01"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int top = lua_gettop(L);
+        int rc = json_push(L, cases[i][0], strlen(cases[i][0]), NULL, err,
+                           sizeof(err));
+        char msg[160];
+        snprintf(msg, sizeof(msg), "malformed JSON case %zu is rejected", i);
+        CHECK(rc == CODEC_EINPUT && lua_gettop(L) == top, "%s", msg);
+        CHECK_STR_EQ(err, cases[i][1], "  with its position");
+    }
+}
+
+static void test_json_limits(lua_State *L)
+{
+    char deep[600];
+    struct codec_limits lim = {0, 0, 0};
+    memset(deep, '[', 300);
+    memset(deep + 300, ']', 300);
+    int top = lua_gettop(L);
+    int rc = json_push(L, deep, 600, NULL, err, sizeof(err));
+    CHECK(rc == CODEC_ELIMIT && lua_gettop(L) == top,
+          "300 nested arrays pass the default depth of 128: %s", err);
+    CHECK_STR_EQ(err, "line 1, column 129: nesting deeper than 128",
+                 "  depth error names the position");
+    rc = json_push(L, deep + 172, 256, NULL, err, sizeof(err));
+    CHECK(rc == 0, "exactly 128 levels are accepted");
+    lua_pop(L, rc == 0);
+    lim.max_depth = 2;
+    rc = json_push(L, "[[1]]", 5, &lim, err, sizeof(err));
+    CHECK(rc == 0, "max_depth 2 accepts 2 levels");
+    lua_pop(L, rc == 0);
+    rc = json_push(L, "[[[1]]]", 7, &lim, err, sizeof(err));
+    CHECK(rc == CODEC_ELIMIT, "max_depth 2 rejects 3 levels");
+    lim.max_depth = 0;
+    lim.max_size = 4;
+    rc = json_push(L, "[1,2]", 5, &lim, err, sizeof(err));
+    CHECK(rc == CODEC_ELIMIT, "max_size rejects a larger input: %s", err);
+
+    /* Output limit: a dbuf of 8 bytes. */
+    struct dbuf b;
+    dbuf_init(&b, 8);
+    json_push(L, "[1,2,3,4,5,6]", 13, NULL, err, sizeof(err));
+    rc = json_encode(L, -1, &b, err, sizeof(err));
+    lua_pop(L, 1);
+    CHECK(rc == CODEC_ETOOBIG && dbuf_len(&b) == 0,
+          "encoding past the dbuf maximum fails and leaves it empty");
+    dbuf_free(&b);
+
+    /* A cycle is caught by the depth limit. */
+    (void)luaL_dostring(L, "local t = {} t.self = t return t");
+    dbuf_init(&b, 1 << 20);
+    rc = json_encode(L, -1, &b, err, sizeof(err));
+    lua_pop(L, 1);
+    dbuf_free(&b);
+    CHECK(rc == CODEC_EVALUE, "a cyclic table is an error: %s", err);
+}
+
+static void test_json_encode_values(lua_State *L)
+{
+    static const char *cases[][2] = {
+        {"return {}", "{}"},
+        {"return {1, 2, 'x'}", "[1,2,\"x\"]"},
+        {"return {b = 1, a = {true, false}}", "{\"a\":[true,false],\"b\":1}"},
+        {"return codec.array()", "[]"},
+        {"return codec.object({})", "{}"},
+        {"return codec.object({[1] = 'x'})", NULL},
+        {"return {[1] = 'a', [3] = 'c'}", NULL},
+        {"return {1, x = 2}", NULL},
+        {"return {codec.null, 1}", "[null,1]"},
+        {"return 0/0", NULL},
+        {"return 1/0", NULL},
+        {"return print", NULL},
+        {"return 'a\\0b\\1'", "\"a\\u0000b\\u0001\""},
+        {"return '\\xff'", NULL},
+        {"return 7 / 2", "3.5"},
+        {"return 6 / 2", "3"},
+        {"return math.mininteger", "-9223372036854775808"},
+        {"return 2^63", "9.223372036854776e+18"},
+        {"return 0.1 + 0.2", "0.30000000000000004"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc;
+        const char *got = lua_to_json(L, cases[i][0], &rc);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "json_encode(%s)%s", cases[i][0],
+                 cases[i][1] ? "" : " fails");
+        if (cases[i][1] == NULL)
+            CHECK(got == NULL && rc == CODEC_EVALUE, "%s: %s", msg, err);
+        else
+            CHECK_STR_EQ(got, cases[i][1], msg);
+    }
+}
+
+static void test_yaml_decode(lua_State *L)
+{
+    static const char *cases[][2] = {
+        {"", "[]"},
+        {"---\n", "[null]"},
+        {"a: 1\n---\nb: 2\n", "[{\"a\":1},{\"b\":2}]"},
+        {"[~, null, Null, NULL, '', \"\"]",
+         "[[null,null,null,null,\"\",\"\"]]"},
+        {"[yes, Yes, on, ON, y, true, True, no, off, n, false, FALSE]",
+         "[[true,true,true,true,true,true,true,false,false,false,false,"
+         "false]]"},
+        {"[tRue, 'yes', \"true\", !!str true]",
+         "[[\"tRue\",\"yes\",\"true\",\"true\"]]"},
+        {"[0755, 0o17, 0x1F, -0x10, 0b101, 1_000, +5, 08, 2049]",
+         "[[493,15,31,-16,5,1000,5,8,2049]]"},
+        {"[1e3, 1.5, .5, -1.5e-3, 1.0]", "[[1000,1.5,0.5,-0.0015,1]]"},
+        {"[9223372036854775807, -9223372036854775808, "
+         "9223372036854775808]",
+         "[[9223372036854775807,-9223372036854775808,"
+         "9.223372036854776e+18]]"},
+        {"[10Gi, 1.2.3, 0x, 1:30, 2001-12-14, v1]",
+         "[[\"10Gi\",\"1.2.3\",\"0x\",\"1:30\",\"2001-12-14\",\"v1\"]]"},
+        {"a:\nb: {}\nc: []\n", "[{\"a\":null,\"b\":{},\"c\":[]}]"},
+        {"1: one\ntrue: t\nnull: nv\n~: m\n1.5: f\n",
+         "[{\"1\":\"one\",\"1.5\":\"f\",\"null\":\"nv\",\"true\":\"t\","
+         "\"~\":\"m\"}]"},
+        {"s: |\n  line1\n  line2\nt: >-\n  folded\n  text\n",
+         "[{\"s\":\"line1\\nline2\\n\",\"t\":\"folded text\"}]"},
+        {"a: &x {b: [1, 2]}\nc: *x\nk: &k key\n*k : v\n",
+         "[{\"a\":{\"b\":[1,2]},\"c\":{\"b\":[1,2]},\"k\":\"key\","
+         "\"key\":\"v\"}]"},
+        {"u: \"\\u00e9\\U0001F600\"\nv: caf\xc3\xa9\n",
+         "[{\"u\":\"\xc3\xa9\xf0\x9f\x98\x80\",\"v\":\"caf\xc3\xa9\"}]"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = yaml_to_json(L, cases[i][0]);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "yaml decode case %zu", i);
+        CHECK_STR_EQ(got, cases[i][1], msg);
+        if (got == NULL)
+            TEST_NOTE("error: %s", err);
+    }
+    /* Aliases are deep copies, not shared references. */
+    const char *doc = "a: &x {b: 1}\nc: *x\n";
+    yaml_push_all(L, doc, strlen(doc), NULL, err, sizeof(err));
+    lua_rawgeti(L, -1, 1);
+    lua_getfield(L, -1, "a");
+    lua_getfield(L, -2, "c");
+    CHECK(!lua_rawequal(L, -1, -2) && codec_kind(L, -1) == CODEC_OBJECT,
+          "an alias is a marked deep copy");
+    lua_pop(L, 4);
+}
+
+static void test_yaml_malformed(lua_State *L)
+{
+    static const char *cases[][2] = {
+        {"a: 1\na: 2\n", "line 2, column 1: duplicate key \"a\""},
+        {"a: [1\n", "line 2, column 1: did not find expected ',' or ']' "
+                    "while parsing a flow sequence"},
+        {"a: *nope\n", "line 1, column 4: unknown anchor 'nope'"},
+        {"? [1]\n: x\n", "line 1, column 3: mapping keys must be scalars"},
+        {"a: &a [*a]\n", "line 1, column 8: unknown anchor 'a'"},
+        {"<<: {a: 1}\n", "line 1, column 1: merge keys (<<) are not supported"},
+        {"a: b: c\n", "line 1, column 5: mapping values are not allowed in "
+                      "this context"},
+        {"a: \"\xff\"\n", "line 1, column 5: invalid leading UTF-8 octet"},
+        {"\ta: 1\n", "line 1, column 1: found character that cannot start "
+                     "any token while scanning for the next token"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int top = lua_gettop(L);
+        int rc = yaml_push_all(L, cases[i][0], strlen(cases[i][0]), NULL, err,
+                               sizeof(err));
+        char msg[160];
+        snprintf(msg, sizeof(msg), "malformed YAML case %zu is rejected", i);
+        CHECK(rc == CODEC_EINPUT && lua_gettop(L) == top, "%s", msg);
+        CHECK_STR_EQ(err, cases[i][1], "  with its position");
+    }
+}
+
+static void test_yaml_limits(lua_State *L)
+{
+    /* Billion laughs: each level doubles tenfold. */
+    const char *bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                       "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                       "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                       "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                       "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                       "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+                       "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
+    int top = lua_gettop(L);
+    int rc = yaml_push_all(L, bomb, strlen(bomb), NULL, err, sizeof(err));
+    CHECK(rc == CODEC_ELIMIT && lua_gettop(L) == top,
+          "alias expansion is capped: %s", err);
+    char deep[400];
+    memset(deep, '[', 200);
+    memset(deep + 200, ']', 200);
+    rc = yaml_push_all(L, deep, 400, NULL, err, sizeof(err));
+    CHECK(rc == CODEC_ELIMIT, "YAML depth is capped: %s", err);
+    struct codec_limits lim = {0, 3, 0};
+    rc = yaml_push_all(L, "a: 1\n", 5, &lim, err, sizeof(err));
+    CHECK(rc == CODEC_ELIMIT, "YAML size is capped: %s", err);
+}
+
+static void test_yaml_quoting(void)
+{
+    static const char *quoted[] = {
+        "",     "true",  "True",       "TRUE",
+        "tRUE", "false", "yes",        "Yes",
+        "no",   "on",    "off",        "y",
+        "n",    "Y",     "null",       "Null",
+        "~",    "2049",  "0755",       "0o17",
+        "0x1F", "0b11",  "1_000",      "1e3",
+        "1E3",  "1.5",   ".5",         "-1",
+        "+1",   "1.2.3", ".inf",       "-.Inf",
+        ".nan", "1:30",  "2001-12-14", "<<",
+        "=",    "- a",   "-",          "a: b",
+        "a #b", "a:",    " a",         "a ",
+        "#a",   "&a",    "*a",         "!a",
+        "|a",   ">a",    "'a",         "\"a",
+        "%a",   "@a",    "`a",         "[a",
+        "]a",   "{a",    "}a",         ",a",
+        "?a",   ":a",    "---",        "...",
+        "a\nb", "a\tb",  "\xc2\x85",   "\xef\xbb\xbf",
+    };
+    static const char *plain[] = {
+        "a",       "10Gi",        "500m",          "3d",
+        "v1",      "-Xmx512m",    "a-b",           "a:b",
+        "a#b",     "a b",         "x.y.z",         "apps/v1",
+        "/export", "caf\xc3\xa9", "http://x:80/y", "dittofs-operator",
+        "y1",      "nope",
+    };
+    for (size_t i = 0; i < sizeof(quoted) / sizeof(quoted[0]); i++)
+        CHECK(!yaml_plain_safe(quoted[i], strlen(quoted[i])), "quoted case %zu",
+              i);
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+        CHECK(yaml_plain_safe(plain[i], strlen(plain[i])), "plain: %s",
+              plain[i]);
+}
+
+static void test_yaml_encode(lua_State *L)
+{
+    static const char *cases[][2] = {
+        {"{\"kind\":\"Service\",\"apiVersion\":\"v1\",\"spec\":{\"ports\":"
+         "[{\"port\":2049,\"name\":\"nfs\"}],\"x\":{},\"y\":[]}}",
+         "apiVersion: v1\nkind: Service\nspec:\n  ports:\n  - name: nfs\n"
+         "    port: 2049\n  x: {}\n  \"y\": []\n"},
+        {"[[1,2],[],{}]", "- - 1\n  - 2\n- []\n- {}\n"},
+        {"{\"a\":null,\"b\":true,\"c\":\"true\",\"d\":\"0755\",\"e\":\"\"}",
+         "a: null\nb: true\nc: \"true\"\nd: \"0755\"\ne: \"\"\n"},
+        {"{\"s\":\"l1\\nl2\\n\",\"t\":\"l1\\n  l2\",\"u\":\"x\\n\\n\"}",
+         "s: |\n  l1\n  l2\nt: |-\n  l1\n    l2\nu: |+\n  x\n\n"},
+        {"{\"a\":[{\"b\":\"x\\ny\"}]}", "a:\n- b: |-\n    x\n    y\n"},
+        {"{\"q\":\"a \\n b\",\"r\":\"\\ttab\",\"z\":\"\\u0000\\u0085\"}",
+         "q: \"a \\n b\"\nr: \"\\ttab\"\nz: \"\\0\\x85\"\n"},
+        {"{\"true\":1,\"a b\":2,\"k: v\":3}",
+         "a b: 2\n\"k: v\": 3\n\"true\": 1\n"},
+        {"\"plain\"", "plain\n"},
+        {"\"---\"", "\"---\"\n"},
+        {"1.5", "1.5\n"},
+        {"1e300", "1.0e+300\n"},
+        {"{}", "{}\n"},
+        {"null", "null\n"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = json_to_yaml(L, cases[i][0]);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "yaml_encode case %zu", i);
+        CHECK_STR_EQ(got, cases[i][1], msg);
+    }
+}
+
+/* JSON -> Lua -> YAML -> Lua -> JSON must be the identity (normalised). */
+static void test_yaml_round_trip(lua_State *L)
+{
+    static const char *docs[] = {
+        "{\"s\":[\"true\",\"yes\",\"2049\",\"0755\",\"null\",\"1e3\",\"\","
+        "\"~\",\"0x1F\",\".inf\",\"1_000\",\"1:30\",\"y\",\"a: b\","
+        "\"- x\",\"#c\",\" lead\",\"trail \",\"multi\\nline\\n\","
+        "\"x\\n\\n\",\"\\ttab\\nx\",\"nul\\u0000\",\"caf\\u00e9\","
+        "\"\\u2028\",\"---\",\"2001-12-14\",\"@\",\"a\\n \\nb\"],"
+        "\"n\":[0,-1,9223372036854775807,-9223372036854775808,1.5,1e-7,"
+        "1e300],\"e\":{\"a\":[],\"o\":{},\"z\":null},\"b\":[true,false]}",
+        "[[[[]]],{\"\":{\"\":\"\"}}]",
+    };
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        struct dbuf y;
+        char want[2048];
+        snprintf(want, sizeof(want), "[%s]", json_rt(L, docs[i]));
+        dbuf_init(&y, 1 << 20);
+        json_push(L, docs[i], strlen(docs[i]), NULL, err, sizeof(err));
+        int rc = yaml_encode(L, -1, &y, err, sizeof(err));
+        lua_pop(L, 1);
+        CHECK(rc == 0, "yaml_encode of round-trip doc %zu", i);
+        const char *got = yaml_to_json(L, dbuf_ptr(&y));
+        CHECK_STR_EQ(got, want, "JSON -> YAML -> JSON is the identity");
+        if (got == NULL || strcmp(got, want) != 0)
+            TEST_NOTE("yaml was:\n%s", dbuf_ptr(&y));
+        dbuf_free(&y);
+    }
+}
+
+static void test_multi_doc(lua_State *L)
+{
+    const char *in = "a: 1\n---\n- x\n---\n\"s\"\n";
+    struct dbuf b;
+    dbuf_init(&b, 1 << 20);
+    CHECK(yaml_push_all(L, in, strlen(in), NULL, err, sizeof(err)) == 0,
+          "decode three documents");
+    CHECK(lua_rawlen(L, -1) == 3 && codec_kind(L, -1) == CODEC_ARRAY,
+          "  as a marked list of 3");
+    int rc = yaml_encode_all(L, -1, &b, err, sizeof(err));
+    lua_pop(L, 1);
+    CHECK_STR_EQ(rc == 0 ? dbuf_ptr(&b) : err, "a: 1\n---\n- x\n---\ns\n",
+                 "yaml_encode_all separates documents with ---");
+    dbuf_free(&b);
+    dbuf_init(&b, 1 << 20);
+    lua_newtable(L);
+    rc = yaml_encode_all(L, -1, &b, err, sizeof(err));
+    lua_pop(L, 1);
+    CHECK(rc == 0 && dbuf_len(&b) == 0, "an empty list is no documents");
+    dbuf_free(&b);
+}
+
+static void test_cjson(lua_State *L)
+{
+    cJSON *root = cJSON_Parse("{\"b\":[1,2.5,null,true],\"a\":{\"x\":\"y\"},"
+                              "\"c\":{},\"d\":[]}");
+    int rc = json_push_cjson(L, root, err, sizeof(err));
+    cJSON_Delete(root);
+    CHECK(rc == 0, "json_push_cjson");
+    struct dbuf b;
+    dbuf_init(&b, 1 << 20);
+    json_encode(L, -1, &b, err, sizeof(err));
+    CHECK_STR_EQ(dbuf_ptr(&b),
+                 "{\"a\":{\"x\":\"y\"},\"b\":[1,2.5,null,true],\"c\":{},"
+                 "\"d\":[]}",
+                 "  cJSON tree -> Lua keeps nulls and empty containers");
+    dbuf_free(&b);
+    cJSON *out = NULL;
+    rc = json_to_cjson(L, -1, &out, err, sizeof(err));
+    lua_pop(L, 1);
+    char *s = out ? cJSON_PrintUnformatted(out) : NULL;
+    CHECK_STR_EQ(s,
+                 "{\"a\":{\"x\":\"y\"},\"b\":[1,2.5,null,true],\"c\":{},"
+                 "\"d\":[]}",
+                 "json_to_cjson");
+    free(s);
+    cJSON_Delete(out);
+}
+
+/* ---- fault injection ----------------------------------------------------- */
+
+struct fault {
+    size_t count;   /* allocations so far */
+    size_t fail_at; /* the allocation that fails (1-based); 0: none */
+    int sticky;     /* fail every allocation from fail_at on */
+    size_t in_use;  /* bytes held */
+};
+
+static void *fault_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct fault *f = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        f->in_use -= old;
+        return NULL;
+    }
+    f->count++;
+    if (f->fail_at != 0 &&
+        (f->count == f->fail_at || (f->sticky && f->count > f->fail_at)))
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p != NULL)
+        f->in_use = f->in_use - old + nsize;
+    return p;
+}
+
+static const char k8s_doc[] =
+    "{\"apiVersion\":\"apps/v1\",\"kind\":\"StatefulSet\",\"metadata\":"
+    "{\"name\":\"ditto\",\"namespace\":\"default\",\"labels\":{\"app\":"
+    "\"ditto\"},\"annotations\":{}},\"spec\":{\"replicas\":1,"
+    "\"serviceName\":\"ditto-headless\",\"selector\":{\"matchLabels\":"
+    "{\"app\":\"ditto\"}},\"template\":{\"spec\":{\"containers\":[{"
+    "\"name\":\"dittofs\",\"image\":\"dittofs:1\",\"args\":[\"--config\","
+    "\"/c/config.yaml\"],\"ports\":[{\"containerPort\":2049},{"
+    "\"containerPort\":9090}],\"env\":[],\"resources\":{\"limits\":{"
+    "\"memory\":\"1Gi\"}},\"securityContext\":null}]}}}}";
+
+static int fault_body(lua_State *L)
+{
+    int *ok = lua_touserdata(L, 1);
+    luaL_requiref(L, "codec", luaopen_codec, 1);
+    lua_pop(L, 1);
+    *ok = 1;
+    return 0;
+}
+
+/* Runs every codec entry point on a state whose allocator fails; every
+ * call must report success or CODEC_ENOMEM, and the state must close with
+ * no bytes held (C-side leaks are for valgrind/ASan). */
+static int fault_run(size_t fail_at, int sticky, int *bad)
+{
+    struct fault f = {0, 0, sticky, 0};
+    lua_State *L = lua_newstate(fault_alloc, &f);
+    if (L == NULL)
+        return 0;
+    f.fail_at = fail_at + f.count;
+    int ok = 0, failures = 0;
+    lua_pushcfunction(L, fault_body);
+    lua_pushlightuserdata(L, &ok);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+        lua_pop(L, 1);
+    if (ok) {
+        struct dbuf b;
+        char e[256];
+        int rc = json_push(L, k8s_doc, sizeof(k8s_doc) - 1, NULL, e, sizeof(e));
+        failures += rc != 0;
+        *bad += rc != 0 && rc != CODEC_ENOMEM;
+        if (rc == 0) {
+            dbuf_init(&b, 1 << 20);
+            rc = yaml_encode(L, -1, &b, e, sizeof(e));
+            failures += rc != 0;
+            *bad += rc != 0 && rc != CODEC_ENOMEM;
+            lua_pop(L, 1);
+            if (rc == 0) {
+                rc = yaml_push_all(L, dbuf_ptr(&b), dbuf_len(&b), NULL, e,
+                                   sizeof(e));
+                failures += rc != 0;
+                *bad += rc != 0 && rc != CODEC_ENOMEM;
+                if (rc == 0) {
+                    dbuf_reset(&b);
+                    rc = json_encode(L, -1, &b, e, sizeof(e));
+                    failures += rc != 0;
+                    *bad += rc != 0 && rc != CODEC_ENOMEM;
+                    lua_pop(L, 1);
+                }
+            }
+            dbuf_free(&b);
+        }
+    }
+    lua_close(L);
+    *bad += f.in_use != 0;
+    (void)failures;
+    /* 1 when the failing allocation was reached. */
+    return f.count >= f.fail_at;
+}
+
+static void test_fault_injection(void)
+{
+    int bad = 0, runs = 0;
+    size_t n;
+    /* Fail allocation N (then succeed), for every N until a run passes
+     * without reaching the failure. */
+    for (n = 1; n < 20000; n++) {
+        runs++;
+        int hit = fault_run(n, 0, &bad);
+        if (!hit)
+            break;
+    }
+    CHECK(bad == 0 && n < 20000,
+          "failing allocation N for N = 1..%zu: only ENOMEM, no leak "
+          "(%d runs)",
+          n, runs);
+    bad = 0;
+    for (size_t m = 1; m < n; m += 7)
+        fault_run(m, 1, &bad);
+    CHECK(bad == 0, "failing every allocation from N on: only ENOMEM, no "
+                    "leak");
+}
+
+int main(void)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    luaL_requiref(L, "codec", luaopen_codec, 1);
+    lua_pop(L, 1);
+
+    test_json_round_trips(L);
+    test_json_types(L);
+    test_json_malformed(L);
+    test_json_limits(L);
+    test_json_encode_values(L);
+    test_yaml_decode(L);
+    test_yaml_malformed(L);
+    test_yaml_limits(L);
+    test_yaml_quoting();
+    test_yaml_encode(L);
+    test_yaml_round_trip(L);
+    test_multi_doc(L);
+    test_cjson(L);
+    CHECK(lua_gettop(L) == 0, "the stack is balanced after every test");
+    lua_close(L);
+    test_fault_injection();
+    return TEST_SUMMARY();
+}
