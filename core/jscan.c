@@ -1,0 +1,476 @@
+/* jscan: validating span scanner over JSON text; see jscan.h. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "jscan.h"
+
+static const char *ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static void seterr(char *err, size_t errlen, const char *base, const char *p,
+                   const char *what)
+{
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s at byte %ld", what, (long)(p - base));
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* p at the opening quote; returns the position after the closing quote. */
+static const char *skip_string(const char *p, const char *end,
+                               const char **errat, const char **what)
+{
+    p++;
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20) {
+            *errat = p;
+            *what = "control character in string";
+            return NULL;
+        }
+        if (c == '\\') {
+            if (p + 1 >= end)
+                break;
+            char e = p[1];
+            if (e == 'u') {
+                if (p + 6 > end)
+                    break;
+                for (int i = 2; i < 6; i++)
+                    if (hexval(p[i]) < 0) {
+                        *errat = p;
+                        *what = "bad \\u escape";
+                        return NULL;
+                    }
+                p += 6;
+                continue;
+            }
+            if (strchr("\"\\/bfnrt", e) == NULL || e == '\0') {
+                *errat = p;
+                *what = "bad escape in string";
+                return NULL;
+            }
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    *errat = end;
+    *what = "unterminated string";
+    return NULL;
+}
+
+static const char *skip_number(const char *p, const char *end,
+                               const char **errat, const char **what)
+{
+    const char *s = p;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0') {
+        p++;
+    } else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    } else {
+        goto bad;
+    }
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            goto bad;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            goto bad;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    return p;
+bad:
+    *errat = s;
+    *what = "bad number";
+    return NULL;
+}
+
+/* Skips one value at p (no leading whitespace). Iterative over nesting. */
+static const char *skip_value(const char *p, const char *end,
+                              const char **errat, const char **what)
+{
+    char stack[JSCAN_MAX_DEPTH];
+    int depth = 0;
+    /* expect: 0 = a value, 1 = after a value (',' or close) */
+    for (;;) {
+        p = ws(p, end);
+        if (p >= end) {
+            *errat = end;
+            *what = "unexpected end of input";
+            return NULL;
+        }
+        char c = *p;
+        if (c == '{' || c == '[') {
+            if (depth == JSCAN_MAX_DEPTH) {
+                *errat = p;
+                *what = "nesting too deep";
+                return NULL;
+            }
+            stack[depth++] = c == '{' ? '}' : ']';
+            p = ws(p + 1, end);
+            if (p < end && *p == stack[depth - 1]) {
+                p++;
+                depth--;
+                goto after_value;
+            }
+            if (c == '{')
+                goto member_key;
+            continue;
+        }
+        if (c == '"') {
+            p = skip_string(p, end, errat, what);
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            p = skip_number(p, end, errat, what);
+        } else if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
+            p += 4;
+        } else if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
+            p += 5;
+        } else if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
+            p += 4;
+        } else {
+            *errat = p;
+            *what = "unexpected character";
+            return NULL;
+        }
+        if (p == NULL)
+            return NULL;
+    after_value:
+        if (depth == 0)
+            return p;
+        p = ws(p, end);
+        if (p >= end) {
+            *errat = end;
+            *what = "unexpected end of input";
+            return NULL;
+        }
+        if (*p == stack[depth - 1]) {
+            p++;
+            depth--;
+            goto after_value;
+        }
+        if (*p != ',') {
+            *errat = p;
+            *what = "expected ',' or a closing bracket";
+            return NULL;
+        }
+        p = ws(p + 1, end);
+        if (stack[depth - 1] == ']')
+            continue;
+    member_key:
+        if (p >= end || *p != '"') {
+            *errat = p < end ? p : end;
+            *what = "expected a string key";
+            return NULL;
+        }
+        p = skip_string(p, end, errat, what);
+        if (p == NULL)
+            return NULL;
+        p = ws(p, end);
+        if (p >= end || *p != ':') {
+            *errat = p < end ? p : end;
+            *what = "expected ':'";
+            return NULL;
+        }
+        p++;
+    }
+}
+
+long jscan_skip(const char *s, size_t len, char *err, size_t errlen)
+{
+    const char *errat = s, *what = "error";
+    const char *p = skip_value(ws(s, s + len), s + len, &errat, &what);
+    if (p == NULL) {
+        seterr(err, errlen, s, errat, what);
+        return -1;
+    }
+    return (long)(p - s);
+}
+
+static int iter_begin(struct jscan_iter *it, const char *s, size_t len,
+                      char open, char close)
+{
+    const char *p = ws(s, s + len);
+    if (p >= s + len || *p != open)
+        return -1;
+    it->base = s;
+    it->p = p + 1;
+    it->end = s + len;
+    it->first = 1;
+    it->close = close;
+    return 0;
+}
+
+int jscan_object(struct jscan_iter *it, const char *s, size_t len)
+{
+    return iter_begin(it, s, len, '{', '}');
+}
+
+int jscan_array(struct jscan_iter *it, const char *s, size_t len)
+{
+    return iter_begin(it, s, len, '[', ']');
+}
+
+/* Moves past ',' or detects the close; returns 1 more, 0 end, -1 error. */
+static int iter_sep(struct jscan_iter *it, char *err, size_t errlen)
+{
+    const char *p = ws(it->p, it->end);
+    if (p < it->end && *p == it->close) {
+        it->p = p + 1;
+        it->end = it->p; /* exhausted */
+        return 0;
+    }
+    if (!it->first) {
+        if (p >= it->end || *p != ',') {
+            seterr(err, errlen, it->base, p,
+                   "expected ',' or a closing bracket");
+            return -1;
+        }
+        p = ws(p + 1, it->end);
+    }
+    it->first = 0;
+    it->p = p;
+    if (p >= it->end) {
+        seterr(err, errlen, it->base, p, "unexpected end of input");
+        return -1;
+    }
+    return 1;
+}
+
+int jscan_next_member(struct jscan_iter *it, struct jscan_member *m, char *err,
+                      size_t errlen)
+{
+    const char *errat = it->p, *what = "error";
+    if (it->p >= it->end)
+        return 0;
+    int rc = iter_sep(it, err, errlen);
+    if (rc <= 0)
+        return rc;
+    const char *p = it->p;
+    if (*p != '"') {
+        seterr(err, errlen, it->base, p, "expected a string key");
+        return -1;
+    }
+    m->start = p;
+    const char *k = skip_string(p, it->end, &errat, &what);
+    if (k == NULL)
+        goto fail;
+    m->key.p = p;
+    m->key.len = (size_t)(k - p);
+    p = ws(k, it->end);
+    if (p >= it->end || *p != ':') {
+        errat = p;
+        what = "expected ':'";
+        goto fail;
+    }
+    p = ws(p + 1, it->end);
+    const char *v = skip_value(p, it->end, &errat, &what);
+    if (v == NULL)
+        goto fail;
+    m->value.p = p;
+    m->value.len = (size_t)(v - p);
+    m->value_end = v;
+    it->p = v;
+    return 1;
+fail:
+    seterr(err, errlen, it->base, errat, what);
+    return -1;
+}
+
+int jscan_next_element(struct jscan_iter *it, struct jscan_span *out, char *err,
+                       size_t errlen)
+{
+    const char *errat = it->p, *what = "error";
+    if (it->p >= it->end)
+        return 0;
+    int rc = iter_sep(it, err, errlen);
+    if (rc <= 0)
+        return rc;
+    const char *v = skip_value(it->p, it->end, &errat, &what);
+    if (v == NULL) {
+        seterr(err, errlen, it->base, errat, what);
+        return -1;
+    }
+    out->p = it->p;
+    out->len = (size_t)(v - it->p);
+    it->p = v;
+    return 1;
+}
+
+int jscan_is_string(struct jscan_span s)
+{
+    return s.len >= 2 && s.p[0] == '"';
+}
+
+/* Appends the UTF-8 encoding of cp; returns bytes written or -1. */
+static int put_utf8(char *out, size_t room, uint32_t cp)
+{
+    if (cp < 0x80) {
+        if (room < 1)
+            return -1;
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        if (room < 2)
+            return -1;
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        if (room < 3)
+            return -1;
+        out[0] = (char)(0xe0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    if (room < 4)
+        return -1;
+    out[0] = (char)(0xf0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Unescapes into out (room outlen, may be 0 with out NULL to measure).
+ * Returns the length or -1. */
+static long unescape(struct jscan_span s, char *out, size_t outlen)
+{
+    if (!jscan_is_string(s))
+        return -1;
+    const char *p = s.p + 1, *end = s.p + s.len - 1;
+    size_t n = 0;
+    char tmp[4];
+    while (p < end) {
+        char c = *p;
+        if (c != '\\') {
+            if (out != NULL) {
+                if (n + 1 > outlen)
+                    return -1;
+                out[n] = c;
+            }
+            n++;
+            p++;
+            continue;
+        }
+        char e = p[1];
+        uint32_t cp;
+        p += 2;
+        switch (e) {
+        case 'b':
+            cp = '\b';
+            break;
+        case 'f':
+            cp = '\f';
+            break;
+        case 'n':
+            cp = '\n';
+            break;
+        case 'r':
+            cp = '\r';
+            break;
+        case 't':
+            cp = '\t';
+            break;
+        case 'u':
+            cp = (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 |
+                            hexval(p[2]) << 4 | hexval(p[3]));
+            p += 4;
+            if (cp >= 0xd800 && cp < 0xdc00 && end - p >= 6 && p[0] == '\\' &&
+                p[1] == 'u') {
+                uint32_t lo =
+                    (uint32_t)(hexval(p[2]) << 12 | hexval(p[3]) << 8 |
+                               hexval(p[4]) << 4 | hexval(p[5]));
+                if (lo >= 0xdc00 && lo < 0xe000) {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    p += 6;
+                }
+            }
+            break;
+        default:
+            cp = (unsigned char)e;
+            break;
+        }
+        int k = put_utf8(tmp, sizeof(tmp), cp);
+        if (out != NULL) {
+            if (n + (size_t)k > outlen)
+                return -1;
+            memcpy(out + n, tmp, (size_t)k);
+        }
+        n += (size_t)k;
+    }
+    return (long)n;
+}
+
+long jscan_str(struct jscan_span s, char *out, size_t outlen)
+{
+    if (outlen == 0)
+        return -1;
+    long n = unescape(s, out, outlen - 1);
+    if (n < 0)
+        return -1;
+    out[n] = '\0';
+    return n;
+}
+
+long jscan_str_len(struct jscan_span s)
+{
+    return unescape(s, NULL, 0);
+}
+
+int jscan_str_eq(struct jscan_span s, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (!jscan_is_string(s))
+        return 0;
+    if (memchr(s.p, '\\', s.len) == NULL)
+        return s.len == n + 2 && memcmp(s.p + 1, lit, n) == 0;
+    char buf[256];
+    long k = jscan_str(s, buf, sizeof(buf));
+    return k >= 0 && (size_t)k == n && memcmp(buf, lit, n) == 0;
+}
+
+int jscan_find(struct jscan_span obj, const char *key, struct jscan_member *m,
+               char *err, size_t errlen)
+{
+    struct jscan_iter it;
+    if (jscan_object(&it, obj.p, obj.len) != 0) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "not an object");
+        return -1;
+    }
+    int rc;
+    while ((rc = jscan_next_member(&it, m, err, errlen)) == 1)
+        if (jscan_str_eq(m->key, key))
+            return 1;
+    return rc;
+}
