@@ -1,0 +1,156 @@
+-- Specs of the Lua module `codec` (core/lcodec.c), loaded from build/codec.so.
+local codec = require("codec")
+
+
+describe("codec", function()
+  describe("representation", function()
+    it("exposes null as a lightuserdata distinct from nil", function()
+      assert.equal("userdata", type(codec.null))
+      assert.is_true(codec.is_null(codec.null))
+      assert.is_false(codec.is_null(nil))
+    end)
+
+    it("marks tables with array() and object()", function()
+      local a, o = codec.array(), codec.object({ x = 1 })
+      assert.is_true(codec.is_array(a))
+      assert.is_false(codec.is_object(a))
+      assert.is_true(codec.is_object(o))
+      assert.equal(codec.array_mt, getmetatable(a))
+      assert.equal(codec.object_mt, getmetatable(o))
+      assert.equal(1, o.x)
+    end)
+
+    it("raises on misuse of array()", function()
+      assert.has_error(function() codec.array(42) end)
+    end)
+  end)
+
+  describe("json_decode", function()
+    it("keeps null, empty objects and empty arrays", function()
+      local v = assert(codec.json_decode('{"a":null,"o":{},"l":[]}'))
+      assert.is_true(codec.is_null(v.a))
+      assert.is_true(codec.is_object(v.o))
+      assert.is_true(codec.is_array(v.l))
+      assert.equal('{"a":null,"l":[],"o":{}}', codec.json_encode(v))
+    end)
+
+    it("keeps int64 extremes exact", function()
+      local v = codec.json_decode("[9223372036854775807,-9223372036854775808]")
+      assert.equal(math.maxinteger, v[1])
+      assert.equal(math.mininteger, v[2])
+      assert.equal("integer", math.type(v[1]))
+    end)
+
+    it("decodes unicode escapes and surrogate pairs", function()
+      assert.equal("é😀", codec.json_decode('"\\u00e9\\ud83d\\ude00"'))
+    end)
+
+    it("returns nil and a positioned message for malformed input", function()
+      local v, err = codec.json_decode('{"a":1,\n"a":2}')
+      assert.is_nil(v)
+      assert.equal('line 2, column 1: duplicate key "a"', err)
+      v, err = codec.json_decode('"\255"')
+      assert.is_nil(v)
+      assert.equal("line 1, column 2: invalid UTF-8 in string", err)
+    end)
+
+    it("honours max_depth and max_size", function()
+      assert.is_nil(codec.json_decode("[[1]]", { max_depth = 1 }))
+      assert.is_nil(codec.json_decode("[1,2,3]", { max_size = 3 }))
+      assert.same({ { 1 } }, codec.json_decode("[[1]]", { max_depth = 2 }))
+    end)
+
+    it("raises on a non-string argument", function()
+      assert.has_error(function() codec.json_decode({}) end)
+    end)
+  end)
+
+  describe("json_encode", function()
+    it("sorts keys and tells arrays from objects", function()
+      assert.equal('{"a":[1,2],"b":{}}', codec.json_encode({ b = {}, a = { 1, 2 } }))
+    end)
+
+    it("prints integral floats as integers and others shortest", function()
+      assert.equal("[3,0.1,1.5]", codec.json_encode({ 6 / 2, 0.1, 1.5 }))
+    end)
+
+    it("returns nil, err for values it cannot encode", function()
+      for _, bad in ipairs({ 0 / 0, 1 / 0, print, { [1] = 1, [3] = 3 } }) do
+        local s, err = codec.json_encode({ bad })
+        assert.is_nil(s)
+        assert.is_string(err)
+      end
+    end)
+  end)
+
+  describe("yaml_decode", function()
+    it("resolves plain scalars like go-yaml v2", function()
+      local v = codec.yaml_decode("[yes, no, ~, 0755, 0x1F, 1_000, 1e3, '1', 10Gi]")
+      assert.same({ true, false, codec.null, 493, 31, 1000, 1000.0, "1", "10Gi" }, v)
+    end)
+
+    it("returns the first document; yaml_decode_all returns every one", function()
+      assert.same({ a = 1 }, codec.yaml_decode("a: 1\n---\nb: 2\n"))
+      local docs = codec.yaml_decode_all("a: 1\n---\nb: 2\n")
+      assert.equal(2, #docs)
+      assert.is_true(codec.is_array(docs))
+    end)
+
+    it("turns scalar keys into strings", function()
+      assert.same({ ["1"] = "x", ["true"] = "z" }, codec.yaml_decode("1: x\ntrue: z\n"))
+    end)
+
+    it("rejects duplicate keys with a position", function()
+      local v, err = codec.yaml_decode("a: 1\na: 2\n")
+      assert.is_nil(v)
+      assert.equal('line 2, column 1: duplicate key "a"', err)
+    end)
+
+    it("caps alias expansion", function()
+      local bomb = { "a: &a [x, x, x, x, x, x, x, x, x, x]" }
+      for i, name in ipairs({ "b", "c", "d", "e", "f", "g" }) do
+        local prev = string.char(string.byte("a") + i - 1)
+        bomb[#bomb + 1] = name .. ": &" .. name .. " ["
+          .. string.rep("*" .. prev, 10, ", ") .. "]"
+      end
+      local v, err = codec.yaml_decode(table.concat(bomb, "\n"))
+      assert.is_nil(v)
+      assert.matches("aliases expand to more than", err)
+    end)
+  end)
+
+  describe("yaml_encode", function()
+    it("writes block style with sorted keys and kubectl-style lists", function()
+      local obj = { kind = "Service", spec = { ports = { { name = "nfs", port = 2049 } } } }
+      assert.equal("kind: Service\nspec:\n  ports:\n  - name: nfs\n    port: 2049\n",
+        codec.yaml_encode(obj))
+    end)
+
+    it("quotes strings that would read back as another type", function()
+      for _, s in ipairs({ "true", "yes", "2049", "0755", "null", "1e3", "", "~", "0x1F" }) do
+        local y = codec.yaml_encode({ v = s })
+        assert.equal('v: "' .. s .. '"\n', y)
+        assert.equal(s, codec.yaml_decode(y).v)
+      end
+    end)
+
+    it("writes multi-line strings as literal blocks", function()
+      assert.equal("v: |\n  a\n  b\n", codec.yaml_encode({ v = "a\nb\n" }))
+    end)
+
+    it("round-trips nulls and empty containers", function()
+      local v = codec.json_decode('{"a":null,"b":[],"c":{}}')
+      assert.equal('{"a":null,"b":[],"c":{}}',
+        codec.json_encode(codec.yaml_decode(codec.yaml_encode(v))))
+    end)
+
+    it("is deterministic", function()
+      local v = { z = 1, a = { 1, 2 }, m = { x = "y" } }
+      assert.equal(codec.yaml_encode(v), codec.yaml_encode(v))
+    end)
+
+    it("joins documents with yaml_encode_all", function()
+      assert.equal("a: 1\n---\nb: 2\n", codec.yaml_encode_all({ { a = 1 }, { b = 2 } }))
+    end)
+  end)
+end)
