@@ -36,7 +36,9 @@ struct kubeconfig_opts {
     /* --context: NULL or "" uses current-context. */
     const char *context;
     /* Non-zero allows an http:// server, and only when its host is
-     * 127.0.0.1, ::1 or localhost (test proxies). Refused otherwise. */
+     * 127.0.0.1, ::1 or localhost (test proxies); the bearer token is then
+     * sent in clear over loopback, with a warning at load. Refused
+     * otherwise. */
     int allow_insecure_http_loopback;
     /* Seconds between token file re-reads; 0 means 60 (tests lower it). */
     int token_refresh_sec;
@@ -108,10 +110,13 @@ int kube_conn_setup_tls(struct kube_conn *c, CURL *easy, char *err,
                         size_t errlen);
 
 /* Call after a 401: the next prepare re-reads the token file / client
- * certificate files or runs the exec plugin again. */
+ * certificate files or runs the exec plugin again. Exec plugins are reaped
+ * with waitpid(): SIGCHLD must not be set to SIG_IGN. */
 void kube_conn_unauthorized(struct kube_conn *c);
 
-/* Frees everything and wipes the secrets it held. NULL is a no-op. */
+/* Frees everything and wipes the secrets it held. NULL is a no-op. Easy
+ * handles set up by kube_conn_setup_tls keep a pointer to a list owned by
+ * `c` (CURLOPT_CONNECT_TO): free `c` only after them. */
 void kube_conn_free(struct kube_conn *c);
 
 #endif

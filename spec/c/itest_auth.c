@@ -3,7 +3,8 @@
  * (run under spec/integration/with-cluster: KUBECONFIG, DITTOFS_APISERVER,
  * DITTOFS_CA_CERT/KEY, DITTOFS_ADMIN_TOKEN_FILE). Every request is a plain
  * libcurl easy GET/POST configured only by kube_conn_prepare(). Cases:
- * admin token, client certificates signed by the cluster CA (identity
+ * admin token, tls-server-name, client certificates signed by the
+ * cluster CA (identity
  * checked through the apiserver's 403 message), exec plugins v1 and v1beta1
  * (token and certificate), a real ServiceAccount token through the
  * in-cluster path, token file rotation (401 then re-read), and a wrong CA:
@@ -232,6 +233,39 @@ static void test_admin_token(void)
     CHECK(st == 200 && strstr(r.body, "\"name\":\"default\""),
           "token: GET namespaces/default is 200 (%ld)", st);
     kube_conn_free(c);
+}
+
+/* tls-server-name: the certificate is checked against that name while the
+ * connection goes to the server's address. */
+static void test_tls_server_name(void)
+{
+    struct resp r;
+    char text[2048];
+    static const char *const names[] = {"kubernetes.default.svc",
+                                        "not-in-the-cert.example"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(text, sizeof text,
+                 "apiVersion: v1\nkind: Config\ncurrent-context: t\n"
+                 "clusters:\n- name: c\n  cluster:\n"
+                 "    server: %s\n    certificate-authority: %s\n"
+                 "    tls-server-name: %s\n"
+                 "contexts: [{name: t, context: {cluster: c, user: u}}]\n"
+                 "users: [{name: u, user: {tokenFile: '%s'}}]\n",
+                 apiserver, ca_cert, names[i], admin_token_file);
+        write_text("tlsname.yaml", text);
+        struct kube_conn *c = load(path("tlsname.yaml"), names[i]);
+        if (c == NULL)
+            continue;
+        long st = get(c, "/api/v1/namespaces/default", &r);
+        if (i == 0)
+            CHECK(st == 200, "tls-server-name %s (a SAN): 200 (%ld)", names[i],
+                  st);
+        else
+            CHECK(r.cc == CURLE_PEER_FAILED_VERIFICATION,
+                  "tls-server-name %s (not a SAN): verification fails (%s)",
+                  names[i], curl_easy_strerror(r.cc));
+        kube_conn_free(c);
+    }
 }
 
 static void test_client_cert(void)
@@ -676,6 +710,7 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     test_admin_token();
+    test_tls_server_name();
     test_client_cert();
     test_exec();
     test_token_file();
