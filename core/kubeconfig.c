@@ -95,6 +95,11 @@ struct kube_conn {
     struct exec_cred_config exec;
     int exec_have;
     time_t exec_expiry; /* 0: no expiry */
+    /* After a failed run the plugin is not run again before exec_retry_at
+     * (1 s, doubling to 30 s): it blocks the event loop while it runs. */
+    int exec_failures;
+    double exec_retry_at;
+    char exec_err[512];
     struct blob exec_cert, exec_key;
 };
 
@@ -1493,10 +1498,20 @@ static int refresh_exec(struct kube_conn *c, char *err, size_t errlen)
 
     if (c->exec_have && !c->stale && !expired)
         return 0;
+    if (c->exec_failures > 0 && mono_now() < c->exec_retry_at) {
+        if (c->exec_have && !expired)
+            return 0;
+        seterr(err, errlen, "%s (not retried yet)", c->exec_err);
+        return KUBE_CONN_EEXEC;
+    }
     memset(&r, 0, sizeof r);
     rc = exec_cred_run(&c->exec, &r, err, errlen);
     if (rc < 0) {
         exec_cred_result_free(&r);
+        int shift = c->exec_failures < 5 ? c->exec_failures : 5;
+        c->exec_failures++;
+        c->exec_retry_at = mono_now() + (shift < 5 ? (1 << shift) : 30);
+        snprintf(c->exec_err, sizeof c->exec_err, "%s", err ? err : "");
         if (c->exec_have && !expired) {
             log_warn("exec credential plugin failed; keeping the previous "
                      "credential",
@@ -1521,6 +1536,7 @@ static int refresh_exec(struct kube_conn *c, char *err, size_t errlen)
     r.cert = r.key = NULL;
     c->exec_expiry = r.expiry;
     c->exec_have = 1;
+    c->exec_failures = 0;
     c->stale = 0;
     exec_cred_result_free(&r);
     return 0;
