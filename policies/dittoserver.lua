@@ -96,21 +96,17 @@ end
 -- needs. Not cryptographic; it only has to change when the config does.
 local function fnv1a64(s)
   local h = -3750763034362895579 -- 0xcbf29ce484222325
-  local prime = 1099511628211 -- 0x100000001b3
+  local p = 1099511628211 -- 0x100000001b3
   local byte = string.byte
   local n = #s
-  local i = 1
-  while i <= n do
+  local tail = n - n % 8
+  for i = 1, tail, 8 do
     local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, i, i + 7)
-    h = (h ~ b1) * prime
-    if b2 then h = (h ~ b2) * prime end
-    if b3 then h = (h ~ b3) * prime end
-    if b4 then h = (h ~ b4) * prime end
-    if b5 then h = (h ~ b5) * prime end
-    if b6 then h = (h ~ b6) * prime end
-    if b7 then h = (h ~ b7) * prime end
-    if b8 then h = (h ~ b8) * prime end
-    i = i + 8
+    h = (((((((((((((((h ~ b1) * p) ~ b2) * p) ~ b3) * p) ~ b4) * p) ~ b5)
+      * p) ~ b6) * p) ~ b7) * p) ~ b8) * p
+  end
+  for i = tail + 1, n do
+    h = (h ~ byte(s, i)) * p
   end
   return format("%016x", h)
 end
@@ -513,6 +509,8 @@ local function check_ports(spec, errs, warns)
   end
 end
 
+local validate_spec
+
 --- Checks a DittoServer beyond what the CRD schema can express.
 -- The upstream webhook's rules come first with their texts, then the
 -- rules the server itself would enforce at start. Every message starts with
@@ -520,12 +518,16 @@ end
 -- @param ds table the DittoServer (CRD defaults applied or not)
 -- @return table errors (list of strings), table warnings (list of strings)
 function M.validate(ds)
-  local errs, warns = array({}), array({})
   if not schema.is_object(ds) then
-    errs[1] = "DittoServer: must be an object"
-    return errs, warns
+    return array({ "DittoServer: must be an object" }), array({})
   end
   local name, _, spec = normalize(ds)
+  return validate_spec(name, spec)
+end
+
+-- validate() on an already normalized name and spec.
+validate_spec = function(name, spec)
+  local errs, warns = array({}), array({})
   check_name(name, errs)
   if spec == nil then
     errs[#errs + 1] = "spec: required"
@@ -1087,7 +1089,12 @@ end
 function M.status(ds, observed, ctx)
   ctx = ctx or {}
   local name, namespace, spec = normalize(ds, ctx)
-  local errs = M.validate(ds)
+  local errs
+  if schema.is_object(ds) then
+    errs = validate_spec(name, spec)
+  else
+    errs = M.validate(ds)
+  end
   spec = type(spec) == "table" and spec or {}
   local desired = int_or(spec.replicas, 1)
   local port = int_or(spec.nfsPort, 2049)
