@@ -444,6 +444,23 @@ local function check_storage(spec, errs)
   end
 end
 
+-- resources.limits/requests: quantities as Kubernetes parses them (the
+-- CRD's regex is not a Lua pattern, so the schema check skips it).
+local function check_resources(spec, errs)
+  local res = type(spec.resources) == "table" and spec.resources or {}
+  for _, kind in ipairs({ "limits", "requests" }) do
+    local values = type(res[kind]) == "table" and res[kind] or {}
+    for _, key in ipairs(sorted_keys(values)) do
+      local v = values[key]
+      local ok, err = quantity.parse(v)
+      if not ok then
+        errs[#errs + 1] = format("spec.resources.%s.%s: %s", kind, key,
+          tostring(err))
+      end
+    end
+  end
+end
+
 -- replicas > 1 is safe only when every store of every share is shared
 -- between pods. badger metadata and local content live on each pod's own
 -- volume, and badger is the only metadata type, so today this refuses every
@@ -541,6 +558,7 @@ validate_spec = function(name, spec)
     return errs, warns
   end
   check_storage(spec, errs)
+  check_resources(spec, errs)
   check_ports(spec, errs, warns)
   local config, is_default = effective_config(spec)
   if not is_default then

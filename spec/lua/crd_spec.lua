@@ -193,7 +193,8 @@ describe("crd/dittoserver.yaml", function()
       walk(root, "", function(node, path)
         -- array items and map values are explained by their parent
         if path ~= ".metadata" and path:sub(-2) ~= "{}"
-            and path:sub(-2) ~= "[]" and (node.description == nil or node.description == "") then
+            and path:sub(-2) ~= "[]"
+            and (node.description == nil or node.description == "") then
           missing[#missing + 1] = path
         end
       end)

@@ -709,6 +709,14 @@ describe("dittoserver policy", function()
           .. "negative",
           "spec.config.caches[0].prefetch.chunkSize: \"0.5\" is not a whole "
           .. "number of bytes" }, {} },
+      { "resource quantities that do not parse",
+        function(ds)
+          ds.spec.resources = { limits = { cpu = "two", memory = "4Gi" },
+            requests = { cpu = 1 } }
+        end,
+        { "spec.resources.limits.cpu: invalid quantity \"two\": quantities "
+          .. "must match the regular expression "
+          .. "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'" }, {} },
       { "flusher durations that do not parse",
         function(ds)
           ds.spec.config.caches[1].flusher = { interval = "soon",
@@ -908,7 +916,8 @@ describe("dittoserver policy", function()
         function() end,
         function() return {} end,
         "Pending", 0,
-        { "False", "StatefulSetNotReady", "StatefulSet has 0/1 ready replicas" },
+        { "False", "StatefulSetNotReady",
+          "StatefulSet has 0/1 ready replicas" },
         { "False", "ChildrenMissing", "Waiting for ConfigMap "
           .. "\"dittofs-sample-config\", Service \"dittofs-sample\", Service "
           .. "\"dittofs-sample-headless\", StatefulSet \"dittofs-sample\" to "
@@ -917,7 +926,8 @@ describe("dittoserver policy", function()
         function() end,
         function(objects) return observe(objects, nil) end,
         "Pending", 0,
-        { "False", "StatefulSetNotReady", "StatefulSet has 0/1 ready replicas" },
+        { "False", "StatefulSetNotReady",
+          "StatefulSet has 0/1 ready replicas" },
         UP_TO_DATE },
       { "all replicas ready: Running",
         function() end,
@@ -941,7 +951,8 @@ describe("dittoserver policy", function()
         function(spec) spec.replicas = 2 end,
         function(objects) return observe(objects, 1) end,
         "Failed", 1,
-        { "False", "StatefulSetNotReady", "StatefulSet has 1/2 ready replicas" },
+        { "False", "StatefulSetNotReady",
+          "StatefulSet has 1/2 ready replicas" },
         { "False", "InvalidSpec", "spec.replicas: must be 0 or 1, got 2: the "
           .. "default share /export keeps metadata in badger backend "
           .. "'badger-metadata' and content in local backend 'local-content' "
