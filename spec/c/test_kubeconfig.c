@@ -878,7 +878,10 @@ static void test_exec(void)
 
     /* Non-zero exit: names the plugin, not the output's secrets. */
     secret("tok-leaked-on-stdout");
-    write_exec("fail.sh", "#!/bin/sh\necho tok-leaked-on-stdout\nexit 3\n");
+    write_exec("fail.sh", "#!/bin/sh\n"
+                          "n=$(cat fail.count 2>/dev/null || echo 0)\n"
+                          "echo $((n+1)) > fail.count\n"
+                          "echo tok-leaked-on-stdout\nexit 3\n");
     write_file("execfail.yaml",
                KC_HEAD "current-context: x\n"
                        "clusters: [{name: c, cluster: {server: https://h}}]\n"
@@ -902,6 +905,14 @@ static void test_exec(void)
                   h == NULL,
               "prepare fails with KUBE_CONN_EEXEC and adds no header");
         curl_easy_cleanup(e);
+        CHECK(atoi(slurp(path("fail.count"))) == 1 &&
+                  strstr(errbuf, "exited with status 3 (its stderr, if "
+                                 "any, is above) (not retried yet)"),
+              "failed plugin not re-run at once: same error (%s)", errbuf);
+        usleep(1100 * 1000);
+        CHECK(strcmp(auth(c), "ERROR") == 0 &&
+                  atoi(slurp(path("fail.count"))) == 2,
+              "failed plugin re-run after the 1 s backoff");
     }
     kube_conn_free(c);
     c = NULL;
@@ -1114,6 +1125,73 @@ static void test_parse(void)
     exec_cred_result_free(&r);
 }
 
+/* Every prefix of a full kubeconfig, and every single-byte corruption of
+ * its first part: a clean error or a success, never a crash (run it under
+ * valgrind). */
+static void test_truncations(void)
+{
+    char text[4096];
+    int bad = 0, ok = 0, failed = 0;
+    snprintf(text, sizeof text,
+             KC_HEAD "current-context: x\n"
+                     "clusters:\n"
+                     "- name: c\n"
+                     "  cluster:\n"
+                     "    server: https://127.0.0.1:6443\n"
+                     "    certificate-authority: %s\n"
+                     "    extensions: [{name: client.authentication.k8s.io/"
+                     "exec, extension: {a: [1, {b: c}]}}]\n"
+                     "contexts: [{name: x, context: {cluster: c, user: u, "
+                     "namespace: n}}]\n"
+                     "users:\n"
+                     "- name: u\n"
+                     "  user:\n"
+                     "    exec: {apiVersion: client.authentication.k8s.io/v1, "
+                     "command: x, args: [a], env: [{name: A, value: b}], "
+                     "provideClusterInfo: true}\n",
+             path("ca.crt"));
+    size_t len = strlen(text);
+    for (size_t cut = 0; cut <= len; cut++) {
+        struct kube_conn *c = NULL;
+        char *copy = strndup(text, cut);
+        write_file("fuzz.yaml", copy);
+        free(copy);
+        int rc = load(&c, "fuzz.yaml", NULL);
+        if (rc == 0)
+            ok++;
+        else if (errbuf[0] == '\0' || strstr(errbuf, "fuzz.yaml") == NULL)
+            bad++;
+        else
+            failed++;
+        kube_conn_free(c);
+    }
+    static const char junk[] = {'\0', ':', '[',  '{',  '-', '"', '\'',
+                                '&',  '*', '\t', '\n', '!', '|', '\xff'};
+    for (size_t pos = 0; pos < len; pos += 3) {
+        for (size_t j = 0; j < sizeof junk; j++) {
+            struct kube_conn *c = NULL;
+            char copy[4096];
+            memcpy(copy, text, len + 1);
+            copy[pos] = junk[j];
+            FILE *f = fopen(path("fuzz.yaml"), "w");
+            fwrite(copy, 1, len, f);
+            fclose(f);
+            int rc = load(&c, "fuzz.yaml", NULL);
+            if (rc == 0)
+                ok++;
+            else if (errbuf[0] == '\0')
+                bad++;
+            else
+                failed++;
+            kube_conn_free(c);
+        }
+    }
+    CHECK(bad == 0 && failed > 0,
+          "truncated and corrupted kubeconfigs: %d loaded, %d precise "
+          "errors, %d errors without a message or file name",
+          ok, failed, bad);
+}
+
 static void test_json_kubeconfig(void)
 {
     struct kube_conn *c = NULL;
@@ -1160,6 +1238,9 @@ int main(void)
     setvbuf(stderr, NULL, _IONBF, 0);
     unsetenv("KUBERNETES_SERVICE_HOST");
     unsetenv("KUBECONFIG");
+    /* Plugins run with the test's cwd; keep their scratch files in dir. */
+    if (chdir(dir) != 0)
+        return 2;
 
     test_token_basic();
     test_ca_and_certs();
@@ -1171,6 +1252,7 @@ int main(void)
     test_exec();
     test_parse();
     test_json_kubeconfig();
+    test_truncations();
 
     const char *log = slurp(logpath);
     int leaked = 0;
