@@ -852,6 +852,18 @@ describe("dittoserver policy", function()
           "spec.service.type: unsupported value \"ExternalName\": must be "
             .. "one of \"ClusterIP\", \"NodePort\", \"LoadBalancer\"" },
         {} },
+      { "limits: minimum, minLength, maxLength, int-or-string",
+        function(ds)
+          ds.spec.replicas = -1
+          ds.spec.image = ""
+          ds.spec.config.caches[1].name = string.rep("c", 64)
+          ds.spec.resources = { requests = { cpu = true } }
+        end,
+        { "spec.config.caches[0].name: must be at most 63 characters",
+          "spec.image: must not be empty",
+          "spec.replicas: must be >= 0, got -1",
+          "spec.resources.requests.cpu: must be an integer or a string" },
+        {} },
       { "empty shares and a backend without type",
         function(ds)
           ds.spec.config.shares = {}
