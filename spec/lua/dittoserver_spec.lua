@@ -908,6 +908,83 @@ describe("dittoserver policy", function()
     end)
   end)
 
+  describe("sandbox", function()
+    -- The sandbox's allow-list (DESIGN.md): base without load/loadfile/
+    -- dofile/collectgarbage/print, string without dump, table, math, utf8;
+    -- reads and writes of undeclared globals raise. require resolves
+    -- policies/, then lua/, then "codec", each module in its own _ENV.
+    local function sandboxed_policy()
+      local allowed = {
+        "assert", "error", "getmetatable", "ipairs", "next", "pairs",
+        "pcall", "rawequal", "rawget", "rawlen", "rawset", "select",
+        "setmetatable", "tonumber", "tostring", "type", "xpcall", "_VERSION",
+        "table", "math", "utf8",
+      }
+      local lib = {}
+      for _, k in ipairs(allowed) do
+        lib[k] = _G[k]
+      end
+      lib.string = {}
+      for k, v in pairs(string) do
+        if k ~= "dump" then
+          lib.string[k] = v
+        end
+      end
+      local loaded = { codec = codec }
+      local function new_env()
+        local env = {}
+        for k, v in pairs(lib) do
+          env[k] = v
+        end
+        env.require = function(name)
+          if loaded[name] then
+            return loaded[name]
+          end
+          local rel = name:gsub("%.", "/") .. ".lua"
+          for _, dir in ipairs({ "policies/", "lua/" }) do
+            local f = io.open(dir .. rel, "rb")
+            if f then
+              local text = f:read("a")
+              f:close()
+              local chunk = assert(load(text, "@" .. dir .. rel, "t",
+                new_env()))
+              loaded[name] = chunk()
+              return loaded[name]
+            end
+          end
+          error("module '" .. name .. "' not found")
+        end
+        return setmetatable(env, {
+          __index = function(_, k)
+            error("read of undeclared global '" .. tostring(k) .. "'", 2)
+          end,
+          __newindex = function(_, k)
+            error("write of undeclared global '" .. tostring(k) .. "'", 2)
+          end,
+        })
+      end
+      return new_env().require("dittoserver")
+    end
+
+    it("validates, renders and derives status with only allowed globals",
+      function()
+        local sp = sandboxed_policy()
+        assert.is_not.equal(policy, sp)
+        for _, file in ipairs(SAMPLES) do
+          local ds = load_ds(SAMPLES_DIR .. "/" .. file)
+          local errs = sp.validate(ds)
+          assert.same({}, norm(errs))
+          local objects = sp.render(ds, ctx_for(ds))
+          assert.equal(codec.json_encode(render(ds)),
+            codec.json_encode(objects))
+          local st = sp.status(ds, observe(objects, 1), ctx_for(ds))
+          assert.equal(codec.json_encode(
+            policy.status(ds, observe(objects, 1), ctx_for(ds))),
+            codec.json_encode(st))
+        end
+      end)
+  end)
+
   describe("status", function()
     local function cond(list, ctype)
       for _, c in ipairs(list) do
