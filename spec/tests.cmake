@@ -2,7 +2,7 @@
 #   unit         C tests (spec/c/test_*.c) and busted specs (spec/lua/*_spec.lua)
 #   integration  tests against the local control plane (deploy/local/cluster.sh),
 #                C programs spec/c/itest_*.c and scripts spec/integration/*.sh
-find_program(LUA54 lua5.4 REQUIRED)
+find_program(LUA54 lua5.4 REQUIRED)  # used by spec/busted
 find_program(BUSTED busted PATHS /usr/bin REQUIRED)
 
 file(GLOB C_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/c/test_*.c)
@@ -20,10 +20,7 @@ file(GLOB LUA_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/lua/*_spec.lua)
 foreach(spec IN LISTS LUA_SPECS)
   get_filename_component(name ${spec} NAME_WE)
   add_test(NAME lua_${name}
-           COMMAND ${LUA54} ${BUSTED} --output=TAP
-                   --lpath=${CMAKE_SOURCE_DIR}/lua/?.lua;${CMAKE_SOURCE_DIR}/policies/?.lua;${CMAKE_SOURCE_DIR}/spec/lua/?.lua
-                   --cpath=${CMAKE_BINARY_DIR}/?.so
-                   ${spec}
+           COMMAND ${CMAKE_SOURCE_DIR}/spec/busted --output=TAP ${spec}
            WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(lua_${name} PROPERTIES LABELS unit TIMEOUT 300
     ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>;DITTOFS_BUILD_DIR=${CMAKE_BINARY_DIR}")
