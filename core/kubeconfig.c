@@ -612,10 +612,18 @@ static int set_server(struct kube_conn *c, const char *server,
         auth = server;
     }
     end = auth + strcspn(auth, "/?#");
-    if (*end == '?' || *end == '#' || memchr(auth, '@', (size_t)(end - auth))) {
+    if (memchr(auth, '@', (size_t)(end - auth))) {
+        /* Not echoed: the part before '@' may be a password. */
+        seterr(err, errlen,
+               "%s: server: credentials (user@ or user:password@) in the URL "
+               "are not allowed",
+               where);
+        return KUBE_CONN_ECONFIG;
+    }
+    if (strpbrk(end, "?#") != NULL) {
         seterr(err, errlen,
                "%s: server \"%s\": must be scheme://host[:port][/path] "
-               "without credentials, query or fragment",
+               "without query or fragment",
                where, server);
         return KUBE_CONN_ECONFIG;
     }

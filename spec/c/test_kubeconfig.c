@@ -439,10 +439,17 @@ static void test_http_and_urls(void)
     write_file("ftp.yaml", text);
     expect_fail("ftp.yaml", NULL, KUBE_CONN_ECONFIG, "only https://",
                 "other schemes refused");
-    snprintf(text, sizeof text, fmt, "https://user:pw@h:1");
+    secret("pw-in-url-77");
+    snprintf(text, sizeof text, fmt, "https://user:pw-in-url-77@h:1");
     write_file("userinfo.yaml", text);
-    expect_fail("userinfo.yaml", NULL, KUBE_CONN_ECONFIG, "without credentials",
-                "credentials in URL refused");
+    expect_fail("userinfo.yaml", NULL, KUBE_CONN_ECONFIG,
+                "credentials (user@ or user:password@) in the URL are not "
+                "allowed",
+                "credentials in URL refused, not echoed");
+    snprintf(text, sizeof text, fmt, "https://h:1/api?x=1");
+    write_file("query.yaml", text);
+    expect_fail("query.yaml", NULL, KUBE_CONN_ECONFIG,
+                "without query or fragment", "query in URL refused");
     snprintf(text, sizeof text, fmt, "https://h:port");
     write_file("badport.yaml", text);
     expect_fail("badport.yaml", NULL, KUBE_CONN_ECONFIG, "malformed URL",
