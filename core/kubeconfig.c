@@ -597,6 +597,17 @@ static int set_server(struct kube_conn *c, const char *server,
     const char *p, *auth, *end;
     int https;
 
+    /* Checked first, and the URL is then not echoed: the part before '@'
+     * may be a password. */
+    p = strstr(server, "://");
+    p = p != NULL ? p + 3 : server;
+    if (memchr(p, '@', strcspn(p, "/?#")) != NULL) {
+        seterr(err, errlen,
+               "%s: server: credentials (user@ or user:password@) in the URL "
+               "are not allowed",
+               where);
+        return KUBE_CONN_ECONFIG;
+    }
     if (strncasecmp(server, "https://", 8) == 0) {
         https = 1;
         auth = server + 8;
@@ -612,14 +623,6 @@ static int set_server(struct kube_conn *c, const char *server,
         auth = server;
     }
     end = auth + strcspn(auth, "/?#");
-    if (memchr(auth, '@', (size_t)(end - auth))) {
-        /* Not echoed: the part before '@' may be a password. */
-        seterr(err, errlen,
-               "%s: server: credentials (user@ or user:password@) in the URL "
-               "are not allowed",
-               where);
-        return KUBE_CONN_ECONFIG;
-    }
     if (strpbrk(end, "?#") != NULL) {
         seterr(err, errlen,
                "%s: server \"%s\": must be scheme://host[:port][/path] "

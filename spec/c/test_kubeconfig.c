@@ -446,6 +446,11 @@ static void test_http_and_urls(void)
                 "credentials (user@ or user:password@) in the URL are not "
                 "allowed",
                 "credentials in URL refused, not echoed");
+    snprintf(text, sizeof text, fmt, "ftp://user:pw-in-url-77@h:1");
+    write_file("userinfo2.yaml", text);
+    expect_fail("userinfo2.yaml", NULL, KUBE_CONN_ECONFIG,
+                "in the URL are not allowed",
+                "credentials in a URL of another scheme: not echoed either");
     snprintf(text, sizeof text, fmt, "https://h:1/api?x=1");
     write_file("query.yaml", text);
     expect_fail("query.yaml", NULL, KUBE_CONN_ECONFIG,
