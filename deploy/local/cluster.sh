@@ -1,0 +1,831 @@
+#!/usr/bin/env bash
+# deploy/local/cluster.sh: a real, local Kubernetes control plane for tests.
+#
+# etcd 3.4 (Debian) + kube-apiserver and kube-controller-manager v1.20.2 built
+# from Debian bookworm's `kubernetes` source package, all on 127.0.0.1 with
+# free ports. No Docker, no kind, no kubelet (see kubelet.sh for a stand-in).
+#
+#   cluster.sh install                 install packages, build binaries (cached)
+#   cluster.sh start                   start etcd + apiserver + controller-manager
+#   cluster.sh stop [--purge]          stop what start started (--purge: rm state)
+#   cluster.sh kill-apiserver [--graceful]   SIGKILL (or TERM) the apiserver only
+#   cluster.sh start-apiserver         start it again, same port, same certs
+#   cluster.sh restart-apiserver [--graceful]
+#   cluster.sh env                     print the sourceable env file
+#   cluster.sh status
+#
+# Knobs (environment):
+#   DITTOFS_CACHE        build cache       (default ~/.cache/dittofs-operator)
+#   DITTOFS_CLUSTER_DIR  state directory   (default /tmp/dittofs-cluster)
+#   DITTOFS_START_TIMEOUT           seconds to wait for readiness (default 60)
+#   DITTOFS_KCM_CONTROLLERS         controller list for kube-controller-manager
+#   DITTOFS_APISERVER_EXTRA_ARGS    extra kube-apiserver flags (space separated),
+#                                   e.g. "--watch-cache=false"
+#
+# Progress goes to stderr; `start` and `env` print the env file on stdout, so
+# `eval "$(deploy/local/cluster.sh start)"` works.
+set -euo pipefail
+
+KUBE_VERSION=1.20.2
+CACHE=${DITTOFS_CACHE:-${HOME:-/root}/.cache/dittofs-operator}
+KDIR=$CACHE/kube-$KUBE_VERSION
+BIN=$KDIR/bin
+WORK=$KDIR/work
+BUILD_LOG=$KDIR/build.log
+DIR=${DITTOFS_CLUSTER_DIR:-/tmp/dittofs-cluster}
+START_TIMEOUT=${DITTOFS_START_TIMEOUT:-60}
+KCM_CONTROLLERS=${DITTOFS_KCM_CONTROLLERS:-statefulset,garbagecollector,namespace,serviceaccount,serviceaccount-token,replicaset,deployment,pvc-protection}
+SERVICE_CIDR=10.96.0.0/16
+ISSUER=https://kubernetes.default.svc
+
+APT_PKGS=(etcd-server etcd-client golang-go rsync openssl curl make xz-utils
+          ca-certificates golang-github-modern-go-reflect2-dev dpkg-dev)
+REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
+
+# Components in start order; stop goes in reverse.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+
+log() { printf '[cluster.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# install
+
+pkg_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# Print "TYPE URI SIGNED-BY" for the first enabled deb entry of bookworm main,
+# where TYPE is deb822 or list. SIGNED-BY may be "-".
+find_bookworm_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [[ -f $f ]] || continue
+    awk -v FILE="$f" '
+      function flush() {
+        if (types ~ /(^| )deb( |$)/ && suites ~ /(^| )bookworm( |$)/ &&
+            comps ~ /(^| )main( |$)/ && enabled !~ /^[Nn]o/ && uris != "") {
+          split(uris, u, " ")
+          print "deb822", u[1], (signed == "" ? "-" : signed)
+          found = 1; exit
+        }
+        types = uris = suites = comps = signed = enabled = ""
+      }
+      /^[ \t]*#/ { next }
+      /^[ \t]*$/ { flush(); next }
+      {
+        key = tolower($1); sub(/:$/, "", key)
+        val = $0; sub(/^[^:]*:[ \t]*/, "", val)
+        if (key == "types") types = val
+        else if (key == "uris") uris = val
+        else if (key == "suites") suites = val
+        else if (key == "components") comps = val
+        else if (key == "signed-by") signed = val
+        else if (key == "enabled") enabled = val
+      }
+      END { if (!found) flush() }
+    ' "$f" | head -n1 | grep . && return 0
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [[ -f $f ]] || continue
+    awk '
+      $1 == "deb" {
+        signed = "-"; i = 2
+        if ($2 ~ /^\[/) {
+          while (i <= NF && $i !~ /\]$/) {
+            if ($i ~ /signed-by=/) { s = $i; sub(/.*signed-by=/, "", s); signed = s }
+            i++
+          }
+          if ($i ~ /signed-by=/) { s = $i; sub(/.*signed-by=/, "", s); sub(/\]$/, "", s); signed = s }
+          i++
+        }
+        if ($(i + 1) == "bookworm") {
+          for (j = i + 2; j <= NF; j++) if ($j == "main") { print "list", $i, signed; exit }
+        }
+      }' "$f" | head -n1 | grep . && return 0
+  done
+  return 1
+}
+
+have_bookworm_deb_src() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [[ -f $f ]] || continue
+    awk '
+      function flush() {
+        if (types ~ /deb-src/ && suites ~ /(^| )bookworm( |$)/ && comps ~ /(^| )main( |$)/ &&
+            enabled !~ /^[Nn]o/) { found = 1; exit }
+        types = suites = comps = enabled = ""
+      }
+      /^[ \t]*#/ { next }
+      /^[ \t]*$/ { flush(); next }
+      {
+        key = tolower($1); sub(/:$/, "", key)
+        val = $0; sub(/^[^:]*:[ \t]*/, "", val)
+        if (key == "types") types = val
+        else if (key == "suites") suites = val
+        else if (key == "components") comps = val
+        else if (key == "enabled") enabled = val
+      }
+      END { if (!found) flush(); exit !found }
+    ' "$f" && return 0
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [[ -f $f ]] || continue
+    grep -Eq '^[[:space:]]*deb-src[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]+[[:space:]]+bookworm[[:space:]].*\bmain\b' "$f" &&
+      return 0
+  done
+  return 1
+}
+
+# Add a deb-src entry for bookworm main on the mirror of the existing deb entry.
+# Returns 0 when it wrote a file (so the caller must apt-get update).
+ensure_deb_src() {
+  have_bookworm_deb_src && return 1
+  local kind uri signed line
+  if line=$(find_bookworm_mirror); then
+    read -r kind uri signed <<<"$line"
+  else
+    log "no deb entry for bookworm main found; using http://deb.debian.org/debian"
+    kind=deb822 uri=http://deb.debian.org/debian signed=-
+    [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] &&
+      signed=/usr/share/keyrings/debian-archive-keyring.gpg
+  fi
+  if [[ $kind == deb822 ]]; then
+    {
+      echo "# added by dittofs-operator deploy/local/cluster.sh (apt-get source kubernetes)"
+      echo "Types: deb-src"
+      echo "URIs: $uri"
+      echo "Suites: bookworm"
+      echo "Components: main"
+      [[ $signed != - ]] && echo "Signed-By: $signed"
+    } >/etc/apt/sources.list.d/dittofs-operator-src.sources
+    log "added deb-src bookworm main ($uri) in /etc/apt/sources.list.d/dittofs-operator-src.sources"
+  else
+    local opts=""
+    [[ $signed != - ]] && opts="[signed-by=$signed] "
+    {
+      echo "# added by dittofs-operator deploy/local/cluster.sh (apt-get source kubernetes)"
+      echo "deb-src ${opts}$uri bookworm main"
+    } >/etc/apt/sources.list.d/dittofs-operator-src.list
+    log "added deb-src bookworm main ($uri) in /etc/apt/sources.list.d/dittofs-operator-src.list"
+  fi
+  return 0
+}
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q "$@" </dev/null
+}
+
+install_packages() {
+  local missing=() p need_update=0
+  for p in "${APT_PKGS[@]}"; do pkg_installed "$p" || missing+=("$p"); done
+  if ((${#missing[@]})) || ! have_bookworm_deb_src; then
+    [[ $(id -u) == 0 ]] || die "must run as root to install packages: ${missing[*]} (or deb-src)"
+  fi
+  if ensure_deb_src; then need_update=1; fi
+  if ((!need_update)) && ! apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Version:'; then
+    need_update=1
+  fi
+  for p in "${missing[@]}"; do
+    if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then need_update=1; fi
+  done
+  if ((need_update)); then
+    log "apt-get update"
+    apt_get update >/dev/null || die "apt-get update failed"
+  fi
+  if ((${#missing[@]})); then
+    log "apt-get install ${missing[*]}"
+    apt_get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+      die "apt-get install ${missing[*]} failed"
+  else
+    log "apt packages present"
+  fi
+}
+
+path_kubectl() {
+  local k
+  k=$(command -v kubectl 2>/dev/null) || return 1
+  [[ $k == "$BIN/kubectl" ]] && return 1
+  printf '%s\n' "$k"
+}
+
+# kubectl: the one on PATH, else the one built from the same tree.
+resolve_kubectl() {
+  if path_kubectl; then return 0; fi
+  if [[ -x $BIN/kubectl ]]; then printf '%s\n' "$BIN/kubectl"; return 0; fi
+  return 1
+}
+
+binaries_present() {
+  local b
+  for b in kube-apiserver kube-controller-manager sample-controller; do
+    [[ -s $BIN/$b && -x $BIN/$b ]] || return 1
+  done
+  path_kubectl >/dev/null || [[ -s $BIN/kubectl ]]
+}
+
+build_fail() {
+  log "build failed; last lines of $BUILD_LOG:"
+  tail -n 40 "$BUILD_LOG" >&2 || true
+  exit 1
+}
+
+# Fetch and unpack the kubernetes source package into $WORK/src; print the tree.
+fetch_source() {
+  mkdir -p "$WORK/dl"
+  local tree=$WORK/src/kubernetes
+  if [[ -f $tree/.dittofs-prepared ]]; then printf '%s\n' "$tree"; return 0; fi
+  local ver
+  ver=$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ { print $2 }' | sort -V | tail -n1)
+  [[ -n $ver ]] || die "apt-cache showsrc kubernetes: no source package (deb-src missing?)"
+  [[ $ver == *"$KUBE_VERSION"* ]] ||
+    die "source package kubernetes $ver is not Kubernetes $KUBE_VERSION"
+  if ! compgen -G "$WORK/dl/kubernetes_*.orig.tar.*" >/dev/null; then
+    log "apt-get source --download-only kubernetes=$ver"
+    (cd "$WORK/dl" && apt_get source --download-only "kubernetes=$ver") >>"$BUILD_LOG" 2>&1 ||
+      build_fail
+  fi
+  local orig
+  orig=$(compgen -G "$WORK/dl/kubernetes_*.orig.tar.*" | head -n1)
+  log "unpacking $(basename "$orig")"
+  rm -rf "$WORK/src" && mkdir -p "$WORK/src/unpack"
+  tar -xf "$orig" -C "$WORK/src/unpack" >>"$BUILD_LOG" 2>&1 || build_fail
+  local top
+  top=$(find "$WORK/src/unpack" -mindepth 1 -maxdepth 1 -type d | head -n1)
+  [[ -f $top/hack/lib/golang.sh && -d $top/vendor ]] ||
+    die "unexpected orig tarball layout in $orig (no hack/ or vendor/)"
+  mv "$top" "$tree"
+  rmdir "$WORK/src/unpack" 2>/dev/null || true
+
+  # Must-do: kubernetes 1.20 vendors reflect2 v1.0.1, which faults under
+  # Go >= 1.18 (apiserver SIGSEGV in UnsafeMapType.UnsafeIterate). Use Debian's v1.0.2.
+  [[ -d $REFLECT2_SRC ]] || die "$REFLECT2_SRC missing (golang-github-modern-go-reflect2-dev)"
+  log "replacing vendored reflect2 with $REFLECT2_SRC"
+  rm -rf "$tree/vendor/github.com/modern-go/reflect2"
+  mkdir -p "$tree/vendor/github.com/modern-go/reflect2"
+  cp -rL "$REFLECT2_SRC/." "$tree/vendor/github.com/modern-go/reflect2/"
+  rm -f "$tree/vendor/github.com/modern-go/reflect2/go.mod" "$tree/vendor/github.com/modern-go/reflect2/go.sum"
+  printf 'kubernetes %s\n' "$ver" >"$tree/.dittofs-prepared"
+  printf '%s\n' "$tree"
+}
+
+run_make() {
+  local gopath_tree=$1; shift
+  (
+    cd "$gopath_tree"
+    export GOPATH=$WORK/.go GOCACHE=$WORK/go-build CGO_ENABLED=0 GOPROXY=off GOFLAGS=-mod=vendor
+    make WHAT="$*"
+  ) >>"$BUILD_LOG" 2>&1
+}
+
+build_binaries() {
+  local targets=() need_kubectl=0
+  if ! path_kubectl >/dev/null && [[ ! -s $BIN/kubectl ]]; then need_kubectl=1; fi
+  local b
+  for b in kube-apiserver kube-controller-manager; do
+    [[ -s $BIN/$b ]] || targets+=("cmd/$b")
+  done
+  [[ -s $BIN/sample-controller && -f $KDIR/sample-controller/crd.yaml ]] ||
+    targets+=(vendor/k8s.io/sample-controller)
+  ((need_kubectl)) && targets+=(cmd/kubectl)
+  ((${#targets[@]})) || return 0
+
+  mkdir -p "$WORK" "$BIN"
+  : >"$BUILD_LOG"
+  local tree
+  tree=$(fetch_source)
+  mkdir -p "$WORK/.go/src/k8s.io"
+  ln -sfn "$tree" "$WORK/.go/src/k8s.io/kubernetes"
+  local gtree=$WORK/.go/src/k8s.io/kubernetes
+
+  # A failed generator step (rsync missing) leaves 0-byte binaries behind.
+  if [[ -d $tree/_output ]] && find "$tree/_output" -path '*bin*' -type f -size 0 | grep -q .; then
+    log "removing _output with 0-byte binaries from an earlier failed build"
+    rm -rf "$tree/_output"
+  fi
+
+  local hint=""
+  [[ -d $tree/_output ]] || hint="cold build, 4-7 min on 2 cores; "
+  log "building ${targets[*]} (${hint}log: $BUILD_LOG)"
+  local t0=$SECONDS
+  if ! run_make "$gtree" "${targets[@]}"; then
+    log "make failed; retrying once after rm -rf _output"
+    rm -rf "$tree/_output"
+    run_make "$gtree" "${targets[@]}" || build_fail
+  fi
+  log "build done in $((SECONDS - t0)) s"
+
+  local out=$tree/_output/bin
+  for b in "${targets[@]}"; do
+    b=${b##*/}
+    [[ -s $out/$b ]] || { log "$out/$b missing or empty after build"; build_fail; }
+    install -m 0755 "$out/$b" "$BIN/$b.tmp" && mv -f "$BIN/$b.tmp" "$BIN/$b"
+  done
+  mkdir -p "$KDIR/sample-controller"
+  cp "$tree"/staging/src/k8s.io/sample-controller/artifacts/examples/*.yaml "$KDIR/sample-controller/"
+  printf '%s built %s from %s (vendored reflect2 replaced)\n' "$(date -u +%FT%TZ)" \
+    "${targets[*]}" "$(<"$tree/.dittofs-prepared")" >>"$KDIR/BUILD-INFO"
+}
+
+cmd_install() {
+  mkdir -p "$KDIR"
+  exec 9>"$KDIR/.install.lock"
+  flock 9
+  install_packages
+  if binaries_present && [[ -f $KDIR/sample-controller/crd.yaml ]]; then
+    log "binaries present in $BIN"
+  else
+    build_binaries
+  fi
+  local k
+  k=$(resolve_kubectl) || die "no kubectl"
+  log "kube-apiserver $("$BIN/kube-apiserver" --version 2>/dev/null | awk '{print $2}'), kubectl $k, etcd $(etcd --version 2>/dev/null | awk 'NR==1{print $3}')"
+  exec 9>&-
+}
+
+# ---------------------------------------------------------------------------
+# processes
+
+pidfile() { printf '%s/%s.pid\n' "$DIR" "$1"; }
+
+# Print the pid of component NAME if it is alive and really ours (the pid's
+# executable is that binary, so a recycled pid is never touched).
+alive_pid() {
+  local name=$1 f pid exe
+  f=$(pidfile "$name")
+  [[ -f $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
+  [[ ${exe##*/} == "$name" ]] || return 1
+  printf '%s\n' "$pid"
+}
+
+launch() {
+  local name=$1; shift
+  printf '%s\n' "$@" >"$DIR/$name.cmd"
+  printf '\n===== %s start %s\n' "$(date -u +%FT%TZ)" "$name" >>"$DIR/$name.log"
+  # setsid: own session, so the daemons outlive the calling shell's job control.
+  # Lock fds 8 and 9 are closed so the daemons never hold the script's locks.
+  setsid "$@" >>"$DIR/$name.log" 2>&1 </dev/null 8>&- 9>&- &
+  local pid=$!
+  echo "$pid" >"$(pidfile "$name")"
+  sleep 0.2
+  alive_pid "$name" >/dev/null || {
+    log "$name exited at once; last lines of $DIR/$name.log:"
+    tail -n 30 "$DIR/$name.log" >&2
+    exit 1
+  }
+}
+
+relaunch() {
+  local name=$1 args
+  [[ -f $DIR/$name.cmd ]] || die "$DIR/$name.cmd missing: run start first"
+  mapfile -t args <"$DIR/$name.cmd"
+  launch "$name" "${args[@]}"
+}
+
+# stop_component NAME [SIGNAL [GRACE_SECONDS]]: signal, wait, then SIGKILL.
+stop_component() {
+  local name=$1 sig=${2:-TERM} grace=${3:-10} pid i
+  if pid=$(alive_pid "$name"); then
+    log "stopping $name (pid $pid, SIG$sig)"
+    kill -s "$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+      alive_pid "$name" >/dev/null || break
+      sleep 0.1
+    done
+    if alive_pid "$name" >/dev/null; then
+      log "$name still alive after $grace s; SIGKILL"
+      kill -s KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do
+        alive_pid "$name" >/dev/null || break
+        sleep 0.1
+      done
+    fi
+  fi
+  rm -f "$(pidfile "$name")"
+}
+
+# ---------------------------------------------------------------------------
+# ports, certs, config
+
+port_listening() {
+  local port=$1 hex f
+  hex=$(printf '%04X' "$port")
+  for f in /proc/net/tcp /proc/net/tcp6; do
+    [[ -r $f ]] || continue
+    # local_address is field 2 (ADDR:PORT in hex), state 0A is LISTEN.
+    if awk -v P=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == P { found = 1 } END { exit !found }' "$f"; then
+      return 0
+    fi
+  done
+  # Belt and braces: something accepts connections there.
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+}
+
+# Pick a free port in 20000..32000 (below the kernel's ephemeral range),
+# not in the space-separated list $1.
+pick_port() {
+  local taken=" ${1:-} " port i
+  for ((i = 0; i < 200; i++)); do
+    port=$((20000 + RANDOM % 12000))
+    [[ $taken == *" $port "* ]] && continue
+    port_listening "$port" && continue
+    printf '%s\n' "$port"
+    return 0
+  done
+  die "no free port found"
+}
+
+gen_token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+gen_pki() {
+  local p=$DIR/pki
+  mkdir -p "$p"
+  (
+    cd "$p"
+    cat >openssl.cnf <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = placeholder
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign, digitalSignature
+subjectKeyIdentifier = hash
+[v3_server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, IP:10.96.0.1
+[v3_client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+EOF
+    openssl genrsa -out ca.key 2048
+    openssl req -config openssl.cnf -x509 -new -key ca.key -subj /CN=dittofs-local-ca \
+      -days 3650 -extensions v3_ca -out ca.crt
+    openssl genrsa -out apiserver.key 2048
+    openssl req -config openssl.cnf -new -key apiserver.key -subj /CN=kube-apiserver -out apiserver.csr
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile openssl.cnf -extensions v3_server -out apiserver.crt
+    openssl genrsa -out admin-client.key 2048
+    openssl req -config openssl.cnf -new -key admin-client.key \
+      -subj "/O=system:masters/CN=dittofs-admin-cert" -out admin-client.csr
+    openssl x509 -req -in admin-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile openssl.cnf -extensions v3_client -out admin-client.crt
+    openssl genrsa -out sa.key 2048
+    openssl rsa -in sa.key -pubout -out sa.pub
+    rm -f ./*.csr
+    chmod 600 ./*.key
+  ) >>"$DIR/pki.log" 2>&1 || { tail -n 20 "$DIR/pki.log" >&2; die "openssl failed"; }
+}
+
+write_kubeconfig() {
+  local file=$1 user=$2 token=$3 port=$4 cadata
+  cadata=$(base64 -w0 <"$DIR/pki/ca.crt")
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: dittofs-local
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority-data: $cadata
+users:
+- name: $user
+  user:
+    token: $token
+contexts:
+- name: dittofs-local
+  context:
+    cluster: dittofs-local
+    user: $user
+    namespace: default
+current-context: dittofs-local
+EOF
+  chmod 600 "$file"
+}
+
+write_env() {
+  local api_port=$1 etcd_port=$2 kubectl
+  kubectl=$(resolve_kubectl) || kubectl=""
+  {
+    echo "# dittofs-operator local control plane; source this file"
+    printf 'export KUBECONFIG=%q\n' "$DIR/kubeconfig"
+    printf 'export DITTOFS_APISERVER=%q\n' "https://127.0.0.1:$api_port"
+    printf 'export DITTOFS_APISERVER_PORT=%q\n' "$api_port"
+    printf 'export DITTOFS_ETCD_URL=%q\n' "http://127.0.0.1:$etcd_port"
+    printf 'export DITTOFS_CLUSTER_DIR=%q\n' "$DIR"
+    printf 'export DITTOFS_KUBECTL=%q\n' "$kubectl"
+    printf 'export DITTOFS_KUBE_BIN=%q\n' "$BIN"
+    printf 'export DITTOFS_ADMIN_TOKEN_FILE=%q\n' "$DIR/admin.token"
+    printf 'export DITTOFS_CA_CERT=%q\n' "$DIR/pki/ca.crt"
+    printf 'export DITTOFS_CA_KEY=%q\n' "$DIR/pki/ca.key"
+    printf 'export DITTOFS_AUDIT_LOG=%q\n' "$DIR/audit.log"
+    printf 'export DITTOFS_SAMPLE_CONTROLLER_DIR=%q\n' "$KDIR/sample-controller"
+  } >"$DIR/env.tmp"
+  mv -f "$DIR/env.tmp" "$DIR/env"
+}
+
+api_get() {
+  # api_get PATH -> body on stdout; fails on non-2xx.
+  curl -sS --fail --max-time 5 --cacert "$DIR/pki/ca.crt" \
+    -H "Authorization: Bearer $(<"$DIR/admin.token")" \
+    "https://127.0.0.1:$(<"$DIR/apiserver.port")$1" 2>/dev/null
+}
+
+wait_etcd() {
+  local port=$1 deadline=$((SECONDS + START_TIMEOUT))
+  until curl -sS --max-time 2 "http://127.0.0.1:$port/health" 2>/dev/null | grep -q '"health":"true"'; do
+    alive_pid etcd >/dev/null || { tail -n 30 "$DIR/etcd.log" >&2; die "etcd died"; }
+    ((SECONDS < deadline)) || { tail -n 30 "$DIR/etcd.log" >&2; die "etcd not healthy after ${START_TIMEOUT}s"; }
+    sleep 0.2
+  done
+}
+
+wait_apiserver_ready() {
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until [[ $(api_get /readyz || true) == ok ]]; do
+    if ! alive_pid kube-apiserver >/dev/null; then
+      log "kube-apiserver died; last lines of $DIR/kube-apiserver.log:"
+      tail -n 40 "$DIR/kube-apiserver.log" >&2
+      exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "kube-apiserver not ready after ${START_TIMEOUT}s; /readyz?verbose says:"
+      curl -sS --max-time 5 --cacert "$DIR/pki/ca.crt" -H "Authorization: Bearer $(<"$DIR/admin.token")" \
+        "https://127.0.0.1:$(<"$DIR/apiserver.port")/readyz?verbose" 2>&1 | grep -v '^\[+\]' >&2 || true
+      log "last lines of $DIR/kube-apiserver.log:"
+      tail -n 40 "$DIR/kube-apiserver.log" >&2
+      exit 1
+    fi
+    sleep 0.3
+  done
+}
+
+# The default namespace, and the default ServiceAccount with its token secret
+# (without the secret the ServiceAccount admission plugin rejects pods).
+wait_default_sa() {
+  local deadline=$((SECONDS + START_TIMEOUT)) body
+  while :; do
+    body=$(api_get /api/v1/namespaces/default/serviceaccounts/default || true)
+    [[ $body == *'"secrets"'* ]] && return 0
+    if ! alive_pid kube-controller-manager >/dev/null; then
+      tail -n 40 "$DIR/kube-controller-manager.log" >&2
+      die "kube-controller-manager died"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 40 "$DIR/kube-controller-manager.log" >&2
+      die "default ServiceAccount (with token secret) not there after ${START_TIMEOUT}s"
+    fi
+    sleep 0.3
+  done
+}
+
+apiserver_args() {
+  local api_port=$1 etcd_port=$2
+  local p=$DIR/pki
+  local args=(
+    "$BIN/kube-apiserver"
+    --etcd-servers="http://127.0.0.1:$etcd_port"
+    --bind-address=127.0.0.1
+    --secure-port="$api_port"
+    --insecure-port=0
+    --cert-dir="$DIR/apiserver-certs"
+    --tls-cert-file="$p/apiserver.crt"
+    --tls-private-key-file="$p/apiserver.key"
+    --client-ca-file="$p/ca.crt"
+    --token-auth-file="$DIR/tokens.csv"
+    --service-account-key-file="$p/sa.pub"
+    --service-account-signing-key-file="$p/sa.key"
+    --service-account-issuer="$ISSUER"
+    --api-audiences="$ISSUER"
+    --authorization-mode=RBAC
+    --service-cluster-ip-range="$SERVICE_CIDR"
+    --allow-privileged=true
+    --audit-policy-file="$DIR/audit-policy.yaml"
+    --audit-log-path="$DIR/audit.log"
+    --audit-log-maxsize=200
+    --audit-log-maxbackup=2
+  )
+  # shellcheck disable=SC2206 # word splitting is the point
+  [[ -n ${DITTOFS_APISERVER_EXTRA_ARGS:-} ]] && args+=(${DITTOFS_APISERVER_EXTRA_ARGS})
+  printf '%s\n' "${args[@]}"
+}
+
+fresh_start() {
+  # Anything left from an earlier run (its processes are already stopped).
+  rm -rf "$DIR"
+  mkdir -p "$DIR"
+  chmod 700 "$DIR"
+  log "state dir $DIR"
+
+  gen_pki
+  local admin_token kcm_token
+  admin_token=$(gen_token)
+  kcm_token=$(gen_token)
+  printf '%s\n' "$admin_token" >"$DIR/admin.token"
+  chmod 600 "$DIR/admin.token"
+  {
+    printf '%s,admin,admin-uid,"system:masters"\n' "$admin_token"
+    printf '%s,system:kube-controller-manager,kcm-uid,"system:masters"\n' "$kcm_token"
+  } >"$DIR/tokens.csv"
+  chmod 600 "$DIR/tokens.csv"
+  cat >"$DIR/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+# One event per request (at ResponseComplete; watches also log ResponseStarted).
+omitStages:
+- RequestReceived
+rules:
+- level: Metadata
+EOF
+
+  local etcd_port etcd_peer api_port
+  etcd_port=$(pick_port)
+  etcd_peer=$(pick_port "$etcd_port")
+  api_port=$(pick_port "$etcd_port $etcd_peer")
+  echo "$api_port" >"$DIR/apiserver.port"
+  echo "$etcd_port" >"$DIR/etcd.port"
+
+  local etcd_args=(
+    "$(command -v etcd)"
+    --name=dittofs
+    --data-dir="$DIR/etcd"
+    --listen-client-urls="http://127.0.0.1:$etcd_port"
+    --advertise-client-urls="http://127.0.0.1:$etcd_port"
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer"
+    --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer"
+    --initial-cluster="dittofs=http://127.0.0.1:$etcd_peer"
+  )
+  # Tests do not need durability; skip fsync when this etcd supports it.
+  if etcd --help 2>&1 | grep -q -- '--unsafe-no-fsync'; then etcd_args+=(--unsafe-no-fsync); fi
+  log "starting etcd on 127.0.0.1:$etcd_port"
+  launch etcd "${etcd_args[@]}"
+  wait_etcd "$etcd_port"
+
+  log "starting kube-apiserver on 127.0.0.1:$api_port"
+  local api_args
+  mapfile -t api_args < <(apiserver_args "$api_port" "$etcd_port")
+  launch kube-apiserver "${api_args[@]}"
+  write_kubeconfig "$DIR/kubeconfig" admin "$admin_token" "$api_port"
+  write_kubeconfig "$DIR/kube-controller-manager.kubeconfig" system:kube-controller-manager "$kcm_token" "$api_port"
+  write_env "$api_port" "$etcd_port"
+  wait_apiserver_ready
+  log "kube-apiserver ready"
+
+  log "starting kube-controller-manager ($KCM_CONTROLLERS)"
+  launch kube-controller-manager \
+    "$BIN/kube-controller-manager" \
+    --kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port=0 --port=0 \
+    --controllers="$KCM_CONTROLLERS" \
+    --leader-elect=false \
+    --service-account-private-key-file="$DIR/pki/sa.key" \
+    --root-ca-file="$DIR/pki/ca.crt" \
+    --service-cluster-ip-range="$SERVICE_CIDR"
+  wait_default_sa
+}
+
+all_running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do alive_pid "$c" >/dev/null || return 1; done
+  [[ $(api_get /readyz || true) == ok ]]
+}
+
+cmd_start() {
+  local t0=$SECONDS
+  if ! binaries_present || [[ ! -f $KDIR/sample-controller/crd.yaml ]] || ! command -v etcd >/dev/null; then
+    cmd_install
+  fi
+  if [[ -f $DIR/env ]] && all_running; then
+    log "already running"
+    cat "$DIR/env"
+    return 0
+  fi
+  if alive_pid etcd >/dev/null && [[ -f $DIR/kube-apiserver.cmd ]]; then
+    # Partly running (say, after kill-apiserver): bring back what is missing.
+    if ! alive_pid kube-apiserver >/dev/null; then
+      log "restarting kube-apiserver"
+      relaunch kube-apiserver
+    fi
+    wait_apiserver_ready
+    if ! alive_pid kube-controller-manager >/dev/null; then
+      log "restarting kube-controller-manager"
+      relaunch kube-controller-manager
+    fi
+  else
+    stop_all
+    # A start that fails half way stops what it started (logs stay in $DIR).
+    trap 'log "start failed; stopping what was started (logs in $DIR)"; stop_all' EXIT
+    fresh_start
+    trap - EXIT
+  fi
+  log "control plane ready in $((SECONDS - t0)) s; env: $DIR/env"
+  cat "$DIR/env"
+}
+
+stop_all() {
+  local c
+  for ((c = ${#COMPONENTS[@]} - 1; c >= 0; c--)); do stop_component "${COMPONENTS[c]}"; done
+}
+
+cmd_stop() {
+  local purge=0
+  [[ ${1:-} == --purge ]] && purge=1
+  stop_all
+  if ((purge)); then
+    case $DIR in /|"") die "refusing to purge '$DIR'";; esac
+    rm -rf "$DIR"
+    rm -f "$DIR.lock"
+    log "stopped; removed $DIR"
+  else
+    log "stopped (state and logs kept in $DIR)"
+  fi
+}
+
+cmd_kill_apiserver() {
+  if [[ ${1:-} == --graceful ]]; then
+    # The apiserver stops listening at once, then waits up to 60 s for
+    # long-running requests (watches) to finish.
+    stop_component kube-apiserver TERM 70
+  else
+    stop_component kube-apiserver KILL
+  fi
+}
+
+cmd_start_apiserver() {
+  alive_pid etcd >/dev/null || die "etcd is not running: use start"
+  if alive_pid kube-apiserver >/dev/null; then
+    log "kube-apiserver already running"
+  else
+    log "starting kube-apiserver on 127.0.0.1:$(<"$DIR/apiserver.port")"
+    relaunch kube-apiserver
+  fi
+  wait_apiserver_ready
+  log "kube-apiserver ready"
+}
+
+cmd_env() {
+  [[ -f $DIR/env ]] || die "no $DIR/env: run start first"
+  cat "$DIR/env"
+}
+
+cmd_status() {
+  local c pid rc=0
+  echo "state dir: $DIR"
+  echo "binaries:  $BIN ($(binaries_present && echo present || echo missing))"
+  for c in "${COMPONENTS[@]}"; do
+    if pid=$(alive_pid "$c"); then
+      printf '%-24s running (pid %s)\n' "$c" "$pid"
+    else
+      printf '%-24s stopped\n' "$c"
+      rc=1
+    fi
+  done
+  if [[ -f $DIR/apiserver.port ]]; then
+    printf '%-24s https://127.0.0.1:%s readyz=%s\n' "apiserver endpoint" "$(<"$DIR/apiserver.port")" \
+      "$(api_get /readyz || echo unreachable)"
+  fi
+  return "$rc"
+}
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
+  exit "${1:-2}"
+}
+
+# Serialise commands that change the cluster in $DIR (parallel test runners).
+lock_cluster() {
+  mkdir -p "$(dirname "$DIR")"
+  exec 8>"$DIR.lock"
+  flock 8
+}
+
+main() {
+  local cmd=${1:-}
+  shift || true
+  case $cmd in
+    start|stop|kill-apiserver|start-apiserver|restart-apiserver) lock_cluster ;;
+  esac
+  case $cmd in
+    install) cmd_install ;;
+    start) cmd_start ;;
+    stop) cmd_stop "$@" ;;
+    kill-apiserver) cmd_kill_apiserver "$@" ;;
+    start-apiserver) cmd_start_apiserver ;;
+    restart-apiserver) cmd_kill_apiserver "$@"; cmd_start_apiserver ;;
+    env) cmd_env ;;
+    status) cmd_status ;;
+    -h|--help|help) usage 0 ;;
+    *) usage 2 ;;
+  esac
+}
+
+main "$@"
