@@ -154,6 +154,14 @@ int cache_obj_from_text(const char *json, size_t len, const char *api_version,
     long end = jscan_skip(json, len, err, errlen);
     if (end < 0)
         return CACHE_EINVAL;
+    for (size_t i = (size_t)end; i < len; i++) {
+        if (json[i] != ' ' && json[i] != '\n' && json[i] != '\t' &&
+            json[i] != '\r') {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "trailing characters at byte %zu", i);
+            return CACHE_EINVAL;
+        }
+    }
     item.p = json;
     item.len = (size_t)end;
     while (item.len > 0 && (*item.p == ' ' || *item.p == '\n' ||

@@ -213,6 +213,19 @@ long jscan_skip(const char *s, size_t len, char *err, size_t errlen)
     return (long)(p - s);
 }
 
+int jscan_whole(const char *s, size_t len, char *err, size_t errlen)
+{
+    long n = jscan_skip(s, len, err, errlen);
+    if (n < 0)
+        return -1;
+    const char *p = ws(s + n, s + len);
+    if (p != s + len) {
+        seterr(err, errlen, s, p, "trailing characters");
+        return -1;
+    }
+    return 0;
+}
+
 static int iter_begin(struct jscan_iter *it, const char *s, size_t len,
                       char open, char close)
 {

@@ -26,6 +26,9 @@ struct jscan_span {
  * (relative to s) of the first error.
  */
 long jscan_skip(const char *s, size_t len, char *err, size_t errlen);
+/* Like jscan_skip, but the value must be all of s[0..len) apart from
+ * whitespace. Returns 0 or -1 with err set. */
+int jscan_whole(const char *s, size_t len, char *err, size_t errlen);
 
 /* Iterator over an object's members or an array's elements. */
 struct jscan_iter {

@@ -291,7 +291,6 @@ int loop_run_once(struct loop *l, int max_wait_ms)
     size_t n = l->nfds;
     int rc = 0;
 
-    run_timers(l);
     if (n > 8) {
         wfds = calloc(n, sizeof(*wfds));
         snap = calloc(n, sizeof(*snap));
@@ -345,6 +344,9 @@ int loop_run_once(struct loop *l, int max_wait_ms)
         if (f != NULL)
             f->fn(f->fd, snap[i].revents, f->arg);
     }
+    /* Timers last, so a caller looping on a condition sees their effect
+     * before the next wait. */
+    run_timers(l);
 done:
     if (wfds != cw)
         free(wfds);

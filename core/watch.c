@@ -587,6 +587,9 @@ static int handle_line(const char *line, size_t len, void *arg)
     }
     if (rc < 0)
         return bad_event(w, line, len, err);
+    for (const char *p = it.p; p < line + len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r')
+            return bad_event(w, line, len, "trailing characters");
     if (type.p == NULL || obj.p == NULL)
         return bad_event(w, line, len, "no type or object");
     if (jscan_str_eq(type, "ERROR"))

@@ -1,0 +1,416 @@
+/*
+ * test_cache: the JSON span scanner (jscan), cache objects (managedFields
+ * cut out of the server's text, exact numbers, metadata, labels), label
+ * selectors, and the cache table (get/list, notifications, relist
+ * replacement, a randomised comparison with a reference model).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "cache.h"
+#include "jscan.h"
+#include "testlib.h"
+
+static void test_jscan(void)
+{
+    char err[128];
+    const char *good[] = {
+        "{}",
+        "[]",
+        "{\"a\":[1,2.5,-3e+2,true,false,null,\"x\\u00e9\\n\"]}",
+        "  {\"a\" : { \"b\" : [ ] } }  ",
+        "\"\\ud83d\\ude00\"",
+        "0",
+        "-0.5E-3",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        long n = jscan_skip(good[i], strlen(good[i]), err, sizeof(err));
+        CHECK(n > 0, "jscan accepts %s", good[i]);
+    }
+    const char *bad[] = {
+        "{",   "{\"a\"}", "{\"a\":}", "[1,]",  "[1 2]",    "1.",         "-",
+        "tru", "\"abc",   "\"\\x\"",  "{a:1}", "[\"\t\"]", "{\"a\":1,}", "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int n = jscan_whole(bad[i], strlen(bad[i]), err, sizeof(err));
+        CHECK(n < 0 && strstr(err, "at byte") != NULL,
+              "jscan rejects '%s' (%s)", bad[i], err);
+    }
+    CHECK(jscan_skip("01", 2, err, sizeof(err)) == 1 &&
+              jscan_whole("01", 2, err, sizeof(err)) == -1 &&
+              strstr(err, "trailing") != NULL &&
+              jscan_whole(" [1] \n", 6, err, sizeof(err)) == 0,
+          "jscan_skip reads one value, jscan_whole wants nothing after it");
+    /* Deep nesting is refused, not a stack overflow. */
+    char deep[2 * JSCAN_MAX_DEPTH + 10];
+    size_t k = 0;
+    for (int i = 0; i < JSCAN_MAX_DEPTH + 2; i++)
+        deep[k++] = '[';
+    for (int i = 0; i < JSCAN_MAX_DEPTH + 2; i++)
+        deep[k++] = ']';
+    CHECK(jscan_skip(deep, k, err, sizeof(err)) < 0 &&
+              strstr(err, "deep") != NULL,
+          "nesting deeper than %d refused", JSCAN_MAX_DEPTH);
+
+    const char *o = "{\"k\\u0069nd\":\"a\\\"b\",\"n\":1,\"s\":\"\\u00e9\"}";
+    struct jscan_span obj = {o, strlen(o)};
+    struct jscan_member m;
+    char buf[32];
+    CHECK(jscan_find(obj, "kind", &m, err, sizeof(err)) == 1,
+          "escaped key found");
+    CHECK(jscan_str(m.value, buf, sizeof(buf)) == 3 && strcmp(buf, "a\"b") == 0,
+          "string unescaped");
+    CHECK(jscan_find(obj, "s", &m, err, sizeof(err)) == 1 &&
+              jscan_str(m.value, buf, sizeof(buf)) == 2 &&
+              strcmp(buf, "\xc3\xa9") == 0,
+          "\\u00e9 decoded as UTF-8");
+    CHECK(jscan_find(obj, "missing", &m, err, sizeof(err)) == 0, "absent key");
+    CHECK(jscan_str(m.value, buf, 2) == -1, "too small buffer refused");
+}
+
+static const char *OBJ_FMT =
+    "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{%s},"
+    "\"data\":{\"big\":\"x\"},\"n\":9223372036854775807,\"f\":0.1}";
+
+static void test_objects(void)
+{
+    char err[256], text[2048], expect[2048];
+    struct cache_obj *o;
+    const char *mf = "\"managedFields\":[{\"manager\":\"kubectl\","
+                     "\"fieldsV1\":{\"f:data\":{}}}]";
+    const char *rest[3][2] = {
+        /* managedFields first, middle, last */
+        {"%s,\"name\":\"a\",\"namespace\":\"ns\"",
+         "\"name\":\"a\",\"namespace\":\"ns\""},
+        {"\"name\":\"a\",%s,\"namespace\":\"ns\"",
+         "\"name\":\"a\",\"namespace\":\"ns\""},
+        {"\"name\":\"a\",\"namespace\":\"ns\",%s",
+         "\"name\":\"a\",\"namespace\":\"ns\""},
+    };
+    for (int i = 0; i < 3; i++) {
+        char md[1024], md2[1024];
+        snprintf(md, sizeof(md), rest[i][0], mf);
+        snprintf(text, sizeof(text), OBJ_FMT, md);
+        snprintf(md2, sizeof(md2), "%s", rest[i][1]);
+        snprintf(expect, sizeof(expect), OBJ_FMT, md2);
+        int rc = cache_obj_from_text(text, strlen(text), NULL, NULL, &o, err,
+                                     sizeof(err));
+        CHECK(rc == CACHE_OK, "object %d parsed", i);
+        if (rc != CACHE_OK)
+            continue;
+        CHECK_STR_EQ(cache_obj_json(o, NULL), expect,
+                     "managedFields cut, rest byte for byte");
+        CHECK_STR_EQ(cache_obj_name(o), "a", "name");
+        CHECK_STR_EQ(cache_obj_namespace(o), "ns", "namespace");
+        cJSON *j = cache_obj_parse(o);
+        CHECK(j != NULL, "stored text is valid JSON");
+        cJSON_Delete(j);
+        cache_obj_unref(o);
+    }
+
+    const char *list_item =
+        "{\"metadata\":{\"name\":\"n1\",\"namespace\":\"d\","
+        "\"resourceVersion\":\"42\",\"uid\":\"u-1\",\"labels\":{\"app\":"
+        "\"web\",\"tier\":\"a\\u002fb\"}},\"data\":{}}";
+    CHECK(cache_obj_from_text(list_item, strlen(list_item), "v1", "ConfigMap",
+                              &o, err, sizeof(err)) == CACHE_OK,
+          "list item parsed");
+    CHECK_STR_EQ(cache_obj_json(o, NULL),
+                 "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
+                 "{\"name\":\"n1\",\"namespace\":\"d\",\"resourceVersion\":"
+                 "\"42\",\"uid\":\"u-1\",\"labels\":{\"app\":\"web\","
+                 "\"tier\":\"a\\u002fb\"}},\"data\":{}}",
+                 "apiVersion and kind added to a list item");
+    CHECK_STR_EQ(cache_obj_rv(o), "42", "resourceVersion");
+    CHECK_STR_EQ(cache_obj_uid(o), "u-1", "uid");
+    CHECK_STR_EQ(cache_obj_label(o, "app"), "web", "label app");
+    CHECK_STR_EQ(cache_obj_label(o, "tier"), "a/b", "label unescaped");
+    CHECK(cache_obj_label(o, "none") == NULL, "absent label");
+    size_t pos = 0, nl = 0;
+    const char *k, *v;
+    while (cache_obj_label_next(o, &pos, &k, &v) == 0)
+        nl++;
+    CHECK_INT_EQ(nl, 2, "two labels iterated");
+    struct cache_obj *o2 = cache_obj_ref(o);
+    cache_obj_unref(o);
+    CHECK_STR_EQ(cache_obj_name(o2), "n1", "still alive with a reference");
+    cache_obj_unref(o2);
+
+    const char *cluster = "{\"kind\":\"Namespace\",\"metadata\":{\"name\":"
+                          "\"x\"},\"n\":12345678901234567890}";
+    CHECK(cache_obj_from_text(cluster, strlen(cluster), "v1", "Ignored", &o,
+                              err, sizeof(err)) == CACHE_OK &&
+              strstr(cache_obj_json(o, NULL), "12345678901234567890") != NULL &&
+              strstr(cache_obj_json(o, NULL), "Ignored") == NULL &&
+              strncmp(cache_obj_json(o, NULL), "{\"apiVersion\":\"v1\",", 19) ==
+                  0 &&
+              strcmp(cache_obj_namespace(o), "") == 0,
+          "cluster-scoped, big integer kept exactly, only apiVersion added");
+    cache_obj_unref(o);
+
+    const char *invalid[] = {
+        "[]",
+        "{\"kind\":\"X\"}",
+        "{\"metadata\":{\"namespace\":\"a\"}}",
+        "{\"metadata\":{\"name\":\"\"}}",
+        "{\"metadata\":{\"name\":\"a\"}",
+        "{\"metadata\":[]}",
+        "{\"metadata\":{\"name\":\"a\"}} trailing",
+    };
+    for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+        err[0] = '\0';
+        int rc = cache_obj_from_text(invalid[i], strlen(invalid[i]), NULL, NULL,
+                                     &o, err, sizeof(err));
+        int ok = rc == CACHE_EINVAL && o == NULL && err[0] != '\0';
+        CHECK(ok, "invalid object %zu refused (%s)", i, err);
+    }
+
+    cJSON *tree = cJSON_Parse("{\"metadata\":{\"name\":\"t\",\"managedFields\""
+                              ":[],\"labels\":{\"a\":\"b\"}}}");
+    CHECK(cache_obj_from_json(tree, &o, err, sizeof(err)) == CACHE_OK &&
+              strcmp(cache_obj_json(o, NULL),
+                     "{\"metadata\":{\"name\":\"t\",\"labels\":{\"a\":"
+                     "\"b\"}}}") == 0,
+          "from a cJSON tree, managedFields dropped");
+    cache_obj_unref(o);
+    cJSON_Delete(tree);
+}
+
+static struct cache_obj *mk(const char *ns, const char *name, const char *rv,
+                            const char *labels)
+{
+    char text[1024], err[128];
+    struct cache_obj *o = NULL;
+    snprintf(text, sizeof(text),
+             "{\"metadata\":{\"name\":\"%s\",\"namespace\":\"%s\","
+             "\"resourceVersion\":\"%s\",\"labels\":{%s}}}",
+             name, ns, rv, labels);
+    if (cache_obj_from_text(text, strlen(text), "v1", "ConfigMap", &o, err,
+                            sizeof(err)) != CACHE_OK) {
+        printf("# mk failed: %s\n", err);
+        abort();
+    }
+    return o;
+}
+
+static void test_selectors(void)
+{
+    struct {
+        const char *sel;
+        int match; /* against app=web,tier=front,env absent */
+    } cases[] = {
+        {"", 1},
+        {"app", 1},
+        {"!app", 0},
+        {"env", 0},
+        {"!env", 1},
+        {"app=web", 1},
+        {"app==web", 1},
+        {"app=db", 0},
+        {"app!=db", 1},
+        {"env!=x", 1},
+        {"app in (db, web)", 1},
+        {"app in (db)", 0},
+        {"app notin (db)", 1},
+        {"app notin (web,db)", 0},
+        {"env notin (x)", 1},
+        {"env in (x)", 0},
+        {"app=web,tier=front", 1},
+        {"app=web, tier in (back)", 0},
+        {" app = web ", 1},
+        {"example.com/role=x", 0},
+    };
+    struct cache_obj *o =
+        mk("d", "o", "1", "\"app\":\"web\",\"tier\":\"front\"");
+    char err[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cache_selector *s;
+        int rc = cache_selector_parse(cases[i].sel, &s, err, sizeof(err));
+        CHECK(rc == CACHE_OK && cache_selector_match(s, o) == cases[i].match,
+              "selector '%s' -> %d", cases[i].sel, cases[i].match);
+        cache_selector_free(s);
+    }
+    const char *bad[] = {"app=", "=x",       "app in x",    "app in (a",
+                         "a,",   "app >= 1", "app in (a b)"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct cache_selector *s = NULL;
+        int rc = cache_selector_parse(bad[i], &s, err, sizeof(err));
+        /* "app=" selects an empty value, which Kubernetes allows. */
+        if (i == 0) {
+            CHECK(rc == CACHE_OK && !cache_selector_match(s, o),
+                  "'app=' means an empty value");
+            cache_selector_free(s);
+            continue;
+        }
+        CHECK(rc == CACHE_EINVAL && s == NULL && strstr(err, "offset"),
+              "bad selector '%s' refused (%s)", bad[i], err);
+    }
+    CHECK(cache_selector_match(NULL, o), "NULL selector matches");
+    cache_obj_unref(o);
+}
+
+struct rec {
+    int added, updated, deleted;
+    char last_old_rv[32], last_new_rv[32];
+    int last_new_null;
+};
+
+static void on_change(enum cache_event ev, const struct cache_obj *old_obj,
+                      const struct cache_obj *new_obj, void *arg)
+{
+    struct rec *r = arg;
+    if (ev == CACHE_ADDED)
+        r->added++;
+    else if (ev == CACHE_UPDATED)
+        r->updated++;
+    else
+        r->deleted++;
+    snprintf(r->last_old_rv, sizeof(r->last_old_rv), "%s",
+             old_obj ? cache_obj_rv(old_obj) : "-");
+    snprintf(r->last_new_rv, sizeof(r->last_new_rv), "%s",
+             new_obj ? cache_obj_rv(new_obj) : "-");
+    r->last_new_null = new_obj == NULL;
+}
+
+static int count_cb(const struct cache_obj *o, void *arg)
+{
+    (void)o;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_table(void)
+{
+    struct cache *c = cache_new();
+    struct rec r;
+    memset(&r, 0, sizeof(r));
+    cache_subscribe(c, on_change, &r);
+
+    cache_upsert(c, mk("a", "x", "1", "\"app\":\"web\""));
+    cache_upsert(c, mk("b", "x", "2", "\"app\":\"db\""));
+    cache_upsert(c, mk("a", "y", "3", "\"app\":\"web\""));
+    CHECK_INT_EQ(r.added, 3, "three added");
+    CHECK_INT_EQ(cache_len(c), 3, "three cached");
+    CHECK(cache_get(c, "a", "x") != NULL && cache_get(c, "b", "x") != NULL &&
+              cache_get(c, "c", "x") == NULL && cache_get(c, NULL, "x") == NULL,
+          "get by namespace/name");
+    cache_upsert(c, mk("a", "x", "1", ""));
+    CHECK_INT_EQ(r.updated, 0, "same resourceVersion: no update event");
+    cache_upsert(c, mk("a", "x", "4", ""));
+    CHECK(r.updated == 1 && strcmp(r.last_old_rv, "1") == 0 &&
+              strcmp(r.last_new_rv, "4") == 0,
+          "update carries old and new");
+    CHECK_STR_EQ(cache_obj_rv(cache_get(c, "a", "x")), "4", "new version");
+
+    int n = 0;
+    cache_list(c, "a", NULL, count_cb, &n);
+    CHECK_INT_EQ(n, 2, "list in namespace a");
+    struct cache_selector *s;
+    char err[128];
+    cache_selector_parse("app=web", &s, err, sizeof(err));
+    n = 0;
+    cache_list(c, NULL, s, count_cb, &n);
+    CHECK_INT_EQ(n, 1, "list by label (x lost its label in the update)");
+    cache_selector_free(s);
+
+    struct cache_obj *fin = mk("b", "x", "9", "");
+    CHECK(cache_delete(c, "b", "x", fin) == 1 && r.deleted == 1 &&
+              strcmp(r.last_old_rv, "2") == 0 &&
+              strcmp(r.last_new_rv, "9") == 0,
+          "delete carries last cached and final state");
+    cache_obj_unref(fin);
+    CHECK(cache_delete(c, "b", "x", NULL) == 0 && r.deleted == 1,
+          "deleting twice is a no-op");
+
+    /* Relist: y survives (re-seen), x vanished, z is new. */
+    cache_replace_begin(c);
+    cache_upsert(c, mk("a", "y", "3", ""));
+    cache_upsert(c, mk("a", "z", "5", ""));
+    size_t gone = cache_replace_end(c);
+    CHECK(gone == 1 && cache_get(c, "a", "x") == NULL &&
+              cache_get(c, "a", "y") != NULL &&
+              cache_get(c, "a", "z") != NULL && r.last_new_null,
+          "replace deletes what the relist did not see, with new NULL");
+    CHECK(cache_mem(c) > 0, "memory accounted");
+    cache_unsubscribe(c, on_change, &r);
+    int before = r.added;
+    cache_upsert(c, mk("a", "w", "6", ""));
+    CHECK_INT_EQ(r.added, before, "unsubscribed: no notification");
+    cache_free(c);
+}
+
+/* Randomised: the table against a plain array model, with many deletions
+ * (backward-shift deletion must keep every probe chain intact). */
+static void test_random(void)
+{
+    enum { N = 3000, OPS = 40000 };
+    static int present[N];
+    static int rvs[N];
+    struct cache *c = cache_new();
+    unsigned seed = 12345;
+    int mismatches = 0;
+    memset(present, 0, sizeof(present));
+    for (int op = 0; op < OPS; op++) {
+        seed = seed * 1103515245u + 12345u;
+        int k = (int)((seed >> 8) % N);
+        char name[32], rv[32];
+        snprintf(name, sizeof(name), "obj-%d", k);
+        if ((seed >> 4) % 3 == 0) {
+            int d = cache_delete(c, "ns", name, NULL);
+            if (d != present[k])
+                mismatches++;
+            present[k] = 0;
+        } else {
+            rvs[k]++;
+            snprintf(rv, sizeof(rv), "%d", rvs[k]);
+            cache_upsert(c, mk("ns", name, rv, ""));
+            present[k] = 1;
+        }
+        if (op % 5000 == 0 || op == OPS - 1) {
+            size_t cnt = 0;
+            for (int i = 0; i < N; i++) {
+                snprintf(name, sizeof(name), "obj-%d", i);
+                const struct cache_obj *o = cache_get(c, "ns", name);
+                if ((o != NULL) != present[i])
+                    mismatches++;
+                if (o != NULL) {
+                    snprintf(rv, sizeof(rv), "%d", rvs[i]);
+                    if (strcmp(cache_obj_rv(o), rv) != 0)
+                        mismatches++;
+                }
+                cnt += present[i];
+            }
+            if (cnt != cache_len(c))
+                mismatches++;
+        }
+    }
+    CHECK_INT_EQ(mismatches, 0, "random upserts/deletes match the model");
+    /* A relist that keeps every other object. */
+    cache_replace_begin(c);
+    size_t kept = 0;
+    for (int i = 0; i < N; i += 2) {
+        if (!present[i])
+            continue;
+        char name[32], rv[32];
+        snprintf(name, sizeof(name), "obj-%d", i);
+        snprintf(rv, sizeof(rv), "%d", rvs[i]);
+        cache_upsert(c, mk("ns", name, rv, ""));
+        kept++;
+    }
+    cache_replace_end(c);
+    CHECK_INT_EQ(cache_len(c), kept, "replace keeps exactly the seen ones");
+    cache_free(c);
+}
+
+int main(void)
+{
+    test_jscan();
+    test_objects();
+    test_selectors();
+    test_table();
+    test_random();
+    return TEST_SUMMARY();
+}
