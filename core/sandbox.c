@@ -50,6 +50,7 @@ struct sandbox {
 /* Registry keys (their addresses are the keys). */
 static const char ENV_MT_KEY = 'e';
 static const char LOADED_KEY = 'l';
+static const char LOCK_MT_KEY = 'k';
 
 #define TRACE_MAX (64u * 1024u)
 
@@ -228,6 +229,20 @@ static int l_setmetatable(lua_State *L)
     return 1;
 }
 
+/* rawset that refuses tables with a protected metatable (_ENV tables,
+ * frozen library proxies, tables passed to sandbox_protect_table). */
+static int l_rawset(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkany(L, 2);
+    luaL_checkany(L, 3);
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "attempt to rawset a protected table");
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 1;
+}
+
 /*
  * xpcall(f, msgh, ...): the handler runs after the stack is unwound, not
  * inside the error. Lua calls a message handler with hooks disabled when
@@ -333,6 +348,8 @@ static int setup(lua_State *L)
     lua_setfield(L, -2, "setmetatable");
     lua_pushcfunction(L, l_xpcall);
     lua_setfield(L, -2, "xpcall");
+    lua_pushcfunction(L, l_rawset);
+    lua_setfield(L, -2, "rawset");
 
     lua_createtable(L, 0, 3); /* [lib, envmt] */
     lua_pushvalue(L, -2);
@@ -347,6 +364,13 @@ static int setup(lua_State *L)
 
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &LOADED_KEY);
+
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, frozen_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &LOCK_MT_KEY);
     return 0;
 }
 
@@ -547,6 +571,20 @@ int sandbox_cpcall(struct sandbox *sb, lua_CFunction fn, void *ud, int nresults,
     lua_pushcfunction(sb->L, fn);
     lua_pushlightuserdata(sb->L, ud);
     return sandbox_pcall(sb, 1, nresults, err);
+}
+
+void sandbox_protect_table(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LOCK_MT_KEY);
+    lua_setmetatable(L, idx);
+}
+
+void sandbox_budget_restart(lua_State *L)
+{
+    struct sandbox *sb = from_state(L);
+    if (!sb->expired)
+        sb->deadline_ns = now_ns() + (uint64_t)sb->timeout_ms * 1000000u;
 }
 
 /* --- introspection ---------------------------------------------------------

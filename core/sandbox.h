@@ -101,6 +101,18 @@ int sandbox_pcall(struct sandbox *sb, int nargs, int nresults,
 int sandbox_cpcall(struct sandbox *sb, lua_CFunction fn, void *ud, int nresults,
                    struct dbuf *err);
 
+/* Makes the table at idx read-only for scripts: assignments to new keys
+ * raise, rawset refuses it, getmetatable returns false. For tables the host
+ * hands out whose contents must not change (e.g. the codec's marker
+ * metatables: a script-added __gc there would run with hooks off). May
+ * raise a memory error (call it from protected code). */
+void sandbox_protect_table(lua_State *L, int idx);
+
+/* Inside a sandbox_pcall()/sandbox_cpcall(): gives the next phase of the
+ * same call a full time budget again (host code between policy functions),
+ * unless the budget already expired. Never raises. */
+void sandbox_budget_restart(lua_State *L);
+
 /* --- introspection ------------------------------------------------------- */
 
 /* Traceback of the last runtime error, or "" (borrowed, valid until the

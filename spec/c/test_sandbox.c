@@ -89,7 +89,7 @@ static int test_loader(lua_State *L, const char *name, void *ud)
     (void)ud;
     static const char mod[] = "local M = {}\n"
                               "function M.twice(x) return 2 * x end\n"
-                              "rawset(_ENV, \"mod_private\", 1)\n"
+                              "pcall(rawset, _ENV, \"mod_private\", 1)\n"
                               "return M\n";
     if (strcmp(name, "k8s.twice") == 0) {
         if (luaL_loadbufferx(L, mod, sizeof(mod) - 1, "@lua/k8s/twice.lua",
@@ -169,6 +169,14 @@ static void test_global_writes(void)
           "library tables are frozen: %s", r.err);
     r = run("local mt = getmetatable(_ENV) return tostring(mt)");
     CHECK_STR_EQ(r.out, "false", "the _ENV metatable is locked");
+    r = run("rawset(_ENV, 'x', 1) return 'no'");
+    CHECK(r.rc == SANDBOX_ERR_RUNTIME && contains(r.err, "protected table"),
+          "rawset(_ENV, ...) is refused: %s", r.err);
+    r = run("rawset(string, 'upper', 1) return 'no'");
+    CHECK(r.rc == SANDBOX_ERR_RUNTIME && contains(r.err, "protected table"),
+          "rawset on a library is refused: %s", r.err);
+    r = run("local t = rawset({}, 'a', 1) return t.a");
+    CHECK_STR_EQ(r.out, "1", "rawset on an ordinary table works");
     r = run("setmetatable(_ENV, {}) return 'no'");
     CHECK(r.rc == SANDBOX_ERR_RUNTIME && contains(r.err, "protected"),
           "setmetatable(_ENV) is refused: %s", r.err);
@@ -336,7 +344,7 @@ static void test_isolation(void)
     /* Two chunks in one sandbox: separate _ENVs. */
     struct sandbox *sb = sandbox_new(NULL, NULL, NULL);
     lua_State *L = sandbox_state(sb);
-    const char *a = "rawset(_ENV, 'leak', 1) return 1";
+    const char *a = "leak = 1 return 1";
     const char *b = "return tostring(rawget(_ENV, 'leak'))";
     sandbox_load(sb, a, strlen(a), "=a", "t", &err);
     sandbox_pcall(sb, 0, 0, &err);
@@ -348,7 +356,7 @@ static void test_isolation(void)
     dbuf_free(&err);
 
     /* Two evaluations: nothing carries over. */
-    struct run r = run("rawset(_ENV, 'leak', 1)\n"
+    struct run r = run("pcall(rawset, _ENV, 'leak', 1)\n"
                        "local ok = pcall(function() string.x = 1 end)\n"
                        "return 'set'");
     CHECK_STR_EQ(r.out, "set", "first evaluation ran");

@@ -1,0 +1,708 @@
+/*
+ * crd: apiserver-style pruning, defaulting and structural schema validation
+ * of a custom resource held as Lua values. See crd.h for the contract.
+ *
+ * Every walk runs inside lua_pcall (the only errors are memory errors and
+ * stack exhaustion), and keeps no malloc'd state across Lua calls: scratch
+ * arrays are Lua userdata, so an error cannot leak them (STYLE rule 16).
+ */
+#include <regex.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "crd.h"
+#include "embedded.h"
+#include "lcodec.h"
+#include "yaml.h"
+
+#define PATH_MAX_LEN 1024
+
+struct walk {
+    struct dbuf *msgs;
+    int count;
+    char path[PATH_MAX_LEN];
+    size_t plen;
+};
+
+/* --- paths and messages ----------------------------------------------------
+ */
+
+/* Appends ".name" (or "name" at the root) to the path; returns the old
+ * length for path_pop. A path that would overflow is cut. */
+static size_t path_field(struct walk *w, const char *name)
+{
+    size_t old = w->plen;
+    int n = snprintf(w->path + w->plen, PATH_MAX_LEN - w->plen, "%s%s",
+                     w->plen ? "." : "", name);
+    if (n > 0)
+        w->plen += (size_t)n < PATH_MAX_LEN - w->plen
+                       ? (size_t)n
+                       : PATH_MAX_LEN - 1 - w->plen;
+    return old;
+}
+
+static size_t path_index(struct walk *w, size_t i)
+{
+    size_t old = w->plen;
+    int n = snprintf(w->path + w->plen, PATH_MAX_LEN - w->plen, "[%zu]", i);
+    if (n > 0)
+        w->plen += (size_t)n < PATH_MAX_LEN - w->plen
+                       ? (size_t)n
+                       : PATH_MAX_LEN - 1 - w->plen;
+    return old;
+}
+
+static void path_pop(struct walk *w, size_t old)
+{
+    w->plen = old;
+    w->path[old] = '\0';
+}
+
+/* Appends s as a Go %q string. */
+static void add_quoted(struct dbuf *b, const char *s, size_t len)
+{
+    dbuf_addc(b, '"');
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            dbuf_addf(b, "\\%c", c);
+        else if (c == '\n')
+            dbuf_adds(b, "\\n");
+        else if (c == '\t')
+            dbuf_adds(b, "\\t");
+        else if (c < 0x20 || c == 0x7f)
+            dbuf_addf(b, "\\x%02x", c);
+        else
+            dbuf_addc(b, (char)c);
+    }
+    dbuf_addc(b, '"');
+}
+
+/* Appends the scalar at idx as the apiserver prints it (%v of the decoded
+ * value, strings quoted). */
+static void add_value(lua_State *L, struct dbuf *b, int idx)
+{
+    size_t len;
+    const char *s;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+        s = lua_tolstring(L, idx, &len);
+        add_quoted(b, s, len);
+        break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            dbuf_addf(b, "%lld", (long long)lua_tointeger(L, idx));
+        else
+            dbuf_addf(b, "%g", (double)lua_tonumber(L, idx));
+        break;
+    case LUA_TBOOLEAN:
+        dbuf_adds(b, lua_toboolean(L, idx) ? "true" : "false");
+        break;
+    default:
+        dbuf_adds(b, codec_is_null(L, idx) ? "null" : luaL_typename(L, idx));
+        break;
+    }
+}
+
+/* Starts a message line "path: " (or "<root>: " for the root itself). */
+static struct dbuf *msg_begin(struct walk *w)
+{
+    w->count++;
+    dbuf_addf(w->msgs, "%s: ", w->plen ? w->path : "<root>");
+    return w->msgs;
+}
+
+static void msg_end(struct walk *w)
+{
+    dbuf_addc(w->msgs, '\n');
+}
+
+/* --- schema and value helpers ----------------------------------------------
+ */
+
+/* JSON type of the value at idx, or NULL when absent. */
+static const char *value_type(lua_State *L, int idx)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        return NULL;
+    case LUA_TBOOLEAN:
+        return "boolean";
+    case LUA_TNUMBER:
+        return lua_isinteger(L, idx) ? "integer" : "number";
+    case LUA_TSTRING:
+        return "string";
+    case LUA_TLIGHTUSERDATA:
+        return codec_is_null(L, idx) ? "null" : "userdata";
+    case LUA_TTABLE:
+        switch (codec_kind(L, idx)) {
+        case CODEC_ARRAY:
+            return "array";
+        case CODEC_OBJECT:
+            return "object";
+        default:
+            return lua_rawlen(L, idx) > 0 ? "array" : "object";
+        }
+    default:
+        return luaL_typename(L, idx);
+    }
+}
+
+/* Pushes s[k] (raw) and returns its Lua type. */
+static int sget(lua_State *L, int s, const char *k)
+{
+    if (lua_type(L, s) != LUA_TTABLE) {
+        lua_pushnil(L);
+        return LUA_TNIL;
+    }
+    lua_pushstring(L, k);
+    return lua_rawget(L, s);
+}
+
+/* s[k] == true */
+static int sflag(lua_State *L, int s, const char *k)
+{
+    sget(L, s, k);
+    int on = lua_toboolean(L, -1) && lua_type(L, -1) == LUA_TBOOLEAN;
+    lua_pop(L, 1);
+    return on;
+}
+
+/* s[k] as a string (valid while s holds it), or NULL. */
+static const char *sstring(lua_State *L, int s, const char *k)
+{
+    const char *v = sget(L, s, k) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1);
+    return v;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Pushes [keys, scratch] for the table at t and returns the sorted string
+ * keys through *out (valid while both stay on the stack). */
+static size_t sorted_keys(lua_State *L, int t, const char ***out)
+{
+    luaL_checkstack(L, 6, "crd: nesting too deep");
+    lua_newtable(L);
+    int kt = lua_gettop(L);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, kt, (lua_Integer)++n);
+        }
+    }
+    const char **v = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*v), 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, kt, (lua_Integer)i + 1);
+        v[i] = lua_tostring(L, -1); /* kept alive by kt */
+        lua_pop(L, 1);
+    }
+    qsort(v, n, sizeof(*v), cmp_str);
+    *out = v;
+    return n;
+}
+
+/* Pushes a deep copy of the value at idx (tables keep their metatable). */
+static void push_copy(lua_State *L, int idx)
+{
+    luaL_checkstack(L, 6, "crd: nesting too deep");
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    lua_newtable(L);
+    int c = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pushvalue(L, -2); /* [.., k, v, k] */
+        push_copy(L, -2);     /* [.., k, v, k, v'] */
+        lua_rawset(L, c);
+        lua_pop(L, 1);
+    }
+    if (lua_getmetatable(L, idx))
+        lua_setmetatable(L, c);
+}
+
+/* --- defaulting ------------------------------------------------------------
+ */
+
+static void default_node(lua_State *L, struct walk *w, int s, int v, int root)
+{
+    luaL_checkstack(L, 12, "crd: nesting too deep");
+    const char *vt = value_type(L, v);
+    if (vt && strcmp(vt, "array") == 0) {
+        if (sget(L, s, "items") == LUA_TTABLE) {
+            int items = lua_gettop(L);
+            size_t n = lua_rawlen(L, v);
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, v, (lua_Integer)i);
+                size_t old = path_index(w, i - 1);
+                default_node(L, w, items, lua_gettop(L), 0);
+                path_pop(w, old);
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+        return;
+    }
+    if (vt == NULL || strcmp(vt, "object") != 0)
+        return;
+
+    int preserve = sflag(L, s, "x-kubernetes-preserve-unknown-fields");
+    sget(L, s, "properties");
+    int props = lua_gettop(L);
+    sget(L, s, "additionalProperties");
+    int addl = lua_gettop(L);
+    const char **keys;
+    size_t n = sorted_keys(L, v, &keys);
+    for (size_t i = 0; i < n; i++) {
+        const char *k = keys[i];
+        if (root && strcmp(k, "metadata") == 0)
+            continue;
+        size_t old = path_field(w, k);
+        lua_getfield(L, v, k); /* value (raw: codec tables have no __index) */
+        int val = lua_gettop(L);
+        int ps = sget(L, props, k) == LUA_TTABLE ? lua_gettop(L) : 0;
+        int sub = ps ? ps : (lua_type(L, addl) == LUA_TTABLE ? addl : 0);
+        if (codec_is_null(L, val) && sub && !sflag(L, sub, "nullable")) {
+            lua_pushnil(L);
+            lua_setfield(L, v, k);
+        } else if (sub) {
+            default_node(L, w, sub, val, 0);
+        } else if (!preserve && !lua_toboolean(L, addl)) {
+            dbuf_addf(w->msgs, "unknown field \"%s\"\n", w->path);
+            w->count++;
+            lua_pushnil(L);
+            lua_setfield(L, v, k);
+        }
+        lua_settop(L, val - 1);
+        path_pop(w, old);
+    }
+    lua_pop(L, 2); /* keys, scratch */
+
+    if (lua_type(L, props) == LUA_TTABLE) {
+        n = sorted_keys(L, props, &keys);
+        for (size_t i = 0; i < n; i++) {
+            const char *k = keys[i];
+            lua_getfield(L, props, k);
+            int ps = lua_gettop(L);
+            lua_getfield(L, v, k);
+            if (lua_isnil(L, -1) && lua_type(L, ps) == LUA_TTABLE &&
+                sget(L, ps, "default") != LUA_TNIL) {
+                push_copy(L, -1); /* [ps, nil, default, copy] */
+                lua_pushvalue(L, -1);
+                lua_setfield(L, v, k);
+                size_t old = path_field(w, k);
+                default_node(L, w, ps, lua_gettop(L), 0);
+                path_pop(w, old);
+            }
+            lua_settop(L, ps - 1);
+        }
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 2); /* props, addl */
+}
+
+/* --- validation ------------------------------------------------------------
+ */
+
+static int type_ok(const char *want, const char *got)
+{
+    if (strcmp(want, "number") == 0)
+        return strcmp(got, "integer") == 0 || strcmp(got, "number") == 0;
+    return strcmp(want, got) == 0;
+}
+
+static size_t utf8_len(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+static void check_string(lua_State *L, struct walk *w, int s, int v)
+{
+    size_t len;
+    const char *str = lua_tolstring(L, v, &len);
+    size_t runes = utf8_len(str, len);
+    if (sget(L, s, "maxLength") == LUA_TNUMBER &&
+        (lua_Number)runes > lua_tonumber(L, -1)) {
+        struct dbuf *b = msg_begin(w);
+        dbuf_adds(b, "Invalid value: ");
+        add_quoted(b, str, len);
+        dbuf_addf(b, ": %s in body should be at most %lld chars long", w->path,
+                  (long long)lua_tonumber(L, -1));
+        msg_end(w);
+    }
+    lua_pop(L, 1);
+    if (sget(L, s, "minLength") == LUA_TNUMBER &&
+        (lua_Number)runes < lua_tonumber(L, -1)) {
+        struct dbuf *b = msg_begin(w);
+        dbuf_adds(b, "Invalid value: ");
+        add_quoted(b, str, len);
+        dbuf_addf(b, ": %s in body should be at least %lld chars long", w->path,
+                  (long long)lua_tonumber(L, -1));
+        msg_end(w);
+    }
+    lua_pop(L, 1);
+    const char *pat = sstring(L, s, "pattern");
+    if (pat) {
+        regex_t re;
+        if (regcomp(&re, pat, REG_EXTENDED | REG_NOSUB) == 0) {
+            int m = strlen(str) == len ? regexec(&re, str, 0, NULL, 0)
+                                       : REG_NOMATCH;
+            regfree(&re);
+            if (m != 0) {
+                struct dbuf *b = msg_begin(w);
+                dbuf_adds(b, "Invalid value: ");
+                add_quoted(b, str, len);
+                dbuf_addf(b, ": %s in body should match '%s'", w->path, pat);
+                msg_end(w);
+            }
+        }
+    }
+}
+
+static void check_number(lua_State *L, struct walk *w, int s, int v)
+{
+    lua_Number x = lua_tonumber(L, v);
+    static const struct {
+        const char *key, *excl, *text, *text_excl;
+        int max;
+    } bounds[] = {
+        {"maximum", "exclusiveMaximum", "less than or equal to", "less than",
+         1},
+        {"minimum", "exclusiveMinimum", "greater than or equal to",
+         "greater than", 0},
+    };
+    for (int i = 0; i < 2; i++) {
+        if (sget(L, s, bounds[i].key) == LUA_TNUMBER) {
+            lua_Number lim = lua_tonumber(L, -1);
+            int excl = sflag(L, s, bounds[i].excl);
+            int bad = bounds[i].max ? (excl ? x >= lim : x > lim)
+                                    : (excl ? x <= lim : x < lim);
+            if (bad) {
+                struct dbuf *b = msg_begin(w);
+                dbuf_adds(b, "Invalid value: ");
+                add_value(L, b, v);
+                dbuf_addf(b, ": %s in body should be %s ", w->path,
+                          excl ? bounds[i].text_excl : bounds[i].text);
+                add_value(L, b, lua_gettop(L));
+                msg_end(w);
+            }
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static void check_enum(lua_State *L, struct walk *w, int s, int v)
+{
+    if (sget(L, s, "enum") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return;
+    }
+    int e = lua_gettop(L);
+    size_t n = lua_rawlen(L, e);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, e, (lua_Integer)i);
+        int eq = lua_rawequal(L, -1, v);
+        lua_pop(L, 1);
+        if (eq) {
+            lua_pop(L, 1);
+            return;
+        }
+    }
+    struct dbuf *b = msg_begin(w);
+    dbuf_adds(b, "Unsupported value: ");
+    add_value(L, b, v);
+    dbuf_adds(b, ": supported values: ");
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, e, (lua_Integer)i);
+        if (i > 1)
+            dbuf_adds(b, ", ");
+        add_value(L, b, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+    msg_end(w);
+    lua_pop(L, 1);
+}
+
+/* x-kubernetes-list-type map (unique by the map keys) or set. */
+static void check_list_type(lua_State *L, struct walk *w, int s, int v)
+{
+    const char *lt = sstring(L, s, "x-kubernetes-list-type");
+    if (lt == NULL || (strcmp(lt, "map") && strcmp(lt, "set")))
+        return;
+    int is_map = strcmp(lt, "map") == 0;
+    sget(L, s, "x-kubernetes-list-map-keys");
+    int mk = lua_gettop(L);
+    lua_newtable(L);
+    int seen = lua_gettop(L);
+    size_t n = lua_rawlen(L, v);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, v, (lua_Integer)i);
+        int item = lua_gettop(L);
+        struct dbuf key;
+        dbuf_init(&key, 4096);
+        if (is_map && lua_type(L, item) == LUA_TTABLE &&
+            lua_type(L, mk) == LUA_TTABLE) {
+            dbuf_adds(&key, "map[string]interface {}{");
+            size_t nk = lua_rawlen(L, mk);
+            for (size_t j = 1; j <= nk; j++) {
+                lua_rawgeti(L, mk, (lua_Integer)j);
+                const char *kn = lua_tostring(L, -1);
+                lua_getfield(L, item, kn ? kn : "");
+                dbuf_addf(&key, "%s\"%s\":", j > 1 ? ", " : "", kn ? kn : "");
+                add_value(L, &key, lua_gettop(L));
+                lua_pop(L, 2);
+            }
+            dbuf_addc(&key, '}');
+        } else if (!is_map) {
+            add_value(L, &key, item);
+        }
+        lua_pop(L, 1);
+        if (dbuf_len(&key) == 0)
+            continue;
+        /* The key text moves into Lua before anything can raise. */
+        lua_pushlstring(L, dbuf_ptr(&key), dbuf_len(&key));
+        dbuf_free(&key);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, seen) != LUA_TNIL) {
+            size_t old = path_index(w, i - 1);
+            struct dbuf *b = msg_begin(w);
+            dbuf_addf(b, "Duplicate value: %s", lua_tostring(L, -2));
+            msg_end(w);
+            path_pop(w, old);
+            lua_pop(L, 2);
+            continue;
+        }
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, seen);
+    }
+    lua_pop(L, 2);
+}
+
+static void validate_node(lua_State *L, struct walk *w, int s, int v)
+{
+    luaL_checkstack(L, 12, "crd: nesting too deep");
+    const char *vt = value_type(L, v);
+    if (vt == NULL || lua_type(L, s) != LUA_TTABLE)
+        return;
+    if (strcmp(vt, "null") == 0 && sflag(L, s, "nullable"))
+        return;
+    const char *t = sstring(L, s, "type");
+    int ios = sflag(L, s, "x-kubernetes-int-or-string");
+    const char *want = ios ? "integer,string" : t;
+    int ok = ios ? strcmp(vt, "integer") == 0 || strcmp(vt, "string") == 0
+                 : t == NULL || type_ok(t, vt);
+    if (!ok) {
+        struct dbuf *b = msg_begin(w);
+        dbuf_addf(b,
+                  "Invalid value: \"%s\": %s in body must be of type %s: "
+                  "\"%s\"",
+                  vt, w->path, want, vt);
+        msg_end(w);
+        return;
+    }
+    check_enum(L, w, s, v);
+    if (strcmp(vt, "string") == 0) {
+        check_string(L, w, s, v);
+    } else if (strcmp(vt, "integer") == 0 || strcmp(vt, "number") == 0) {
+        check_number(L, w, s, v);
+    } else if (strcmp(vt, "array") == 0) {
+        size_t n = lua_rawlen(L, v);
+        if (sget(L, s, "minItems") == LUA_TNUMBER &&
+            (lua_Number)n < lua_tonumber(L, -1)) {
+            struct dbuf *b = msg_begin(w);
+            dbuf_addf(b,
+                      "Invalid value: %zu: %s in body should have at least "
+                      "%lld items",
+                      n, w->path, (long long)lua_tonumber(L, -1));
+            msg_end(w);
+        }
+        lua_pop(L, 1);
+        if (sget(L, s, "maxItems") == LUA_TNUMBER &&
+            (lua_Number)n > lua_tonumber(L, -1)) {
+            struct dbuf *b = msg_begin(w);
+            dbuf_addf(b, "Too many: %zu: must have at most %lld items", n,
+                      (long long)lua_tonumber(L, -1));
+            msg_end(w);
+        }
+        lua_pop(L, 1);
+        check_list_type(L, w, s, v);
+        if (sget(L, s, "items") == LUA_TTABLE) {
+            int items = lua_gettop(L);
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, v, (lua_Integer)i);
+                size_t old = path_index(w, i - 1);
+                validate_node(L, w, items, lua_gettop(L));
+                path_pop(w, old);
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    } else if (strcmp(vt, "object") == 0) {
+        if (sget(L, s, "required") == LUA_TTABLE) {
+            int req = lua_gettop(L);
+            size_t n = lua_rawlen(L, req);
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, req, (lua_Integer)i);
+                const char *k = lua_tostring(L, -1);
+                if (k && lua_getfield(L, v, k) == LUA_TNIL) {
+                    size_t old = path_field(w, k);
+                    msg_begin(w);
+                    dbuf_adds(w->msgs, "Required value");
+                    msg_end(w);
+                    path_pop(w, old);
+                }
+                lua_pop(L, 2);
+            }
+        }
+        lua_pop(L, 1);
+        sget(L, s, "properties");
+        int props = lua_gettop(L);
+        sget(L, s, "additionalProperties");
+        int addl = lua_gettop(L);
+        const char **keys;
+        size_t n = sorted_keys(L, v, &keys);
+        for (size_t i = 0; i < n; i++) {
+            lua_getfield(L, v, keys[i]);
+            int val = lua_gettop(L);
+            int sub = sget(L, props, keys[i]) == LUA_TTABLE
+                          ? lua_gettop(L)
+                          : (lua_type(L, addl) == LUA_TTABLE ? addl : 0);
+            if (sub) {
+                size_t old = path_field(w, keys[i]);
+                validate_node(L, w, sub, val);
+                path_pop(w, old);
+            }
+            lua_settop(L, val - 1);
+        }
+        lua_settop(L, props - 1);
+    }
+}
+
+/* --- protected entry points ------------------------------------------------
+ */
+
+struct call {
+    struct walk w;
+    int s;
+    int v;
+};
+
+static int p_default(lua_State *L)
+{
+    struct call *c = lua_touserdata(L, 1);
+    default_node(L, &c->w, c->s, c->v, 1);
+    return 0;
+}
+
+static int p_validate(lua_State *L)
+{
+    struct call *c = lua_touserdata(L, 1);
+    validate_node(L, &c->w, c->s, c->v);
+    return 0;
+}
+
+static int run(lua_State *L, lua_CFunction f, struct call *c)
+{
+    lua_pushcfunction(L, f);
+    lua_pushlightuserdata(L, c);
+    int top = lua_gettop(L) - 2;
+    int rc = lua_pcall(L, 1, 0, 0);
+    lua_settop(L, top);
+    return rc == LUA_OK ? c->w.count : CRD_ENOMEM;
+}
+
+int crd_default(lua_State *L, int schema_idx, int obj_idx,
+                struct dbuf *warnings)
+{
+    struct call c = {.s = lua_absindex(L, schema_idx),
+                     .v = lua_absindex(L, obj_idx)};
+    c.w.msgs = warnings;
+    return run(L, p_default, &c);
+}
+
+int crd_validate(lua_State *L, int schema_idx, int obj_idx, const char *path,
+                 struct dbuf *errors)
+{
+    struct call c = {.s = lua_absindex(L, schema_idx),
+                     .v = lua_absindex(L, obj_idx)};
+    c.w.msgs = errors;
+    snprintf(c.w.path, sizeof(c.w.path), "%s", path ? path : "");
+    c.w.plen = strlen(c.w.path);
+    return run(L, p_validate, &c);
+}
+
+/* Protected: [docs, version] -> schema */
+static int p_find_schema(lua_State *L)
+{
+    const char *version = lua_tostring(L, 2);
+    lua_rawgeti(L, 1, 1); /* the first document */
+    if (lua_type(L, -1) != LUA_TTABLE)
+        return luaL_error(L, "not a CustomResourceDefinition");
+    lua_getfield(L, -1, "spec");
+    if (lua_type(L, -1) != LUA_TTABLE ||
+        lua_getfield(L, -1, "versions") != LUA_TTABLE)
+        return luaL_error(L, "no spec.versions");
+    size_t n = lua_rawlen(L, -1);
+    for (size_t i = 1; i <= n; i++) {
+        lua_settop(L, 5); /* [docs, version, doc, spec, versions] */
+        lua_rawgeti(L, 5, (lua_Integer)i);
+        if (lua_type(L, -1) == LUA_TTABLE &&
+            lua_getfield(L, -1, "name") == LUA_TSTRING &&
+            strcmp(lua_tostring(L, -1), version) == 0) {
+            lua_pop(L, 1);
+            if (lua_getfield(L, -1, "schema") == LUA_TTABLE &&
+                lua_getfield(L, -1, "openAPIV3Schema") == LUA_TTABLE)
+                return 1;
+            return luaL_error(L, "version %s has no openAPIV3Schema", version);
+        }
+    }
+    return luaL_error(L, "no version %s", version);
+}
+
+int crd_push_schema(lua_State *L, const char *yaml, size_t len,
+                    const char *version, struct dbuf *err)
+{
+    char msg[256];
+    int rc = yaml_push_all(L, yaml, len, NULL, msg, sizeof(msg));
+    if (rc != 0) {
+        dbuf_addf(err, "crd: %s", msg);
+        return rc == CODEC_ENOMEM ? CRD_ENOMEM : CRD_EINPUT;
+    }
+    lua_pushcfunction(L, p_find_schema);
+    lua_insert(L, -2);
+    lua_pushstring(L, version);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        dbuf_addf(err, "crd: %s", m ? m : "out of memory");
+        lua_pop(L, 1);
+        return CRD_EINPUT;
+    }
+    return CRD_OK;
+}
+
+int crd_push_embedded_schema(lua_State *L, struct dbuf *err)
+{
+    const struct embedded_file *f = embedded_find(CRD_EMBEDDED);
+    if (f == NULL) {
+        dbuf_addf(err, "crd: %s is not embedded", CRD_EMBEDDED);
+        return CRD_EINPUT;
+    }
+    return crd_push_schema(L, (const char *)f->data, f->len, CRD_VERSION, err);
+}

@@ -1,0 +1,66 @@
+/*
+ * crd: what the kube-apiserver does to a custom resource on create, from
+ * the CRD's structural schema, so that --script-test sees the object the
+ * operator will see. Works on Lua values in the codec representation
+ * (lcodec.h) in a trusted host state (never inside the sandbox):
+ *   crd_default: prunes unknown fields (each one a warning, like kubectl's)
+ *                and nulls of non-nullable fields, then applies defaults
+ *                (only where the parent exists, recursively into defaults);
+ *   crd_validate: required, type, enum, pattern, minimum/maximum,
+ *                minLength/maxLength, minItems/maxItems, list-type map/set
+ *                uniqueness, with the apiserver's messages, e.g.
+ *   spec.nfsPort: Invalid value: 70000: spec.nfsPort in body should be less
+ *   than or equal to 65535
+ * Patterns are POSIX extended regular expressions (Go's RE2 agrees on the
+ * patterns of our CRD). Uses yaml, lcodec, embedded, dbuf.
+ */
+#ifndef DITTOFS_CRD_H
+#define DITTOFS_CRD_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "dbuf.h"
+
+#define CRD_EMBEDDED "crd/dittoserver.yaml"
+#define CRD_VERSION "v1alpha1"
+
+enum {
+    CRD_OK = 0,
+    CRD_EINPUT = -1, /* the CRD text is not a CRD with that version */
+    CRD_ENOMEM = -2,
+};
+
+/*
+ * Pushes spec.versions[name == version].schema.openAPIV3Schema of the CRD
+ * YAML text. Returns CRD_OK, or a negative code with the message in err
+ * (nothing pushed). Never raises.
+ */
+int crd_push_schema(lua_State *L, const char *yaml, size_t len,
+                    const char *version, struct dbuf *err);
+
+/* The same for the embedded CRD_EMBEDDED, version CRD_VERSION. */
+int crd_push_embedded_schema(lua_State *L, struct dbuf *err);
+
+/*
+ * Prunes and defaults the object at obj_idx in place (schema at
+ * schema_idx). At the root, metadata is left alone (the apiserver handles
+ * it separately). Every pruned unknown field appends a line
+ * `unknown field "spec.foo"` to warnings. Returns the number of warnings,
+ * or CRD_ENOMEM. Never raises.
+ */
+int crd_default(lua_State *L, int schema_idx, int obj_idx,
+                struct dbuf *warnings);
+
+/*
+ * Validates the value at obj_idx against the schema at schema_idx; `path`
+ * names the value in messages ("" for the root object, "status" for a
+ * subtree). Appends one line per violation to errors, in a deterministic
+ * order (required fields, then properties sorted by name). Returns the
+ * number of violations, or CRD_ENOMEM. Never raises.
+ */
+int crd_validate(lua_State *L, int schema_idx, int obj_idx, const char *path,
+                 struct dbuf *errors);
+
+#endif

@@ -1,0 +1,724 @@
+/*
+ * policy: compiled policy sets and the evaluation of one DittoServer in a
+ * fresh sandbox. See policy.h for the contract.
+ *
+ * Why bytecode: every evaluation gets a new lua_State (nothing can leak
+ * from one DittoServer to the next), and compiling ~2000 lines of Lua per
+ * evaluation would cost more than the evaluation itself. So each file is
+ * compiled once, as text, when the set is loaded, and dumped by the host;
+ * an evaluation loads that dump with mode "b". Users can only ever give us
+ * text: binary chunks are refused at load time (mode "t").
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <lauxlib.h>
+
+#include "embedded.h"
+#include "json.h"
+#include "lcodec.h"
+#include "log.h"
+#include "policy.h"
+
+#define MAX_BYTECODE ((size_t)16 << 20)
+#define MAX_JSON_OUT ((size_t)16 << 20)
+#define MAX_MESSAGES ((size_t)1 << 20)
+#define MAX_DEPTH 8
+
+struct policy_chunk {
+    char *module;    /* "dittoserver", "k8s.quantity" */
+    int lib;         /* 0: policy directory, 1: embedded lua/ */
+    char *chunkname; /* "@policies/dittoserver.lua" */
+    char *code;      /* bytecode dumped by the host */
+    size_t len;
+};
+
+struct policy_set {
+    char *origin;
+    struct policy_chunk *v;
+    size_t n;
+    size_t cap;
+};
+
+/* --- loading ---------------------------------------------------------------
+ */
+
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud)
+{
+    (void)L;
+    return dbuf_add(ud, p, sz) == DBUF_OK ? 0 : 1;
+}
+
+/* "k8s/quantity.lua" -> "k8s.quantity" (malloc'd), NULL if not *.lua. */
+static char *module_name(const char *rel)
+{
+    size_t n = strlen(rel);
+    if (n < 5 || strcmp(rel + n - 4, ".lua") != 0)
+        return NULL;
+    char *m = strndup(rel, n - 4);
+    if (m == NULL)
+        return NULL;
+    for (char *p = m; *p; p++)
+        if (*p == '/')
+            *p = '.';
+    return m;
+}
+
+/* Compiles src as text and appends its dump to the set. */
+static int add_chunk(struct policy_set *ps, lua_State *L, const char *rel,
+                     int lib, const char *display, const char *src, size_t len,
+                     struct dbuf *err)
+{
+    int rc = POLICY_ENOMEM;
+    struct policy_chunk c = {0};
+    struct dbuf code;
+    dbuf_init(&code, MAX_BYTECODE);
+
+    c.module = module_name(rel);
+    if (c.module == NULL)
+        goto done;
+    c.lib = lib;
+    size_t cn = strlen(display) + 2;
+    c.chunkname = malloc(cn);
+    if (c.chunkname == NULL)
+        goto done;
+    snprintf(c.chunkname, cn, "@%s", display);
+
+    int lrc = luaL_loadbufferx(L, src, len, c.chunkname, "t");
+    if (lrc != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        if (msg && strncmp(msg, "attempt to load a binary chunk", 30) == 0)
+            dbuf_addf(err,
+                      "%s: binary chunk refused (only Lua source text "
+                      "is loaded)",
+                      display);
+        else
+            dbuf_adds(err, msg ? msg : "cannot compile");
+        lua_pop(L, 1);
+        rc = lrc == LUA_ERRMEM ? POLICY_ENOMEM : POLICY_ELOAD;
+        goto done;
+    }
+    int drc = lua_dump(L, dump_writer, &code, 0);
+    lua_pop(L, 1);
+    if (drc != 0 || dbuf_len(&code) == 0)
+        goto done;
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 16;
+        struct policy_chunk *v = realloc(ps->v, cap * sizeof(*v));
+        if (v == NULL)
+            goto done;
+        ps->v = v;
+        ps->cap = cap;
+    }
+    c.code = dbuf_take(&code, &c.len);
+    if (c.code == NULL)
+        goto done;
+    ps->v[ps->n++] = c;
+    return POLICY_OK;
+
+done:
+    if (rc == POLICY_ENOMEM && dbuf_len(err) == 0)
+        dbuf_adds(err, "out of memory compiling policies");
+    free(c.module);
+    free(c.chunkname);
+    dbuf_free(&code);
+    return rc;
+}
+
+/* Reads a whole regular file of at most POLICY_MAX_FILE_SIZE bytes. */
+static int read_file(const char *path, struct dbuf *out, struct dbuf *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        dbuf_addf(err, "%s: %s", path, strerror(errno));
+        return POLICY_ELOAD;
+    }
+    char buf[8192];
+    size_t n;
+    int rc = POLICY_OK;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        int r = dbuf_add(out, buf, n);
+        if (r != DBUF_OK) {
+            dbuf_addf(err, "%s: %s", path,
+                      r == DBUF_TOOBIG ? "file too large (limit 1 MiB)"
+                                       : "out of memory");
+            rc = r == DBUF_TOOBIG ? POLICY_ELOAD : POLICY_ENOMEM;
+            break;
+        }
+    }
+    if (rc == POLICY_OK && ferror(f)) {
+        dbuf_addf(err, "%s: read error", path);
+        rc = POLICY_ELOAD;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* Compiles every *.lua under root/rel (recursively). */
+static int scan_dir(struct policy_set *ps, lua_State *L, const char *root,
+                    const char *rel, int depth, struct dbuf *err)
+{
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s%s%s", root, *rel ? "/" : "", rel) >=
+        (int)sizeof(path)) {
+        dbuf_addf(err, "%s: path too long", root);
+        return POLICY_ELOAD;
+    }
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        dbuf_addf(err, "%s: %s", path, strerror(errno));
+        return POLICY_ELOAD;
+    }
+    int rc = POLICY_OK;
+    struct dirent *de;
+    while (rc == POLICY_OK && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue; /* hidden, ".", "..", and ConfigMap "..data" links */
+        char sub[2048], full[4096];
+        if (snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "",
+                     de->d_name) >= (int)sizeof(sub) ||
+            snprintf(full, sizeof(full), "%s/%s", root, sub) >=
+                (int)sizeof(full)) {
+            dbuf_addf(err, "%s: path too long", path);
+            rc = POLICY_ELOAD;
+            break;
+        }
+        struct stat st;
+        if (stat(full, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (depth < MAX_DEPTH)
+                rc = scan_dir(ps, L, root, sub, depth + 1, err);
+            continue;
+        }
+        size_t nl = strlen(sub);
+        if (!S_ISREG(st.st_mode) || nl < 5 || strcmp(sub + nl - 4, ".lua"))
+            continue;
+        if (ps->n >= POLICY_MAX_FILES) {
+            dbuf_addf(err, "%s: more than %d policy files", root,
+                      POLICY_MAX_FILES);
+            rc = POLICY_ELOAD;
+            break;
+        }
+        struct dbuf src;
+        dbuf_init(&src, POLICY_MAX_FILE_SIZE);
+        rc = read_file(full, &src, err);
+        if (rc == POLICY_OK)
+            rc = add_chunk(ps, L, sub, 0, full, dbuf_ptr(&src), dbuf_len(&src),
+                           err);
+        dbuf_free(&src);
+    }
+    closedir(d);
+    return rc;
+}
+
+static const struct policy_chunk *find_chunk(const struct policy_set *ps,
+                                             const char *module, int lib)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        if (ps->v[i].lib == lib && strcmp(ps->v[i].module, module) == 0)
+            return &ps->v[i];
+    return NULL;
+}
+
+int policy_set_load(const char *dir, struct policy_set **out, struct dbuf *err)
+{
+    int rc = POLICY_ENOMEM;
+    dbuf_reset(err);
+    *out = NULL;
+    struct policy_set *ps = calloc(1, sizeof(*ps));
+    /* A bare state only compiles: nothing is ever run in it. */
+    lua_State *L = luaL_newstate();
+    if (ps == NULL || L == NULL)
+        goto fail;
+    ps->origin = strdup(dir ? dir : "embedded");
+    if (ps->origin == NULL)
+        goto fail;
+
+    for (size_t i = 0; i < embedded_files_count; i++) {
+        const struct embedded_file *f = &embedded_files[i];
+        int lib;
+        const char *rel;
+        if (strncmp(f->name, "lua/", 4) == 0) {
+            lib = 1;
+            rel = f->name + 4;
+        } else if (dir == NULL && strncmp(f->name, "policies/", 9) == 0) {
+            lib = 0;
+            rel = f->name + 9;
+        } else {
+            continue;
+        }
+        if (strlen(rel) < 5 || strcmp(rel + strlen(rel) - 4, ".lua") != 0)
+            continue;
+        rc = add_chunk(ps, L, rel, lib, f->name, (const char *)f->data, f->len,
+                       err);
+        if (rc != POLICY_OK)
+            goto fail;
+    }
+    if (dir) {
+        rc = scan_dir(ps, L, dir, "", 0, err);
+        if (rc != POLICY_OK)
+            goto fail;
+    }
+    if (find_chunk(ps, POLICY_MAIN, 0) == NULL) {
+        dbuf_addf(err, "%s: no %s.lua policy", ps->origin, POLICY_MAIN);
+        rc = POLICY_ELOAD;
+        goto fail;
+    }
+    lua_close(L);
+    *out = ps;
+    return POLICY_OK;
+
+fail:
+    if (rc == POLICY_ENOMEM && dbuf_len(err) == 0)
+        dbuf_adds(err, "out of memory loading policies");
+    if (L)
+        lua_close(L);
+    policy_set_free(ps);
+    return rc;
+}
+
+void policy_set_free(struct policy_set *ps)
+{
+    if (ps == NULL)
+        return;
+    for (size_t i = 0; i < ps->n; i++) {
+        free(ps->v[i].module);
+        free(ps->v[i].chunkname);
+        free(ps->v[i].code);
+    }
+    free(ps->v);
+    free(ps->origin);
+    free(ps);
+}
+
+const char *policy_set_origin(const struct policy_set *ps)
+{
+    return ps->origin;
+}
+
+/* --- require inside the sandbox ------------------------------------------- */
+
+/* Opens the codec and locks its marker metatables: a __gc added there by a
+ * script would be registered by the codec's own lua_setmetatable and run
+ * with hooks off. */
+static int open_codec(lua_State *L)
+{
+    luaopen_codec(L);
+    codec_push_marks(L); /* [codec, amt, omt] */
+    sandbox_protect_table(L, -1);
+    sandbox_protect_table(L, -2);
+    lua_pop(L, 2);
+    return 1;
+}
+
+/* sandbox_loader_fn: the policy directory, then embedded lua/, then
+ * "codec". */
+static int loader(lua_State *L, const char *name, void *ud)
+{
+    const struct policy_set *ps = ud;
+    const struct policy_chunk *c = find_chunk(ps, name, 0);
+    if (c == NULL)
+        c = find_chunk(ps, name, 1);
+    if (c == NULL) {
+        if (strcmp(name, "codec") != 0)
+            return 0;
+        lua_pushcfunction(L, open_codec);
+        return 1;
+    }
+    if (luaL_loadbufferx(L, c->code, c->len, c->chunkname, "b") != LUA_OK)
+        lua_error(L);
+    return 1;
+}
+
+/* --- evaluation ------------------------------------------------------------
+ */
+
+void policy_output_init(struct policy_output *o)
+{
+    dbuf_init(&o->errors, MAX_MESSAGES);
+    dbuf_init(&o->warnings, MAX_MESSAGES);
+    dbuf_init(&o->objects, MAX_JSON_OUT);
+    dbuf_init(&o->status, MAX_JSON_OUT);
+    o->n_errors = 0;
+    o->n_warnings = 0;
+    o->memory_peak = 0;
+}
+
+void policy_output_free(struct policy_output *o)
+{
+    dbuf_free(&o->errors);
+    dbuf_free(&o->warnings);
+    dbuf_free(&o->objects);
+    dbuf_free(&o->status);
+}
+
+struct eval {
+    const struct policy_set *ps;
+    const struct policy_input *in;
+    struct policy_output *out;
+    struct sandbox *sb;
+    const char *main_name; /* "policies/dittoserver.lua" */
+    int invalid;
+};
+
+/* Raises `fmt` as the evaluation's error, without a position. */
+static int fail(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return lua_error(L);
+}
+
+/* Pushes a decoded JSON text; a failure is the core's input error. */
+static void push_json(lua_State *L, const char *what, const char *s, size_t len)
+{
+    char msg[256];
+    if (json_push(L, s, len, NULL, msg, sizeof(msg)) != 0)
+        fail(L, "%s: %s", what, msg);
+}
+
+/* Returns the string at t[k] (raw), or NULL. Leaves the stack as it was
+ * (the string stays referenced by t). */
+static const char *raw_string(lua_State *L, int t, const char *k)
+{
+    if (lua_type(L, t) != LUA_TTABLE)
+        return NULL;
+    t = lua_absindex(L, t);
+    lua_pushstring(L, k);
+    lua_rawget(L, t);
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1);
+    return s;
+}
+
+/* Pushes t[k] (raw). */
+static int raw_field(lua_State *L, int t, const char *k)
+{
+    t = lua_absindex(L, t);
+    lua_pushstring(L, k);
+    return lua_rawget(L, t);
+}
+
+static void raw_set_string(lua_State *L, int t, const char *k, const char *v)
+{
+    t = lua_absindex(L, t);
+    lua_pushstring(L, k);
+    lua_pushstring(L, v);
+    lua_rawset(L, t);
+}
+
+/* Appends the list of strings at idx (nil = empty) to buf, one per line. */
+static size_t collect_messages(lua_State *L, int idx, const char *what,
+                               struct dbuf *buf)
+{
+    if (lua_isnil(L, idx))
+        return 0;
+    if (!lua_istable(L, idx))
+        fail(L, "validate() must return lists of strings (%s is a %s)", what,
+             luaL_typename(L, idx));
+    size_t n = (size_t)lua_rawlen(L, idx);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (lua_Integer)i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            fail(L, "validate() must return lists of strings (%s[%d] is a %s)",
+                 what, (int)i, luaL_typename(L, -1));
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        for (size_t j = 0; j < len; j++)
+            dbuf_addc(buf, s[j] == '\n' ? ' ' : s[j]);
+        dbuf_addc(buf, '\n');
+        lua_pop(L, 1);
+    }
+    return n;
+}
+
+/* Pushes the ctx table of a phase. */
+static void push_ctx(lua_State *L, const struct eval *e, const char *name,
+                     const char *ns)
+{
+    lua_createtable(L, 0, 4);
+    raw_set_string(L, -1, "name", name);
+    raw_set_string(L, -1, "namespace", ns);
+    raw_set_string(L, -1, "cluster_domain",
+                   e->in->cluster_domain ? e->in->cluster_domain
+                                         : "cluster.local");
+    raw_set_string(L, -1, "operator_version",
+                   e->in->operator_version ? e->in->operator_version
+                                           : DITTOFS_VERSION);
+    codec_mark(L, -1, CODEC_OBJECT);
+}
+
+/* Checks one rendered object and adds namespace, labels and the owner
+ * reference. `o` is absolute. */
+static void finish_object(lua_State *L, int o, int i, int seen,
+                          const char *name, const char *ns, const char *uid)
+{
+    if (lua_type(L, o) != LUA_TTABLE)
+        fail(L, "render() object %d is a %s, not a table", i,
+             luaL_typename(L, o));
+    const char *api = raw_string(L, o, "apiVersion");
+    const char *kind = raw_string(L, o, "kind");
+    if (api == NULL || *api == '\0')
+        fail(L, "render() object %d has no apiVersion", i);
+    if (kind == NULL || *kind == '\0')
+        fail(L, "render() object %d has no kind", i);
+    if (raw_field(L, o, "metadata") != LUA_TTABLE)
+        fail(L, "render() object %d (%s) has no metadata", i, kind);
+    int md = lua_gettop(L);
+    const char *oname = raw_string(L, md, "name");
+    if (oname == NULL || *oname == '\0')
+        fail(L, "render() object %d (%s) has no metadata.name", i, kind);
+
+    /* One object per kind and name. */
+    lua_pushfstring(L, "%s/%s", kind, oname);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, seen) != LUA_TNIL)
+        fail(L, "render() returned %s \"%s\" twice", kind, oname);
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, seen);
+
+    raw_set_string(L, md, "namespace", ns);
+    int lt = raw_field(L, md, "labels");
+    if (lt == LUA_TNIL || codec_is_null(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        codec_mark(L, -1, CODEC_OBJECT);
+        lua_pushstring(L, "labels");
+        lua_pushvalue(L, -2);
+        lua_rawset(L, md);
+    } else if (lt != LUA_TTABLE) {
+        fail(L, "render() object %d (%s \"%s\"): metadata.labels is a %s", i,
+             kind, oname, luaL_typename(L, -1));
+    }
+    raw_set_string(L, -1, POLICY_LABEL_MANAGED_BY, POLICY_MANAGER);
+    raw_set_string(L, -1, POLICY_LABEL_SERVER, name);
+    lua_pop(L, 1);
+
+    lua_pushstring(L, "ownerReferences");
+    lua_createtable(L, 1, 0);
+    codec_mark(L, -1, CODEC_ARRAY);
+    lua_createtable(L, 0, 6);
+    codec_mark(L, -1, CODEC_OBJECT);
+    raw_set_string(L, -1, "apiVersion", POLICY_OWNER_API_VERSION);
+    raw_set_string(L, -1, "kind", POLICY_OWNER_KIND);
+    raw_set_string(L, -1, "name", name);
+    raw_set_string(L, -1, "uid", uid);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "controller");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "blockOwnerDeletion");
+    lua_rawseti(L, -2, 1);
+    lua_rawset(L, md);
+    lua_pop(L, 1); /* metadata */
+}
+
+/* Encodes the value at idx as JSON into buf, or fails with `what`. */
+static void encode(lua_State *L, int idx, struct dbuf *buf, const char *what)
+{
+    char msg[256];
+    if (json_encode(L, idx, buf, msg, sizeof(msg)) != 0)
+        fail(L, "%s: %s", what, msg);
+}
+
+static const char *const observed_kinds[] = {
+    "ConfigMap", "Service", "StatefulSet", "Secret", "PersistentVolumeClaim",
+    "Pod",       NULL,
+};
+
+/* Protected: the whole evaluation (stack: [eval]). */
+static int eval_main(lua_State *L)
+{
+    struct eval *e = lua_touserdata(L, 1);
+    const struct policy_chunk *c = find_chunk(e->ps, POLICY_MAIN, 0);
+    const struct policy_input *in = e->in;
+    char what[512];
+
+    /* The pristine DittoServer: never handed to the policy. */
+    push_json(L, "DittoServer", in->ds_json, in->ds_len); /* 2 */
+    if (raw_field(L, 2, "metadata") != LUA_TTABLE)
+        fail(L, "DittoServer: no metadata");
+    int md = lua_gettop(L); /* 3 */
+    const char *name = raw_string(L, md, "name");
+    const char *ns = raw_string(L, md, "namespace");
+    const char *uid = raw_string(L, md, "uid");
+    if (name == NULL)
+        fail(L, "DittoServer: no metadata.name");
+    ns = ns ? ns : "default";
+    uid = uid ? uid : POLICY_PLACEHOLDER_UID;
+    lua_Integer gen = 1;
+    if (raw_field(L, md, "generation") == LUA_TNUMBER && lua_isinteger(L, -1))
+        gen = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+
+    /* The policy module. */
+    if (luaL_loadbufferx(L, c->code, c->len, c->chunkname, "b") != LUA_OK)
+        lua_error(L);
+    sandbox_set_env(e->sb, -1);
+    lua_pushstring(L, POLICY_MAIN);
+    lua_call(L, 1, 1);
+    int m = lua_gettop(L); /* 4 */
+    if (lua_type(L, m) != LUA_TTABLE)
+        fail(L, "%s: the policy must return a table (got %s)", e->main_name,
+             luaL_typename(L, m));
+
+    /* validate(ds) -> errors, warnings */
+    sandbox_budget_restart(L);
+    if (raw_field(L, m, "validate") == LUA_TFUNCTION) {
+        push_json(L, "DittoServer", in->ds_json, in->ds_len);
+        lua_call(L, 1, 2);
+        e->out->n_errors = collect_messages(L, -2, "errors", &e->out->errors);
+        e->out->n_warnings =
+            collect_messages(L, -1, "warnings", &e->out->warnings);
+        lua_pop(L, 2);
+    } else if (!lua_isnil(L, -1)) {
+        fail(L, "%s: validate is a %s, not a function", e->main_name,
+             luaL_typename(L, -1));
+    } else {
+        lua_pop(L, 1);
+    }
+    e->invalid = e->out->n_errors > 0;
+
+    /* render(ds, ctx) -> objects */
+    lua_newtable(L); /* 5: kind/name seen */
+    int seen = lua_gettop(L);
+    if (!e->invalid) {
+        sandbox_budget_restart(L);
+        if (raw_field(L, m, "render") != LUA_TFUNCTION)
+            fail(L, "%s: the policy has no render function", e->main_name);
+        push_json(L, "DittoServer", in->ds_json, in->ds_len);
+        push_ctx(L, e, name, ns);
+        lua_call(L, 2, 1);
+        int list = lua_gettop(L);
+        if (lua_type(L, list) != LUA_TTABLE ||
+            codec_kind(L, list) == CODEC_OBJECT)
+            fail(L, "render() must return a list of objects (got %s)",
+                 lua_type(L, list) == LUA_TTABLE ? "an object"
+                                                 : luaL_typename(L, list));
+        int n = (int)lua_rawlen(L, list);
+        dbuf_addc(&e->out->objects, '[');
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, list, i);
+            int o = lua_gettop(L);
+            finish_object(L, o, i, seen, name, ns, uid);
+            raw_field(L, o, "metadata");
+            snprintf(what, sizeof(what), "render() object %d (%s \"%s\")", i,
+                     raw_string(L, o, "kind"), raw_string(L, -1, "name"));
+            lua_pop(L, 1);
+            if (i > 1)
+                dbuf_addc(&e->out->objects, ',');
+            encode(L, o, &e->out->objects, what);
+            lua_pop(L, 1);
+        }
+        if (dbuf_addc(&e->out->objects, ']') != DBUF_OK)
+            fail(L, "render(): output larger than 16 MiB");
+        lua_pop(L, 1);
+    }
+
+    /* status(ds, observed, ctx) -> status */
+    sandbox_budget_restart(L);
+    if (raw_field(L, m, "status") != LUA_TFUNCTION)
+        fail(L, "%s: the policy has no status function", e->main_name);
+    push_json(L, "DittoServer", in->ds_json, in->ds_len);
+    if (in->observed_json)
+        push_json(L, "observed", in->observed_json, in->observed_len);
+    else
+        lua_newtable(L);
+    if (lua_type(L, -1) != LUA_TTABLE)
+        fail(L, "observed: not an object");
+    for (int i = 0; observed_kinds[i]; i++) {
+        if (raw_field(L, -1, observed_kinds[i]) == LUA_TNIL) {
+            lua_pushstring(L, observed_kinds[i]);
+            lua_newtable(L);
+            codec_mark(L, -1, CODEC_OBJECT);
+            lua_rawset(L, -4);
+        }
+        lua_pop(L, 1);
+    }
+    push_ctx(L, e, name, ns);
+    lua_call(L, 3, 1);
+    int st = lua_gettop(L);
+    if (lua_type(L, st) != LUA_TTABLE)
+        fail(L, "status() must return a table (got %s)", luaL_typename(L, st));
+    if (codec_kind(L, st) == CODEC_ARRAY ||
+        (codec_kind(L, st) == CODEC_PLAIN && lua_rawlen(L, st) > 0))
+        fail(L, "status() must return an object, not a list");
+    lua_pushstring(L, "observedGeneration");
+    lua_pushinteger(L, gen);
+    lua_rawset(L, st);
+    if (raw_field(L, st, "conditions") == LUA_TTABLE) {
+        int n = (int)lua_rawlen(L, -1);
+        for (int i = 1; i <= n; i++) {
+            if (lua_rawgeti(L, -1, i) != LUA_TTABLE)
+                fail(L, "status() conditions[%d] is a %s, not a table", i,
+                     luaL_typename(L, -1));
+            lua_pushstring(L, "observedGeneration");
+            lua_pushinteger(L, gen);
+            lua_rawset(L, -3);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    encode(L, st, &e->out->status, "status()");
+    return 0;
+}
+
+int policy_eval(const struct policy_set *ps, const struct sandbox_limits *lim,
+                const struct policy_input *in, struct policy_output *out,
+                struct dbuf *err)
+{
+    dbuf_reset(err);
+    dbuf_reset(&out->errors);
+    dbuf_reset(&out->warnings);
+    dbuf_reset(&out->objects);
+    dbuf_reset(&out->status);
+    out->n_errors = 0;
+    out->n_warnings = 0;
+
+    struct sandbox *sb = sandbox_new(lim, loader, (void *)ps);
+    if (sb == NULL) {
+        dbuf_adds(err, "out of memory creating the policy sandbox");
+        return POLICY_ENOMEM;
+    }
+    const struct policy_chunk *c = find_chunk(ps, POLICY_MAIN, 0);
+    struct eval e = {ps, in, out, sb, c->chunkname + 1, 0};
+    int rc = sandbox_cpcall(sb, eval_main, &e, 0, err);
+    out->memory_peak = sandbox_memory_peak(sb);
+    if (rc == SANDBOX_ERR_RUNTIME && log_enabled(LOG_DEBUG))
+        log_debug("policy error", "error", dbuf_ptr(err), "traceback",
+                  sandbox_traceback(sb), NULL);
+    sandbox_free(sb);
+
+    int ret;
+    switch (rc) {
+    case SANDBOX_OK:
+        return e.invalid ? POLICY_INVALID : POLICY_OK;
+    case SANDBOX_ERR_TIMEOUT:
+        ret = POLICY_ETIMEOUT;
+        break;
+    case SANDBOX_ERR_MEMORY:
+        ret = POLICY_EMEMORY;
+        break;
+    case SANDBOX_ERR_NOMEM:
+        ret = POLICY_ENOMEM;
+        break;
+    default:
+        ret = POLICY_EFAIL;
+        break;
+    }
+    dbuf_reset(&out->errors);
+    dbuf_reset(&out->warnings);
+    dbuf_reset(&out->objects);
+    dbuf_reset(&out->status);
+    out->n_errors = 0;
+    out->n_warnings = 0;
+    return ret;
+}

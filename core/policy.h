@@ -1,0 +1,109 @@
+/*
+ * policy: a compiled policy set and the evaluation of one DittoServer.
+ * Loading reads the embedded policies/ and lua/ (embedded.h) or a
+ * `--policies DIR` override (plus the embedded lua/), compiles every file
+ * once as text (syntax errors come back as "file:line: message") and keeps
+ * the bytecode the host itself dumped. Evaluating runs validate, render and
+ * status of the main policy in a fresh sandbox (JSON text in, JSON text
+ * out), checks what the policy returned and adds what the core owns
+ * (namespace, ownerReferences, managed-by labels, observedGeneration).
+ * Shared by --script-test and the controller. Uses sandbox, json, lcodec,
+ * embedded, dbuf.
+ */
+#ifndef DITTOFS_POLICY_H
+#define DITTOFS_POLICY_H
+
+#include <stddef.h>
+
+#include "dbuf.h"
+#include "sandbox.h"
+
+/* The main policy module of a set (policies/<name>.lua). */
+#define POLICY_MAIN "dittoserver"
+/* Owner of the rendered children, and the labels the core adds. */
+#define POLICY_OWNER_API_VERSION "dittofs.dittofs.com/v1alpha1"
+#define POLICY_OWNER_KIND "DittoServer"
+#define POLICY_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
+#define POLICY_MANAGER "dittofs-operator"
+#define POLICY_LABEL_SERVER "dittofs.dittofs.com/server"
+/* Used when the DittoServer has no metadata.uid (script-test). */
+#define POLICY_PLACEHOLDER_UID "00000000-0000-0000-0000-000000000000"
+
+/* Limits of a policy directory. */
+#define POLICY_MAX_FILES 256
+#define POLICY_MAX_FILE_SIZE ((size_t)1 << 20)
+
+enum policy_status {
+    POLICY_OK = 0,
+    POLICY_INVALID = 1,   /* validate() returned errors: no objects */
+    POLICY_EFAIL = -1,    /* policy failure (message in err) */
+    POLICY_ETIMEOUT = -2, /* "policy timeout after N ms" */
+    POLICY_EMEMORY = -3,  /* "policy memory limit (N MiB) exceeded" */
+    POLICY_ELOAD = -4,    /* the set cannot be loaded (I/O, syntax) */
+    POLICY_ENOMEM = -5,   /* host out of memory */
+};
+
+struct policy_set;
+
+/* What one evaluation gets. JSON texts need not be NUL-terminated. */
+struct policy_input {
+    const char *ds_json; /* the DittoServer (CRD defaults applied) */
+    size_t ds_len;
+    const char *observed_json; /* {"Kind": {"name": obj}}; NULL = none */
+    size_t observed_len;
+    const char *cluster_domain;   /* NULL = "cluster.local" */
+    const char *operator_version; /* NULL = DITTOFS_VERSION */
+};
+
+/* What one evaluation returns. Lists hold one message per line. */
+struct policy_output {
+    struct dbuf errors; /* validate() errors */
+    size_t n_errors;
+    struct dbuf warnings; /* validate() warnings */
+    size_t n_warnings;
+    struct dbuf objects; /* JSON array, ready to apply ("" if invalid) */
+    struct dbuf status;  /* JSON object: the status ("" on failure) */
+    size_t memory_peak;  /* bytes, of the sandbox */
+};
+
+/* --- policy sets -----------------------------------------------------------
+ */
+
+/*
+ * Loads and compiles a policy set: `dir` NULL means the embedded policies/;
+ * otherwise every *.lua under dir (recursively, at most POLICY_MAX_FILES of
+ * POLICY_MAX_FILE_SIZE each) is read now, so later edits in dir do not
+ * affect this set. dir must contain POLICY_MAIN.lua. Returns POLICY_OK with
+ * *out set (free with policy_set_free), or POLICY_ELOAD / POLICY_ENOMEM
+ * with the message in err ("DIR/x.lua:12: unexpected symbol near ...").
+ */
+int policy_set_load(const char *dir, struct policy_set **out, struct dbuf *err);
+/* Frees a set; NULL is a no-op. */
+void policy_set_free(struct policy_set *ps);
+/* The directory of the set, or "embedded" (borrowed). */
+const char *policy_set_origin(const struct policy_set *ps);
+
+/* --- evaluation ------------------------------------------------------------
+ */
+
+void policy_output_init(struct policy_output *o);
+void policy_output_free(struct policy_output *o);
+
+/*
+ * Evaluates one DittoServer in a fresh sandbox with limits `lim` (NULL =
+ * defaults; each of validate, render and status gets the full time budget).
+ * Returns:
+ *  - POLICY_OK: errors empty, objects and status set;
+ *  - POLICY_INVALID: validate() errors (and warnings) set, status set (the
+ *    policy derives the InvalidSpec condition), objects empty;
+ *  - POLICY_EFAIL / _ETIMEOUT / _EMEMORY: err holds one line: the script's
+ *    "file:line: message", the budget message, or what is wrong with a
+ *    returned value ("render() object 2 (ConfigMap \"x\"): ..."); the
+ *    traceback of a runtime error goes to the debug log.
+ * `out` must have been initialised; it is reset first.
+ */
+int policy_eval(const struct policy_set *ps, const struct sandbox_limits *lim,
+                const struct policy_input *in, struct policy_output *out,
+                struct dbuf *err);
+
+#endif
