@@ -600,30 +600,36 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
 
 struct call {
     struct walk w;
-    int s;
-    int v;
 };
 
+/* Protected: [call, schema, value] (a C function sees only its own frame,
+ * so both values travel as arguments). */
 static int p_default(lua_State *L)
 {
     struct call *c = lua_touserdata(L, 1);
-    default_node(L, &c->w, c->s, c->v, 1);
+    default_node(L, &c->w, 2, 3, 1);
     return 0;
 }
 
 static int p_validate(lua_State *L)
 {
     struct call *c = lua_touserdata(L, 1);
-    validate_node(L, &c->w, c->s, c->v);
+    validate_node(L, &c->w, 2, 3);
     return 0;
 }
 
-static int run(lua_State *L, lua_CFunction f, struct call *c)
+static int run(lua_State *L, lua_CFunction f, struct call *c, int s, int v)
 {
+    s = lua_absindex(L, s);
+    v = lua_absindex(L, v);
+    int top = lua_gettop(L);
+    if (!lua_checkstack(L, 4))
+        return CRD_ENOMEM;
     lua_pushcfunction(L, f);
     lua_pushlightuserdata(L, c);
-    int top = lua_gettop(L) - 2;
-    int rc = lua_pcall(L, 1, 0, 0);
+    lua_pushvalue(L, s);
+    lua_pushvalue(L, v);
+    int rc = lua_pcall(L, 3, 0, 0);
     lua_settop(L, top);
     return rc == LUA_OK ? c->w.count : CRD_ENOMEM;
 }
@@ -631,21 +637,21 @@ static int run(lua_State *L, lua_CFunction f, struct call *c)
 int crd_default(lua_State *L, int schema_idx, int obj_idx,
                 struct dbuf *warnings)
 {
-    struct call c = {.s = lua_absindex(L, schema_idx),
-                     .v = lua_absindex(L, obj_idx)};
+    struct call c;
+    memset(&c, 0, sizeof(c));
     c.w.msgs = warnings;
-    return run(L, p_default, &c);
+    return run(L, p_default, &c, schema_idx, obj_idx);
 }
 
 int crd_validate(lua_State *L, int schema_idx, int obj_idx, const char *path,
                  struct dbuf *errors)
 {
-    struct call c = {.s = lua_absindex(L, schema_idx),
-                     .v = lua_absindex(L, obj_idx)};
+    struct call c;
+    memset(&c, 0, sizeof(c));
     c.w.msgs = errors;
     snprintf(c.w.path, sizeof(c.w.path), "%s", path ? path : "");
     c.w.plen = strlen(c.w.path);
-    return run(L, p_validate, &c);
+    return run(L, p_validate, &c, schema_idx, obj_idx);
 }
 
 /* Protected: [docs, version] -> schema */
