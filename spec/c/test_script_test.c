@@ -429,11 +429,23 @@ static void test_policies(void)
                          "  pcall(function() while true do end end) end "
                          "end\n"),
                 4, "policy timeout after 50 ms");
-    expect_fail("memory bomb",
-                run_stub("function M.render() local t = {}\n"
-                         "  for i = 1, 1e9 do t[i] = ('x'):rep(100) .. i end "
-                         "end\n"),
-                4, "policy memory limit (8 MiB) exceeded");
+    /* A generous time budget: the memory cap must be what stops it, even
+     * under sanitizers or valgrind. */
+    char bomb[4096];
+    snprintf(bomb, sizeof(bomb),
+             "%s%s%sfunction M.render() local t = {}\n"
+             "  for i = 1, 1e9 do t[i] = ('x'):rep(100) .. i end end\n"
+             "return M\n",
+             stub_head, stub_render, stub_status);
+    expect_fail("memory bomb", run_policy_lim(bomb, 20000, (size_t)8 << 20), 4,
+                "policy memory limit (8 MiB) exceeded");
+    snprintf(bomb, sizeof(bomb),
+             "%s%s%sfunction M.render() local s = 'x'\n"
+             "  while true do s = s .. s end end\nreturn M\n",
+             stub_head, stub_render, stub_status);
+    expect_fail("string doubling bomb",
+                run_policy_lim(bomb, 20000, (size_t)8 << 20), 4,
+                "policy memory limit (8 MiB) exceeded");
     expect_fail("validate errors",
                 run_stub("function M.validate()\n"
                          "  return {'spec.x: bad one', "

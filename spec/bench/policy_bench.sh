@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmarks of the policy engine and --script-test (issue 2 "Numbers"):
+#   1. one evaluation (validate+render+status) of the README sample in the
+#      sandbox: median and p99 in us (target: median <= 200 us);
+#   2. `dittofs-operator --script-test` of the sample, from process start:
+#      median and max wall time over N runs (target <= 30 ms) and peak RSS
+#      from /usr/bin/time -v (target <= 8 MiB).
+# Usage: spec/bench/policy_bench.sh [BUILD_DIR] [SAMPLE]
+# BUILD_DIR defaults to build/ (must hold dittofs-operator and
+# libdittofs_core.a, e.g. after spec/test.sh). Not part of ctest.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=$(cd "${1:-$root/build}" && pwd)
+sample=${2:-$root/deploy/samples/dittoserver.yaml}
+runs=${RUNS:-50}
+cd "$root"
+
+bench="$build/policy_bench"
+# shellcheck disable=SC2046
+cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -I core $(pkg-config --cflags lua5.4 libcjson yaml-0.1) \
+  spec/bench/policy_bench.c "$build/libdittofs_core.a" \
+  $(pkg-config --libs libcjson yaml-0.1 libcurl openssl) \
+  "$(find /usr/lib -name liblua5.4.a | head -1)" -lm -ldl -o "$bench"
+"$bench" "$sample" "${ITERATIONS:-5000}"
+
+op="$build/dittofs-operator"
+echo "--script-test $(basename "$sample"): $runs runs"
+times=()
+for _ in $(seq "$runs"); do
+  t0=$(date +%s%N)
+  "$op" --script-test "$sample" >/dev/null
+  t1=$(date +%s%N)
+  times+=($(((t1 - t0) / 1000)))
+done
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+median=$(echo "$sorted" | sed -n "$((runs / 2 + 1))p")
+max=$(echo "$sorted" | tail -1)
+echo "  wall from process start: median ${median} us, max ${max} us (fork+exec included)"
+if [ -x /usr/bin/time ]; then
+  rss=$(/usr/bin/time -v "$op" --script-test "$sample" 2>&1 >/dev/null |
+    awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}')
+  echo "  peak RSS ${rss} KiB"
+fi
