@@ -70,6 +70,8 @@ struct http_req {
     int retried_401;
     unsigned retry_after;
     unsigned attempts;
+    unsigned connects;
+    int http_version;
     struct dbuf resp;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -371,6 +373,8 @@ static void finish(struct http_req *r, int result, const char *message)
     resp.status = r->status;
     resp.retry_after_s = r->retry_after;
     resp.attempts = r->attempts;
+    resp.connects = r->connects;
+    resp.http_version = r->http_version;
     resp.seconds = (double)(loop_now_us() - r->start_us) / 1e6;
     resp.body = dbuf_take(&r->resp, &resp.body_len);
     if (result == HTTP_OK && r->status && (r->status < 200 || r->status > 299))
@@ -694,6 +698,14 @@ static void xfer_done(struct loop_xfer *x, CURLcode cc)
     loop_timer_stop(c->loop, &r->timer);
     if (!r->status_seen)
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+    long nc = 0, ver = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &nc);
+    curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &ver);
+    r->connects += (unsigned)nc;
+    r->http_version = ver == CURL_HTTP_VERSION_2_0   ? 2
+                      : ver == CURL_HTTP_VERSION_1_1 ? 11
+                      : ver == CURL_HTTP_VERSION_1_0 ? 10
+                                                     : 0;
     observe(r);
     if (r->aborted) {
         finish(r, HTTP_EABORTED, "aborted by the stream consumer");

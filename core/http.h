@@ -77,6 +77,8 @@ struct http_response {
     char *reason;  /* Status.reason ("Expired", "AlreadyExists") or "" */
     unsigned retry_after_s; /* Retry-After of the last answer, 0: none */
     unsigned attempts;      /* requests sent (retries included) */
+    unsigned connects;      /* new connections opened (0: all reused) */
+    int http_version;       /* 11 or 2 for the last answer, 0: none */
     double seconds;         /* from http_send() to completion */
 };
 
