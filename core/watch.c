@@ -253,7 +253,9 @@ static void timer_cb(struct loop_timer *t, void *arg)
 /* Records a failed attempt and schedules the next one after a backoff. */
 static void fail(struct watch *w, const char *what, const char *msg)
 {
-    snprintf(w->last_error, sizeof(w->last_error), "%s: %s", what, msg);
+    char copy[sizeof(w->last_error)];
+    snprintf(copy, sizeof(copy), "%s", msg); /* msg may be last_error */
+    snprintf(w->last_error, sizeof(w->last_error), "%s: %.480s", what, copy);
     w->stats.failures++;
     uint64_t delay = watch_backoff_next(&w->backoff, loop_now_ms(), rand01(w));
     char ms[32];
@@ -671,6 +673,8 @@ static int stream_data(const char *data, size_t len, void *arg)
 static void watch_done(struct http_response *r, void *arg)
 {
     struct watch *w = arg;
+    char msg[sizeof(w->last_error) + 128];
+    size_t partial = watch_lines_pending(&w->lines);
     w->req = NULL;
     watch_lines_reset(&w->lines);
     if (r->result == HTTP_EABORTED) {
@@ -678,7 +682,6 @@ static void watch_done(struct http_response *r, void *arg)
             relist(w, w->last_error);
             return;
         }
-        char msg[sizeof(w->last_error)];
         snprintf(msg, sizeof(msg), "%s", w->last_error);
         fail(w, "watch", msg);
         return;
@@ -689,7 +692,23 @@ static void watch_done(struct http_response *r, void *arg)
         return;
     }
     if (r->result != HTTP_OK) {
-        fail(w, "watch", r->message);
+        if (partial > 0) {
+            snprintf(msg, sizeof(msg),
+                     "%s (stream cut mid-event: %zu bytes of an incomplete "
+                     "event dropped)",
+                     r->message, partial);
+            fail(w, "watch", msg);
+        } else {
+            fail(w, "watch", r->message);
+        }
+        return;
+    }
+    if (partial > 0) {
+        snprintf(msg, sizeof(msg),
+                 "stream cut mid-event: %zu bytes of an incomplete event "
+                 "dropped",
+                 partial);
+        fail(w, "watch", msg);
         return;
     }
     if (r->status >= 200 && w->watch_events == 0 &&
