@@ -578,7 +578,10 @@ static void start_attempt(struct http_req *r)
     SETOPT(CURLOPT_TCP_KEEPIDLE, HTTP_KEEPIDLE_S);
     SETOPT(CURLOPT_TCP_KEEPINTVL, HTTP_KEEPINTVL_S);
     SETOPT(CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
-    SETOPT(CURLOPT_BUFFERSIZE, 256L * 1024L);
+    /* Large receive buffers for lists; the default 16 KiB for watches,
+     * which stay open (memory) and carry small events. */
+    if (r->on_data == NULL)
+        SETOPT(CURLOPT_BUFFERSIZE, 256L * 1024L);
     if (c->o.http2) {
         SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
         SETOPT(CURLOPT_PIPEWAIT, 1L);
