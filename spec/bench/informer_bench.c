@@ -16,6 +16,7 @@
  * Prints "key=value" lines.
  */
 #include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,10 @@ struct lat {
     uint64_t sent_us[LAT_MAX];
     double arrive_ms[LAT_MAX]; /* bytes arrived -> subscriber */
     double e2e_ms[LAT_MAX];    /* write sent -> subscriber */
+    double ack_ms[LAT_MAX];    /* write acknowledged -> subscriber (0 when
+                                * the event came before the answer) */
+    uint64_t ack_us[LAT_MAX];
+    int event_first;
     int n;
     int sent;
     int total;
@@ -184,12 +189,19 @@ static void on_update(enum cache_event ev, const struct cache_obj *o,
     watch_get_stats(L.w, &st);
     L.arrive_ms[L.n] = (double)(now - st.last_chunk_us) / 1000.0;
     L.e2e_ms[L.n] = (double)(now - L.sent_us[seq]) / 1000.0;
+    if (L.ack_us[seq] == 0) {
+        L.event_first++;
+        L.ack_ms[L.n] = 0;
+    } else {
+        L.ack_ms[L.n] = (double)(now - L.ack_us[seq]) / 1000.0;
+    }
     L.n++;
 }
 
 static void write_done(struct http_response *r, void *arg)
 {
-    (void)arg;
+    int seq = (int)(intptr_t)arg;
+    L.ack_us[seq] = loop_now_us();
     L.acked += r->result == HTTP_OK;
 }
 
@@ -210,6 +222,7 @@ static void tick(struct loop_timer *t, void *arg)
         .body = body,
         .body_len = strlen(body),
         .on_done = write_done,
+        .arg = (void *)(intptr_t)seq,
     };
     L.sent_us[seq] = loop_now_us();
     http_send(T.http, &call, NULL);
@@ -272,11 +285,14 @@ static int cmd_latency(const char *ns, int rate, int seconds)
     printf("latency_rate=%d\nlatency_events=%d\nlatency_sent=%d\n"
            "latency_seconds=%.2f\n",
            rate, L.n, L.sent, el);
-    static double a[LAT_MAX], e[LAT_MAX];
+    static double a[LAT_MAX], e[LAT_MAX], k[LAT_MAX];
     memcpy(a, L.arrive_ms, sizeof(double) * (size_t)L.n);
     memcpy(e, L.e2e_ms, sizeof(double) * (size_t)L.n);
+    memcpy(k, L.ack_ms, sizeof(double) * (size_t)L.n);
     pct("arrival_to_subscriber", a, L.n);
     pct("write_to_subscriber", e, L.n);
+    pct("write_ack_to_subscriber", k, L.n);
+    printf("events_before_write_ack=%d\n", L.event_first);
     watch_free(L.w);
     return L.n < L.total;
 }

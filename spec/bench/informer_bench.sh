@@ -8,7 +8,7 @@
 #   3. watch event -> subscriber latency at RATE events/s (target p99 <= 5 ms);
 #   4. CPU of an idle watch over IDLE seconds (target ~0).
 # Usage: spec/bench/informer_bench.sh   (env: N=10000 VALUE=900 RUNS=3
-#        RATE=100 SECONDS=30 IDLE=30 BUILD_DIR=build). Starts the control
+#        RATE=100 LAT_SECONDS=30 IDLE=30 BUILD_DIR=build). Starts the control
 # plane if needed (cluster.sh start is idempotent).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,7 +17,7 @@ N=${N:-10000}
 VALUE=${VALUE:-900}
 RUNS=${RUNS:-3}
 RATE=${RATE:-100}
-SECONDS_LAT=${SECONDS:-30}
+SECONDS_LAT=${LAT_SECONDS:-30}
 IDLE=${IDLE:-30}
 NS=${BENCH_NS:-informer-bench}
 
