@@ -161,16 +161,74 @@ end
 -- ---------------------------------------------------------------------------
 -- The spec as the policy sees it
 
--- The DittoServer's name, namespace and a defaulted copy of its spec.
+-- Memoization within one evaluation.
+--
+-- The engine (core/policy.c) calls validate(ds), render(ds, ctx) and
+-- status(ds, observed, ctx) in that order, each on its own decoding of the
+-- same DittoServer JSON, in a state where this module's main chunk ran
+-- at the start of the evaluation. So the three calls get equal specs in
+-- distinct tables, and what depends only on the spec (the defaulted copy,
+-- the validation result, config.yaml and its hash) is computed once and
+-- found again by content: the key is the spec's JSON (codec.json_encode
+-- sorts keys). JSON writes an integral float as an integer, so a spec
+-- holding any float is not memoized (floats are invalid anyway). Outside
+-- the engine (busted) the module lives across DittoServers; entries stay
+-- correct there because each is a pure function of its key and its users
+-- never mutate it, and the table is bounded.
+local MEMO_MAX = 8
+local memo = {}
+local memo_size = 0
+-- validation key of a DittoServer whose name is not a string
+local NO_NAME = {}
+
+local function has_float(v)
+  if type(v) == "table" then
+    for _, x in pairs(v) do
+      if has_float(x) then
+        return true
+      end
+    end
+    return false
+  end
+  return math.type(v) == "float"
+end
+
+-- The memo entry of a spec: { spec = defaulted copy (never mutated),
+-- valid = { [name] = { errs, warns } }, text =, hash = } (the last three
+-- filled on first use). A spec that is not a table gets a fresh entry
+-- holding it as is.
+local function spec_entry(spec)
+  if type(spec) ~= "table" then
+    return { spec = spec, valid = {} }
+  end
+  local key = not has_float(spec) and codec.json_encode(spec) or nil
+  local entry = key and memo[key]
+  if entry then
+    return entry
+  end
+  entry = {
+    spec = schema.apply_defaults(tablex.deepcopy(spec), schema.SPEC),
+    valid = {},
+  }
+  if key then
+    if memo_size >= MEMO_MAX then
+      memo, memo_size = {}, 0
+    end
+    memo[key] = entry
+    memo_size = memo_size + 1
+  end
+  return entry
+end
+
+-- The DittoServer's name, namespace, a defaulted copy of its spec (shared:
+-- read only) and its memo entry.
 local function normalize(ds, ctx)
   ctx = ctx or {}
   local meta = type(ds) == "table" and type(ds.metadata) == "table"
     and ds.metadata or {}
-  local spec = type(ds) == "table" and ds.spec or nil
-  if type(spec) == "table" then
-    spec = schema.apply_defaults(tablex.deepcopy(spec), schema.SPEC)
-  end
-  return meta.name or ctx.name, meta.namespace or ctx.namespace, spec
+  local entry = spec_entry(type(ds) == "table" and ds.spec or nil)
+  return meta.name or ctx.name, meta.namespace or ctx.namespace, entry.spec,
+    entry
 end
 
 --- The spec.config the server gets when the DittoServer has none: one share
@@ -528,6 +586,17 @@ end
 
 local validate_spec
 
+-- validate_spec() of a memo entry, once per name.
+local function validation(name, entry)
+  local key = is_str(name) and name or NO_NAME
+  local v = entry.valid[key]
+  if v == nil then
+    v = { validate_spec(name, entry.spec) }
+    entry.valid[key] = v
+  end
+  return v[1], v[2]
+end
+
 --- Checks a DittoServer beyond what the CRD schema can express.
 -- The upstream webhook's rules come first with their texts, then the
 -- rules the server itself would enforce at start. Every message starts with
@@ -538,8 +607,11 @@ function M.validate(ds)
   if not schema.is_object(ds) then
     return array({ "DittoServer: must be an object" }), array({})
   end
-  local name, _, spec = normalize(ds)
-  return validate_spec(name, spec)
+  local name, _, _, entry = normalize(ds)
+  local errs, warns = validation(name, entry)
+  -- copies: the memoized lists stay as they are whatever the caller does
+  return array(table.move(errs, 1, #errs, 1, {})),
+    array(table.move(warns, 1, #warns, 1, {}))
 end
 
 -- validate() on an already normalized name and spec.
@@ -961,10 +1033,13 @@ local function render_statefulset(name, spec, config, config_hash)
   return sts
 end
 
--- The config file and its hash for a defaulted spec.
-local function config_file(spec)
-  local text = codec.yaml_encode(M.server_config(spec))
-  return text, fnv1a64(text)
+-- The config file and its hash for a memo entry.
+local function config_file(entry)
+  if entry.text == nil then
+    entry.text = codec.yaml_encode(M.server_config(entry.spec))
+    entry.hash = fnv1a64(entry.text)
+  end
+  return entry.text, entry.hash
 end
 
 --- Desired children of a DittoServer, in a fixed order: ConfigMap,
@@ -974,9 +1049,9 @@ end
 -- @return table list of objects (no namespace/ownerReferences: the core
 -- adds them)
 function M.render(ds, ctx)
-  local name, _, spec = normalize(ds, ctx)
+  local name, _, spec, entry = normalize(ds, ctx)
   local config = effective_config(spec)
-  local text, hash = config_file(spec)
+  local text, hash = config_file(entry)
   local labels = selector_labels(name)
 
   local cm = new_object("v1", "ConfigMap", name .. "-config", labels)
@@ -1046,7 +1121,7 @@ local function ready_condition(desired, ready)
 end
 
 -- Reconciled: are the children there and do they carry the current spec?
-local function reconciled_condition(name, spec, errs, observed)
+local function reconciled_condition(name, spec, entry, errs, observed)
   if #errs > 0 then
     local msg = table.concat(errs, "; ")
     if #msg > MAX_MESSAGE then
@@ -1068,7 +1143,7 @@ local function reconciled_condition(name, spec, errs, observed)
     return conditions.new("Reconciled", "False", "ChildrenMissing",
       "Waiting for " .. table.concat(missing, ", ") .. " to be created")
   end
-  local text, hash = config_file(spec)
+  local text, hash = config_file(entry)
   local stale = {}
   local cm = observed_of(observed, "ConfigMap", name .. "-config")
   if type(cm.data) ~= "table" or cm.data["config.yaml"] ~= text then
@@ -1106,10 +1181,10 @@ end
 -- @return table {phase=, availableReplicas=, nfsEndpoint=, conditions=}
 function M.status(ds, observed, ctx)
   ctx = ctx or {}
-  local name, namespace, spec = normalize(ds, ctx)
+  local name, namespace, spec, entry = normalize(ds, ctx)
   local errs
   if schema.is_object(ds) then
-    errs = validate_spec(name, spec)
+    errs = validation(name, entry)
   else
     errs = M.validate(ds)
   end
@@ -1137,7 +1212,7 @@ function M.status(ds, observed, ctx)
       tostring(namespace), ctx.cluster_domain or "cluster.local", port),
     conditions = array({
       ready_cond,
-      reconciled_condition(name, spec, errs, observed),
+      reconciled_condition(name, spec, entry, errs, observed),
     }),
   })
 end

@@ -57,6 +57,8 @@ local ERR_RANGE = "quantity magnitude exceeds 9223372036854775807"
 local MAX_DIGITS = "9223372036854775807"
 local MAX_INT32 = 2147483647
 local NANO = -9
+-- Largest integer that can be multiplied by 1024 without overflow.
+local MAX_BEFORE_1024 = math.maxinteger // 1024
 
 local DECIMAL_SUFFIXES = {
   [""] = 0, n = -9, u = -6, m = -3,
@@ -107,6 +109,25 @@ local function mul_small(s, m)
     out[i], out[n - i + 1] = out[n - i + 1], out[i]
   end
   return concat(out)
+end
+
+
+-- s * 1024^times. Multiplies as Lua integers while the product fits (the
+-- usual case: "100Gi" is three integer multiplications), then digit by
+-- digit; both give the same digit string.
+local function mul_1024(s, times)
+  if #s <= 18 then
+    local v = tonumber(s)
+    while times > 0 and v <= MAX_BEFORE_1024 do
+      v = v * 1024
+      times = times - 1
+    end
+    s = tostring(v)
+  end
+  for _ = 1, times do
+    s = mul_small(s, 1024)
+  end
+  return s
 end
 
 
@@ -325,9 +346,7 @@ function M.parse(str)
   if base == 10 then
     scale = scale + exponent
   elseif digits ~= "" then
-    for _ = 1, exponent // 10 do
-      digits = mul_small(digits, 1024)
-    end
+    digits = mul_1024(digits, exponent // 10)
   end
   if digits == "" then
     return new_quantity(0, "0", 0, format, nil)
