@@ -426,7 +426,7 @@ static void test_idle_short_and_errors(void)
               strstr(watch_last_error(w), "no data from the server for"),
           "silent stream hits the idle deadline: '%s'", watch_last_error(w));
     uint64_t el = loop_now_ms() - t0;
-    CHECK(el >= 550 && el < 5000, "after about 600 ms (%llu ms)",
+    CHECK(el >= 550 && el < 15000, "after about 600 ms (%llu ms)",
           (unsigned long long)el);
     watch_free(w);
 
