@@ -22,8 +22,7 @@ enum {
     CACHE_EINVAL = -2, /* not an object, no metadata.name, bad selector */
 };
 
-/* --- objects
- * ------------------------------------------------------------------ */
+/* --- objects ----------------------------------------------------------- */
 
 struct cache_obj; /* opaque, immutable, reference-counted */
 
@@ -71,8 +70,7 @@ cJSON *cache_obj_parse(const struct cache_obj *o);
 /* Bytes this object occupies (for accounting). */
 size_t cache_obj_size(const struct cache_obj *o);
 
-/* --- label selectors
- * ---------------------------------------------------------- */
+/* --- label selectors --------------------------------------------------- */
 
 struct cache_selector; /* opaque */
 
@@ -90,8 +88,7 @@ void cache_selector_free(struct cache_selector *sel);
 int cache_selector_match(const struct cache_selector *sel,
                          const struct cache_obj *o);
 
-/* --- the cache
- * ---------------------------------------------------------------- */
+/* --- the cache --------------------------------------------------------- */
 
 struct cache;
 

@@ -93,8 +93,7 @@ struct http_client {
     void *observe_arg;
 };
 
-/* --- results ----------------------------------------------------------------
- */
+/* --- results ----------------------------------------------------------- */
 
 const char *http_strerror(int result)
 {
@@ -216,8 +215,7 @@ void http_response_free(struct http_response *r)
     free(r);
 }
 
-/* --- rate limit and Retry-After ---------------------------------------------
- */
+/* --- rate limit and Retry-After ---------------------------------------- */
 
 void http_ratelimit_init(struct http_ratelimit *rl, double qps, int burst,
                          uint64_t now_us)
@@ -266,7 +264,14 @@ unsigned http_parse_retry_after(const char *value, long long now)
     return d > 86400 ? 86400 : (unsigned)d;
 }
 
-/* --- request lifecycle -------------------------------------------------------
+/* --- request lifecycle ------------------------------------------------- */
+
+/*
+ * A request moves QUEUED (rate limiter) -> RUNNING (on the multi handle)
+ * -> done; a 401 goes back to QUEUED once, a 429 (or a 5xx carrying
+ * Retry-After) to WAITING for the Retry-After delay and then QUEUED again,
+ * each retry taking a new token. Only finish() calls on_done, and it frees
+ * the request first, so a callback may send new requests freely.
  */
 
 static void kick_cb(struct loop_timer *t, void *arg);
@@ -432,8 +437,7 @@ static void finish(struct http_req *r, int result, const char *message)
     free_str(resp.reason);
 }
 
-/* --- libcurl callbacks -------------------------------------------------------
- */
+/* --- libcurl callbacks ------------------------------------------------- */
 
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 {
@@ -489,6 +493,9 @@ static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/* libcurl 7.88 sets keepalive idle and interval but not the probe count
+ * (CURLOPT_TCP_KEEPCNT came in 8.9); the kernel default of 9 probes would
+ * take two minutes to declare a silent peer dead. */
 static int sockopt_cb(void *arg, curl_socket_t fd, curlsocktype purpose)
 {
     int cnt = HTTP_KEEPCNT;
@@ -498,8 +505,7 @@ static int sockopt_cb(void *arg, curl_socket_t fd, curlsocktype purpose)
     return CURL_SOCKOPT_OK;
 }
 
-/* --- attempts
- * ------------------------------------------------------------------ */
+/* --- attempts ---------------------------------------------------------- */
 
 #define SETOPT(opt, val)                                                       \
     do {                                                                       \
@@ -740,6 +746,9 @@ static void xfer_done(struct loop_xfer *x, CURLcode cc)
         enqueue(r);
         return;
     }
+    /* A 429 (and a 5xx with Retry-After, like client-go) means the request
+     * was not processed, so even a write may be sent again. Other errors
+     * are the caller's to retry: writes are not idempotent. */
     int retryable =
         res == HTTP_ETOOMANY || (res == HTTP_ESERVER && r->retry_after > 0);
     if (retryable && r->attempts <= (unsigned)c->o.max_retries) {
@@ -771,6 +780,13 @@ static void reap_cb(struct loop_timer *t, void *arg)
     }
 }
 
+/*
+ * libcurl refuses curl_multi_remove_handle() from inside its own callbacks
+ * (CURLM_RECURSIVE_API_CALL), and a watch subscriber running inside the
+ * write callback may well cancel a request. Such cancellations are parked
+ * on the reap list and finished by a zero-delay timer; meanwhile the write
+ * callback refuses the request's data.
+ */
 void http_cancel(struct http_client *c, struct http_req *r)
 {
     switch (r->state) {
@@ -800,8 +816,7 @@ void http_cancel(struct http_client *c, struct http_req *r)
     }
 }
 
-/* --- the client
- * ---------------------------------------------------------------- */
+/* --- the client -------------------------------------------------------- */
 
 struct http_client *http_client_new(struct loop *loop, struct kube_conn *conn,
                                     const struct http_opts *o)

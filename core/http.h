@@ -171,7 +171,7 @@ void http_cancel(struct http_client *c, struct http_req *r);
 int http_send_sync(struct http_client *c, const struct http_call *call,
                    struct http_response **out);
 
-/* --- client-side rate limit (a token bucket; exposed for tests) ---------- */
+/* --- client-side rate limit (a token bucket; exposed for tests) -------- */
 
 struct http_ratelimit {
     double qps; /* <= 0: unlimited */

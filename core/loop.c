@@ -20,6 +20,9 @@ struct loop_fd {
     void *arg;
 };
 
+/* Timers live in a binary min-heap ordered by (due, start sequence); each
+ * timer knows its heap index, so stopping one is O(log n) without a
+ * search. The controller may have one timer per key (backoff, resync). */
 struct loop {
     CURLM *multi;
     struct loop_timer **heap;
@@ -44,7 +47,7 @@ uint64_t loop_now_ms(void)
     return loop_now_us() / 1000u;
 }
 
-/* --- timer heap ----------------------------------------------------------- */
+/* --- timer heap -------------------------------------------------------- */
 
 static int timer_before(const struct loop_timer *a, const struct loop_timer *b)
 {
@@ -158,8 +161,7 @@ static void run_timers(struct loop *l)
     }
 }
 
-/* --- transfers --------------------------------------------------------------
- */
+/* --- transfers --------------------------------------------------------- */
 
 int loop_add_easy(struct loop *l, CURL *easy)
 {
@@ -199,8 +201,7 @@ static void run_done(struct loop *l)
     }
 }
 
-/* --- extra fds
- * ---------------------------------------------------------------- */
+/* --- extra fds --------------------------------------------------------- */
 
 static struct loop_fd *find_fd(struct loop *l, int fd)
 {
@@ -234,8 +235,7 @@ void loop_fd_del(struct loop *l, int fd)
     *f = l->fds[--l->nfds];
 }
 
-/* --- running ----------------------------------------------------------------
- */
+/* --- running ----------------------------------------------------------- */
 
 struct loop *loop_new(void)
 {
@@ -282,6 +282,12 @@ static int wait_ms(struct loop *l, int max_wait_ms)
     return (int)w;
 }
 
+/*
+ * curl_multi_poll() sleeps in poll(2) on libcurl's sockets plus our extra
+ * fds, bounded by libcurl's own next timeout and by our first timer, and
+ * can be interrupted by curl_multi_wakeup(): an idle process makes no
+ * system calls between events.
+ */
 int loop_run_once(struct loop *l, int max_wait_ms)
 {
     struct pollfd stackfds[8];

@@ -19,7 +19,7 @@
 
 struct loop;
 
-/* --- timers ------------------------------------------------------------- */
+/* --- timers ------------------------------------------------------------ */
 
 struct loop_timer;
 typedef void (*loop_timer_fn)(struct loop_timer *t, void *arg);
@@ -47,7 +47,7 @@ int loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t delay_ms);
 void loop_timer_stop(struct loop *l, struct loop_timer *t);
 int loop_timer_active(const struct loop_timer *t);
 
-/* --- transfers ----------------------------------------------------------- */
+/* --- transfers --------------------------------------------------------- */
 
 /*
  * Completion hook of one easy handle on the multi handle: put a pointer to
@@ -69,7 +69,7 @@ void loop_remove_easy(struct loop *l, CURL *easy);
 /* The multi handle, for options (CURLMOPT_*). Borrowed. */
 CURLM *loop_multi(struct loop *l);
 
-/* --- extra file descriptors ---------------------------------------------- */
+/* --- extra file descriptors -------------------------------------------- */
 
 typedef void (*loop_fd_fn)(int fd, short revents, void *arg);
 
@@ -79,7 +79,7 @@ int loop_fd_add(struct loop *l, int fd, short events, loop_fd_fn fn, void *arg);
 /* Stops watching `fd`; a no-op if it is not watched. */
 void loop_fd_del(struct loop *l, int fd);
 
-/* --- running -------------------------------------------------------------- */
+/* --- running ----------------------------------------------------------- */
 
 /* Returns a new loop, or NULL when out of memory (or curl_multi_init
  * failed). Calls curl_global_init once per process. */

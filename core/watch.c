@@ -1,4 +1,23 @@
-/* watch: list+watch informer filling a cache; see watch.h. */
+/*
+ * watch: list+watch informer filling a cache; see watch.h.
+ *
+ * The state machine, after client-go's Reflector:
+ *
+ *   STOPPED --start--> LISTING --last page--> WATCHING --clean close--+
+ *                        ^  |                    |  ^                  |
+ *                        |  +-- error --+        |  +------------------+
+ *                        |              v        |  (re-watch from rv,
+ *                      410 /         BACKOFF <---+   no relist)
+ *                   first sync          |   error, malformed event,
+ *                        +--- timer ----+   idle deadline, short watch
+ *
+ * Lists never pass a resourceVersion: every page comes from one
+ * consistent etcd snapshot (the continue token pins it), so a relist is
+ * exact. Network errors, 429 and 5xx re-watch from the last rv without a
+ * relist (the history is usually still there); only 410 relists.
+ * Everything runs on the loop thread; stream bytes are parsed inside
+ * libcurl's write callback, so subscribers run there too (see http.h).
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,8 +85,7 @@ struct watch {
     void *notice_arg;
 };
 
-/* --- lines -----------------------------------------------------------------
- */
+/* --- lines ------------------------------------------------------------- */
 
 void watch_lines_init(struct watch_lines *s, size_t max_line)
 {
@@ -133,8 +151,7 @@ int watch_lines_feed(struct watch_lines *s, const char *data, size_t len,
     return 0;
 }
 
-/* --- backoff ----------------------------------------------------------------
- */
+/* --- backoff ----------------------------------------------------------- */
 
 void watch_backoff_init(struct watch_backoff *b, uint64_t initial_ms,
                         uint64_t max_ms, uint64_t reset_ms)
@@ -163,8 +180,7 @@ uint64_t watch_backoff_next(struct watch_backoff *b, uint64_t now_ms,
     return b->cur_ms + (uint64_t)((double)b->cur_ms * 0.15 * rnd);
 }
 
-/* --- helpers
- * ------------------------------------------------------------------ */
+/* --- helpers ----------------------------------------------------------- */
 
 static double rand01(struct watch *w)
 {
@@ -282,8 +298,7 @@ static void relist(struct watch *w, const char *why)
     do_list(w);
 }
 
-/* --- list
- * --------------------------------------------------------------------- */
+/* --- list -------------------------------------------------------------- */
 
 static void list_done(struct http_response *r, void *arg);
 
@@ -337,7 +352,13 @@ static void set_list_kind(struct watch *w, struct jscan_span kind,
         w->list_av = strdup(buf);
 }
 
-/* Applies one page; returns 0, or -1 with err set. */
+/*
+ * Applies one page; returns 0, or -1 with err set. Items go straight into
+ * the cache (notifying as they come) instead of into a second copy: the
+ * first page opens a cache "generation", and after the last page every
+ * object the list did not mention is deleted. A list that fails halfway is
+ * simply started over, which opens a new generation.
+ */
 static int apply_page(struct watch *w, const char *body, size_t len, int first,
                       char *err, size_t errlen)
 {
@@ -481,8 +502,7 @@ static void list_done(struct http_response *r, void *arg)
         do_watch(w);
 }
 
-/* --- watch
- * -------------------------------------------------------------------- */
+/* --- watch ------------------------------------------------------------- */
 
 static int stream_data(const char *data, size_t len, void *arg);
 static void watch_done(struct http_response *r, void *arg);
@@ -568,6 +588,12 @@ static int bad_event(struct watch *w, const char *line, size_t len,
     return -1;
 }
 
+/*
+ * One watch event. The object's text is cut out of the line by span and
+ * stored as is (cache_obj_from_text), so an event costs one validating
+ * scan and one copy; nothing is parsed into a tree except ERROR events.
+ * Returns -1 to abort the stream, with w->after saying what to do next.
+ */
 static int handle_line(const char *line, size_t len, void *arg)
 {
     struct watch *w = arg;
@@ -643,6 +669,8 @@ static int handle_line(const char *line, size_t len, void *arg)
     return 0;
 }
 
+/* libcurl hands us whatever arrived; events can be split anywhere, so the
+ * splitter keeps only the unfinished tail (bounded by max_event). */
 static int stream_data(const char *data, size_t len, void *arg)
 {
     struct watch *w = arg;
@@ -670,6 +698,7 @@ static int stream_data(const char *data, size_t len, void *arg)
     return rc < 0 ? -1 : 0;
 }
 
+/* The stream ended: decide between relist, backoff and re-watch. */
 static void watch_done(struct http_response *r, void *arg)
 {
     struct watch *w = arg;
@@ -720,8 +749,7 @@ static void watch_done(struct http_response *r, void *arg)
     do_watch(w);
 }
 
-/* --- public
- * ------------------------------------------------------------------- */
+/* --- public ------------------------------------------------------------ */
 
 struct watch *watch_new(struct http_client *h, const struct watch_opts *o)
 {

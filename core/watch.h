@@ -21,8 +21,7 @@
 #include "dbuf.h"
 #include "http.h"
 
-/* --- the informer -----------------------------------------------------------
- */
+/* --- the informer ------------------------------------------------------ */
 
 struct watch_opts {
     /* "/api/v1" or "/apis/<group>/<version>" and the plural resource:
@@ -113,8 +112,7 @@ void watch_get_stats(const struct watch *w, struct watch_stats *out);
 /* For labels in logs: "configmaps" or "configmaps in ns". Borrowed. */
 const char *watch_name(const struct watch *w);
 
-/* --- pieces, exposed for unit tests ----------------------------------------
- */
+/* --- pieces, exposed for unit tests ------------------------------------ */
 
 /*
  * Incremental splitter of a newline-delimited stream. Each byte is looked

@@ -143,8 +143,7 @@ static int cmd_sync(const char *ns, int time_only)
     return 0;
 }
 
-/* --- latency -----------------------------------------------------------------
- */
+/* --- latency ----------------------------------------------------------- */
 
 #define LAT_MAX 100000
 
@@ -297,8 +296,7 @@ static int cmd_latency(const char *ns, int rate, int seconds)
     return L.n < L.total;
 }
 
-/* --- idle
- * ---------------------------------------------------------------------- */
+/* --- idle -------------------------------------------------------------- */
 
 static double cpu_seconds(void)
 {

@@ -25,8 +25,7 @@
 static struct nt T;
 static int PID;
 
-/* --- recording subscriber ---------------------------------------------------
- */
+/* --- recording subscriber ---------------------------------------------- */
 
 #define MAX_REC 4096
 
@@ -131,8 +130,7 @@ static int cluster_sh(const char *args)
     return system(cmd);
 }
 
-/* --- create, update, delete
- * --------------------------------------------------- */
+/* --- create, update, delete -------------------------------------------- */
 
 static void test_events(void)
 {
@@ -242,8 +240,7 @@ static void test_events(void)
     watch_free(w);
 }
 
-/* --- pagination and selectors ------------------------------------------------
- */
+/* --- pagination and selectors ------------------------------------------ */
 
 static int count_obj(const struct cache_obj *o, void *arg)
 {
@@ -317,8 +314,7 @@ static void test_pages(void)
     watch_free(w);
 }
 
-/* --- apiserver killed and restarted -----------------------------------------
- */
+/* --- apiserver killed and restarted ------------------------------------ */
 
 struct fail_cond {
     struct watch *w;
@@ -445,8 +441,7 @@ static void test_restart(void)
     watch_free(w);
 }
 
-/* --- etcd compaction
- * ------------------------------------------------------------- */
+/* --- etcd compaction --------------------------------------------------- */
 
 static int etcd_compact(const char *rev)
 {

@@ -170,7 +170,7 @@ __attribute__((unused)) static int nt_delete_cm(struct nt *t, const char *ns,
     return rc;
 }
 
-/* --- bulk creation ------------------------------------------------------- */
+/* --- bulk creation ----------------------------------------------------- */
 
 struct nt_bulk {
     struct nt *t;
@@ -268,7 +268,7 @@ __attribute__((unused)) static int nt_bulk_create(struct nt *t, const char *ns,
     return b.failed;
 }
 
-/* --- comparing a cache with the server ------------------------------------ */
+/* --- comparing a cache with the server --------------------------------- */
 
 /* Non-zero: nt_diff_cache prints nothing (for polling). */
 static int nt_quiet;

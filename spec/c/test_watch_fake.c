@@ -164,8 +164,7 @@ static int last_path_has(const char *kind, const char *needle)
     return ok;
 }
 
-/* --- informer plumbing
- * ---------------------------------------------------------- */
+/* --- informer plumbing ------------------------------------------------- */
 
 static struct nt T;
 
@@ -284,8 +283,7 @@ static char *event(char *buf, size_t len, const char *type, const char *name,
     return buf;
 }
 
-/* --- cases
- * ----------------------------------------------------------------------- */
+/* --- cases ------------------------------------------------------------- */
 
 static void test_garbage_and_cut(void)
 {
