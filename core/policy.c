@@ -1,13 +1,19 @@
 /*
- * policy: compiled policy sets and the evaluation of one DittoServer in a
- * fresh sandbox. See policy.h for the contract.
+ * policy: compiled policy sets and the evaluation of one DittoServer in
+ * the set's prepared sandbox. See policy.h for the contract.
  *
- * Why bytecode: every evaluation gets a new lua_State (nothing can leak
- * from one DittoServer to the next), and compiling ~2000 lines of Lua per
- * evaluation would cost more than the evaluation itself. So each file is
- * compiled once, as text, when the set is loaded, and dumped by the host;
- * an evaluation loads that dump with mode "b". Users can only ever give us
- * text: binary chunks are refused at load time (mode "t").
+ * Each file is compiled once, as text, when the set is loaded (syntax
+ * errors surface there) and dumped by the host. A set prepares one sandbox
+ * on its first evaluation: the dumps are loaded into it with mode "b" and
+ * kept as main functions, the codec's marker metatables are protected, and
+ * the state is sealed (sandbox.h). Every evaluation then requires the
+ * policy afresh: its main chunk and those of its modules run again under
+ * new _ENVs, so module tables, closures and upvalues are new, and
+ * sandbox_end() checks that nothing shared changed. Any failure (or a
+ * change of limits) throws the state away; the next evaluation prepares a
+ * new one from the dumps, which is cheap compared with compiling. Users
+ * can only ever give us text: binary chunks are refused at load time
+ * (mode "t").
  */
 #include <dirent.h>
 #include <errno.h>
@@ -43,6 +49,10 @@ struct policy_set {
     struct policy_chunk *v;
     size_t n;
     size_t cap;
+    /* the prepared sandbox (NULL until the first evaluation or after a
+     * failure) and the limits it was made with */
+    struct sandbox *sb;
+    struct sandbox_limits lim;
 };
 
 /* --- loading ---------------------------------------------------------------
@@ -287,6 +297,7 @@ void policy_set_free(struct policy_set *ps)
 {
     if (ps == NULL)
         return;
+    sandbox_free(ps->sb);
     for (size_t i = 0; i < ps->n; i++) {
         free(ps->v[i].module);
         free(ps->v[i].chunkname);
@@ -304,16 +315,45 @@ const char *policy_set_origin(const struct policy_set *ps)
 
 /* --- require inside the sandbox ------------------------------------------- */
 
-/* Opens the codec and locks its marker metatables: a __gc added there by a
- * script would be registered by the codec's own lua_setmetatable and run
- * with hooks off. */
-static int open_codec(lua_State *L)
+/* codec.array / codec.object (upvalue 1) for scripts: they refuse tables
+ * with a protected metatable, as setmetatable does. Otherwise
+ * codec.array(getmetatable(codec.array({}))) would replace the lock of a
+ * marker metatable (then a __gc added there would be registered by the
+ * codec's own lua_setmetatable and run with hooks off), and a library
+ * proxy or an _ENV could be unlocked the same way. */
+static int guarded_mark(lua_State *L)
 {
-    luaopen_codec(L);
-    codec_push_marks(L); /* [codec, amt, omt] */
+    if (lua_type(L, 1) == LUA_TTABLE &&
+        luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* Protects the codec's marker metatables: they are shared by every
+ * evaluation of the state (sandbox_protect_table). */
+static void protect_marks(lua_State *L)
+{
+    codec_push_marks(L); /* [amt, omt] */
     sandbox_protect_table(L, -1);
     sandbox_protect_table(L, -2);
     lua_pop(L, 2);
+}
+
+/* The "codec" module of one evaluation: a new table each time, with the
+ * marking functions guarded. */
+static int open_codec(lua_State *L)
+{
+    protect_marks(L);
+    luaopen_codec(L); /* [codec] */
+    static const char *const guarded[] = {"array", "object", NULL};
+    for (int i = 0; guarded[i]; i++) {
+        lua_getfield(L, -1, guarded[i]);
+        lua_pushcclosure(L, guarded_mark, 1);
+        lua_setfield(L, -2, guarded[i]);
+    }
     return 1;
 }
 
@@ -362,7 +402,6 @@ struct eval {
     const struct policy_set *ps;
     const struct policy_input *in;
     struct policy_output *out;
-    struct sandbox *sb;
     const char *main_name; /* "policies/dittoserver.lua" */
     int invalid;
 };
@@ -538,7 +577,6 @@ static const char *const observed_kinds[] = {
 static int eval_main(lua_State *L)
 {
     struct eval *e = lua_touserdata(L, 1);
-    const struct policy_chunk *c = find_chunk(e->ps, POLICY_MAIN, 0);
     const struct policy_input *in = e->in;
     char what[512];
 
@@ -559,12 +597,8 @@ static int eval_main(lua_State *L)
         gen = lua_tointeger(L, -1);
     lua_pop(L, 1);
 
-    /* The policy module. */
-    if (luaL_loadbufferx(L, c->code, c->len, c->chunkname, "b") != LUA_OK)
-        lua_error(L);
-    sandbox_set_env(e->sb, -1);
-    lua_pushstring(L, POLICY_MAIN);
-    lua_call(L, 1, 1);
+    /* The policy module, and the modules it requires, run afresh. */
+    sandbox_require(L, POLICY_MAIN);
     int m = lua_gettop(L); /* 4 */
     if (lua_type(L, m) != LUA_TTABLE)
         fail(L, "%s: the policy must return a table (got %s)", e->main_name,
@@ -671,7 +705,62 @@ static int eval_main(lua_State *L)
     return 0;
 }
 
-int policy_eval(const struct policy_set *ps, const struct sandbox_limits *lim,
+/* Protected: loads every module of the set into the new state (the
+ * policy directory wins over lua/ for a name) and protects what every
+ * evaluation will share. */
+static int prepare_main(lua_State *L)
+{
+    const struct policy_set *ps = lua_touserdata(L, 1);
+    for (size_t i = 0; i < ps->n; i++) {
+        const struct policy_chunk *c = &ps->v[i];
+        if (c->lib && find_chunk(ps, c->module, 0) != NULL)
+            continue;
+        sandbox_preload(L, c->module);
+    }
+    sandbox_preload(L, "codec");
+    protect_marks(L);
+    return 0;
+}
+
+static int same_limits(const struct sandbox_limits *a,
+                       const struct sandbox_limits *b)
+{
+    static const struct sandbox_limits none;
+    if (b == NULL)
+        b = &none;
+    return a->timeout_ms == b->timeout_ms &&
+           a->memory_bytes == b->memory_bytes &&
+           a->hook_count == b->hook_count && a->alloc == b->alloc;
+}
+
+/* Makes ps->sb ready for an evaluation with limits `lim`. Returns a
+ * SANDBOX_* status, with the message in err on failure. */
+static int prepare(struct policy_set *ps, const struct sandbox_limits *lim,
+                   struct dbuf *err)
+{
+    if (ps->sb && same_limits(&ps->lim, lim))
+        return SANDBOX_OK;
+    sandbox_free(ps->sb);
+    ps->sb = sandbox_new(lim, loader, ps);
+    if (ps->sb == NULL) {
+        dbuf_adds(err, "out of memory creating the policy sandbox");
+        return SANDBOX_ERR_NOMEM;
+    }
+    int rc = sandbox_cpcall(ps->sb, prepare_main, ps, 0, err);
+    if (rc != SANDBOX_OK) {
+        sandbox_free(ps->sb);
+        ps->sb = NULL;
+        return rc;
+    }
+    sandbox_seal(ps->sb);
+    if (lim)
+        ps->lim = *lim;
+    else
+        memset(&ps->lim, 0, sizeof(ps->lim));
+    return SANDBOX_OK;
+}
+
+int policy_eval(struct policy_set *ps, const struct sandbox_limits *lim,
                 const struct policy_input *in, struct policy_output *out,
                 struct dbuf *err)
 {
@@ -682,20 +771,28 @@ int policy_eval(const struct policy_set *ps, const struct sandbox_limits *lim,
     dbuf_reset(&out->status);
     out->n_errors = 0;
     out->n_warnings = 0;
+    out->memory_peak = 0;
 
-    struct sandbox *sb = sandbox_new(lim, loader, (void *)ps);
-    if (sb == NULL) {
-        dbuf_adds(err, "out of memory creating the policy sandbox");
-        return POLICY_ENOMEM;
-    }
     const struct policy_chunk *c = find_chunk(ps, POLICY_MAIN, 0);
-    struct eval e = {ps, in, out, sb, c->chunkname + 1, 0};
-    int rc = sandbox_cpcall(sb, eval_main, &e, 0, err);
-    out->memory_peak = sandbox_memory_peak(sb);
-    if (rc == SANDBOX_ERR_RUNTIME && log_enabled(LOG_DEBUG))
-        log_debug("policy error", "error", dbuf_ptr(err), "traceback",
-                  sandbox_traceback(sb), NULL);
-    sandbox_free(sb);
+    struct eval e = {ps, in, out, c->chunkname + 1, 0};
+    int rc = prepare(ps, lim, err);
+    if (rc == SANDBOX_OK) {
+        struct sandbox *sb = ps->sb;
+        rc = sandbox_cpcall(sb, eval_main, &e, 0, err);
+        size_t peak = sandbox_memory_peak(sb);
+        size_t base = sandbox_memory_baseline(sb);
+        out->memory_peak = peak > base ? peak - base : 0;
+        if (rc == SANDBOX_ERR_RUNTIME && log_enabled(LOG_DEBUG))
+            log_debug("policy error", "error", dbuf_ptr(err), "traceback",
+                      sandbox_traceback(sb), NULL);
+        /* A failed evaluation may have stopped anywhere: start over. A
+         * changed shared table (sandbox_end) too, though the result of
+         * this evaluation stands: a fresh state would have given it. */
+        if (rc != SANDBOX_OK || sandbox_end(sb) != SANDBOX_OK) {
+            sandbox_free(sb);
+            ps->sb = NULL;
+        }
+    }
 
     int ret;
     switch (rc) {

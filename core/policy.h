@@ -4,9 +4,11 @@
  * `--policies DIR` override (plus the embedded lua/), compiles every file
  * once as text (syntax errors come back as "file:line: message") and keeps
  * the bytecode the host itself dumped. Evaluating runs validate, render and
- * status of the main policy in a fresh sandbox (JSON text in, JSON text
+ * status of the main policy in the set's sandbox (JSON text in, JSON text
  * out), checks what the policy returned and adds what the core owns
  * (namespace, ownerReferences, managed-by labels, observedGeneration).
+ * The sandbox is prepared once and reused; each evaluation runs the policy
+ * and its modules afresh and nothing it makes survives it (sandbox.h).
  * Shared by --script-test and the controller. Uses sandbox, json, lcodec,
  * embedded, dbuf.
  */
@@ -63,7 +65,8 @@ struct policy_output {
     size_t n_warnings;
     struct dbuf objects; /* JSON array, ready to apply ("" if invalid) */
     struct dbuf status;  /* JSON object: the status ("" on failure) */
-    size_t memory_peak;  /* bytes, of the sandbox */
+    size_t memory_peak;  /* bytes above the prepared baseline (what the
+                            memory cap limits), at the peak */
 };
 
 /* --- policy sets -----------------------------------------------------------
@@ -78,7 +81,7 @@ struct policy_output {
  * with the message in err ("DIR/x.lua:12: unexpected symbol near ...").
  */
 int policy_set_load(const char *dir, struct policy_set **out, struct dbuf *err);
-/* Frees a set; NULL is a no-op. */
+/* Frees a set and its prepared sandbox; NULL is a no-op. */
 void policy_set_free(struct policy_set *ps);
 /* The directory of the set, or "embedded" (borrowed). */
 const char *policy_set_origin(const struct policy_set *ps);
@@ -90,8 +93,14 @@ void policy_output_init(struct policy_output *o);
 void policy_output_free(struct policy_output *o);
 
 /*
- * Evaluates one DittoServer in a fresh sandbox with limits `lim` (NULL =
- * defaults; each of validate, render and status gets the full time budget).
+ * Evaluates one DittoServer with limits `lim` (NULL = defaults; each of
+ * validate, render and status gets the full time budget; the memory cap
+ * counts from the prepared state). The first evaluation of a set, the
+ * first after a failure and the first with other limits prepare the set's
+ * sandbox (load every module; the budgets apply to that too); the others
+ * reuse it, with a fresh _ENV, require cache and run of every module's
+ * main chunk, so no state carries from one evaluation to the next. Not
+ * reentrant: one evaluation of a set at a time (one thread).
  * Returns:
  *  - POLICY_OK: errors empty, objects and status set;
  *  - POLICY_INVALID: validate() errors (and warnings) set, status set (the
@@ -102,7 +111,7 @@ void policy_output_free(struct policy_output *o);
  *    traceback of a runtime error goes to the debug log.
  * `out` must have been initialised; it is reset first.
  */
-int policy_eval(const struct policy_set *ps, const struct sandbox_limits *lim,
+int policy_eval(struct policy_set *ps, const struct sandbox_limits *lim,
                 const struct policy_input *in, struct policy_output *out,
                 struct dbuf *err);
 

@@ -16,6 +16,26 @@
  *   backtracking, e.g. string.find(string.rep("a", 1e6), ".-.-.-.-b"). The
  *   time check happens as soon as the C function returns; the process-level
  *   watchdog of --script-test (and, later, of the controller) is the backstop.
+ *
+ * Why one state for many evaluations: a fresh lua_State per evaluation
+ * spent most of its time building the state and undumping the modules
+ * (~300 us of ~650 us for the default policy). Reuse is only safe if
+ * nothing an evaluation can write survives it, so:
+ * - what an evaluation makes is unreachable after it: every module main
+ *   chunk runs again in each evaluation (new module tables, closures,
+ *   upvalues) under a fresh _ENV, the require cache is per evaluation, and
+ *   sandbox_end() drops both (it also unhooks the kept main chunks from
+ *   the evaluation's _ENVs);
+ * - what is shared is frozen and checked: every shared table is snapshotted
+ *   (raw contents and metatable) and compared after each evaluation; a
+ *   difference (e.g. a reassigned existing key of a protected table) makes
+ *   sandbox_end() fail and the caller rebuilds the state;
+ * - any failed call (error, timeout, memory cap) also means a new state,
+ *   so an evaluation killed halfway leaves nothing behind.
+ * The memory cap counts from the baseline sealed after preparation. Garbage
+ * of earlier evaluations may still be in `used`, but Lua answers a refused
+ * allocation with an emergency full collection and asks again; only the
+ * second refusal of the same request is an out-of-memory (see sb_alloc).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,9 +52,16 @@ struct sandbox {
     /* memory accounting (bytes) */
     size_t used;
     size_t peak;
-    size_t limit;
-    int mem_hit; /* the allocator refused a request during the current call */
-    const struct sandbox_allocator *alloc;
+    size_t limit; /* configured: per evaluation once sealed */
+    size_t base;  /* used at sandbox_seal(), 0 before */
+    size_t cap;   /* used may not grow past this: limit, then base + limit */
+    int mem_hit;  /* a request was refused even after an emergency GC */
+    int pending;  /* the last refused request may still be retried */
+    const void *ref_ptr;
+    size_t ref_osize;
+    size_t ref_nsize;
+    void *(*re)(void *, size_t);
+    void (*fr)(void *);
     /* time budget */
     unsigned timeout_ms;
     int hook_count;
@@ -49,8 +76,12 @@ struct sandbox {
 
 /* Registry keys (their addresses are the keys). */
 static const char ENV_MT_KEY = 'e';
-static const char LOADED_KEY = 'l';
+static const char LOADED_KEY = 'l'; /* name -> module, this evaluation */
+static const char MAINS_KEY = 'm';  /* name -> main function, state life */
+static const char SHARED_KEY = 's'; /* shared table -> {mt|false, copy, n} */
 static const char LOCK_MT_KEY = 'k';
+/* Value of LOADED[name] while the module's main chunk runs. */
+static const char LOADING = 'i';
 
 #define TRACE_MAX (64u * 1024u)
 
@@ -77,31 +108,67 @@ static uint64_t now_ns(void)
  * accounting as it was (the rollback is implicit). Shrinking never fails:
  * Lua assumes it cannot, so on a failed shrink the old block is kept.
  */
+/*
+ * Refusals and Lua's retry. Lua (lmem.c, luaM_realloc_ / luaM_malloc_)
+ * answers a refused growth with an emergency full collection, during which
+ * blocks are only freed or shrunk, and then repeats the very same request
+ * once; only if that fails too does it raise. So a first refusal is only
+ * pending: the garbage of earlier evaluations may be what is in the way.
+ * It becomes an out-of-memory (mem_hit, which a script catching the error
+ * with pcall cannot undo) when the retry is refused as well, or when no
+ * retry comes: the next growing request has other arguments, or the call
+ * ends (lauxlib's buffers call the allocator directly and raise at once).
+ */
+static int is_pending(const struct sandbox *sb, const void *ptr, size_t osize,
+                      size_t nsize)
+{
+    return sb->pending && sb->ref_ptr == ptr && sb->ref_osize == osize &&
+           sb->ref_nsize == nsize;
+}
+
+static void *refuse(struct sandbox *sb, const void *ptr, size_t osize,
+                    size_t nsize)
+{
+    if (sb->pending) {
+        sb->mem_hit = 1; /* the retry failed too */
+        sb->pending = 0;
+        return NULL;
+    }
+    sb->pending = 1;
+    sb->ref_ptr = ptr;
+    sb->ref_osize = osize;
+    sb->ref_nsize = nsize;
+    return NULL;
+}
+
 static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct sandbox *sb = ud;
-    void *(*re)(void *, size_t) =
-        sb->alloc && sb->alloc->realloc ? sb->alloc->realloc : realloc;
-    void (*fr)(void *) = sb->alloc && sb->alloc->free ? sb->alloc->free : free;
+    size_t rawo = osize;
 
     if (ptr == NULL)
         osize = 0; /* osize then encodes the object type, not a size */
     if (nsize == 0) {
-        fr(ptr);
+        sb->fr(ptr);
         sb->used -= osize;
         return NULL;
     }
-    if (nsize > osize && nsize - osize > sb->limit - sb->used) {
-        sb->mem_hit = 1;
-        return NULL;
+    if (nsize > osize) {
+        if (sb->pending && !is_pending(sb, ptr, rawo, nsize)) {
+            sb->mem_hit = 1; /* the refused request was never retried */
+            sb->pending = 0;
+        }
+        if (sb->used > sb->cap || nsize - osize > sb->cap - sb->used)
+            return refuse(sb, ptr, rawo, nsize);
     }
-    void *np = re(ptr, nsize);
+    void *np = sb->re(ptr, nsize);
     if (np == NULL) {
         if (nsize <= osize)
             return ptr;
-        sb->mem_hit = 1;
-        return NULL;
+        return refuse(sb, ptr, rawo, nsize);
     }
+    if (nsize > osize)
+        sb->pending = 0; /* this was the retry, and it succeeded */
     sb->used = sb->used - osize + nsize;
     if (sb->used > sb->peak)
         sb->peak = sb->used;
@@ -169,38 +236,100 @@ static int frozen_newindex(lua_State *L)
     return lua_error(L);
 }
 
+/* Pushes the require cache of the current evaluation, creating it, and
+ * returns its index. */
+static int push_loaded(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &LOADED_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &LOADED_KEY);
+    }
+    return lua_gettop(L);
+}
+
 /*
- * require(name): cached per sandbox; otherwise asks the loader, which knows
- * the policy directory, the embedded lua/ and "codec". A loaded chunk gets
- * its own fresh _ENV, like the policy itself.
+ * Pushes what starts module `name`: its kept main function (1), asking the
+ * loader on first use and keeping a function it returns; or a non-function
+ * module value from the loader (2), which is not kept. Returns 0, pushing
+ * nothing, for an unknown name.
  */
-static int l_require(lua_State *L)
+static int push_main(lua_State *L, struct sandbox *sb, const char *name)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &MAINS_KEY); /* [mains] */
+    if (lua_getfield(L, -1, name) != LUA_TNIL) {
+        lua_remove(L, -2); /* [main] */
+        return 1;
+    }
+    lua_pop(L, 1);
+    if (sb->loader == NULL || sb->loader(L, name, sb->loader_ud) == 0) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    int kind = 2;
+    if (lua_type(L, -1) == LUA_TFUNCTION) { /* [mains, main] */
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, name);
+        kind = 1;
+    }
+    lua_remove(L, -2);
+    return kind;
+}
+
+void sandbox_require(lua_State *L, const char *name)
 {
     struct sandbox *sb = from_state(L);
-    const char *name = luaL_checkstring(L, 1);
-    lua_settop(L, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LOADED_KEY); /* [name, loaded] */
-    if (lua_getfield(L, 2, name) != LUA_TNIL)
-        return 1;
+    int loaded = push_loaded(L);
+    int t = lua_getfield(L, loaded, name); /* [loaded, mod] */
+    if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == &LOADING)
+        luaL_error(L,
+                   "module '%s' is required while it loads (a require "
+                   "cycle, or an earlier error loading it)",
+                   name);
+    if (t != LUA_TNIL) {
+        lua_remove(L, loaded);
+        return;
+    }
     lua_pop(L, 1);
-    if (sb->loader == NULL || sb->loader(L, name, sb->loader_ud) == 0)
-        return luaL_error(L,
-                          "module '%s' not found (searched the policy "
-                          "directory, the embedded lua/ library and \"codec\")",
-                          name);
-    /* [name, loaded, mod] */
-    if (lua_type(L, 3) == LUA_TFUNCTION) {
-        if (!lua_iscfunction(L, 3))
-            sandbox_set_env(sb, 3);
-        lua_pushvalue(L, 1);
-        lua_call(L, 1, 1); /* [name, loaded, result] */
-        if (lua_isnil(L, 3)) {
+    int kind = push_main(L, sb, name); /* [loaded, main or mod] */
+    if (kind == 0)
+        luaL_error(L,
+                   "module '%s' not found (searched the policy "
+                   "directory, the embedded lua/ library and \"codec\")",
+                   name);
+    if (kind == 1) {
+        lua_pushlightuserdata(L, (void *)&LOADING);
+        lua_setfield(L, loaded, name);
+        if (!lua_iscfunction(L, -1))
+            sandbox_set_env(sb, -1);
+        lua_pushstring(L, name);
+        lua_call(L, 1, 1); /* [loaded, result] */
+        if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
             lua_pushboolean(L, 1);
         }
     }
-    lua_pushvalue(L, 3);
-    lua_setfield(L, 2, name);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, loaded, name);
+    lua_remove(L, loaded); /* [mod] */
+}
+
+void sandbox_preload(lua_State *L, const char *name)
+{
+    int kind = push_main(L, from_state(L), name);
+    if (kind != 1)
+        luaL_error(L, "module '%s' %s", name,
+                   kind == 0 ? "not found" : "is not a function");
+    lua_pop(L, 1);
+}
+
+/* require(name): the module of this evaluation (see sandbox_require). */
+static int l_require(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    sandbox_require(L, name);
     return 1;
 }
 
@@ -289,6 +418,86 @@ static const char *const removed[][2] = {
     {"_G", "require"},        {NULL, NULL},
 };
 
+/*
+ * Records the table at idx as shared: its metatable and raw contents now
+ * are what sandbox_end() expects after every evaluation. A table recorded
+ * before keeps its first snapshot. May raise a memory error.
+ */
+static void share(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SHARED_KEY); /* [shared] */
+    int shared = lua_gettop(L);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, shared) != LUA_TNIL) {
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_createtable(L, 3, 0); /* [shared, snap] */
+    if (!lua_getmetatable(L, idx))
+        lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, 1);
+    lua_newtable(L); /* [shared, snap, copy] */
+    lua_Integer n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { /* [shared, snap, copy, k, v] */
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4); /* [shared, snap, copy, k] */
+        n++;
+    }
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, n);
+    lua_rawseti(L, -2, 3);
+    lua_pushvalue(L, idx);
+    lua_insert(L, -2);     /* [shared, t, snap] */
+    lua_rawset(L, shared); /* [shared] */
+    lua_pop(L, 1);
+}
+
+/*
+ * Returns 1 when every shared table still has the metatable and the raw
+ * contents it was recorded with. Allocates nothing and never raises; a
+ * stack that cannot grow counts as a change (the state is rebuilt).
+ */
+static int shared_intact(lua_State *L)
+{
+    if (!lua_checkstack(L, 10))
+        return 0;
+    int top = lua_gettop(L);
+    int ok = 1;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
+    int shared = top + 1, t = top + 2, snap = top + 3, copy = top + 4;
+    lua_pushnil(L);
+    while (ok && lua_next(L, shared) != 0) { /* [shared, t, snap] */
+        lua_rawgeti(L, snap, 1);             /* [.., mt0] */
+        if (lua_getmetatable(L, t)) {
+            ok = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        } else {
+            ok = lua_type(L, -1) == LUA_TBOOLEAN;
+        }
+        lua_pop(L, 1);
+        lua_rawgeti(L, snap, 2); /* [shared, t, snap, copy] */
+        lua_Integer n = 0;
+        lua_pushnil(L);
+        while (ok && lua_next(L, t) != 0) { /* [.., copy, k, v] */
+            lua_pushvalue(L, -2);
+            lua_rawget(L, copy); /* [.., copy, k, v, v0] */
+            ok = lua_rawequal(L, -1, -2);
+            lua_pop(L, 2);
+            n++;
+        }
+        lua_settop(L, copy);
+        lua_rawgeti(L, snap, 3);
+        ok = ok && lua_tointeger(L, -1) == n;
+        lua_settop(L, t); /* [shared, t]: the key of the next step */
+    }
+    lua_settop(L, top);
+    return ok;
+}
+
 /* Pushes a read-only proxy of the table at the top, replacing it. */
 static void push_frozen(lua_State *L)
 {
@@ -300,14 +509,21 @@ static void push_frozen(lua_State *L)
     lua_setfield(L, -2, "__newindex");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
+    share(L, -1);
     lua_setmetatable(L, -2); /* [real, proxy] */
-    lua_remove(L, -2);       /* [proxy] */
+    share(L, -1);
+    lua_remove(L, -2); /* [proxy] */
 }
 
 /* Protected: opens the allowed libraries and builds the library table and
  * the _ENV metatable. */
 static int setup(lua_State *L)
 {
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &MAINS_KEY);
+
     static const luaL_Reg libs[] = {
         {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
         {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
@@ -328,6 +544,7 @@ static int setup(lua_State *L)
     lua_getmetatable(L, -1); /* ["", strmt] */
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
+    share(L, -1);
     lua_pop(L, 2);
 
     lua_newtable(L); /* [lib] */
@@ -359,19 +576,40 @@ static int setup(lua_State *L)
     lua_setfield(L, -2, "__newindex");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
+    share(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &ENV_MT_KEY); /* [lib] */
+    share(L, -1);
     lua_pop(L, 1);
-
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &LOADED_KEY);
 
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, frozen_newindex);
     lua_setfield(L, -2, "__newindex");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
+    share(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &LOCK_MT_KEY);
+
+    /* The real libraries are out of reach of scripts (only the proxies
+     * and the string metatable's __index lead there); recorded anyway, so
+     * that a way in we did not foresee is still caught. */
+    static const char *const reals[] = {
+        LUA_GNAME,       LUA_TABLIBNAME,  LUA_STRLIBNAME,
+        LUA_MATHLIBNAME, LUA_UTF8LIBNAME, NULL,
+    };
+    for (int i = 0; reals[i]; i++) {
+        lua_getglobal(L, reals[i]);
+        share(L, -1);
+        lua_pop(L, 1);
+    }
     return 0;
+}
+
+/* Forgets refusals and the peak: a new evaluation (or call) starts. */
+static void memory_restart(struct sandbox *sb)
+{
+    sb->mem_hit = 0;
+    sb->pending = 0;
+    sb->peak = sb->used;
 }
 
 /* --- lifetime ------------------------------------------------------------- */
@@ -388,7 +626,10 @@ struct sandbox *sandbox_new(const struct sandbox_limits *lim,
         lim && lim->timeout_ms ? lim->timeout_ms : SANDBOX_DEFAULT_TIMEOUT_MS;
     sb->hook_count = lim && lim->hook_count > 0 ? lim->hook_count
                                                 : SANDBOX_DEFAULT_HOOK_COUNT;
-    sb->alloc = lim ? lim->alloc : NULL;
+    sb->cap = sb->limit;
+    const struct sandbox_allocator *a = lim ? lim->alloc : NULL;
+    sb->re = a && a->realloc ? a->realloc : realloc;
+    sb->fr = a && a->free ? a->free : free;
     sb->loader = loader;
     sb->loader_ud = loader_ud;
     dbuf_init(&sb->trace, TRACE_MAX);
@@ -400,7 +641,7 @@ struct sandbox *sandbox_new(const struct sandbox_limits *lim,
     lua_pushcfunction(sb->L, setup);
     if (lua_pcall(sb->L, 0, 0, 0) != LUA_OK)
         goto fail;
-    sb->mem_hit = 0;
+    memory_restart(sb);
     return sb;
 
 fail:
@@ -422,6 +663,42 @@ void sandbox_free(struct sandbox *sb)
 lua_State *sandbox_state(struct sandbox *sb)
 {
     return sb->L;
+}
+
+void sandbox_seal(struct sandbox *sb)
+{
+    lua_settop(sb->L, 0);
+    lua_gc(sb->L, LUA_GCCOLLECT);
+    sb->base = sb->used;
+    sb->cap = sb->limit > SIZE_MAX - sb->base ? SIZE_MAX : sb->base + sb->limit;
+    memory_restart(sb);
+}
+
+int sandbox_end(struct sandbox *sb)
+{
+    lua_State *L = sb->L;
+    lua_settop(L, 0);
+    /* Nothing here allocates: the require cache entry exists if it is
+     * set, and upvalues are assigned in place. */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &LOADED_KEY) != LUA_TNIL) {
+        lua_pushnil(L);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &LOADED_KEY);
+    }
+    lua_pop(L, 1);
+    /* The kept main chunks still point at this evaluation's _ENVs. */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &MAINS_KEY); /* [mains] */
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) { /* [mains, name, main] */
+        lua_pushnil(L);
+        if (lua_setupvalue(L, 3, 1) == NULL)
+            lua_pop(L, 1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    int intact = shared_intact(L);
+    lua_gc(L, LUA_GCSTEP, 0);
+    memory_restart(sb);
+    return intact ? SANDBOX_OK : SANDBOX_ERR_TAINTED;
 }
 
 /* --- loading ---------------------------------------------------------------
@@ -540,10 +817,13 @@ int sandbox_pcall(struct sandbox *sb, int nargs, int nresults, struct dbuf *err)
 
     sb->expired = 0;
     sb->mem_hit = 0;
+    sb->pending = 0;
     sb->deadline_ns = now_ns() + (uint64_t)sb->timeout_ms * 1000000u;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, sb->hook_count);
     int rc = lua_pcall(L, nargs, nresults, fidx);
     lua_sethook(L, NULL, 0, 0);
+    if (sb->pending)
+        sb->mem_hit = 1; /* refused, and the error went to the script */
     lua_remove(L, fidx); /* [results...] or [error] */
 
     /* Host-side check: a budget overrun counts even when the script caught
@@ -576,8 +856,15 @@ int sandbox_cpcall(struct sandbox *sb, lua_CFunction fn, void *ud, int nresults,
 void sandbox_protect_table(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
+    lua_pushvalue(L, idx);
+    int known = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    if (known)
+        return; /* a change since is sandbox_end()'s to find */
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LOCK_MT_KEY);
     lua_setmetatable(L, idx);
+    share(L, idx);
 }
 
 void sandbox_budget_restart(lua_State *L)
@@ -603,6 +890,11 @@ size_t sandbox_memory_used(const struct sandbox *sb)
 size_t sandbox_memory_peak(const struct sandbox *sb)
 {
     return sb->peak;
+}
+
+size_t sandbox_memory_baseline(const struct sandbox *sb)
+{
+    return sb->base;
 }
 
 unsigned sandbox_timeout_ms(const struct sandbox *sb)

@@ -1,14 +1,25 @@
 /*
- * sandbox: one lua_State for one policy evaluation, built by allow-list
- * (STYLE rules 19-21, DESIGN.md "The sandbox"). Only base, table, string,
- * math and utf8 are opened; load, loadfile, dofile, collectgarbage, print,
- * string.dump, math.random and math.randomseed are gone; every chunk gets a
- * fresh _ENV that reads through a frozen library table and raises on reads
- * of undeclared globals and on every global write. Every call into Lua goes
+ * sandbox: the lua_State policies run in, built by allow-list (STYLE rules
+ * 19-21, DESIGN.md "The sandbox"). Only base, table, string, math and utf8
+ * are opened; load, loadfile, dofile, collectgarbage, print, string.dump,
+ * math.random and math.randomseed are gone; every chunk gets a fresh _ENV
+ * that reads through a frozen library table and raises on reads of
+ * undeclared globals and on every global write. Every call into Lua goes
  * through sandbox_pcall(), which arms an instruction-count hook with a
  * monotonic deadline (sticky once expired, so pcall cannot swallow it) and
- * runs under the memory cap of our own lua_Alloc. A sandbox is meant to be
- * used for one evaluation and thrown away: nothing survives it.
+ * runs under the memory cap of our own lua_Alloc.
+ *
+ * One state serves many evaluations, one at a time (one thread):
+ *   sandbox_new -> sandbox_preload (modules, once) -> sandbox_seal
+ *   -> { sandbox_require / sandbox_pcall ... sandbox_end } * N
+ *   -> sandbox_free
+ * What an evaluation can reach is either made during the evaluation (its
+ * _ENVs, its require cache, the module tables, closures and upvalues of
+ * every module main chunk, which run again in each evaluation) or shared
+ * and frozen (library proxies, the marker metatables the host protects,
+ * light C functions, interned strings). sandbox_end() forgets the former
+ * and checks that no shared table changed. A failed call leaves the state
+ * usable for introspection only: throw it away and build a new one.
  * Uses dbuf.
  */
 #ifndef DITTOFS_SANDBOX_H
@@ -32,16 +43,21 @@ struct sandbox_allocator {
     void (*free)(void *ptr);
 };
 
-/* `require(name)` inside the sandbox calls this. It returns 1 after pushing
- * the module's main function (a loaded chunk, to be called with the module
- * name; its _ENV is replaced by a fresh one) or any other value (the module
- * itself, e.g. a C library), 0 when the name is unknown (nothing pushed), or
- * raises a Lua error. */
+/* `require(name)` inside the sandbox calls this the first time a state
+ * meets `name`. It returns 1 after pushing the module's main function, 0
+ * when the name is unknown (nothing pushed), or raises a Lua error. A Lua
+ * function (a loaded chunk) is kept for the life of the state and called
+ * again, with a fresh _ENV and the module name, by the first require of
+ * every evaluation; a C function is kept too and called the same way (it
+ * must build a new module value on every call). Any other value is the
+ * module itself, for the current evaluation only (the loader is asked
+ * again in the next one). */
 typedef int (*sandbox_loader_fn)(lua_State *L, const char *name, void *ud);
 
 struct sandbox_limits {
     unsigned timeout_ms; /* per sandbox_pcall; 0 = default */
-    size_t memory_bytes; /* per sandbox (whole state); 0 = default */
+    size_t memory_bytes; /* per evaluation above the sealed baseline (whole
+                            state before sandbox_seal); 0 = default */
     int hook_count;      /* VM instructions between clock checks; 0 = default */
     const struct sandbox_allocator *alloc; /* NULL = libc */
 };
@@ -53,6 +69,7 @@ enum sandbox_status {
     SANDBOX_ERR_TIMEOUT = -3, /* "policy timeout after N ms" */
     SANDBOX_ERR_MEMORY = -4,  /* "policy memory limit (N MiB) exceeded" */
     SANDBOX_ERR_NOMEM = -5,   /* the host could not allocate the state */
+    SANDBOX_ERR_TAINTED = -6, /* a shared table changed: discard the state */
 };
 
 struct sandbox;
@@ -81,8 +98,37 @@ lua_State *sandbox_state(struct sandbox *sb);
 int sandbox_load(struct sandbox *sb, const char *buf, size_t len,
                  const char *chunkname, const char *mode, struct dbuf *err);
 
-/* Gives the function at `idx` a fresh _ENV (its first upvalue). */
+/* Gives the function at `idx` a fresh _ENV (its first upvalue). May raise
+ * a memory error. */
 void sandbox_set_env(struct sandbox *sb, int idx);
+
+/* --- modules and evaluations --------------------------------------------- */
+
+/* Asks the loader for module `name` now and keeps its main function for
+ * the life of the state (what the first require of an evaluation would
+ * do, without running it), so that its memory belongs to the baseline.
+ * Unknown names and non-function values are an error. Raises (call it from
+ * sandbox_cpcall). */
+void sandbox_preload(lua_State *L, const char *name);
+
+/* require(name) as the policy's own `require` does it: pushes the module
+ * of the current evaluation, loading and running it on first use. Raises
+ * (call it from sandbox_cpcall). */
+void sandbox_require(lua_State *L, const char *name);
+
+/* Ends the preparation of a state: collects its garbage and takes the
+ * memory in use as the baseline, so every evaluation may allocate
+ * `memory_bytes` on top of it. Never raises. */
+void sandbox_seal(struct sandbox *sb);
+
+/* Ends one evaluation after its calls succeeded: forgets the require cache
+ * and every _ENV of the evaluation, clears the stack, checks that every
+ * shared table (library tables, the metatables of _ENV, strings and
+ * library proxies, the tables given to sandbox_protect_table) is exactly
+ * as it was sealed, and does a little GC work. Returns SANDBOX_OK, or
+ * SANDBOX_ERR_TAINTED when something shared changed: the state must then
+ * be freed. Never raises. */
+int sandbox_end(struct sandbox *sb);
 
 /* Calls the function below its `nargs` arguments, like lua_pcall, under the
  * time budget and memory cap, with a message handler that keeps a
@@ -101,11 +147,15 @@ int sandbox_pcall(struct sandbox *sb, int nargs, int nresults,
 int sandbox_cpcall(struct sandbox *sb, lua_CFunction fn, void *ud, int nresults,
                    struct dbuf *err);
 
-/* Makes the table at idx read-only for scripts: assignments to new keys
- * raise, rawset refuses it, getmetatable returns false. For tables the host
- * hands out whose contents must not change (e.g. the codec's marker
- * metatables: a script-added __gc there would run with hooks off). May
- * raise a memory error (call it from protected code). */
+/* Makes the table at idx read-only for scripts and shared: assignments to
+ * new keys raise, rawset refuses it, setmetatable and getmetatable see a
+ * protected metatable, and sandbox_end() checks that its contents are
+ * still those it had when it was first protected (existing keys can be
+ * reassigned by plain assignment; that is caught there). For tables the
+ * host hands out to every evaluation (e.g. the codec's marker metatables:
+ * a script-added __gc there would run with hooks off). Protecting a table
+ * twice is a no-op. May raise a memory error (call it from protected
+ * code). */
 void sandbox_protect_table(lua_State *L, int idx);
 
 /* Inside a sandbox_pcall()/sandbox_cpcall(): gives the next phase of the
@@ -118,9 +168,12 @@ void sandbox_budget_restart(lua_State *L);
 /* Traceback of the last runtime error, or "" (borrowed, valid until the
  * next call). */
 const char *sandbox_traceback(const struct sandbox *sb);
-/* Bytes currently allocated by the state, and the peak. */
+/* Bytes currently allocated by the state (garbage included); the peak
+ * since the last sandbox_seal() / sandbox_end(); the sealed baseline (0
+ * before sandbox_seal). */
 size_t sandbox_memory_used(const struct sandbox *sb);
 size_t sandbox_memory_peak(const struct sandbox *sb);
+size_t sandbox_memory_baseline(const struct sandbox *sb);
 /* The effective limits (defaults resolved). */
 unsigned sandbox_timeout_ms(const struct sandbox *sb);
 size_t sandbox_memory_limit(const struct sandbox *sb);
