@@ -94,16 +94,26 @@ end
 -- FNV-1a, 64 bit, over the bytes of s: 16 lowercase hex digits. Lua 5.4
 -- integers wrap on overflow, which is exactly the modular arithmetic FNV
 -- needs. Not cryptographic; it only has to change when the config does.
+-- Unrolled by 32 bytes: the loop and string.byte calls would otherwise
+-- cost as much as the arithmetic.
 local function fnv1a64(s)
   local h = -3750763034362895579 -- 0xcbf29ce484222325
   local p = 1099511628211 -- 0x100000001b3
   local byte = string.byte
   local n = #s
-  local tail = n - n % 8
-  for i = 1, tail, 8 do
-    local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, i, i + 7)
+  local tail = n - n % 32
+  for i = 1, tail, 32 do
+    local a1, a2, a3, a4, a5, a6, a7, a8, b1, b2, b3, b4, b5, b6, b7, b8,
+      c1, c2, c3, c4, c5, c6, c7, c8, d1, d2, d3, d4, d5, d6, d7, d8 =
+      byte(s, i, i + 31)
+    h = (((((((((((((((h ~ a1) * p) ~ a2) * p) ~ a3) * p) ~ a4) * p) ~ a5)
+      * p) ~ a6) * p) ~ a7) * p) ~ a8) * p
     h = (((((((((((((((h ~ b1) * p) ~ b2) * p) ~ b3) * p) ~ b4) * p) ~ b5)
       * p) ~ b6) * p) ~ b7) * p) ~ b8) * p
+    h = (((((((((((((((h ~ c1) * p) ~ c2) * p) ~ c3) * p) ~ c4) * p) ~ c5)
+      * p) ~ c6) * p) ~ c7) * p) ~ c8) * p
+    h = (((((((((((((((h ~ d1) * p) ~ d2) * p) ~ d3) * p) ~ d4) * p) ~ d5)
+      * p) ~ d6) * p) ~ d7) * p) ~ d8) * p
   end
   for i = tail + 1, n do
     h = (h ~ byte(s, i)) * p
@@ -180,22 +190,28 @@ local memo = {}
 local memo_size = 0
 -- validation key of a DittoServer whose name is not a string
 local NO_NAME = {}
+-- defaulted spec -> its memo entry (weak: entries are dropped with memo)
+local entry_of_spec = setmetatable({}, { __mode = "k" })
 
-local function has_float(v)
-  if type(v) == "table" then
-    for _, x in pairs(v) do
-      if has_float(x) then
+local math_type = math.type
+
+local function has_float(t)
+  for _, v in pairs(t) do
+    local tv = type(v)
+    if tv == "table" then
+      if has_float(v) then
         return true
       end
+    elseif tv == "number" and math_type(v) == "float" then
+      return true
     end
-    return false
   end
-  return math.type(v) == "float"
+  return false
 end
 
 -- The memo entry of a spec: { spec = defaulted copy (never mutated),
--- valid = { [name] = { errs, warns } }, text =, hash = } (the last three
--- filled on first use). A spec that is not a table gets a fresh entry
+-- valid = { [name] = { errs, warns } }, text =, hash =, default_config = }
+-- (the last four filled on first use). A spec that is not a table gets a fresh entry
 -- holding it as is.
 local function spec_entry(spec)
   if type(spec) ~= "table" then
@@ -210,6 +226,7 @@ local function spec_entry(spec)
     spec = schema.apply_defaults(tablex.deepcopy(spec), schema.SPEC),
     valid = {},
   }
+  entry_of_spec[entry.spec] = entry
   if key then
     if memo_size >= MEMO_MAX then
       memo, memo_size = {}, 0
@@ -262,7 +279,15 @@ local function effective_config(spec)
   if spec.config ~= nil then
     return spec.config, false
   end
-  return M.default_config(spec), true
+  -- a memoized spec never changes, nor does its default config
+  local entry = entry_of_spec[spec]
+  if entry == nil then
+    return M.default_config(spec), true
+  end
+  if entry.default_config == nil then
+    entry.default_config = M.default_config(spec)
+  end
+  return entry.default_config, true
 end
 
 -- name -> {index=, value=} of the first entry with each name.
