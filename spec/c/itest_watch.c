@@ -590,8 +590,8 @@ static void test_bookmarks(void)
      * deadline) in practice; the idle deadline does not depend on it. */
     TEST_NOTE("bookmarks received: %lu over %lu watches", st.bookmarks,
               st.watches);
-    CHECK(strstr(watch_rv(w), "") != NULL && watch_rv(w)[0] != '\0',
-          "resourceVersion kept across re-watches (%s)", watch_rv(w));
+    CHECK(watch_rv(w)[0] != '\0', "resourceVersion kept across re-watches (%s)",
+          watch_rv(w));
     /* A change made now still arrives on the renewed watch. */
     nt_put_cm(&T, ns, "two", "", "2", rv, sizeof(rv));
     CHECK(wait_rv(w, ns, "two", rv), "events after re-watches");
