@@ -82,8 +82,17 @@ check "namespace $ns created" "$KUBECTL" create namespace "$ns"
 shortname=$("$KUBECTL" get crd dittoservers.dittofs.dittofs.com \
   -o jsonpath='{.spec.names.shortNames[0]}')
 expect_eq "short name is ditto" "ditto" "$shortname"
-check "kubectl explain reads the schema" \
+# The apiserver publishes a new CRD's OpenAPI a few seconds after it is
+# established; kubectl explain reads it from there.
+explain_ok() {
+  for _ in $(seq 60); do
+    "$KUBECTL" explain dittoserver.spec.config.backends.credentialsSecretRef \
+      >/dev/null 2>&1 && return 0
+    sleep 1
+  done
   "$KUBECTL" explain dittoserver.spec.config.backends.credentialsSecretRef
+}
+check "kubectl explain reads the schema" explain_ok
 
 # --- 2. samples -------------------------------------------------------------
 for f in "$root"/deploy/samples/*.yaml; do
@@ -394,9 +403,13 @@ spec:
 EOF
 
 # --- 4. status subresource --------------------------------------------------
+# Through the status subresource with curl: kubectl < 1.24 (the one built
+# from the 1.20 tree on a machine without kubectl) has no --subresource.
 status_patch() {
-  "$KUBECTL" -n "$ns" patch dittoserver dittofs-sample --subresource=status \
-    --type=merge -p "$1" 2>&1
+  curl -sS --fail-with-body --cacert "$DITTOFS_CA_CERT" \
+    -H "Authorization: Bearer $(cat "$DITTOFS_ADMIN_TOKEN_FILE")" \
+    -H "Content-Type: application/merge-patch+json" -X PATCH --data "$1" \
+    "$DITTOFS_APISERVER/apis/dittofs.dittofs.com/v1alpha1/namespaces/$ns/dittoservers/dittofs-sample/status" 2>&1
 }
 out=$(status_patch '{"status":{"phase":"Running","availableReplicas":1,"nfsEndpoint":"dittofs-sample.'"$ns"'.svc.cluster.local:2049","observedGeneration":1,"conditions":[{"type":"Ready","status":"True","reason":"StatefulSetReady","message":"StatefulSet has 1/1 ready replicas","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}')
 check "status subresource accepts a valid status" test $? -eq 0
@@ -407,7 +420,7 @@ if out=$(status_patch '{"status":{"phase":"Exploded"}}'); then
   not_ok "status rejects an unknown phase" "accepted"
 else
   case $out in
-    *'status.phase: Unsupported value: "Exploded"'*) ok "status rejects an unknown phase" ;;
+    *'status.phase: Unsupported value: '*Exploded*) ok "status rejects an unknown phase" ;;
     *) not_ok "status rejects an unknown phase" "$out" ;;
   esac
 fi
@@ -437,7 +450,8 @@ LUA
 }
 if [ ! -f "$codec_dir/codec.so" ]; then
   n=$((n + 1))
-  echo "ok $n - # SKIP rendered objects: $codec_dir/codec.so not built"
+  echo "not ok $n - rendered objects: $codec_dir/codec.so not built"
+  failed=$((failed + 1))
 else
   "$KUBECTL" create namespace "$render_ns" >/dev/null 2>&1
   trap 'cleanup; "$KUBECTL" delete namespace "$render_ns" --wait=false >/dev/null 2>&1 || true' EXIT
