@@ -420,8 +420,10 @@ static const char *const removed[][2] = {
 
 /*
  * Records the table at idx as shared: its metatable and raw contents now
- * are what sandbox_end() expects after every evaluation. A table recorded
- * before keeps its first snapshot. May raise a memory error.
+ * are what sandbox_end() expects after every evaluation. The snapshot is
+ * {mt or false, k1, v1, k2, v2, ...} in the table's own iteration order,
+ * which stays the same as long as the table is not modified. A table
+ * recorded before keeps its first snapshot. May raise a memory error.
  */
 static void share(lua_State *L, int idx)
 {
@@ -434,22 +436,17 @@ static void share(lua_State *L, int idx)
         return;
     }
     lua_pop(L, 1);
-    lua_createtable(L, 3, 0); /* [shared, snap] */
+    lua_newtable(L); /* [shared, snap] */
     if (!lua_getmetatable(L, idx))
         lua_pushboolean(L, 0);
     lua_rawseti(L, -2, 1);
-    lua_newtable(L); /* [shared, snap, copy] */
-    lua_Integer n = 0;
+    lua_Integer i = 2;
     lua_pushnil(L);
-    while (lua_next(L, idx) != 0) { /* [shared, snap, copy, k, v] */
+    while (lua_next(L, idx) != 0) { /* [shared, snap, k, v] */
         lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, -4); /* [shared, snap, copy, k] */
-        n++;
+        lua_rawseti(L, -4, i++);
+        lua_rawseti(L, -3, i++); /* [shared, snap, k] */
     }
-    lua_rawseti(L, -2, 2);
-    lua_pushinteger(L, n);
-    lua_rawseti(L, -2, 3);
     lua_pushvalue(L, idx);
     lua_insert(L, -2);     /* [shared, t, snap] */
     lua_rawset(L, shared); /* [shared] */
@@ -458,8 +455,9 @@ static void share(lua_State *L, int idx)
 
 /*
  * Returns 1 when every shared table still has the metatable and the raw
- * contents it was recorded with. Allocates nothing and never raises; a
- * stack that cannot grow counts as a change (the state is rebuilt).
+ * contents it was recorded with, in the same order. Allocates nothing and
+ * never raises; a stack that cannot grow counts as a change (the state is
+ * then rebuilt).
  */
 static int shared_intact(lua_State *L)
 {
@@ -468,7 +466,7 @@ static int shared_intact(lua_State *L)
     int top = lua_gettop(L);
     int ok = 1;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
-    int shared = top + 1, t = top + 2, snap = top + 3, copy = top + 4;
+    int shared = top + 1, t = top + 2, snap = top + 3;
     lua_pushnil(L);
     while (ok && lua_next(L, shared) != 0) { /* [shared, t, snap] */
         lua_rawgeti(L, snap, 1);             /* [.., mt0] */
@@ -479,19 +477,15 @@ static int shared_intact(lua_State *L)
             ok = lua_type(L, -1) == LUA_TBOOLEAN;
         }
         lua_pop(L, 1);
-        lua_rawgeti(L, snap, 2); /* [shared, t, snap, copy] */
-        lua_Integer n = 0;
+        lua_Integer i = 2;
         lua_pushnil(L);
-        while (ok && lua_next(L, t) != 0) { /* [.., copy, k, v] */
-            lua_pushvalue(L, -2);
-            lua_rawget(L, copy); /* [.., copy, k, v, v0] */
-            ok = lua_rawequal(L, -1, -2);
-            lua_pop(L, 2);
-            n++;
+        while (ok && lua_next(L, t) != 0) { /* [.., snap, k, v] */
+            lua_rawgeti(L, snap, i++);
+            lua_rawgeti(L, snap, i++); /* [.., k, v, k0, v0] */
+            ok = lua_rawequal(L, -4, -2) && lua_rawequal(L, -3, -1);
+            lua_pop(L, 3);
         }
-        lua_settop(L, copy);
-        lua_rawgeti(L, snap, 3);
-        ok = ok && lua_tointeger(L, -1) == n;
+        ok = ok && (lua_Unsigned)i == lua_rawlen(L, snap) + 1;
         lua_settop(L, t); /* [shared, t]: the key of the next step */
     }
     lua_settop(L, top);
@@ -696,7 +690,6 @@ int sandbox_end(struct sandbox *sb)
     }
     lua_pop(L, 1);
     int intact = shared_intact(L);
-    lua_gc(L, LUA_GCSTEP, 0);
     memory_restart(sb);
     return intact ? SANDBOX_OK : SANDBOX_ERR_TAINTED;
 }

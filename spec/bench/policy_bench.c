@@ -1,22 +1,31 @@
 /*
- * policy_bench: timing loop (not a test) for one policy evaluation of a
- * DittoServer in the sandbox: a fresh lua_State, the host-dumped bytecode
- * of the policy and its modules, validate + render + status, output checks
- * and JSON encoding, exactly as policy_eval() runs for the controller and
- * --script-test. Prints median, p99, mean and min in microseconds, plus
- * the sandbox's peak memory. The input is read and defaulted once with the
- * CRD (outside the timed region).
- * Build and run: spec/bench/policy_bench.sh (compiles it against
- * build/libdittofs_core.a). Usage: policy_bench [FILE [ITERATIONS]].
+ * policy_bench: timing loop (not a test) for policy evaluations of a
+ * DittoServer, exactly as policy_eval() runs them for the controller and
+ * --script-test: the set's prepared sandbox (built by the first call),
+ * the policy and its modules run afresh, output checks, core additions
+ * and JSON encoding. Two figures:
+ *   1. validate + render + status (the default policy set);
+ *   2. render + status alone: the same policies behind a main module that
+ *      exports only render and status (so policy_eval skips validate).
+ * Each prints median, p99, mean and min in microseconds, the peak memory
+ * of one evaluation above the prepared state, and the process RSS before
+ * and after the timed loop (flat RSS = no growth across evaluations). The
+ * input is read and defaulted once with the CRD (outside the timed
+ * region). Build and run: spec/bench/policy_bench.sh (compiles it against
+ * build/libdittofs_core.a). Usage: policy_bench [FILE [ITERATIONS]];
+ * POLICIES=DIR benchmarks a custom set (figure 1 only).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
 #include "crd.h"
+#include "embedded.h"
 #include "json.h"
 #include "policy.h"
 #include "yaml.h"
@@ -72,6 +81,101 @@ done:
     return rc;
 }
 
+/* Resident set size of this process in KiB (0 if unknown). */
+static long rss_kib(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+        rss = 0;
+    fclose(f);
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Times `iters` evaluations of `in` with the set `ps` after a warm-up. */
+static int bench(struct policy_set *ps, const struct policy_input *in,
+                 int iters, const char *label, const char *file)
+{
+    struct policy_output out;
+    struct dbuf err;
+    dbuf_init(&err, 1 << 20);
+    policy_output_init(&out);
+    double *t = malloc(sizeof(double) * (size_t)iters);
+    int rc = 1;
+    if (t == NULL)
+        goto done;
+    for (int i = 0; i < 200; i++) /* warm-up */
+        policy_eval(ps, NULL, in, &out, &err);
+    long rss0 = rss_kib();
+    for (int i = 0; i < iters; i++) {
+        double a = now_us();
+        int r = policy_eval(ps, NULL, in, &out, &err);
+        t[i] = now_us() - a;
+        if (r != POLICY_OK) {
+            fprintf(stderr, "eval failed (%d): %s\n", r, dbuf_ptr(&err));
+            goto done;
+        }
+    }
+    long rss1 = rss_kib();
+    qsort(t, (size_t)iters, sizeof(double), cmp_double);
+    double sum = 0;
+    for (int i = 0; i < iters; i++)
+        sum += t[i];
+    printf("policy_eval (%s, prepared sandbox) of %s\n", label, file);
+    printf("  iterations %d: median %.1f us, p99 %.1f us, mean %.1f us, "
+           "min %.1f us\n",
+           iters, t[iters / 2], t[(int)(iters * 0.99)], sum / iters, t[0]);
+    printf("  evaluation peak memory %zu KiB above the prepared state; "
+           "RSS %ld -> %ld KiB; output %zu bytes JSON\n",
+           out.memory_peak / 1024, rss0, rss1,
+           dbuf_len(&out.objects) + dbuf_len(&out.status));
+    rc = 0;
+done:
+    free(t);
+    policy_output_free(&out);
+    dbuf_free(&err);
+    return rc;
+}
+
+/* Writes the embedded policies/ into a new directory under /tmp, the main
+ * module renamed to dittoserver_full.lua and replaced by one that exports
+ * only render and status. Returns 0 with the directory in dir. */
+static int render_status_dir(char *dir, size_t n)
+{
+    snprintf(dir, n, "/tmp/policy-bench-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    for (size_t i = 0; i < embedded_files_count; i++) {
+        const struct embedded_file *f = &embedded_files[i];
+        if (strncmp(f->name, "policies/", 9) != 0)
+            continue;
+        char path[512];
+        if (strcmp(f->name, "policies/dittoserver.lua") == 0)
+            snprintf(path, sizeof(path), "%s/dittoserver_full.lua", dir);
+        else
+            snprintf(path, sizeof(path), "%s/%s", dir, f->name + 9);
+        FILE *o = fopen(path, "wb");
+        if (o == NULL || fwrite(f->data, 1, f->len, o) != f->len) {
+            if (o)
+                fclose(o);
+            return -1;
+        }
+        fclose(o);
+    }
+    char path[512];
+    snprintf(path, sizeof(path), "%s/dittoserver.lua", dir);
+    FILE *o = fopen(path, "wb");
+    if (o == NULL)
+        return -1;
+    fputs("local M = require(\"dittoserver_full\")\n"
+          "return { render = M.render, status = M.status }\n",
+          o);
+    fclose(o);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *file = argc > 1 ? argv[1] : "deploy/samples/dittoserver.yaml";
@@ -84,49 +188,35 @@ int main(int argc, char **argv)
     if (prepare(file, &ds) != 0)
         return 1;
     struct policy_set *ps;
+    const char *custom = getenv("POLICIES");
     double t0 = now_us();
-    /* POLICIES=DIR benchmarks a custom policy set instead. */
-    if (policy_set_load(getenv("POLICIES"), &ps, &err) != POLICY_OK) {
+    if (policy_set_load(custom, &ps, &err) != POLICY_OK) {
         fprintf(stderr, "%s\n", dbuf_ptr(&err));
         return 1;
     }
     double load_us = now_us() - t0;
+    printf("policy set load (compile) %.0f us\n", load_us);
 
     struct policy_input in = {dbuf_ptr(&ds), dbuf_len(&ds), "{}", 2,
                               NULL,          NULL};
-    struct policy_output out;
-    policy_output_init(&out);
-    double *t = malloc(sizeof(double) * (size_t)iters);
-    if (t == NULL)
-        return 1;
-    for (int i = 0; i < 200; i++) /* warm-up */
-        policy_eval(ps, NULL, &in, &out, &err);
-    for (int i = 0; i < iters; i++) {
-        double a = now_us();
-        int rc = policy_eval(ps, NULL, &in, &out, &err);
-        t[i] = now_us() - a;
-        if (rc != POLICY_OK) {
-            fprintf(stderr, "eval failed (%d): %s\n", rc, dbuf_ptr(&err));
+    int rc = bench(ps, &in, iters, "validate+render+status", file);
+    policy_set_free(ps);
+
+    char dir[64];
+    if (rc == 0 && custom == NULL) {
+        if (render_status_dir(dir, sizeof(dir)) != 0 ||
+            policy_set_load(dir, &ps, &err) != POLICY_OK) {
+            fprintf(stderr, "render+status set: %s\n", dbuf_ptr(&err));
             return 1;
         }
+        rc = bench(ps, &in, iters, "render+status", file);
+        policy_set_free(ps);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", dir);
     }
-    qsort(t, (size_t)iters, sizeof(double), cmp_double);
-    double sum = 0;
-    for (int i = 0; i < iters; i++)
-        sum += t[i];
-    printf("policy_eval (validate+render+status, fresh sandbox) of %s\n",
-           file);
-    printf("  iterations %d: median %.1f us, p99 %.1f us, mean %.1f us, "
-           "min %.1f us\n",
-           iters, t[iters / 2], t[(int)(iters * 0.99)], sum / iters, t[0]);
-    printf("  sandbox peak memory %zu KiB; policy set load (compile) "
-           "%.0f us; output %zu bytes JSON\n",
-           out.memory_peak / 1024, load_us,
-           dbuf_len(&out.objects) + dbuf_len(&out.status));
-    free(t);
-    policy_output_free(&out);
-    policy_set_free(ps);
     dbuf_free(&ds);
     dbuf_free(&err);
-    return 0;
+    return rc;
 }

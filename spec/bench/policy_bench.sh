@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks of the policy engine and --script-test (issue 2 "Numbers"):
-#   1. one evaluation (validate+render+status) of the README sample in the
-#      sandbox: median and p99 in us (target: median <= 200 us);
+#   1. one evaluation of the README sample in the set's prepared sandbox,
+#      validate+render+status and render+status alone: median and p99 in
+#      us (target for render+status: median <= 200 us), RSS before/after
+#      the loop (ITERATIONS, default 5000; e.g. 100000 to check it is flat);
 #   2. `dittofs-operator --script-test` of the sample, from process start:
 #      median and max wall time over N runs (target <= 30 ms) and peak RSS
 #      from /usr/bin/time -v (target <= 8 MiB).
