@@ -26,6 +26,9 @@ foreach(spec IN LISTS LUA_SPECS)
     ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>;DITTOFS_BUILD_DIR=${CMAKE_BINARY_DIR}")
 endforeach()
 
+add_test(NAME lint COMMAND ${CMAKE_SOURCE_DIR}/spec/lint.sh)
+set_tests_properties(lint PROPERTIES LABELS unit TIMEOUT 300)
+
 if(INTEGRATION_TESTS)
   # One control plane per test run: started by the setup fixture, stopped by
   # the cleanup fixture, shared by every integration test.
