@@ -21,7 +21,7 @@ else
   fail=$((fail + 1))
 fi
 # luassert's is_*/are_* aliases are unknown to luacheck's busted std (W143).
-if luacheck --no-color -q --std lua54+busted --ignore 143 spec/lua; then
+if luacheck --no-color -q --std lua54+busted spec/lua --ignore 143; then
   pass=$((pass + 1))
 else
   fail=$((fail + 1))
