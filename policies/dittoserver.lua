@@ -18,9 +18,19 @@ local object = require("k8s.object")
 local conditions = require("k8s.conditions")
 local tablex = require("k8s.tablex")
 
+-- Globals read inside the sandbox go through the _ENV's __index (a C
+-- call each), so the hot ones are locals.
+local type = type
+local ipairs = ipairs
+local pairs = pairs
+local next = next
+local tostring = tostring
+local setmetatable = setmetatable
+local math_type = math.type
+local format = string.format
+local concat = table.concat
 local array = codec.array
 local obj = codec.object
-local format = string.format
 
 local M = {}
 
@@ -63,7 +73,7 @@ local function is_str(v)
 end
 
 local function is_int(v)
-  return math.type(v) == "integer"
+  return math_type(v) == "integer"
 end
 
 local function list(v)
@@ -192,8 +202,6 @@ local memo_size = 0
 local NO_NAME = {}
 -- defaulted spec -> its memo entry (weak: entries are dropped with memo)
 local entry_of_spec = setmetatable({}, { __mode = "k" })
-
-local math_type = math.type
 
 local function has_float(t)
   for _, v in pairs(t) do
@@ -427,7 +435,7 @@ local function check_backend(spec, b, at, errs, warns)
       local names = sorted_keys(known)
       warns[#warns + 1] = format("%s.config.%s: not a setting of a %s "
         .. "backend, ignored (known: %s)", at, key, tostring(b.type),
-        table.concat(names, ", "))
+        concat(names, ", "))
     end
   end
   if b.type == "s3" then
@@ -567,7 +575,7 @@ local function check_replicas(spec, config, is_default, errs)
     if #parts > 0 then
       private[#private + 1] = format("%s keeps %s", is_default
         and "the default share /export" or share_label(i, share),
-        table.concat(parts, " and "))
+        concat(parts, " and "))
     end
   end
   if #private == 0 then
@@ -577,7 +585,7 @@ local function check_replicas(spec, config, is_default, errs)
     .. "each pod's own volume, so every replica would serve its own "
     .. "diverging copy of the files (only s3 content is shared between "
     .. "pods, and no shared metadata store type exists yet)",
-    spec.replicas, table.concat(private, "; "))
+    spec.replicas, concat(private, "; "))
 end
 
 local function check_name(name, errs)
@@ -1148,7 +1156,7 @@ end
 -- Reconciled: are the children there and do they carry the current spec?
 local function reconciled_condition(name, spec, entry, errs, observed)
   if #errs > 0 then
-    local msg = table.concat(errs, "; ")
+    local msg = concat(errs, "; ")
     if #msg > MAX_MESSAGE then
       msg = msg:sub(1, MAX_MESSAGE) .. "..."
     end
@@ -1166,7 +1174,7 @@ local function reconciled_condition(name, spec, entry, errs, observed)
   end
   if #missing > 0 then
     return conditions.new("Reconciled", "False", "ChildrenMissing",
-      "Waiting for " .. table.concat(missing, ", ") .. " to be created")
+      "Waiting for " .. concat(missing, ", ") .. " to be created")
   end
   local text, hash = config_file(entry)
   local stale = {}
@@ -1189,7 +1197,7 @@ local function reconciled_condition(name, spec, entry, errs, observed)
   end
   if #stale > 0 then
     return conditions.new("Reconciled", "False", "ChildrenOutOfDate",
-      table.concat(stale, "; "))
+      concat(stale, "; "))
   end
   return conditions.new("Reconciled", "True", "ChildrenUpToDate",
     "ConfigMap, Services and StatefulSet match the spec")

@@ -13,6 +13,23 @@
 --     but the policy must not depend on it).
 local codec = require("codec")
 
+-- Globals read inside the sandbox go through the _ENV's __index (a C
+-- call each), so the hot ones are locals.
+local type = type
+local ipairs = ipairs
+local pairs = pairs
+local next = next
+local tostring = tostring
+local getmetatable = getmetatable
+local setmetatable = setmetatable
+local math_type = math.type
+local format = string.format
+local concat = table.concat
+local sort = table.sort
+local codec_is_array = codec.is_array
+local codec_is_object = codec.is_object
+local null = codec.null
+
 local M = {}
 
 
@@ -240,10 +257,10 @@ local function is_array(v)
   if not is_table(v) then
     return false
   end
-  if codec.is_array(v) then
+  if codec_is_array(v) then
     return true
   end
-  if codec.is_object(v) then
+  if codec_is_object(v) then
     return false
   end
   local n = 0
@@ -254,10 +271,10 @@ local function is_array(v)
 end
 
 local function is_object(v)
-  if not is_table(v) or codec.is_array(v) then
+  if not is_table(v) or codec_is_array(v) then
     return false
   end
-  if codec.is_object(v) or next(v) == nil then
+  if codec_is_object(v) or next(v) == nil then
     return true
   end
   for k in pairs(v) do
@@ -301,7 +318,7 @@ function M.apply_defaults(value, node)
   if node.properties and is_object(value) then
     for key, prop in pairs(node.properties) do
       local cur = value[key]
-      if prop.default ~= nil and (cur == nil or cur == codec.null) then
+      if prop.default ~= nil and (cur == nil or cur == null) then
         local d = deep_copy(prop.default)
         if is_table(d) then
           -- keep {} an object and {"a"} an array when encoded
@@ -340,12 +357,12 @@ local function type_of(v)
     return t
   end
   if t == "number" then
-    return math.type(v) == "integer" and "integer" or "number"
+    return math_type(v) == "integer" and "integer" or "number"
   end
-  if v == codec.null then
+  if v == null then
     return "null"
   end
-  if is_array(v) and (codec.is_array(v) or next(v) ~= nil) then
+  if is_array(v) and (codec_is_array(v) or next(v) ~= nil) then
     return "array"
   end
   if is_object(v) then
@@ -365,7 +382,7 @@ end
 
 local function quote(v)
   if type(v) == "string" then
-    return string.format("%q", v)
+    return format("%q", v)
   end
   return tostring(v)
 end
@@ -375,7 +392,7 @@ local function enum_text(enum)
   for i, e in ipairs(enum) do
     parts[i] = quote(e)
   end
-  return table.concat(parts, ", ")
+  return concat(parts, ", ")
 end
 
 local function contains(list, v)
@@ -392,11 +409,31 @@ local function sorted_keys(t)
   for k in pairs(t) do
     keys[#keys + 1] = tostring(k)
   end
-  table.sort(keys)
+  sort(keys)
   return keys
 end
 
 local check_node
+
+-- True when v is a scalar that check_node would accept without a message:
+-- the common case, checked without building the field's path.
+local function leaf_ok(v, node)
+  if node.enum then
+    return false
+  end
+  local t = node.type
+  if t == "string" then
+    return type(v) == "string"
+      and not (node.minLength and #v < node.minLength)
+      and not (node.maxLength and #v > node.maxLength)
+  end
+  if t == "integer" then
+    return math_type(v) == "integer"
+      and not (node.minimum and v < node.minimum)
+      and not (node.maximum and v > node.maximum)
+  end
+  return t == "boolean" and type(v) == "boolean"
+end
 
 -- Walks value against node; appends "path: message" strings to errs and
 -- unknown-field notices to warns.
@@ -404,7 +441,7 @@ check_node = function(value, node, path, errs, warns)
   if value == nil then
     return
   end
-  if value == codec.null then
+  if value == null then
     -- the apiserver drops nulls of non-nullable fields
     return
   end
@@ -419,21 +456,21 @@ check_node = function(value, node, path, errs, warns)
     return
   end
   if node.type and not matches_type(value, node.type) then
-    errs[#errs + 1] = string.format("%s: must be %s %s, got %s", path,
+    errs[#errs + 1] = format("%s: must be %s %s, got %s", path,
       node.type == "integer" and "an" or "a", TYPE_NAMES[node.type],
       type_of(value))
     return
   end
   if node.enum and not contains(node.enum, value) then
-    errs[#errs + 1] = string.format("%s: unsupported value %s: must be one "
+    errs[#errs + 1] = format("%s: unsupported value %s: must be one "
       .. "of %s", path, quote(value), enum_text(node.enum))
   end
   if node.minimum and type(value) == "number" and value < node.minimum then
-    errs[#errs + 1] = string.format("%s: must be >= %d, got %s", path,
+    errs[#errs + 1] = format("%s: must be >= %d, got %s", path,
       node.minimum, tostring(value))
   end
   if node.maximum and type(value) == "number" and value > node.maximum then
-    errs[#errs + 1] = string.format("%s: must be <= %d, got %s", path,
+    errs[#errs + 1] = format("%s: must be <= %d, got %s", path,
       node.maximum, tostring(value))
   end
   if node.minLength and type(value) == "string"
@@ -442,17 +479,20 @@ check_node = function(value, node, path, errs, warns)
   end
   if node.maxLength and type(value) == "string"
       and #value > node.maxLength then
-    errs[#errs + 1] = string.format("%s: must be at most %d characters",
+    errs[#errs + 1] = format("%s: must be at most %d characters",
       path, node.maxLength)
   end
   if node.type == "array" then
     if node.minItems and #value < node.minItems then
-      errs[#errs + 1] = string.format("%s: must have at least %d item%s",
+      errs[#errs + 1] = format("%s: must have at least %d item%s",
         path, node.minItems, node.minItems == 1 and "" or "s")
     end
+    local items = node.items
     for i, v in ipairs(value) do
-      check_node(v, node.items, string.format("%s[%d]", path, i - 1), errs,
-        warns)
+      if not leaf_ok(v, items) then
+        check_node(v, items, format("%s[%d]", path, i - 1), errs,
+          warns)
+      end
     end
     return
   end
@@ -461,18 +501,19 @@ check_node = function(value, node, path, errs, warns)
     return
   end
   for _, key in ipairs(node.required or {}) do
-    if value[key] == nil or value[key] == codec.null then
-      errs[#errs + 1] = string.format("%s.%s: required", path, key)
+    if value[key] == nil or value[key] == null then
+      errs[#errs + 1] = format("%s.%s: required", path, key)
     end
   end
+  local props = node.properties
+  local additional = node.additionalProperties
   for _, key in ipairs(sorted_keys(value)) do
-    local sub = path .. "." .. key
-    if node.properties and node.properties[key] then
-      check_node(value[key], node.properties[key], sub, errs, warns)
-    elseif node.additionalProperties then
-      check_node(value[key], node.additionalProperties, sub, errs, warns)
-    else
-      warns[#warns + 1] = sub .. ": unknown field, ignored"
+    local sub_node = props and props[key] or additional
+    local v = value[key]
+    if sub_node == nil then
+      warns[#warns + 1] = path .. "." .. key .. ": unknown field, ignored"
+    elseif not leaf_ok(v, sub_node) then
+      check_node(v, sub_node, path .. "." .. key, errs, warns)
     end
   end
 end
