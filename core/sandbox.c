@@ -47,6 +47,33 @@
 
 #include "sandbox.h"
 
+/* The block pool (see "the block pool" below). AddressSanitizer must see
+ * every block, so it gets libc's allocator. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_ENABLED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL_ENABLED 0
+#endif
+#endif
+#ifndef POOL_ENABLED
+#define POOL_ENABLED 1
+#endif
+#define POOL_STEP 16
+#define POOL_MAX 512
+#define POOL_CLASSES (POOL_MAX / POOL_STEP)
+#define SLAB_SIZE ((size_t)64 << 10)
+#define SLAB_HEAD 16 /* keeps the blocks 16-byte aligned */
+
+struct pool {
+    void *free[POOL_CLASSES]; /* lists linked through each block's first word */
+    char *bump;               /* the unused part of the newest slab */
+    char *end;
+    void *slabs; /* list linked through each slab's first word */
+    void *spare; /* a slab in reserve for shrinks, which must not fail */
+    size_t bytes;
+};
+
 struct sandbox {
     lua_State *L;
     /* memory accounting (bytes) */
@@ -62,6 +89,8 @@ struct sandbox {
     size_t ref_nsize;
     void *(*re)(void *, size_t);
     void (*fr)(void *);
+    int use_pool;
+    struct pool pool;
     /* time budget */
     unsigned timeout_ms;
     int hook_count;
@@ -97,6 +126,113 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* --- the block pool --------------------------------------------------------
+ */
+
+/*
+ * Small blocks (<= POOL_MAX bytes: most strings, tables, closures) come from
+ * free lists, one per 16-byte size class, carved from 64 KiB slabs; larger
+ * ones from libc. Lua gives the size of every block it frees or resizes,
+ * so a block's class is known without a header, and a free is a push.
+ * Every block whose size (as Lua knows it) is <= POOL_MAX is a pool block;
+ * a block shrunk within the pool keeps its place and simply serves the
+ * smaller class from then on. Slabs go back to libc with the state only:
+ * what one evaluation frees serves the next one (the same objects, mostly)
+ * without malloc's bookkeeping. sandbox_end() asks for a new state when the
+ * pool holds more than the memory cap (classes that grew in turn).
+ * Only with libc's allocator: a test's allocator seam sees every request.
+ */
+static int pool_slab(struct pool *p, int shrink)
+{
+    void *s = malloc(SLAB_SIZE);
+    if (s == NULL && shrink) {
+        s = p->spare;
+        p->spare = NULL;
+    }
+    if (s == NULL)
+        return -1;
+    if (p->spare == NULL && !shrink)
+        p->spare = malloc(SLAB_SIZE); /* may fail: then none in reserve */
+    *(void **)s = p->slabs;
+    p->slabs = s;
+    p->bump = (char *)s + SLAB_HEAD;
+    p->end = (char *)s + SLAB_SIZE;
+    p->bytes += SLAB_SIZE;
+    return 0;
+}
+
+static void *pool_get(struct pool *p, size_t n, int shrink)
+{
+    size_t c = (n - 1) / POOL_STEP;
+    void *b = p->free[c];
+    if (b) {
+        p->free[c] = *(void **)b;
+        return b;
+    }
+    size_t sz = (c + 1) * POOL_STEP;
+    if ((size_t)(p->end - p->bump) < sz && pool_slab(p, shrink) != 0)
+        return NULL;
+    b = p->bump;
+    p->bump += sz;
+    return b;
+}
+
+static void pool_put(struct pool *p, void *b, size_t n)
+{
+    size_t c = (n - 1) / POOL_STEP;
+    *(void **)b = p->free[c];
+    p->free[c] = b;
+}
+
+static void pool_free(struct pool *p)
+{
+    while (p->slabs) {
+        void *next = *(void **)p->slabs;
+        free(p->slabs);
+        p->slabs = next;
+    }
+    free(p->spare);
+    memset(p, 0, sizeof(*p));
+}
+
+/* realloc for sb_alloc: osize is 0 when ptr is NULL, nsize > 0. Returns
+ * NULL on failure, the block unchanged. */
+static void *block_realloc(struct sandbox *sb, void *ptr, size_t osize,
+                           size_t nsize)
+{
+    if (!sb->use_pool)
+        return sb->re(ptr, nsize);
+    int in_old = ptr != NULL && osize <= POOL_MAX;
+    int in_new = nsize <= POOL_MAX;
+    if (in_old && in_new &&
+        (nsize <= osize || (nsize - 1) / POOL_STEP == (osize - 1) / POOL_STEP))
+        return ptr; /* fits where it is */
+    if (!in_old && !in_new)
+        return realloc(ptr, nsize);
+    void *np =
+        in_new ? pool_get(&sb->pool, nsize, nsize < osize) : malloc(nsize);
+    if (np == NULL)
+        return NULL;
+    if (ptr) {
+        memcpy(np, ptr, osize < nsize ? osize : nsize);
+        if (in_old)
+            pool_put(&sb->pool, ptr, osize);
+        else
+            free(ptr);
+    }
+    return np;
+}
+
+static void block_free(struct sandbox *sb, void *ptr, size_t osize)
+{
+    if (!sb->use_pool)
+        sb->fr(ptr);
+    else if (ptr != NULL && osize <= POOL_MAX)
+        pool_put(&sb->pool, ptr, osize);
+    else
+        free(ptr);
+}
+
 /* --- the allocator ---------------------------------------------------------
  */
 
@@ -106,9 +242,10 @@ static uint64_t now_ns(void)
  * runs an emergency GC, retries and raises LUA_ERRMEM). The counters only
  * move after the C allocator succeeded, so a failed realloc leaves the
  * accounting as it was (the rollback is implicit). Shrinking never fails:
- * Lua assumes it cannot, so on a failed shrink the old block is kept.
- */
-/*
+ * Lua assumes it cannot, so on a failed shrink the old block is kept (the
+ * pool keeps a spare slab for the one shrink that needs a new block).
+ * `used` counts the sizes Lua asked for, not size classes or slabs.
+ *
  * Refusals and Lua's retry. Lua (lmem.c, luaM_realloc_ / luaM_malloc_)
  * answers a refused growth with an emergency full collection, during which
  * blocks are only freed or shrunk, and then repeats the very same request
@@ -149,7 +286,7 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (ptr == NULL)
         osize = 0; /* osize then encodes the object type, not a size */
     if (nsize == 0) {
-        sb->fr(ptr);
+        block_free(sb, ptr, osize);
         sb->used -= osize;
         return NULL;
     }
@@ -161,7 +298,7 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         if (sb->used > sb->cap || nsize - osize > sb->cap - sb->used)
             return refuse(sb, ptr, rawo, nsize);
     }
-    void *np = sb->re(ptr, nsize);
+    void *np = block_realloc(sb, ptr, osize, nsize);
     if (np == NULL) {
         if (nsize <= osize)
             return ptr;
@@ -624,6 +761,7 @@ struct sandbox *sandbox_new(const struct sandbox_limits *lim,
     const struct sandbox_allocator *a = lim ? lim->alloc : NULL;
     sb->re = a && a->realloc ? a->realloc : realloc;
     sb->fr = a && a->free ? a->free : free;
+    sb->use_pool = POOL_ENABLED && a == NULL;
     sb->loader = loader;
     sb->loader_ud = loader_ud;
     dbuf_init(&sb->trace, TRACE_MAX);
@@ -650,6 +788,7 @@ void sandbox_free(struct sandbox *sb)
     if (sb->L)
         lua_close(sb->L);
     sb->L = NULL;
+    pool_free(&sb->pool);
     dbuf_free(&sb->trace);
     free(sb);
 }
@@ -691,6 +830,10 @@ int sandbox_end(struct sandbox *sb)
     lua_pop(L, 1);
     int intact = shared_intact(L);
     memory_restart(sb);
+    /* Garbage is left to the incremental collector, which runs as the next
+     * evaluations allocate: a forced step here cost more than it saved. */
+    if (sb->pool.bytes > sb->cap)
+        return SANDBOX_ERR_TAINTED; /* pooled memory to give back */
     return intact ? SANDBOX_OK : SANDBOX_ERR_TAINTED;
 }
 

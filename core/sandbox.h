@@ -125,9 +125,9 @@ void sandbox_seal(struct sandbox *sb);
  * and every _ENV of the evaluation, clears the stack, checks that every
  * shared table (library tables, the metatables of _ENV, strings and
  * library proxies, the tables given to sandbox_protect_table) is exactly
- * as it was sealed, and does a little GC work. Returns SANDBOX_OK, or
- * SANDBOX_ERR_TAINTED when something shared changed: the state must then
- * be freed. Never raises. */
+ * as it was sealed. Returns SANDBOX_OK, or SANDBOX_ERR_TAINTED when
+ * something shared changed (or the state's block pool holds more than the
+ * memory cap): the state must then be freed. Never raises. */
 int sandbox_end(struct sandbox *sb);
 
 /* Calls the function below its `nargs` arguments, like lua_pcall, under the
