@@ -27,6 +27,13 @@ foreach(spec IN LISTS LUA_SPECS)
 endforeach()
 
 add_test(NAME lint COMMAND ${CMAKE_SOURCE_DIR}/spec/lint.sh)
+find_program(VALGRIND valgrind)
+if(VALGRIND AND NOT SANITIZE)
+  add_test(NAME memcheck
+           COMMAND ${CMAKE_SOURCE_DIR}/spec/memcheck.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(memcheck PROPERTIES LABELS "unit;memcheck"
+                       TIMEOUT 1800)
+endif()
 set_tests_properties(lint PROPERTIES LABELS unit TIMEOUT 300)
 
 if(INTEGRATION_TESTS)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every C unit test (BUILD_DIR/test_*) under valgrind memcheck: any
+# memory error or definite/indirect leak fails. Run by ctest as "memcheck".
+# Usage: spec/memcheck.sh BUILD_DIR
+set -uo pipefail
+build=${1:?usage: spec/memcheck.sh BUILD_DIR}
+cd "$(dirname "$0")/.."
+pass=0
+fail=0
+for t in "$build"/test_*; do
+  [ -x "$t" ] || continue
+  log=$(mktemp)
+  if valgrind -q --error-exitcode=99 --leak-check=full \
+      --errors-for-leak-kinds=definite,indirect "$t" >"$log" 2>&1; then
+    pass=$((pass + 1))
+    echo "ok - $(basename "$t") under valgrind"
+  else
+    fail=$((fail + 1))
+    echo "not ok - $(basename "$t") under valgrind"
+    grep -v '^ok ' "$log" | tail -40
+  fi
+  rm -f "$log"
+done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
