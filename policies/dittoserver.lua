@@ -231,7 +231,7 @@ local function spec_entry(spec)
     return entry
   end
   entry = {
-    spec = schema.apply_defaults(tablex.deepcopy(spec), schema.SPEC),
+    spec = schema.defaulted_copy(spec, schema.SPEC),
     valid = {},
   }
   entry_of_spec[entry.spec] = entry

@@ -12,6 +12,7 @@
 --     never meets a value of the wrong shape (the apiserver checks the same,
 --     but the policy must not depend on it).
 local codec = require("codec")
+local tablex = require("k8s.tablex")
 
 -- Globals read inside the sandbox go through the _ENV's __index (a C
 -- call each), so the hot ones are locals.
@@ -247,14 +248,10 @@ M.STATUS = {
 }
 
 
-local function is_table(v)
-  return type(v) == "table"
-end
-
 -- A JSON array: marked by the codec, or a plain table whose keys are exactly
 -- 1..n (an empty plain table counts as both an array and an object).
 local function is_array(v)
-  if not is_table(v) then
+  if type(v) ~= "table" then
     return false
   end
   if codec_is_array(v) then
@@ -271,7 +268,7 @@ local function is_array(v)
 end
 
 local function is_object(v)
-  if not is_table(v) or codec_is_array(v) then
+  if type(v) ~= "table" or codec_is_array(v) then
     return false
   end
   if codec_is_object(v) or next(v) == nil then
@@ -288,9 +285,11 @@ end
 M.is_array = is_array
 M.is_object = is_object
 
+local deepcopy = tablex.deepcopy
+
 
 local function deep_copy(v)
-  if not is_table(v) then
+  if type(v) ~= "table" then
     return v
   end
   local out = {}
@@ -303,6 +302,21 @@ end
 M.deep_copy = deep_copy
 
 
+-- A fresh copy of prop.default, marked as the JSON kind prop declares.
+local function default_of(prop)
+  local d = deep_copy(prop.default)
+  if type(d) == "table" then
+    -- keep {} an object and {"a"} an array when encoded
+    if prop.type == "array" then
+      codec.array(d)
+    else
+      codec.object(d)
+    end
+  end
+  return d
+end
+
+
 --- Fill in absent fields from the schema defaults, in place, the way the
 -- apiserver does (apiextensions structural defaulting): a default applies
 -- when its key is absent (or JSON null) and its parent object is present;
@@ -312,23 +326,14 @@ M.deep_copy = deep_copy
 -- @param node table schema node (for example M.SPEC)
 -- @return value (the same table, defaulted)
 function M.apply_defaults(value, node)
-  if node == nil or not is_table(value) then
+  if node == nil or type(value) ~= "table" then
     return value
   end
   if node.properties and is_object(value) then
     for key, prop in pairs(node.properties) do
       local cur = value[key]
       if prop.default ~= nil and (cur == nil or cur == null) then
-        local d = deep_copy(prop.default)
-        if is_table(d) then
-          -- keep {} an object and {"a"} an array when encoded
-          if prop.type == "array" then
-            codec.array(d)
-          else
-            codec.object(d)
-          end
-        end
-        value[key] = d
+        value[key] = default_of(prop)
       end
     end
     for key, v in pairs(value) do
@@ -343,6 +348,54 @@ function M.apply_defaults(value, node)
     end
   end
   return value
+end
+
+
+--- A defaulted deep copy: the value of
+-- M.apply_defaults(tablex.deepcopy(value), node), built in one walk.
+-- Tables the schema does not describe are copied by tablex.deepcopy; a
+-- table that value holds at two places is copied twice (decoded JSON
+-- never shares tables).
+-- @param value any decoded JSON value (not modified)
+-- @param node table|nil schema node (for example M.SPEC)
+-- @return value a new, defaulted value
+function M.defaulted_copy(value, node)
+  if type(value) ~= "table" then
+    return value
+  end
+  local out = {}
+  if node ~= nil and node.properties and is_object(value) then
+    local props = node.properties
+    for key, v in pairs(value) do
+      local prop = props[key]
+      if prop then
+        out[key] = M.defaulted_copy(v, prop)
+      else
+        out[key] = deepcopy(v)
+      end
+    end
+    for key, prop in pairs(props) do
+      local cur = out[key]
+      if prop.default ~= nil and (cur == nil or cur == null) then
+        out[key] = M.apply_defaults(default_of(prop), prop)
+      end
+    end
+  elseif node ~= nil and node.items and is_array(value) then
+    local items = node.items
+    local n = 0
+    for i, v in ipairs(value) do
+      out[i] = M.defaulted_copy(v, items)
+      n = i
+    end
+    for key, v in pairs(value) do
+      if not (math_type(key) == "integer" and key >= 1 and key <= n) then
+        out[key] = deepcopy(v)
+      end
+    end
+  else
+    return deepcopy(value)
+  end
+  return setmetatable(out, getmetatable(value))
 end
 
 
@@ -362,6 +415,13 @@ local function type_of(v)
   if v == null then
     return "null"
   end
+  -- decoded values carry a marker
+  if codec_is_object(v) then
+    return "object"
+  end
+  if codec_is_array(v) then
+    return "array"
+  end
   if is_array(v) and (codec_is_array(v) or next(v) ~= nil) then
     return "array"
   end
@@ -377,7 +437,7 @@ local function matches_type(v, want)
     return true
   end
   -- an unmarked empty table is both {} and []
-  return want == "array" and is_table(v) and next(v) == nil
+  return want == "array" and type(v) == "table" and next(v) == nil
 end
 
 local function quote(v)

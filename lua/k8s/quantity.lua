@@ -43,6 +43,7 @@ local setmetatable = setmetatable
 local getmetatable = getmetatable
 local sub = string.sub
 local find = string.find
+local match = string.match
 local rep = string.rep
 local byte = string.byte
 local char = string.char
@@ -294,6 +295,52 @@ local function fail(str, msg)
 end
 
 
+-- Fast path of parse() for the common "<integer><suffix>" form ("4Gi",
+-- "500m", "2": no sign, no leading zero, no fraction, at most 15 digits,
+-- a binary or decimal suffix, the value below 2^63 and 10^18): the
+-- quantity the general path builds, without its digit-string arithmetic.
+-- nil: not of that form, the general path decides.
+local function parse_simple(str)
+  local num, suffix = match(str, "^([1-9]%d*)(%a*)$")
+  if num == nil or #num > 15 then
+    return nil
+  end
+  local v = tonumber(num)
+  local digits, scale, format, s
+  local e = BINARY_SUFFIXES[suffix]
+  if e ~= nil then
+    if v > math.maxinteger >> e then
+      return nil
+    end
+    digits, scale, format = tostring(v << e), 0, M.BINARY_SI
+    -- reuses_input() for a whole binary amount
+    if 15 - #num - (e * 3 // 10) - 1 >= 0 and v & 7 ~= 0 then
+      s = str
+    end
+  else
+    e = DECIMAL_SUFFIXES[suffix]
+    if e == nil or #num + e > 18 then
+      return nil
+    end
+    digits, scale, format = num, e, M.DECIMAL_SI
+    -- reuses_input() for a whole decimal amount (e is a multiple of 3)
+    if sub(num, -3) ~= "000" then
+      s = str
+    end
+  end
+  -- trailing zeros move into the scale
+  local last = #digits
+  while byte(digits, last) == 48 do
+    last = last - 1
+  end
+  if last < #digits then
+    scale = scale + #digits - last
+    digits = sub(digits, 1, last)
+  end
+  return new_quantity(1, digits, scale, format, s)
+end
+
+
 -- Shortest decimal text that reads back as the same float.
 local function float_text(n)
   for _, prec in ipairs({ 15, 16, 17 }) do
@@ -331,6 +378,10 @@ function M.parse(str)
   end
   if str == "0" then
     return new_quantity(0, "0", 0, M.DECIMAL_SI, "0")
+  end
+  local q = parse_simple(str)
+  if q ~= nil then
+    return q
   end
   local positive, num, denom, suffix = split(str)
   if positive == nil then
