@@ -1127,4 +1127,62 @@ describe("dittoserver policy", function()
       assert.equal("Pending", st.phase)
     end)
   end)
+
+  -- The policy memoizes by spec content within an evaluation (validate,
+  -- render and status see equal specs); in busted the module outlives a
+  -- DittoServer, so memoized results must never leak into another one.
+  describe("memoization", function()
+    it("tells an integer from an integral float", function()
+      local ds = readme_ds()
+      local errs = policy.validate(ds)
+      assert.same({}, norm(errs))
+      ds = readme_ds()
+      ds.spec.replicas = 1.0
+      errs = policy.validate(ds)
+      assert.equal(1, #errs)
+      assert.matches("^spec%.replicas: ", errs[1])
+      assert.equal("Failed", policy.status(ds, {}, ctx_for(ds)).phase)
+      ds.spec.replicas = 1
+      assert.same({}, norm(policy.validate(ds)))
+    end)
+
+    it("returns lists the caller may change", function()
+      local ds = readme_ds()
+      ds.spec.nfsPort = 9090
+      local errs, warns = policy.validate(ds)
+      local n_errs, n_warns = #errs, #warns
+      errs[#errs + 1] = "changed"
+      warns[#warns + 1] = "changed"
+      local errs2, warns2 = policy.validate(readme_ds())
+      assert.same({}, norm(errs2))
+      assert.same({}, norm(warns2))
+      errs2, warns2 = policy.validate(ds)
+      assert.equal(n_errs, #errs2)
+      assert.equal(n_warns, #warns2)
+    end)
+
+    it("keeps config.yaml and its hash with their own spec", function()
+      local a, b = readme_ds(), readme_ds()
+      b.spec.storage.contentSize = nil
+      local function hash(ds)
+        local sts = find(render(ds), "StatefulSet", ds.metadata.name)
+        return sts.spec.template.metadata.annotations[
+          policy.CONFIG_HASH_ANNOTATION]
+      end
+      local ha, hb = hash(a), hash(b)
+      assert.are_not.equal(ha, hb)
+      assert.equal(ha, hash(readme_ds()))
+      local objects = render(b)
+      local text = find(objects, "ConfigMap", b.metadata.name .. "-config")
+        .data["config.yaml"]
+      assert.equal(policy.fnv1a64(text), hb)
+    end)
+
+    it("validates each name on its own", function()
+      local ds = readme_ds()
+      ds.metadata.name = "Bad_Name"
+      assert.matches("^metadata%.name: ", policy.validate(ds)[1])
+      assert.same({}, norm(policy.validate(readme_ds())))
+    end)
+  end)
 end)
