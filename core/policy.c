@@ -53,6 +53,7 @@ struct policy_set {
      * failure) and the limits it was made with */
     struct sandbox *sb;
     struct sandbox_limits lim;
+    unsigned long preparations;
 };
 
 /* --- loading ---------------------------------------------------------------
@@ -311,6 +312,11 @@ void policy_set_free(struct policy_set *ps)
 const char *policy_set_origin(const struct policy_set *ps)
 {
     return ps->origin;
+}
+
+unsigned long policy_set_preparations(const struct policy_set *ps)
+{
+    return ps->preparations;
 }
 
 /* --- require inside the sandbox ------------------------------------------- */
@@ -741,6 +747,7 @@ static int prepare(struct policy_set *ps, const struct sandbox_limits *lim,
     if (ps->sb && same_limits(&ps->lim, lim))
         return SANDBOX_OK;
     sandbox_free(ps->sb);
+    ps->preparations++;
     ps->sb = sandbox_new(lim, loader, ps);
     if (ps->sb == NULL) {
         dbuf_adds(err, "out of memory creating the policy sandbox");

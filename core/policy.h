@@ -85,6 +85,10 @@ int policy_set_load(const char *dir, struct policy_set **out, struct dbuf *err);
 void policy_set_free(struct policy_set *ps);
 /* The directory of the set, or "embedded" (borrowed). */
 const char *policy_set_origin(const struct policy_set *ps);
+/* How many times the set prepared a sandbox: 1 after the first evaluation,
+ * plus one for each evaluation that followed a failure (or a tainted
+ * state, or other limits). A metric, and what tests look at. */
+unsigned long policy_set_preparations(const struct policy_set *ps);
 
 /* --- evaluation ------------------------------------------------------------
  */

@@ -2,7 +2,11 @@
  * test_sandbox: the allow-list environment, the sticky time budget, the
  * memory cap, text-only chunks, isolation between evaluations, require and
  * the allocator contract (never realloc(ptr, 0); a failing allocation at any
- * point is a clean error, never a crash).
+ * point is a clean error, never a crash). Then one prepared state reused
+ * for many evaluations: nothing a script writes reaches the next
+ * evaluation, a change to a shared table is caught, require cycles, memory
+ * back to the baseline after 10,000 evaluations, and a cap that counts
+ * from the baseline without tripping over earlier evaluations' garbage.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -413,6 +417,311 @@ static void test_allocator(void)
           bad);
 }
 
+/* --- one state, many evaluations ------------------------------------------
+ */
+
+/* The module a policy mutates: state in an upvalue and in its table. */
+static const char counter_src[] = "local n = 0\n"
+                                  "local M = { items = {} }\n"
+                                  "function M.bump() n = n + 1 return n end\n"
+                                  "return M\n";
+
+/* Reports what it sees, then writes everything it can reach. */
+static const char policy_src[] =
+    "local counter = require('counter')\n"
+    "local codec = require('marks')\n"
+    "return function()\n"
+    "  local seen = {}\n"
+    "  local function add(v) seen[#seen + 1] = tostring(v) end\n"
+    "  add(counter.bump())\n"
+    "  add(#counter.items)\n"
+    "  add(counter.flag)\n"
+    "  add(rawget(_ENV, 'leak'))\n"
+    "  add(rawget(string, 'leak'))\n"
+    "  add(('x').leak)\n"
+    "  add(string.upper('a') .. math.floor(math.pi))\n"
+    "  add(require('counter') == counter)\n"
+    "  add(codec.mark.name)\n"
+    "  counter.items[#counter.items + 1] = 'x'\n"
+    "  counter.flag = 'set'\n"
+    "  counter.bump = function() return 'hijacked' end\n"
+    "  add(pcall(function() string.leak = 1 end))\n"
+    "  add(pcall(rawset, string, 'leak', 1))\n"
+    "  add(pcall(setmetatable, string, {}))\n"
+    "  add(pcall(function() math.pi = 3 end))\n"
+    "  add(pcall(function() table.insert = tostring end))\n"
+    "  add(pcall(table.insert, string, 'v'))\n"
+    "  add(pcall(function() leak = 1 end))\n"
+    "  add(pcall(rawset, _ENV, 'leak', 1))\n"
+    "  add(pcall(setmetatable, _ENV, {}))\n"
+    "  add(pcall(function() getmetatable('').__index = {} end))\n"
+    "  add(pcall(function() ('x').leak = 1 end))\n"
+    "  add(pcall(function() codec.mark.other = 1 end))\n"
+    "  add(pcall(rawset, codec.mark, 'other', 1))\n"
+    "  return table.concat(seen, ' ')\n"
+    "end\n";
+
+static const char expected_seen[] =
+    "1 0 nil nil nil nil A3 true orig false false false false false false "
+    "false false false false false false false";
+
+/* Writes to an existing key of a protected table (allowed by Lua). */
+static const char tamper_src[] = "local codec = require('marks')\n"
+                                 "return function()\n"
+                                 "  local before = codec.mark.name\n"
+                                 "  codec.mark.name = 'changed'\n"
+                                 "  return before\n"
+                                 "end\n";
+
+/* Churns through ~40 KiB of short-lived tables and strings. */
+static const char churn_src[] = "return function()\n"
+                                "  local t = {}\n"
+                                "  for i = 1, 300 do\n"
+                                "    t[i] = { i, 'v' .. i, { k = i } }\n"
+                                "  end\n"
+                                "  return tostring(#t)\n"
+                                "end\n";
+
+/* ~300 KiB of data that is garbage once the evaluation is over. */
+static const char garbage_src[] = "return function()\n"
+                                  "  local t = {}\n"
+                                  "  for i = 1, 2000 do\n"
+                                  "    t[i] = ('g'):rep(100) .. i\n"
+                                  "  end\n"
+                                  "  return tostring(#t)\n"
+                                  "end\n";
+
+static const char bomb_src[] =
+    "return function()\n"
+    "  local t = {}\n"
+    "  for i = 1, 1e9 do t[i] = ('b'):rep(64) .. i end\n"
+    "end\n";
+
+static const char *const reuse_modules[][2] = {
+    {"counter", counter_src},
+    {"policy", policy_src},
+    {"tamper", tamper_src},
+    {"churn", churn_src},
+    {"garbage", garbage_src},
+    {"bomb", bomb_src},
+    {"cyc_a", "return require('cyc_b')"},
+    {"cyc_b", "return require('cyc_a')"},
+    {NULL, NULL},
+};
+
+/* The host's shared table, as the codec's marker metatables are: the same
+ * protected table for every evaluation of a state. */
+static const char MARK_KEY = 'm';
+
+static int open_marks(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARK_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "orig");
+        lua_setfield(L, -2, "name");
+        sandbox_protect_table(L, -1);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &MARK_KEY);
+    }
+    lua_createtable(L, 0, 1); /* [mark, module] */
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "mark");
+    return 1;
+}
+
+/* Kept in the registry by preload_fn for the name "@big", so that the
+ * prepared state is large. */
+static char big[700 * 1024];
+static const char BIG_KEY = 'b';
+
+static int reuse_loader(lua_State *L, const char *name, void *ud)
+{
+    (void)ud;
+    const char *src = NULL;
+    for (int i = 0; reuse_modules[i][0]; i++)
+        if (strcmp(name, reuse_modules[i][0]) == 0)
+            src = reuse_modules[i][1];
+    if (strcmp(name, "marks") == 0) {
+        lua_pushcfunction(L, open_marks);
+        return 1;
+    }
+    if (src == NULL)
+        return 0;
+    char chunk[64];
+    snprintf(chunk, sizeof(chunk), "@lua/%s.lua", name);
+    if (luaL_loadbufferx(L, src, strlen(src), chunk, "t") != LUA_OK)
+        return lua_error(L);
+    return 1;
+}
+
+/* Protected: preloads the modules named in the NULL-terminated list. */
+static int preload_fn(lua_State *L)
+{
+    const char *const *names = lua_touserdata(L, 1);
+    for (int i = 0; names[i]; i++) {
+        if (strcmp(names[i], "@big") == 0) {
+            lua_pushlstring(L, big, sizeof(big));
+            lua_rawsetp(L, LUA_REGISTRYINDEX, &BIG_KEY);
+            continue;
+        }
+        sandbox_preload(L, names[i]);
+    }
+    return 0;
+}
+
+/* A state with `names` preloaded and sealed, or NULL. */
+static struct sandbox *prepared(const struct sandbox_limits *lim,
+                                const char *const *names)
+{
+    struct dbuf err;
+    dbuf_init(&err, 4096);
+    struct sandbox *sb = sandbox_new(lim, reuse_loader, NULL);
+    if (sb && sandbox_cpcall(sb, preload_fn, (void *)names, 0, &err) != 0) {
+        TEST_NOTE("preload: %s", dbuf_ptr(&err));
+        sandbox_free(sb);
+        sb = NULL;
+    }
+    if (sb)
+        sandbox_seal(sb);
+    dbuf_free(&err);
+    return sb;
+}
+
+/* Protected: require(main) returns a function; call it. */
+static int eval_fn(lua_State *L)
+{
+    sandbox_require(L, lua_touserdata(L, 1));
+    lua_call(L, 0, 1);
+    return 1;
+}
+
+/* One evaluation in a reused state. r.rc is the call's status; `end`
+ * receives sandbox_end's (only called after a successful call). */
+static struct run eval_in(struct sandbox *sb, const char *main, int *end)
+{
+    struct run r = {0, "", ""};
+    struct dbuf err;
+    dbuf_init(&err, 4096);
+    lua_State *L = sandbox_state(sb);
+    r.rc = sandbox_cpcall(sb, eval_fn, (void *)main, 1, &err);
+    if (r.rc == SANDBOX_OK) {
+        const char *s = lua_tostring(L, -1);
+        snprintf(r.out, sizeof(r.out), "%s", s ? s : "(not a string)");
+        lua_pop(L, 1);
+        *end = sandbox_end(sb);
+    }
+    snprintf(r.err, sizeof(r.err), "%s", dbuf_ptr(&err));
+    dbuf_free(&err);
+    return r;
+}
+
+static void test_reuse_isolation(void)
+{
+    static const char *const names[] = {"counter", "policy", "marks", NULL};
+    struct sandbox *sb = prepared(NULL, names);
+    CHECK(sb != NULL, "a prepared state");
+    if (sb == NULL)
+        return;
+    CHECK(sandbox_memory_baseline(sb) > 0 &&
+              sandbox_memory_baseline(sb) <= sandbox_memory_used(sb),
+          "the baseline is the memory of the sealed state (%zu)",
+          sandbox_memory_baseline(sb));
+    int bad = 0, tainted = 0;
+    for (int i = 0; i < 5; i++) {
+        int end = -99;
+        struct run r = eval_in(sb, "policy", &end);
+        if (strcmp(r.out, expected_seen) != 0) {
+            bad++;
+            TEST_NOTE("evaluation %d saw: %s %s", i + 1, r.out, r.err);
+        }
+        if (end != SANDBOX_OK)
+            tainted++;
+    }
+    CHECK(bad == 0,
+          "5 evaluations in one state: each sees fresh module upvalues "
+          "and tables, no global, no change to string/math/table, the "
+          "string metatable, _ENV or the host's protected table");
+    CHECK(tainted == 0, "failed writes leave the shared tables intact");
+    CHECK(lua_gettop(sandbox_state(sb)) == 0, "stack empty between "
+                                              "evaluations");
+
+    int end = -99;
+    struct run r = eval_in(sb, "tamper", &end);
+    CHECK(r.rc == SANDBOX_OK && strcmp(r.out, "orig") == 0 &&
+              end == SANDBOX_ERR_TAINTED,
+          "reassigning an existing key of a shared table is caught by "
+          "sandbox_end (%s, %d)",
+          r.out, end);
+    sandbox_free(sb);
+
+    sb = prepared(NULL, names);
+    r = eval_in(sb, "policy", &end);
+    CHECK_STR_EQ(r.out, expected_seen, "a rebuilt state is pristine again");
+    r = eval_in(sb, "cyc_a", &end);
+    CHECK(r.rc == SANDBOX_ERR_RUNTIME && contains(r.err, "require cycle"),
+          "a require cycle is an error: %s", r.err);
+    sandbox_free(sb);
+}
+
+static void test_reuse_memory(void)
+{
+    static const char *const names[] = {"churn", "garbage", "bomb", NULL};
+    struct sandbox *sb = prepared(NULL, names);
+    lua_State *L = sandbox_state(sb);
+    size_t base = sandbox_memory_baseline(sb), high = 0;
+    int bad = 0, end = 0;
+    for (int i = 0; i < 10000; i++) {
+        struct run r = eval_in(sb, "churn", &end);
+        if (r.rc != SANDBOX_OK || end != SANDBOX_OK)
+            bad++;
+        if (sandbox_memory_used(sb) > high)
+            high = sandbox_memory_used(sb);
+    }
+    lua_gc(L, LUA_GCCOLLECT);
+    size_t after = sandbox_memory_used(sb);
+    CHECK(bad == 0, "10,000 evaluations in one state succeed");
+    CHECK(after <= base + 4096 && after + 4096 >= base,
+          "after 10,000 evaluations and a full collection the state is "
+          "back to its baseline (%zu -> %zu bytes)",
+          base, after);
+    CHECK(high < base + ((size_t)2 << 20),
+          "garbage is collected along the way (highest %zu KiB above the "
+          "baseline)",
+          (high - base) / 1024);
+    sandbox_free(sb);
+
+    /* The cap counts from the baseline, and garbage left by earlier
+     * evaluations does not count against the next: a refused request is
+     * retried by Lua after an emergency collection. */
+    memset(big, 'x', sizeof(big));
+    static const char *const big_names[] = {"@big", "garbage", "bomb", NULL};
+    struct sandbox_limits lim = {.memory_bytes = (size_t)1 << 20,
+                                 .timeout_ms = 20000};
+    sb = prepared(&lim, big_names);
+    CHECK(sb != NULL && sandbox_memory_baseline(sb) > ((size_t)700 << 10),
+          "a prepared state of %zu KiB under a 1 MiB cap",
+          sb ? sandbox_memory_baseline(sb) / 1024 : 0);
+    if (sb == NULL)
+        return;
+    bad = 0;
+    for (int i = 0; i < 30; i++) {
+        struct run r = eval_in(sb, "garbage", &end);
+        if (r.rc != SANDBOX_OK || end != SANDBOX_OK) {
+            bad++;
+            TEST_NOTE("evaluation %d: %s", i + 1, r.err);
+        }
+    }
+    CHECK(bad == 0,
+          "30 evaluations of ~300 KiB each under a 1 MiB cap on top of a "
+          "%zu KiB state: no false memory failure",
+          sandbox_memory_baseline(sb) / 1024);
+    struct run r = eval_in(sb, "bomb", &end);
+    CHECK(r.rc == SANDBOX_ERR_MEMORY, "a real bomb still hits the cap: %s",
+          r.err);
+    sandbox_free(sb);
+}
+
 int main(void)
 {
     test_forbidden_globals();
@@ -423,5 +732,7 @@ int main(void)
     test_isolation();
     test_require();
     test_allocator();
+    test_reuse_isolation();
+    test_reuse_memory();
     return TEST_SUMMARY();
 }
