@@ -338,14 +338,15 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 /* --- the environment -------------------------------------------------------
  */
 
-/* __index of every _ENV: reads through the frozen library table (upvalue 1);
- * an undeclared name is an error at the script's line. */
+/*
+ * Global reads: every _ENV is empty and its metatable's __index is the
+ * library table itself, so a declared name is found by the VM's own table
+ * lookup (no C call: policies read globals in their hot paths). A name the
+ * library table lacks falls through to this, its own __index, which
+ * raises at the script's line (the VM calls it from the script's frame).
+ */
 static int env_index(lua_State *L)
 {
-    lua_settop(L, 2);
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1;
     luaL_where(L, 1);
     lua_pushfstring(L, "attempt to read undeclared global '%s'",
                     lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
@@ -699,9 +700,18 @@ static int setup(lua_State *L)
     lua_pushcfunction(L, l_rawset);
     lua_setfield(L, -2, "rawset");
 
+    lua_createtable(L, 0, 3); /* [lib, libmt] */
+    lua_pushcfunction(L, env_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, frozen_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    share(L, -1);
+    lua_setmetatable(L, -2);
+
     lua_createtable(L, 0, 3); /* [lib, envmt] */
     lua_pushvalue(L, -2);
-    lua_pushcclosure(L, env_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, env_newindex);
     lua_setfield(L, -2, "__newindex");
