@@ -5,7 +5,12 @@
  * issue 2 (malformed YAML/JSON, not a DittoServer, schema violations with
  * the apiserver's messages, validate() errors, and policies that fail,
  * loop, allocate without bound or return garbage). Every failure must give
- * its exit code, a precise message and no standard output.
+ * its exit code, a precise message and no standard output. Then
+ * policy_eval with one policy set for many evaluations: every sample gives
+ * byte-identical output in a reused state and in a fresh one; nothing a
+ * policy writes survives into the next evaluation; the state is rebuilt
+ * after a timeout, a memory kill, an error or a tampered shared table, and
+ * the next evaluation succeeds.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +18,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
+
+#include "crd.h"
+#include "json.h"
+#include "policy.h"
 #include "script_test.h"
 #include "testlib.h"
+#include "yaml.h"
 
 static char tmpdir[256];
 
@@ -514,11 +525,269 @@ static void test_policies(void)
                          "rawset(getmetatable(codec.array({})), '__gc', "
                          "function() while true do end end)\n"),
                 4, "protected table");
+    expect_fail("codec.array cannot unlock a marker metatable",
+                run_stub("local codec = require('codec')\n"
+                         "codec.array(getmetatable(codec.array({})))\n"),
+                4, "cannot change a protected metatable");
+    expect_fail("codec.object cannot unlock a library",
+                run_stub("local codec = require('codec')\n"
+                         "codec.object(string)\n"),
+                4, "cannot change a protected metatable");
     expect_fail("codec marker metatables are locked (assignment)",
                 run_stub("local codec = require('codec')\n"
                          "getmetatable(codec.object({})).__gc = "
                          "function() end\n"),
                 4, "read-only");
+}
+
+/* --- one policy set, many evaluations ------------------------------------
+ */
+
+/* The DittoServer of FILE with CRD defaults, as JSON. */
+static int ds_json_of(const char *file, struct dbuf *ds)
+{
+    FILE *f = fopen(file, "rb");
+    if (f == NULL)
+        return -1;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    lua_State *L = luaL_newstate();
+    char err[256];
+    struct dbuf e;
+    dbuf_init(&e, 1 << 20);
+    int rc = -1;
+    if (L == NULL || yaml_push_all(L, buf, n, NULL, err, sizeof(err)) != 0)
+        goto done;
+    /* The first DittoServer (a sample may start with its Secret). */
+    for (lua_Integer i = 1; lua_rawgeti(L, 1, i) == LUA_TTABLE; i++) {
+        lua_getfield(L, 2, "kind");
+        int is_ds = lua_isstring(L, -1) &&
+                    strcmp(lua_tostring(L, -1), "DittoServer") == 0;
+        lua_pop(L, 1);
+        if (is_ds)
+            break;
+        lua_pop(L, 1);
+    }
+    if (lua_type(L, 2) != LUA_TTABLE)
+        goto done;
+    lua_settop(L, 2); /* [docs, ds] */
+    lua_getfield(L, 2, "metadata");
+    lua_pushliteral(L, "default");
+    lua_setfield(L, -2, "namespace");
+    lua_pop(L, 1);
+    if (crd_push_embedded_schema(L, &e) != CRD_OK ||
+        crd_default(L, 3, 2, &e) < 0 || crd_validate(L, 3, 2, "", &e) != 0)
+        goto done;
+    rc = json_encode(L, 2, ds, err, sizeof(err));
+done:
+    dbuf_free(&e);
+    if (L)
+        lua_close(L);
+    return rc;
+}
+
+static int same(const struct dbuf *a, const struct dbuf *b)
+{
+    return dbuf_len(a) == dbuf_len(b) &&
+           memcmp(dbuf_ptr(a), dbuf_ptr(b), dbuf_len(a)) == 0;
+}
+
+static void test_reuse_samples(void)
+{
+    static const char *const samples[] = {
+        "dittoserver.yaml",
+        "dittoserver-cache.yaml",
+        "dittoserver-custom-port.yaml",
+        "dittoserver-loadbalancer.yaml",
+        "dittoserver-nodeport.yaml",
+        "dittoserver-s3.yaml",
+        "dittoserver-shares.yaml",
+        "dittoserver-stopped.yaml",
+        NULL,
+    };
+    struct dbuf err, ds;
+    struct policy_output fresh, reused;
+    dbuf_init(&err, 1 << 20);
+    dbuf_init(&ds, 1 << 20);
+    policy_output_init(&fresh);
+    policy_output_init(&reused);
+    struct policy_set *shared = NULL;
+    CHECK(policy_set_load(NULL, &shared, &err) == POLICY_OK,
+          "the embedded set loads");
+    int n = 0, differ = 0;
+    /* Two rounds over all samples in one state: each evaluation follows
+     * one of another DittoServer. */
+    for (int round = 0; round < 2 && shared; round++) {
+        for (int i = 0; samples[i]; i++) {
+            char path[256];
+            snprintf(path, sizeof(path), "deploy/samples/%s", samples[i]);
+            if (access(path, R_OK) != 0)
+                continue;
+            dbuf_reset(&ds);
+            if (ds_json_of(path, &ds) != 0) {
+                CHECK(0, "sample %s reads", samples[i]);
+                continue;
+            }
+            struct policy_input in = {dbuf_ptr(&ds), dbuf_len(&ds), "{}", 2,
+                                      NULL,          NULL};
+            struct policy_set *ps = NULL;
+            int rf = policy_set_load(NULL, &ps, &err);
+            rf = rf ? rf : policy_eval(ps, NULL, &in, &fresh, &err);
+            policy_set_free(ps);
+            int rr = policy_eval(shared, NULL, &in, &reused, &err);
+            n++;
+            if (rf != rr || !same(&fresh.objects, &reused.objects) ||
+                !same(&fresh.status, &reused.status)) {
+                differ++;
+                TEST_NOTE("%s differs (round %d)", samples[i], round + 1);
+            }
+        }
+    }
+    CHECK(n >= 2 && differ == 0,
+          "%d evaluations of the samples in one reused state are "
+          "byte-identical to evaluations in fresh states",
+          n);
+    CHECK(shared && policy_set_preparations(shared) == 1,
+          "the set prepared its state once for all of them");
+    policy_set_free(shared);
+    policy_output_free(&fresh);
+    policy_output_free(&reused);
+    dbuf_free(&ds);
+    dbuf_free(&err);
+}
+
+static const char reuse_helper[] = "local n = 0\n"
+                                   "local M = { items = {} }\n"
+                                   "function M.bump() n = n + 1 return n end\n"
+                                   "return M\n";
+
+/* Misbehaves according to the DittoServer's name; status() reports what
+ * it saw of the module state and shared tables, then writes to them. */
+static const char reuse_policy[] =
+    "local codec = require('codec')\n"
+    "local helper = require('helper')\n"
+    "local M = {}\n"
+    "local calls = 0\n"
+    "function M.render(ds, ctx)\n"
+    "  local name = ds.metadata.name\n"
+    "  if name == 'loop' then while true do end end\n"
+    "  if name == 'bomb' then\n"
+    "    local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end\n"
+    "  end\n"
+    "  if name == 'boom' then error('boom') end\n"
+    "  if name == 'taint' then\n"
+    "    getmetatable(codec.array({})).__name = 'tampered'\n"
+    "  end\n"
+    "  return { { apiVersion = 'v1', kind = 'ConfigMap',\n"
+    "    metadata = { name = ctx.name } } }\n"
+    "end\n"
+    "function M.status(ds, observed, ctx)\n"
+    "  calls = calls + 1\n"
+    "  local seen = table.concat({ calls, helper.bump(), #helper.items,\n"
+    "    tostring(helper.flag), getmetatable(codec.array({})).__name,\n"
+    "    tostring(rawget(string, 'leak')),\n"
+    "    tostring(codec.json_encode == nil) }, ' ')\n"
+    "  helper.items[#helper.items + 1] = 'x'\n"
+    "  helper.flag = true\n"
+    "  codec.json_encode = nil\n"
+    "  M.render = nil\n"
+    "  pcall(function() string.leak = 1 end)\n"
+    "  pcall(codec.array, string)\n"
+    "  return { phase = seen }\n"
+    "end\n"
+    "return M\n";
+
+static const char reuse_seen[] =
+    "\"phase\":\"1 1 0 nil codec.array nil false\"";
+
+/* One evaluation of the DittoServer named `name` with set ps. */
+static int eval_named(struct policy_set *ps, const struct sandbox_limits *lim,
+                      const char *name, struct policy_output *out,
+                      struct dbuf *err)
+{
+    char ds[256];
+    snprintf(ds, sizeof(ds),
+             "{\"apiVersion\":\"dittofs.dittofs.com/v1alpha1\","
+             "\"kind\":\"DittoServer\",\"metadata\":{\"name\":\"%s\"},"
+             "\"spec\":{}}",
+             name);
+    struct policy_input in = {ds, strlen(ds), NULL, 0, NULL, NULL};
+    return policy_eval(ps, lim, &in, out, err);
+}
+
+static void test_reuse_isolation(void)
+{
+    char dir[512], path[600];
+    snprintf(dir, sizeof(dir), "%s/reuse", tmpdir);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof(path), "%s/dittoserver.lua", dir);
+    write_file(path, reuse_policy);
+    snprintf(path, sizeof(path), "%s/helper.lua", dir);
+    write_file(path, reuse_helper);
+
+    struct dbuf err;
+    struct policy_output out;
+    dbuf_init(&err, 1 << 20);
+    policy_output_init(&out);
+    struct policy_set *ps = NULL;
+    if (!CHECK(policy_set_load(dir, &ps, &err) == POLICY_OK,
+               "the reuse policy loads (%s)", dbuf_ptr(&err)))
+        return;
+    /* One budget for all, generous enough for valgrind: a change of limits
+     * would rebuild the state by itself. */
+    struct sandbox_limits lim = {.timeout_ms = 2000,
+                                 .memory_bytes = (size_t)4 << 20};
+    int bad = 0;
+    for (int i = 0; i < 5; i++) {
+        int rc = eval_named(ps, &lim, "t1", &out, &err);
+        if (rc != POLICY_OK || !has(&out.status, reuse_seen)) {
+            bad++;
+            TEST_NOTE("evaluation %d: %d %s %s", i + 1, rc,
+                      dbuf_ptr(&out.status), dbuf_ptr(&err));
+        }
+    }
+    CHECK(bad == 0,
+          "5 evaluations: fresh module upvalues, module tables and codec "
+          "table each time; no write to string or the codec reached the "
+          "next one");
+    CHECK(policy_set_preparations(ps) == 1,
+          "... all in one prepared state "
+          "(%lu)",
+          policy_set_preparations(ps));
+
+    static const struct {
+        const char *name;
+        int rc;
+        const char *msg;
+    } kills[] = {
+        {"loop", POLICY_ETIMEOUT, "policy timeout after 2000 ms"},
+        {"bomb", POLICY_EMEMORY, "policy memory limit (4 MiB) exceeded"},
+        {"boom", POLICY_EFAIL, "dittoserver.lua:11: boom"},
+        {"taint", POLICY_OK, ""},
+    };
+    for (size_t k = 0; k < sizeof(kills) / sizeof(kills[0]); k++) {
+        unsigned long before = policy_set_preparations(ps);
+        int rc = eval_named(ps, &lim, kills[k].name, &out, &err);
+        CHECK(rc == kills[k].rc && strstr(dbuf_ptr(&err), kills[k].msg),
+              "%s: status %d, '%s' (%s)", kills[k].name, kills[k].rc,
+              kills[k].msg, dbuf_ptr(&err));
+        rc = eval_named(ps, &lim, "t1", &out, &err);
+        CHECK(rc == POLICY_OK && has(&out.status, reuse_seen) &&
+                  policy_set_preparations(ps) == before + 1,
+              "after %s the state is rebuilt and the next evaluation "
+              "succeeds, pristine (%s)",
+              kills[k].name, dbuf_ptr(&out.status));
+    }
+    unsigned long before = policy_set_preparations(ps);
+    struct sandbox_limits other = lim;
+    other.timeout_ms = 3000;
+    int rc = eval_named(ps, &other, "t1", &out, &err);
+    CHECK(rc == POLICY_OK && policy_set_preparations(ps) == before + 1,
+          "other limits: a new state");
+    policy_set_free(ps);
+    policy_output_free(&out);
+    dbuf_free(&err);
 }
 
 int main(void)
@@ -534,6 +803,8 @@ int main(void)
     test_schema();
     test_validate_errors();
     test_policies();
+    test_reuse_samples();
+    test_reuse_isolation();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
