@@ -83,6 +83,8 @@ struct lpattern_config {
 /* Registry key (its address is the key). */
 static const char CONFIG_KEY = 'p';
 
+/* One call's matching state (lstrlib's MatchState plus the budget). The
+ * captures point into the subject, which the caller keeps on its stack. */
 struct match_state {
     const char *src_init; /* start of the subject */
     const char *src_end;  /* end ('\0') of the subject */
@@ -333,6 +335,11 @@ static int singlematch(struct match_state *ms, const char *s, const char *p,
     }
 }
 
+/*
+ * %bxy at `s`: the end of the balanced x...y string, or NULL. One step per
+ * byte scanned: tried at every start of "((((...", the scans add up to a
+ * quadratic amount of work.
+ */
 static const char *matchbalance(struct match_state *ms, const char *s,
                                 const char *p)
 {
@@ -355,6 +362,12 @@ static const char *matchbalance(struct match_state *ms, const char *s,
     return NULL; /* string ends out of balance */
 }
 
+/*
+ * Greedy repetition (* and +): scans as far as the item matches, one step
+ * per byte, then backs off one byte at a time until the rest matches. Each
+ * back-off is a match() call, charged there: nested repetitions
+ * (".-.-.-b", "a*a*a*b") are where the polynomial blow-up comes from.
+ */
 static const char *max_expand(struct match_state *ms, const char *s,
                               const char *p, const char *ep)
 {
@@ -373,6 +386,7 @@ static const char *max_expand(struct match_state *ms, const char *s,
     return NULL;
 }
 
+/* Lazy repetition (-): tries the rest first, then one more item. */
 static const char *min_expand(struct match_state *ms, const char *s,
                               const char *p, const char *ep)
 {
@@ -659,7 +673,7 @@ static int str_find_aux(lua_State *L, int find)
             lp--; /* skip anchor character */
         }
         prepstate(&ms, L, s, ls, p, lp);
-        budget_start(&ms);
+        budget_start(&ms); /* one budget for every start position */
         do {
             reprepstate(&ms);
             const char *res = match(&ms, s1, p);
@@ -843,6 +857,8 @@ static int l_gsub(lua_State *L)
     budget_start(&ms);
     struct match_state *prev_nest = ms.cfg->nest;
     ms.cfg->nest = &ms;
+    /* An empty match right where the previous match ended is not taken
+     * again (e != lastmatch): "abc":gsub("x*", "-") is "-a-b-c-". */
     while (n < max_s) {
         reprepstate(&ms);
         const char *e = match(&ms, src, p);

@@ -6,7 +6,8 @@
  *   ones; results, gsub callback arguments and error messages must be
  *   identical;
  * - pathological patterns stop with the step-limit error quickly (under
- *   LPATTERN_TEST_MAX_MS, default 100 ms; raise it under valgrind);
+ *   LPATTERN_TEST_MAX_MS of CPU time, default 100 ms; raise it under
+ *   valgrind);
  * - ordinary patterns over 1 MiB subjects stay well inside the budget;
  * - budget and check callback settings; the string metatable path.
  */
@@ -282,14 +283,17 @@ static const char HARNESS[] =
 
 /* --- helpers -------------------------------------------------------------- */
 
+/* CPU time of the process, so that a loaded machine does not fail the time
+ * limits (the shared development VM has 2 cores for several builds). */
 static double now_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Time limit of one pathological call: 100 ms, or LPATTERN_TEST_MAX_MS. */
+/* CPU time limit of one pathological call: 100 ms, or LPATTERN_TEST_MAX_MS
+ * (raise it under valgrind). */
 static double max_ms(void)
 {
     const char *e = getenv("LPATTERN_TEST_MAX_MS");
@@ -517,7 +521,7 @@ static void nested(lua_State *L)
 
 static void ordinary(lua_State *L)
 {
-    /* ~1 MiB of YAML-ish text, the size of the largest object etcd takes */
+    /* ~1 MiB of YAML-ish text; the largest Kubernetes object is 1.5 MiB */
     char err[256];
     run(L,
         "local t = {} for i = 1, 30000 do t[i] = string.format("
@@ -525,6 +529,9 @@ static void ordinary(lua_State *L)
         "S = table.concat(t) assert(#S > 1000000)",
         err, sizeof(err));
     CHECK(err[0] == '\0', "builds a 1 MiB subject (%s)", err);
+    lua_getglobal(L, "S");
+    double len = (double)lua_rawlen(L, -1);
+    lua_pop(L, 1);
     static const char *const cases[] = {
         "local n = 0 for l in S:gmatch('[^\\n]+') do n = n + 1 end "
         "assert(n == 30000)",
@@ -551,9 +558,11 @@ static void ordinary(lua_State *L)
             worst = steps;
         TEST_NOTE("%.1f ms, %llu steps: %s", t, (unsigned long long)steps,
                   cases[i]);
-        CHECK(err[0] == '\0' && steps < LPATTERN_DEFAULT_BUDGET / 2,
-              "ordinary pattern on 1 MiB inside half the budget: %s (%s)",
-              cases[i], err);
+        /* at this rate, would a 2 MiB subject fit in the budget? */
+        double at_2mib = (double)steps * (double)(2 << 20) / len;
+        CHECK(err[0] == '\0' && at_2mib < (double)LPATTERN_DEFAULT_BUDGET,
+              "ordinary pattern, %.2f steps/byte, fits on 2 MiB: %s (%s)",
+              (double)steps / len, cases[i], err);
     }
     TEST_NOTE("worst ordinary call: %llu steps of %llu",
               (unsigned long long)worst,
