@@ -23,7 +23,10 @@
  * patterns cost 1-3.5 steps per subject byte (the trim idiom
  * "^%s*(.-)%s*$" is the most expensive measured), so 8 million covers any
  * of them on a string of 2 MiB, more than the largest Kubernetes object
- * (1.5 MiB); pathological patterns stop after 40-60 ms.
+ * (1.5 MiB); pathological patterns stop after 40-60 ms. Each call of
+ * find, match, gsub or of a gmatch iterator has its own budget, except a
+ * call made directly by gsub (its replacement function or __index, e.g.
+ * s:gsub("(.-),(.-);", string.find)), which spends that gsub's.
  */
 #define LPATTERN_DEFAULT_BUDGET UINT64_C(8000000)
 
