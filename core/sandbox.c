@@ -1,6 +1,6 @@
 /*
  * sandbox: allow-list lua_State, time budget hook and memory-capped
- * allocator for one policy evaluation. See sandbox.h for the contract.
+ * allocator for policy evaluations. See sandbox.h for the contract.
  *
  * What is bounded and what is not (also in README):
  * - Lua code: time, by the count hook (every `hook_count` instructions the
@@ -36,6 +36,11 @@
  * of earlier evaluations may still be in `used`, but Lua answers a refused
  * allocation with an emergency full collection and asks again; only the
  * second refusal of the same request is an out-of-memory (see sb_alloc).
+ * What reuse does NOT hide: when the collector runs depends on the garbage
+ * earlier evaluations left, so a policy using weak tables could see them
+ * cleared at other moments (__gc is refused and collectgarbage is gone,
+ * so weak tables are the only way to observe the collector); and object
+ * addresses (tostring, %p) depend on the heap, as they always did.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -134,13 +139,15 @@ static uint64_t now_ns(void)
  * free lists, one per 16-byte size class, carved from 64 KiB slabs; larger
  * ones from libc. Lua gives the size of every block it frees or resizes,
  * so a block's class is known without a header, and a free is a push.
- * Every block whose size (as Lua knows it) is <= POOL_MAX is a pool block;
- * a block shrunk within the pool keeps its place and simply serves the
- * smaller class from then on. Slabs go back to libc with the state only:
- * what one evaluation frees serves the next one (the same objects, mostly)
- * without malloc's bookkeeping. sandbox_end() asks for a new state when the
- * pool holds more than the memory cap (classes that grew in turn).
- * Only with libc's allocator: a test's allocator seam sees every request.
+ * Every block whose size (as Lua knows it) is <= POOL_MAX is a pool block.
+ * A block shrunk to another class moves to a block of that class: keeping
+ * it in place would move memory from larger classes to smaller ones for
+ * good, and the pool would grow a little with every evaluation. Slabs go back
+ * to libc with the state only: what one evaluation frees serves the next one
+ * (the same objects, mostly) without malloc's bookkeeping. sandbox_end() asks
+ * for a new state when the pool holds more than the memory cap (classes that
+ * grew in turn). Only with libc's allocator: a test's allocator seam sees every
+ * request.
  */
 static int pool_slab(struct pool *p, int shrink)
 {
@@ -204,13 +211,16 @@ static void *block_realloc(struct sandbox *sb, void *ptr, size_t osize,
         return sb->re(ptr, nsize);
     int in_old = ptr != NULL && osize <= POOL_MAX;
     int in_new = nsize <= POOL_MAX;
-    if (in_old && in_new &&
-        (nsize <= osize || (nsize - 1) / POOL_STEP == (osize - 1) / POOL_STEP))
-        return ptr; /* fits where it is */
+    if (in_old && in_new && (nsize - 1) / POOL_STEP == (osize - 1) / POOL_STEP)
+        return ptr; /* same class */
     if (!in_old && !in_new)
         return realloc(ptr, nsize);
     void *np =
         in_new ? pool_get(&sb->pool, nsize, nsize < osize) : malloc(nsize);
+    if (np == NULL && in_old && nsize < osize)
+        return ptr; /* a shrink that found no block: this one serves the
+                       smaller class from now on (the pool loses the
+                       difference until the state goes) */
     if (np == NULL)
         return NULL;
     if (ptr) {

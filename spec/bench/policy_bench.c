@@ -106,9 +106,13 @@ static int bench(struct policy_set *ps, const struct policy_input *in,
     int rc = 1;
     if (t == NULL)
         goto done;
+    for (int i = 0; i < iters; i++)
+        t[i] = -1; /* touched now, so that it is not RSS growth later */
     for (int i = 0; i < 200; i++) /* warm-up */
         policy_eval(ps, NULL, in, &out, &err);
-    long rss0 = rss_kib();
+    long rss[11] = {0};    /* at 0%, 10%, ... 100% of the loop */
+    int step = iters / 10; /* iters >= 10 */
+    rss[0] = rss_kib();
     for (int i = 0; i < iters; i++) {
         double a = now_us();
         int r = policy_eval(ps, NULL, in, &out, &err);
@@ -117,8 +121,9 @@ static int bench(struct policy_set *ps, const struct policy_input *in,
             fprintf(stderr, "eval failed (%d): %s\n", r, dbuf_ptr(&err));
             goto done;
         }
+        if ((i + 1) % step == 0 && (i + 1) / step <= 10)
+            rss[(i + 1) / step] = rss_kib();
     }
-    long rss1 = rss_kib();
     qsort(t, (size_t)iters, sizeof(double), cmp_double);
     double sum = 0;
     for (int i = 0; i < iters; i++)
@@ -128,9 +133,13 @@ static int bench(struct policy_set *ps, const struct policy_input *in,
            "min %.1f us\n",
            iters, t[iters / 2], t[(int)(iters * 0.99)], sum / iters, t[0]);
     printf("  evaluation peak memory %zu KiB above the prepared state; "
-           "RSS %ld -> %ld KiB; output %zu bytes JSON\n",
-           out.memory_peak / 1024, rss0, rss1,
+           "output %zu bytes JSON\n",
+           out.memory_peak / 1024,
            dbuf_len(&out.objects) + dbuf_len(&out.status));
+    printf("  RSS KiB at 0%%, 10%%, ... 100%% of the loop:");
+    for (int k = 0; k <= 10; k++)
+        printf(" %ld", rss[k]);
+    printf("\n");
     rc = 0;
 done:
     free(t);
