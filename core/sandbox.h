@@ -37,7 +37,9 @@
 #define SANDBOX_DEFAULT_HOOK_COUNT 1000
 
 /* The allocator seam: tests swap in a fault-injecting realloc/free. A NULL
- * member means the libc function. `realloc` is never called with size 0. */
+ * member means the libc function. `realloc` is never called with size 0.
+ * With a seam every request of the state goes to it; without one, small
+ * blocks come from the state's own pool (sandbox.c). */
 struct sandbox_allocator {
     void *(*realloc)(void *ptr, size_t size);
     void (*free)(void *ptr);
