@@ -11,11 +11,14 @@
  *   functions (string.rep, table.concat, string.format, gsub), is counted by
  *   our lua_Alloc and refused past the cap. string.rep("x", 1e12) fails with
  *   the memory message, not with an abort.
- * - NOT bounded in time: a single long-running C function, because the count
- *   hook only fires while Lua code runs. The known case is pattern
- *   backtracking, e.g. string.find(string.rep("a", 1e6), ".-.-.-.-b"). The
- *   time check happens as soon as the C function returns; the process-level
- *   watchdog of --script-test (and, later, of the controller) is the backstop.
+ * - Long C functions: the count hook only fires while Lua code runs. The
+ *   only superlinear library functions are the pattern matchers, and they
+ *   are replaced by lpattern's step-bounded port, which also calls
+ *   pattern_deadline() every few thousand steps: a backtracking
+ *   string.find(string.rep("a", 1e6), ".-.-.-.-b") stops at the deadline.
+ *   Everything else is linear in its input and so bounded by the memory
+ *   cap; a short overrun is caught as soon as the C function returns, and
+ *   --script-test keeps a process-level watchdog as a last backstop.
  *
  * Why one state for many evaluations: a fresh lua_State per evaluation
  * spent most of its time building the state and undumping the modules
@@ -50,6 +53,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "lpattern.h"
 #include "sandbox.h"
 
 /* The block pool (see "the block pool" below). AddressSanitizer must see
@@ -343,6 +347,23 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     }
     lua_pushliteral(L, "timeout");
     lua_error(L);
+}
+
+/*
+ * Deadline check of long pattern matches (lpattern), which the count hook
+ * cannot interrupt: called every LPATTERN_CHECK_INTERVAL steps of a match.
+ * Past the deadline it arms the hook like budget_hook (so a pcall cannot
+ * swallow it) and raises "timeout".
+ */
+static int pattern_deadline(lua_State *L, void *ud)
+{
+    struct sandbox *sb = ud;
+    if (!sb->expired && now_ns() < sb->deadline_ns)
+        return 0;
+    sb->expired = 1;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    lua_pushliteral(L, "timeout");
+    return lua_error(L);
 }
 
 /* --- the environment -------------------------------------------------------
@@ -673,6 +694,8 @@ static int setup(lua_State *L)
     };
     for (const luaL_Reg *l = libs; l->name; l++) {
         luaL_requiref(L, l->name, l->func, 1);
+        if (l->func == luaopen_string)
+            lpattern_open(L, -1); /* bounded find/match/gmatch/gsub */
         lua_pop(L, 1);
     }
     for (int i = 0; removed[i][0]; i++) {
@@ -793,6 +816,7 @@ struct sandbox *sandbox_new(const struct sandbox_limits *lim,
     lua_pushcfunction(sb->L, setup);
     if (lua_pcall(sb->L, 0, 0, 0) != LUA_OK)
         goto fail;
+    lpattern_set_check(sb->L, pattern_deadline, sb);
     memory_restart(sb);
     return sb;
 

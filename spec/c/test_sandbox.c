@@ -10,6 +10,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 
@@ -242,8 +243,28 @@ static void test_timeout(void)
     CHECK(r.rc == SANDBOX_ERR_TIMEOUT, "a loop inside a table.sort "
                                        "comparator is killed");
 
-    /* A long C function cannot be interrupted, but its overrun is reported
-     * as soon as it returns (documented in sandbox.c). */
+    /* Pattern matching is the one superlinear C library function; the
+     * bounded matcher (lpattern) checks the deadline while it works, so a
+     * pathological match stops at the budget, also in a pcall loop. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    r = run_lim("local s = string.rep('a', 100000)\n"
+                "for i = 1, 100 do pcall(string.find, s, '.-.-.-.-b') end\n"
+                "return 'survived'",
+                &lim, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    CHECK(r.rc == SANDBOX_ERR_TIMEOUT,
+          "pathological pattern matches in a pcall loop are killed (%s)",
+          r.err);
+    CHECK(ms < 2000, "... within the budget, not after the matches (%.0f ms)",
+          ms);
+    r = run_lim("return (('x'):rep(10) .. 'y'):find('x-y') .. ''", &lim, NULL);
+    CHECK_STR_EQ(r.out, "1", "ordinary patterns still work");
+
+    /* A short overrun of one C call is still reported as a timeout as soon
+     * as it returns. */
     struct sandbox_limits lim5 = {.timeout_ms = 5};
     r = run_lim("local s = string.rep('a', 20000)\n"
                 "local x = s:find('.-b')\n"
