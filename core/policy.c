@@ -38,7 +38,8 @@
 
 struct policy_chunk {
     char *module;    /* "dittoserver", "k8s.quantity" */
-    int lib;         /* 0: policy directory, 1: embedded lua/ */
+    int lib;         /* 0: the policies, 1: embedded lua/, 2: embedded policies/
+                      * behind a --policies directory (its modules stay reachable) */
     char *chunkname; /* "@policies/dittoserver.lua" */
     char *code;      /* bytecode dumped by the host */
     size_t len;
@@ -258,8 +259,8 @@ int policy_set_load(const char *dir, struct policy_set **out, struct dbuf *err)
         if (strncmp(f->name, "lua/", 4) == 0) {
             lib = 1;
             rel = f->name + 4;
-        } else if (dir == NULL && strncmp(f->name, "policies/", 9) == 0) {
-            lib = 0;
+        } else if (strncmp(f->name, "policies/", 9) == 0) {
+            lib = dir == NULL ? 0 : 2;
             rel = f->name + 9;
         } else {
             continue;
@@ -363,12 +364,15 @@ static int open_codec(lua_State *L)
     return 1;
 }
 
-/* sandbox_loader_fn: the policy directory, then embedded lua/, then
- * "codec". */
+/* sandbox_loader_fn: the policy directory, then (behind --policies) the
+ * embedded policies/ (so a custom dittoserver.lua can keep requiring
+ * dittoserver_schema), then embedded lua/, then "codec". */
 static int loader(lua_State *L, const char *name, void *ud)
 {
     const struct policy_set *ps = ud;
     const struct policy_chunk *c = find_chunk(ps, name, 0);
+    if (c == NULL)
+        c = find_chunk(ps, name, 2);
     if (c == NULL)
         c = find_chunk(ps, name, 1);
     if (c == NULL) {

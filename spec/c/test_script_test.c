@@ -416,6 +416,19 @@ static void test_policies(void)
           "require: policy dir, embedded lua/, codec (%s)", dbuf_ptr(&r.err));
     res_free(&r);
 
+    /* A custom dittoserver.lua that wraps the default one: the embedded
+     * policies/ stay reachable behind the directory (its own module wins). */
+    r = run_stub("local schema = require('dittoserver_schema')\n"
+                 "local s = M.status\n"
+                 "function M.status(...) local st = s(...)\n"
+                 "  st.availableReplicas = type(schema.SPEC) == 'table' "
+                 "and 7 or 0\n"
+                 "  return st end\n");
+    CHECK(r.code == 0 && has(&r.out, "availableReplicas: 7"),
+          "require: embedded policies/ behind --policies (%s)",
+          dbuf_ptr(&r.err));
+    res_free(&r);
+
     char dir[600];
     snprintf(dir, sizeof(dir), "%s/p", tmpdir);
     expect_fail("runtime error with file:line",
