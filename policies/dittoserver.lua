@@ -101,35 +101,10 @@ local function share_label(i, share)
   return format("share[%d] (%s)", i - 1, tostring(name or ""))
 end
 
--- FNV-1a, 64 bit, over the bytes of s: 16 lowercase hex digits. Lua 5.4
--- integers wrap on overflow, which is exactly the modular arithmetic FNV
--- needs. Not cryptographic; it only has to change when the config does.
--- Unrolled by 32 bytes: the loop and string.byte calls would otherwise
--- cost as much as the arithmetic.
-local function fnv1a64(s)
-  local h = -3750763034362895579 -- 0xcbf29ce484222325
-  local p = 1099511628211 -- 0x100000001b3
-  local byte = string.byte
-  local n = #s
-  local tail = n - n % 32
-  for i = 1, tail, 32 do
-    local a1, a2, a3, a4, a5, a6, a7, a8, b1, b2, b3, b4, b5, b6, b7, b8,
-      c1, c2, c3, c4, c5, c6, c7, c8, d1, d2, d3, d4, d5, d6, d7, d8 =
-      byte(s, i, i + 31)
-    h = (((((((((((((((h ~ a1) * p) ~ a2) * p) ~ a3) * p) ~ a4) * p) ~ a5)
-      * p) ~ a6) * p) ~ a7) * p) ~ a8) * p
-    h = (((((((((((((((h ~ b1) * p) ~ b2) * p) ~ b3) * p) ~ b4) * p) ~ b5)
-      * p) ~ b6) * p) ~ b7) * p) ~ b8) * p
-    h = (((((((((((((((h ~ c1) * p) ~ c2) * p) ~ c3) * p) ~ c4) * p) ~ c5)
-      * p) ~ c6) * p) ~ c7) * p) ~ c8) * p
-    h = (((((((((((((((h ~ d1) * p) ~ d2) * p) ~ d3) * p) ~ d4) * p) ~ d5)
-      * p) ~ d6) * p) ~ d7) * p) ~ d8) * p
-  end
-  for i = tail + 1, n do
-    h = (h ~ byte(s, i)) * p
-  end
-  return format("%016x", h)
-end
+-- FNV-1a, 64 bit, over the bytes of s: 16 lowercase hex digits (in C:
+-- codec.fnv1a64). Not cryptographic; it only has to change when the
+-- config does.
+local fnv1a64 = codec.fnv1a64
 
 M.fnv1a64 = fnv1a64
 
