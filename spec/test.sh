@@ -9,7 +9,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 deploy/local/deps.sh
 build=${BUILD_DIR:-$root/build}
-cmake -S . -B "$build" -DWERROR=ON -DSANITIZE="${SANITIZE:-OFF}" >/dev/null
+cmake -S . -B "$build" -DWERROR=ON -DSANITIZE="${SANITIZE:-OFF}" \
+  -DINTEGRATION_TESTS="${INTEGRATION_TESTS:-ON}" >/dev/null
 cmake --build "$build" -j"$(nproc)"
 cd "$build"
 ctest --output-on-failure "$@"
