@@ -1,8 +1,11 @@
 /*
- * main: the command line of dittofs-operator. For now only the offline dry
- * run (--script-test); the controller (run mode) comes with its own issue.
- * Exit codes: 0 ok, 1 bad input, 2 usage, 3 invalid spec, 4 policy failure.
- * Uses script_test, sandbox, log.
+ * main: the command line of dittofs-operator. For now the offline dry run
+ * (--script-test) and a cluster diagnostic (--check-cluster); the
+ * controller (run mode) comes with its own issue. Every setting flag also
+ * reads its default from $DITTOFS_OPERATOR_<FLAG> (the flag table below).
+ * Exit codes: 0 ok, 1 bad input, 2 usage, 3 invalid spec, 4 policy failure,
+ * 5 cannot connect or authenticate, 6 the DittoServer CRD is missing.
+ * Uses script_test, check_cluster, sandbox, log.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -12,37 +15,154 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
+#include "check_cluster.h"
 #include "script_test.h"
 
-static const char usage_text[] =
+static const char usage_head[] =
     "Usage: dittofs-operator --script-test FILE|- [options]\n"
+    "       dittofs-operator --check-cluster [options]\n"
     "\n"
-    "Renders a DittoServer offline exactly as the operator would apply it:\n"
-    "CRD defaults and validation as the apiserver does them, then the\n"
-    "policy's validate, render and status in the Lua sandbox. FILE is a\n"
-    "DittoServer (YAML or JSON), optionally followed by observed children\n"
-    "in the same YAML stream; - reads standard input.\n"
+    "--script-test renders a DittoServer offline exactly as the operator\n"
+    "would apply it: CRD defaults and validation as the apiserver does\n"
+    "them, then the policy's validate, render and status in the Lua\n"
+    "sandbox. FILE is a DittoServer (YAML or JSON), optionally followed by\n"
+    "observed children in the same YAML stream; - reads standard input.\n"
     "\n"
-    "Options:\n"
-    "  --script-test FILE|-   dry run (the only mode so far)\n"
-    "  --output yaml|json     output format (default yaml: the objects,\n"
-    "                         then the DittoServer status, as documents;\n"
-    "                         json: {\"objects\": [...], \"status\": {...}})\n"
-    "  --policies DIR         policies from DIR (must hold dittoserver.lua)\n"
-    "                         instead of the embedded ones\n"
-    "  --cluster-domain NAME  cluster DNS domain (default cluster.local)\n"
-    "  --policy-timeout MS    time budget of each policy call in ms\n"
-    "                         (default 100)\n"
-    "  --policy-memory MIB    memory cap of one evaluation in MiB\n"
-    "                         (default 32)\n"
-    "  --help                 this text\n"
-    "  --version              print the version\n"
+    "--check-cluster connects to Kubernetes as the operator will, prints\n"
+    "where the configuration came from and the server's version, checks\n"
+    "that the DittoServer CRD is served, syncs an informer on DittoServers\n"
+    "and prints one line per DittoServer (namespace/name, phase, NFS\n"
+    "endpoint).\n"
+    "\n"
+    "Options:\n";
+
+static const char usage_tail[] =
+    "\n"
+    "A flag marked [$VAR] takes its default from that environment variable\n"
+    "when it is set and not empty; the flag on the command line wins.\n"
     "\n"
     "Exit status: 0 ok, 1 bad input (unreadable, malformed, not a\n"
     "DittoServer), 2 usage, 3 invalid spec (every message names its\n"
     "field), 4 policy failure (file:line and message, timeout, memory\n"
-    "cap, unusable output). Nothing is printed on standard output unless\n"
-    "the exit status is 0.\n";
+    "cap, unusable output), 5 cannot connect or authenticate (kubeconfig,\n"
+    "network, TLS, 401/403: the precise message), 6 the DittoServer CRD is\n"
+    "not installed. Nothing is printed on standard output unless the exit\n"
+    "status is 0.\n";
+
+/*
+ * The flags, in --help order; the index is the getopt value minus one.
+ * `env` marks the settings that $DITTOFS_OPERATOR_<NAME> (upper case, '-'
+ * as '_') can set; modes and actions are command line only, so that a
+ * stray variable cannot switch a deployed operator into another mode.
+ * The controller adds its flags here.
+ */
+enum {
+    OPT_SCRIPT_TEST = 1,
+    OPT_CHECK_CLUSTER,
+    OPT_OUTPUT,
+    OPT_POLICIES,
+    OPT_CLUSTER_DOMAIN,
+    OPT_TIMEOUT,
+    OPT_MEMORY,
+    OPT_KUBECONFIG,
+    OPT_CONTEXT,
+    OPT_NAMESPACE,
+    OPT_QPS,
+    OPT_BURST,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
+struct flag {
+    const char *name;
+    const char *arg; /* shown in --help; NULL: the flag takes no argument */
+    int env;
+    const char *help; /* lines separated by '\n' */
+};
+
+static const struct flag flags[] = {
+    [OPT_SCRIPT_TEST - 1] = {"script-test", "FILE|-", 0, "dry run"},
+    [OPT_CHECK_CLUSTER - 1] = {"check-cluster", NULL, 0,
+                               "check the connection to Kubernetes and\n"
+                               "list the DittoServers"},
+    [OPT_OUTPUT - 1] = {"output", "yaml|json", 1,
+                        "output format. --script-test: default yaml\n"
+                        "(the objects, then the DittoServer status, as\n"
+                        "documents), json: {\"objects\": [...],\n"
+                        "\"status\": {...}}. --check-cluster: default\n"
+                        "text, or the report as yaml or json"},
+    [OPT_POLICIES - 1] = {"policies", "DIR", 1,
+                          "policies from DIR (must hold dittoserver.lua)\n"
+                          "instead of the embedded ones"},
+    [OPT_CLUSTER_DOMAIN - 1] = {"cluster-domain", "NAME", 1,
+                                "cluster DNS domain (default cluster.local)"},
+    [OPT_TIMEOUT - 1] = {"policy-timeout", "MS", 1,
+                         "time budget of each policy call in ms\n"
+                         "(default 100)"},
+    [OPT_MEMORY - 1] = {"policy-memory", "MIB", 1,
+                        "memory cap of one evaluation in MiB\n"
+                        "(default 32)"},
+    [OPT_KUBECONFIG - 1] = {"kubeconfig", "FILE", 1,
+                            "kubeconfig to use (default $KUBECONFIG,\n"
+                            "then ~/.kube/config, then in-cluster)"},
+    [OPT_CONTEXT - 1] = {"context", "NAME", 1,
+                         "kubeconfig context (default current-context)"},
+    [OPT_NAMESPACE - 1] = {"namespace", "NS", 1,
+                           "only DittoServers in NS (default all)"},
+    [OPT_QPS - 1] = {"kube-api-qps", "N", 1,
+                     "client-side rate limit of API requests per\n"
+                     "second (default 20)"},
+    [OPT_BURST - 1] = {"kube-api-burst", "N", 1,
+                       "burst of the rate limit (default 30)"},
+    [OPT_HELP - 1] = {"help", NULL, 0, "this text"},
+    [OPT_VERSION - 1] = {"version", NULL, 0, "print the version"},
+};
+
+#define NFLAGS (sizeof(flags) / sizeof(flags[0]))
+#define ENV_PREFIX "DITTOFS_OPERATOR_"
+
+/* "DITTOFS_OPERATOR_KUBE_API_QPS" for "kube-api-qps". */
+static void env_name(const struct flag *f, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "%s", ENV_PREFIX);
+    for (const char *p = f->name; *p != '\0' && n + 1 < len; p++)
+        buf[n++] = *p == '-'
+                       ? '_'
+                       : (char)(*p - ('a' <= *p && *p <= 'z' ? 'a' - 'A' : 0));
+    buf[n < len ? n : len - 1] = '\0';
+}
+
+/* --help: the head, one entry per flag (help lines in a column, then the
+ * environment variable), the tail. */
+static void print_usage(FILE *out)
+{
+    fputs(usage_head, out);
+    for (size_t i = 0; i < NFLAGS; i++) {
+        const struct flag *f = &flags[i];
+        char left[64], env[96];
+        snprintf(left, sizeof(left), "--%s%s%s", f->name, f->arg ? " " : "",
+                 f->arg ? f->arg : "");
+        const char *h = f->help;
+        int first = 1;
+        while (*h != '\0') {
+            const char *nl = strchr(h, '\n');
+            int len = nl != NULL ? (int)(nl - h) : (int)strlen(h);
+            if (first && strlen(left) > 21)
+                fprintf(out, "  %s\n  %-21s  %.*s\n", left, "", len, h);
+            else
+                fprintf(out, "  %-21s  %.*s\n", first ? left : "", len, h);
+            first = 0;
+            h += len + (nl != NULL);
+        }
+        if (f->env) {
+            env_name(f, env, sizeof(env));
+            fprintf(out, "  %-21s  [$%s]\n", "", env);
+        }
+    }
+    fputs(usage_tail, out);
+}
 
 /* Parses a positive integer with an optional unit suffix from `units`
  * (each a suffix and a multiplier); returns 0 or -1. */
@@ -102,112 +222,175 @@ static void arm_watchdog(unsigned ms)
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
+/* The environment variable whose value is being applied, for messages;
+ * NULL while parsing the command line. */
+static const char *from_env;
+
 static int usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "dittofs-operator: ");
+    if (from_env != NULL)
+        fprintf(stderr, "$%s: ", from_env);
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry 'dittofs-operator --help'.\n");
     return SCRIPT_TEST_EUSAGE;
 }
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct cli {
+    struct script_test_options st;
+    struct check_cluster_options cc;
+    int check_cluster;
+    int output; /* 0: the mode's default, 1: yaml, 2: json */
+};
+
+/* A positive number of requests per second (fractions allowed). */
+static int parse_qps(const char *s, double *out)
 {
-    enum {
-        OPT_SCRIPT_TEST = 1,
-        OPT_OUTPUT,
-        OPT_POLICIES,
-        OPT_CLUSTER_DOMAIN,
-        OPT_TIMEOUT,
-        OPT_MEMORY,
-        OPT_HELP,
-        OPT_VERSION,
-    };
-    static const struct option opts[] = {
-        {"script-test", required_argument, NULL, OPT_SCRIPT_TEST},
-        {"output", required_argument, NULL, OPT_OUTPUT},
-        {"policies", required_argument, NULL, OPT_POLICIES},
-        {"cluster-domain", required_argument, NULL, OPT_CLUSTER_DOMAIN},
-        {"policy-timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"policy-memory", required_argument, NULL, OPT_MEMORY},
-        {"help", no_argument, NULL, OPT_HELP},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
-    };
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || !(v > 0) || v > 1e6)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A Kubernetes namespace name: an RFC 1123 label ("" means all). */
+static int valid_namespace(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && (c != '-' || i == 0 || i == n - 1))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Applies one flag (id as in the flag table) with its argument, from the
+ * command line or from the environment (from_env set). Returns 0, or the
+ * usage exit status after printing the message; --help and --version
+ * return -1 after printing (exit 0).
+ */
+static int apply_flag(struct cli *c, int id, const char *arg)
+{
     static const char *const ms_suffix[] = {"ms", "s", NULL};
     static const unsigned long ms_mul[] = {1, 1000};
     static const char *const mib_suffix[] = {"Mi", "MiB", "M", NULL};
     static const unsigned long mib_mul[] = {1, 1, 1};
-    struct script_test_options o;
-    memset(&o, 0, sizeof(o));
-    o.limits.timeout_ms = SANDBOX_DEFAULT_TIMEOUT_MS;
-    o.limits.memory_bytes = SANDBOX_DEFAULT_MEMORY;
+    static const char *const no_suffix[] = {NULL};
     unsigned long v;
-    int opt;
 
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case OPT_SCRIPT_TEST:
-            o.file = optarg;
-            break;
-        case OPT_OUTPUT:
-            if (strcmp(optarg, "json") == 0)
-                o.json = 1;
-            else if (strcmp(optarg, "yaml") == 0)
-                o.json = 0;
-            else
-                return usage_error("--output must be yaml or json, not '%s'",
-                                   optarg);
-            break;
-        case OPT_POLICIES:
-            o.policies_dir = optarg;
-            break;
-        case OPT_CLUSTER_DOMAIN:
-            if (*optarg == '\0')
-                return usage_error("--cluster-domain must not be empty%s", "");
-            o.cluster_domain = optarg;
-            break;
-        case OPT_TIMEOUT:
-            if (parse_amount(optarg, 600000, &v, ms_suffix, ms_mul) != 0)
-                return usage_error("--policy-timeout: '%s' is not a number "
-                                   "of milliseconds (1..600000)",
-                                   optarg);
-            o.limits.timeout_ms = (unsigned)v;
-            break;
-        case OPT_MEMORY:
-            if (parse_amount(optarg, 4096, &v, mib_suffix, mib_mul) != 0)
-                return usage_error("--policy-memory: '%s' is not a number "
-                                   "of MiB (1..4096)",
-                                   optarg);
-            o.limits.memory_bytes = (size_t)v << 20;
-            break;
-        case OPT_HELP:
-            fputs(usage_text, stdout);
-            return 0;
-        case OPT_VERSION:
-            printf("dittofs-operator %s\n", DITTOFS_VERSION);
-            return 0;
-        default:
-            return usage_error("unknown or incomplete option '%s'",
-                               argv[optind - 1]);
-        }
+    switch (id) {
+    case OPT_SCRIPT_TEST:
+        c->st.file = arg;
+        break;
+    case OPT_CHECK_CLUSTER:
+        c->check_cluster = 1;
+        break;
+    case OPT_OUTPUT:
+        if (strcmp(arg, "json") == 0)
+            c->output = 2;
+        else if (strcmp(arg, "yaml") == 0)
+            c->output = 1;
+        else
+            return usage_error("--output must be yaml or json, not '%s'", arg);
+        break;
+    case OPT_POLICIES:
+        c->st.policies_dir = arg;
+        break;
+    case OPT_CLUSTER_DOMAIN:
+        if (*arg == '\0')
+            return usage_error("--cluster-domain must not be empty%s", "");
+        c->st.cluster_domain = arg;
+        break;
+    case OPT_TIMEOUT:
+        if (parse_amount(arg, 600000, &v, ms_suffix, ms_mul) != 0)
+            return usage_error("--policy-timeout: '%s' is not a number "
+                               "of milliseconds (1..600000)",
+                               arg);
+        c->st.limits.timeout_ms = (unsigned)v;
+        break;
+    case OPT_MEMORY:
+        if (parse_amount(arg, 4096, &v, mib_suffix, mib_mul) != 0)
+            return usage_error("--policy-memory: '%s' is not a number "
+                               "of MiB (1..4096)",
+                               arg);
+        c->st.limits.memory_bytes = (size_t)v << 20;
+        break;
+    case OPT_KUBECONFIG:
+        c->cc.kubeconfig = arg;
+        break;
+    case OPT_CONTEXT:
+        c->cc.context = arg;
+        break;
+    case OPT_NAMESPACE:
+        if (!valid_namespace(arg))
+            return usage_error("--namespace: '%s' is not a namespace name "
+                               "(lower case letters, digits and '-', at "
+                               "most 63)",
+                               arg);
+        c->cc.namespace = arg;
+        break;
+    case OPT_QPS:
+        if (parse_qps(arg, &c->cc.qps) != 0)
+            return usage_error("--kube-api-qps: '%s' is not a positive "
+                               "number of requests per second",
+                               arg);
+        break;
+    case OPT_BURST:
+        if (parse_amount(arg, 1000000, &v, no_suffix, ms_mul) != 0)
+            return usage_error("--kube-api-burst: '%s' is not a positive "
+                               "integer",
+                               arg);
+        c->cc.burst = (int)v;
+        break;
+    case OPT_HELP:
+        print_usage(stdout);
+        return -1;
+    case OPT_VERSION:
+        printf("dittofs-operator %s\n", DITTOFS_VERSION);
+        return -1;
+    default:
+        return usage_error("unknown or incomplete option '%s'", arg);
     }
-    if (optind < argc)
-        return usage_error("unexpected argument '%s'", argv[optind]);
-    if (o.file == NULL) {
-        fprintf(stderr,
-                "dittofs-operator: run mode (the controller) is not "
-                "implemented yet; use --script-test FILE (see --help)\n");
-        return SCRIPT_TEST_EUSAGE;
-    }
+    return 0;
+}
 
+/* Applies $DITTOFS_OPERATOR_<FLAG> of every setting flag that has one set
+ * (and not empty), before the command line overrides them. */
+static int apply_env(struct cli *c)
+{
+    static char names[NFLAGS][96];
+    for (size_t i = 0; i < NFLAGS; i++) {
+        if (!flags[i].env)
+            continue;
+        env_name(&flags[i], names[i], sizeof(names[i]));
+        const char *v = getenv(names[i]);
+        if (v == NULL || v[0] == '\0')
+            continue;
+        from_env = names[i];
+        int rc = apply_flag(c, (int)i + 1, v);
+        from_env = NULL;
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int run_script_test(struct script_test_options *o)
+{
     /* Three policy calls plus a generous margin for everything else. */
-    arm_watchdog(3 * o.limits.timeout_ms + 2000);
+    arm_watchdog(3 * o->limits.timeout_ms + 2000);
 
     struct dbuf out, errs;
     dbuf_init(&out, (size_t)64 << 20);
     dbuf_init(&errs, (size_t)4 << 20);
-    int code = script_test_run(&o, &out, &errs);
+    int code = script_test_run(o, &out, &errs);
     arm_watchdog(0);
     fwrite(dbuf_ptr(&errs), 1, dbuf_len(&errs), stderr);
     if (code == SCRIPT_TEST_OK) {
@@ -220,4 +403,74 @@ int main(int argc, char **argv)
     dbuf_free(&out);
     dbuf_free(&errs);
     return code;
+}
+
+static int run_check_cluster(struct check_cluster_options *o)
+{
+    struct dbuf out, errs;
+    dbuf_init(&out, (size_t)64 << 20);
+    dbuf_init(&errs, (size_t)1 << 20);
+    int code = check_cluster_run(o, &out, &errs);
+    /* The event loop initialised libcurl once (loop_new); everything that
+     * used it is gone now, so this is the one matching cleanup. */
+    curl_global_cleanup();
+    fwrite(dbuf_ptr(&errs), 1, dbuf_len(&errs), stderr);
+    if (code == CHECK_CLUSTER_OK) {
+        fwrite(dbuf_ptr(&out), 1, dbuf_len(&out), stdout);
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            perror("dittofs-operator: stdout");
+            code = CHECK_CLUSTER_EOTHER;
+        }
+    }
+    dbuf_free(&out);
+    dbuf_free(&errs);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    struct option opts[NFLAGS + 1];
+    struct cli c;
+    int opt, rc;
+
+    memset(opts, 0, sizeof(opts));
+    for (size_t i = 0; i < NFLAGS; i++) {
+        opts[i].name = flags[i].name;
+        opts[i].has_arg = flags[i].arg ? required_argument : no_argument;
+        opts[i].val = (int)i + 1;
+    }
+    memset(&c, 0, sizeof(c));
+    c.st.limits.timeout_ms = SANDBOX_DEFAULT_TIMEOUT_MS;
+    c.st.limits.memory_bytes = SANDBOX_DEFAULT_MEMORY;
+
+    rc = apply_env(&c);
+    if (rc != 0)
+        return rc;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        rc = apply_flag(&c, opt == '?' ? 0 : opt,
+                        opt == '?' ? argv[optind - 1] : optarg);
+        if (rc != 0)
+            return rc < 0 ? 0 : rc;
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    if (c.st.file != NULL && c.check_cluster)
+        return usage_error("--script-test and --check-cluster exclude each "
+                           "other%s",
+                           "");
+    if (c.check_cluster) {
+        c.cc.output = c.output == 2   ? CHECK_CLUSTER_JSON
+                      : c.output == 1 ? CHECK_CLUSTER_YAML
+                                      : CHECK_CLUSTER_TEXT;
+        return run_check_cluster(&c.cc);
+    }
+    if (c.st.file == NULL) {
+        fprintf(stderr,
+                "dittofs-operator: run mode (the controller) is not "
+                "implemented yet; use --script-test FILE (see --help)\n");
+        return SCRIPT_TEST_EUSAGE;
+    }
+    c.st.json = c.output == 2;
+    return run_script_test(&c.st);
 }
