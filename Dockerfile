@@ -13,7 +13,6 @@ COPY core core
 COPY lua lua
 COPY policies policies
 COPY crd crd
-COPY spec/tests.cmake spec/tests.cmake
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DWERROR=ON \
       -DINTEGRATION_TESTS=OFF -DBUILD_TESTING=OFF \
  && cmake --build /build -j"$(nproc)" --target dittofs-operator \
