@@ -103,12 +103,21 @@ static int request_failed(struct state *s, const char *path,
 {
     const char *msg = r != NULL && r->message[0] ? r->message : "";
     const char *hint = "";
+    if (rc == HTTP_ENOMEM) {
+        dbuf_adds(s->errs, "out of memory\n");
+        return CHECK_CLUSTER_EOTHER;
+    }
+    if (rc == HTTP_ENETWORK) {
+        /* libcurl's text already names the request ("GET /version: ..."). */
+        int tls = strstr(msg, "SSL") != NULL || strstr(msg, "certificate");
+        dbuf_addf(s->errs, "cannot connect to %s: %s (%s)\n", server(s), msg,
+                  tls ? "TLS: the server's certificate is not signed by the "
+                        "certificate authority of the kubeconfig, or does "
+                        "not name the server"
+                      : "is the server address right and the server up?");
+        return CHECK_CLUSTER_ECONNECT;
+    }
     switch (rc) {
-    case HTTP_ENETWORK:
-        hint = " (cannot connect: check the server address, and that the "
-               "certificate authority of the kubeconfig signed the server's "
-               "certificate)";
-        break;
     case HTTP_ETIMEOUT:
         hint = " (no answer in time: is the server reachable?)";
         break;
@@ -124,10 +133,6 @@ static int request_failed(struct state *s, const char *path,
         break;
     default:
         break;
-    }
-    if (rc == HTTP_ENOMEM) {
-        dbuf_adds(s->errs, "out of memory\n");
-        return CHECK_CLUSTER_EOTHER;
     }
     dbuf_addf(s->errs, "GET %s%s: %s%s%s%s\n", server(s), path,
               http_strerror(rc), msg[0] ? ": " : "", msg, hint);

@@ -40,13 +40,13 @@ struct check_cluster_options {
 
 /*
  * Runs the check. On success appends the report to `out` and returns
- * CHECK_CLUSTER_OK; otherwise appends one precise message (ending with a
- * newline, never a credential) to `errs`, leaves `out` empty, and returns
- * CHECK_CLUSTER_ECONNECT, CHECK_CLUSTER_ENOCRD or CHECK_CLUSTER_EOTHER.
- * Warnings of the transport (insecure TLS, retried watch attempts) go to the
- * log on stderr meanwhile. libcurl: the event loop initialises it once per
- * process (loop_new); the caller pairs that with one curl_global_cleanup()
- * before exiting.
+ * CHECK_CLUSTER_OK. Otherwise appends one precise message (ending with a
+ * newline, never a credential) to `errs`, leaves `out` empty (pass it in
+ * empty) and returns CHECK_CLUSTER_ECONNECT, CHECK_CLUSTER_ENOCRD or
+ * CHECK_CLUSTER_EOTHER. Meanwhile transport warnings (insecure TLS, watch
+ * attempts retried) go to the log on stderr.
+ * libcurl: the event loop initialises it once per process (loop_new); the
+ * caller pairs that with one curl_global_cleanup() before exiting.
  */
 int check_cluster_run(const struct check_cluster_options *o, struct dbuf *out,
                       struct dbuf *errs);

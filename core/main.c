@@ -7,6 +7,7 @@
  * 5 cannot connect or authenticate, 6 the DittoServer CRD is missing.
  * Uses script_test, check_cluster, sandbox, log.
  */
+#include <ctype.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -123,15 +124,12 @@ static const struct flag flags[] = {
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
 #define ENV_PREFIX "DITTOFS_OPERATOR_"
 
-/* "DITTOFS_OPERATOR_KUBE_API_QPS" for "kube-api-qps". */
+/* "DITTOFS_OPERATOR_KUBE_API_QPS" for "kube-api-qps" (buf: 96 bytes). */
 static void env_name(const struct flag *f, char *buf, size_t len)
 {
-    size_t n = (size_t)snprintf(buf, len, "%s", ENV_PREFIX);
-    for (const char *p = f->name; *p != '\0' && n + 1 < len; p++)
-        buf[n++] = *p == '-'
-                       ? '_'
-                       : (char)(*p - ('a' <= *p && *p <= 'z' ? 'a' - 'A' : 0));
-    buf[n < len ? n : len - 1] = '\0';
+    snprintf(buf, len, "%s%s", ENV_PREFIX, f->name);
+    for (char *p = buf + strlen(ENV_PREFIX); *p != '\0'; p++)
+        *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
 }
 
 /* --help: the head, one entry per flag (help lines in a column, then the
@@ -365,15 +363,15 @@ static int apply_flag(struct cli *c, int id, const char *arg)
  * (and not empty), before the command line overrides them. */
 static int apply_env(struct cli *c)
 {
-    static char names[NFLAGS][96];
+    char name[96];
     for (size_t i = 0; i < NFLAGS; i++) {
         if (!flags[i].env)
             continue;
-        env_name(&flags[i], names[i], sizeof(names[i]));
-        const char *v = getenv(names[i]);
+        env_name(&flags[i], name, sizeof(name));
+        const char *v = getenv(name);
         if (v == NULL || v[0] == '\0')
             continue;
-        from_env = names[i];
+        from_env = name;
         int rc = apply_flag(c, (int)i + 1, v);
         from_env = NULL;
         if (rc != 0)
