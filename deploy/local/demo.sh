@@ -74,4 +74,7 @@ curl -sS --fail -o /dev/null --cacert "$DITTOFS_CA_CERT" \
   "$DITTOFS_APISERVER/apis/dittofs.dittofs.com/v1alpha1/namespaces/default/dittoservers/$name/status"
 "$kubectl" get ditto
 
+say "the same through the operator's own Kubernetes client (--check-cluster)"
+build/dittofs-operator --check-cluster
+
 say "done: the control plane keeps running (deploy/local/cluster.sh stop ends it)"
