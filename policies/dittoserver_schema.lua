@@ -14,8 +14,8 @@
 local codec = require("codec")
 local tablex = require("k8s.tablex")
 
--- Globals read inside the sandbox go through the _ENV's __index (a C
--- call each), so the hot ones are locals.
+-- Inside the sandbox a global read misses the empty _ENV and is found
+-- through its __index (the library table): the hot ones are locals.
 local type = type
 local ipairs = ipairs
 local pairs = pairs
@@ -30,6 +30,8 @@ local sort = table.sort
 local codec_is_array = codec.is_array
 local codec_is_object = codec.is_object
 local null = codec.null
+local deepcopy = tablex.deepcopy
+local contains = tablex.contains
 
 local M = {}
 
@@ -285,26 +287,10 @@ end
 M.is_array = is_array
 M.is_object = is_object
 
-local deepcopy = tablex.deepcopy
-
-
-local function deep_copy(v)
-  if type(v) ~= "table" then
-    return v
-  end
-  local out = {}
-  for k, x in pairs(v) do
-    out[k] = deep_copy(x)
-  end
-  return setmetatable(out, getmetatable(v))
-end
-
-M.deep_copy = deep_copy
-
 
 -- A fresh copy of prop.default, marked as the JSON kind prop declares.
 local function default_of(prop)
-  local d = deep_copy(prop.default)
+  local d = deepcopy(prop.default)
   if type(d) == "table" then
     -- keep {} an object and {"a"} an array when encoded
     if prop.type == "array" then
@@ -455,15 +441,9 @@ local function enum_text(enum)
   return concat(parts, ", ")
 end
 
-local function contains(list, v)
-  for _, x in ipairs(list) do
-    if x == v then
-      return true
-    end
-  end
-  return false
-end
-
+-- Keys of a decoded object in bytewise order (not tablex.sorted_keys: the
+-- keys are strings, and a plain sort without a codec array is cheaper on
+-- this path, once per object of every spec).
 local function sorted_keys(t)
   local keys = {}
   for k in pairs(t) do
