@@ -916,6 +916,34 @@ static char *cluster_info_json(struct kube_conn *c, struct loc cl,
 /* --- exec section ----------------------------------------------------------
  */
 
+/*
+ * Reads the optional list `key` of mapping `m` (`expected` describes it for
+ * errors): *seq is NULL when it is absent or null; otherwise *seq is the
+ * sequence, *n its length and *arr a zeroed array of n + 1 strings for the
+ * caller to fill (owned by the caller's struct, freed with it).
+ */
+static int get_list(struct loc m, const char *what, const char *key,
+                    const char *expected, yaml_node_t **seq, size_t *n,
+                    char ***arr, char *err, size_t errlen)
+{
+    yaml_node_t *v = map_get(m.f, m.n, key);
+    *seq = NULL;
+    *n = 0;
+    if (is_null(v))
+        return 0;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        loc_err(err, errlen, (struct loc){m.f, v}, "%s.%s: expected %s", what,
+                key, expected);
+        return KUBE_CONN_ECONFIG;
+    }
+    *n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    *arr = calloc(*n + 1, sizeof **arr);
+    if (*arr == NULL)
+        return KUBE_CONN_ENOMEM;
+    *seq = v;
+    return 0;
+}
+
 static int load_exec(struct kube_conn *c, struct loc u, const char *what,
                      struct loc cl, const char *server, const char *tls_name,
                      char *err, size_t errlen)
@@ -974,64 +1002,48 @@ static int load_exec(struct kube_conn *c, struct loc u, const char *what,
         (hint != NULL && e->install_hint == NULL))
         return KUBE_CONN_ENOMEM;
 
-    yaml_node_t *args = map_get(ex.f, ex.n, "args");
-    if (!is_null(args)) {
-        if (args->type != YAML_SEQUENCE_NODE) {
-            loc_err(err, errlen, (struct loc){ex.f, args},
-                    "%s.args: expected a list of strings", w);
+    yaml_node_t *args;
+    size_t n;
+    rc = get_list(ex, w, "args", "a list of strings", &args, &n, &e->args, err,
+                  errlen);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *a = node(ex.f, args->data.sequence.items.start[i]);
+        if (a == NULL || a->type != YAML_SCALAR_NODE) {
+            loc_err(err, errlen, (struct loc){ex.f, a},
+                    "%s.args[%zu]: expected a string", w, i);
             return KUBE_CONN_ECONFIG;
         }
-        size_t n = (size_t)(args->data.sequence.items.top -
-                            args->data.sequence.items.start);
-        e->args = calloc(n + 1, sizeof *e->args);
-        if (e->args == NULL)
+        e->args[i] = strdup((const char *)a->data.scalar.value);
+        if (e->args[i] == NULL)
             return KUBE_CONN_ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-            yaml_node_t *a = node(ex.f, args->data.sequence.items.start[i]);
-            if (a == NULL || a->type != YAML_SCALAR_NODE) {
-                loc_err(err, errlen, (struct loc){ex.f, a},
-                        "%s.args[%zu]: expected a string", w, i);
-                return KUBE_CONN_ECONFIG;
-            }
-            e->args[i] = strdup((const char *)a->data.scalar.value);
-            if (e->args[i] == NULL)
-                return KUBE_CONN_ENOMEM;
-            e->nargs = i + 1;
-        }
+        e->nargs = i + 1;
     }
-    yaml_node_t *env = map_get(ex.f, ex.n, "env");
-    if (!is_null(env)) {
-        if (env->type != YAML_SEQUENCE_NODE) {
-            loc_err(err, errlen, (struct loc){ex.f, env},
-                    "%s.env: expected a list of {name, value}", w);
+    yaml_node_t *env;
+    rc = get_list(ex, w, "env", "a list of {name, value}", &env, &n, &e->env,
+                  err, errlen);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        struct loc en = {ex.f, node(ex.f, env->data.sequence.items.start[i])};
+        const char *name = NULL, *value = NULL;
+        char ew[360];
+        snprintf(ew, sizeof ew, "%s.env[%zu]", w, i);
+        if (en.n == NULL || en.n->type != YAML_MAPPING_NODE) {
+            loc_err(err, errlen, en, "%s: expected {name, value}", ew);
             return KUBE_CONN_ECONFIG;
         }
-        size_t n = (size_t)(env->data.sequence.items.top -
-                            env->data.sequence.items.start);
-        e->env = calloc(n + 1, sizeof *e->env);
-        if (e->env == NULL)
-            return KUBE_CONN_ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-            struct loc en = {ex.f,
-                             node(ex.f, env->data.sequence.items.start[i])};
-            const char *name = NULL, *value = NULL;
-            char ew[360];
-            snprintf(ew, sizeof ew, "%s.env[%zu]", w, i);
-            if (en.n == NULL || en.n->type != YAML_MAPPING_NODE) {
-                loc_err(err, errlen, en, "%s: expected {name, value}", ew);
-                return KUBE_CONN_ECONFIG;
-            }
-            if ((rc = get_str(en, ew, "name", &name, err, errlen)) < 0 ||
-                (rc = get_str(en, ew, "value", &value, err, errlen)) < 0)
-                return rc;
-            if (name == NULL || name[0] == '\0' || strchr(name, '=')) {
-                loc_err(err, errlen, en, "%s.name: missing or invalid", ew);
-                return KUBE_CONN_ECONFIG;
-            }
-            if (asprintf(&e->env[i], "%s=%s", name, value ? value : "") < 0)
-                return KUBE_CONN_ENOMEM;
-            e->nenv = i + 1;
+        if ((rc = get_str(en, ew, "name", &name, err, errlen)) < 0 ||
+            (rc = get_str(en, ew, "value", &value, err, errlen)) < 0)
+            return rc;
+        if (name == NULL || name[0] == '\0' || strchr(name, '=')) {
+            loc_err(err, errlen, en, "%s.name: missing or invalid", ew);
+            return KUBE_CONN_ECONFIG;
         }
+        if (asprintf(&e->env[i], "%s=%s", name, value ? value : "") < 0)
+            return KUBE_CONN_ENOMEM;
+        e->nenv = i + 1;
     }
     if (pci) {
         e->cluster_json = cluster_info_json(c, cl, server, tls_name);
