@@ -145,6 +145,13 @@ local function is_duration(s)
   return true
 end
 
+-- Where local content goes by default: the content volume, or the
+-- metadata volume when there is none.
+local function local_content_dir(spec)
+  local storage = type(spec.storage) == "table" and spec.storage or {}
+  return storage.contentSize and M.CONTENT_DIR or M.SHARED_CONTENT_DIR
+end
+
 -- True when path is dir or below it.
 local function is_under(path, dir)
   return path == dir or path:sub(1, #dir + 1) == dir .. "/"
@@ -235,9 +242,7 @@ end
 -- @param spec table defaulted spec
 -- @return table a spec.config (defaulted)
 function M.default_config(spec)
-  local storage = type(spec.storage) == "table" and spec.storage or {}
-  local content_path = storage.contentSize and M.CONTENT_DIR
-    or M.SHARED_CONTENT_DIR
+  local content_path = local_content_dir(spec)
   local config = {
     shares = array({ obj({
       name = "default",
@@ -780,8 +785,7 @@ function M.server_config(spec)
     if b.type == "local" and (type(b.config) ~= "table"
         or b.config.path == nil) then
       b = tablex.deepcopy(b)
-      b.config = obj({ path = spec.storage.contentSize and M.CONTENT_DIR
-        or M.SHARED_CONTENT_DIR })
+      b.config = obj({ path = local_content_dir(spec) })
     end
     render_backend(b, stores_meta, stores_content)
   end
