@@ -293,8 +293,7 @@ end
 
 -- Upstream webhook rules (reference §1.11), each message prefixed with the
 -- field it is about, the upstream text kept intact after the prefix.
-local function check_share_refs(config, errs, warns)
-  local backends = index_by_name(config.backends)
+local function check_share_refs(config, backends, errs, warns)
   local caches = index_by_name(config.caches)
   for i, share in ipairs(list(config.shares)) do
     local at = format("spec.config.shares[%d]", i - 1)
@@ -330,8 +329,7 @@ end
 -- Backend type against the role a share gives it. Upstream only warned
 -- about s3/local metadata; the server cannot start with either mistake, so
 -- both are errors here.
-local function check_share_roles(config, errs)
-  local backends = index_by_name(config.backends)
+local function check_share_roles(config, backends, errs)
   for i, share in ipairs(list(config.shares)) do
     local at = format("spec.config.shares[%d]", i - 1)
     local meta = backends[share.metadataStore or ""]
@@ -645,8 +643,9 @@ validate_spec = function(name, spec)
   check_ports(spec, errs, warns)
   local config, is_default = effective_config(spec)
   if not is_default then
-    check_share_refs(config, errs, warns)
-    check_share_roles(config, errs)
+    local backends = index_by_name(config.backends)
+    check_share_refs(config, backends, errs, warns)
+    check_share_roles(config, backends, errs)
     check_duplicates(config.backends, "name", "backend name",
       "spec.config.backends", errs)
     check_duplicates(config.caches, "name", "cache name",
