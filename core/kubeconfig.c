@@ -576,6 +576,23 @@ static void files_free(struct kc_file *files, size_t n)
     }
 }
 
+/* Parses `path` into files[*nfiles] and counts it, or skips it when it does
+ * not exist (kubectl's rule for $KUBECONFIG entries and ~/.kube/config).
+ * Returns 0 or a negative KUBE_CONN_E*. */
+static int parse_optional_file(struct kc_file *files, size_t *nfiles,
+                               const char *path, char *err, size_t errlen)
+{
+    struct kc_file *f = &files[*nfiles];
+    int rc = parse_file(f, path, err, errlen);
+    if (rc == PARSE_ENOENT) {
+        files_free(f, 1);
+        memset(f, 0, sizeof *f);
+        return 0;
+    }
+    (*nfiles)++;
+    return rc;
+}
+
 /* --- server URL ------------------------------------------------------------
  */
 
@@ -1428,12 +1445,7 @@ int kube_conn_load(struct kube_conn **out, const struct kubeconfig_opts *o,
                 rc = KUBE_CONN_ECONFIG;
                 break;
             }
-            rc = parse_file(&files[nfiles++], p, err, errlen);
-            if (rc == PARSE_ENOENT) {
-                files_free(&files[nfiles - 1], 1);
-                memset(&files[--nfiles], 0, sizeof files[0]);
-                rc = 0;
-            }
+            rc = parse_optional_file(files, &nfiles, p, err, errlen);
         }
         if (rc == 0 && nfiles == 0 && !in_cluster) {
             seterr(err, errlen,
@@ -1450,12 +1462,7 @@ int kube_conn_load(struct kube_conn **out, const struct kubeconfig_opts *o,
                 rc = KUBE_CONN_ENOMEM;
                 goto done;
             }
-            rc = parse_file(&files[nfiles++], home_cfg, err, errlen);
-            if (rc == PARSE_ENOENT) {
-                files_free(&files[nfiles - 1], 1);
-                memset(&files[--nfiles], 0, sizeof files[0]);
-                rc = 0;
-            }
+            rc = parse_optional_file(files, &nfiles, home_cfg, err, errlen);
         }
         if (rc == 0 && nfiles == 0 && !in_cluster) {
             seterr(err, errlen,
