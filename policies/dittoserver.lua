@@ -675,7 +675,9 @@ local function bytes_or_string(s)
   return n
 end
 
-local function render_backend(b, stores_meta, stores_content)
+-- content_dir: the path of local content without an explicit one (where a
+-- volume is).
+local function render_backend(b, stores_meta, stores_content, content_dir)
   local cfg = type(b.config) == "table" and b.config or {}
   if b.type == "badger" then
     stores_meta[b.name] = obj({
@@ -685,7 +687,7 @@ local function render_backend(b, stores_meta, stores_content)
   elseif b.type == "local" then
     stores_content[b.name] = obj({
       type = "filesystem",
-      filesystem = obj({ path = cfg.path }),
+      filesystem = obj({ path = cfg.path or content_dir }),
     })
   elseif b.type == "s3" then
     local s3 = obj({ region = DEFAULT_REGION })
@@ -779,14 +781,9 @@ end
 function M.server_config(spec)
   local config = effective_config(spec)
   local stores_meta, stores_content = obj({}), obj({})
+  local content_dir = local_content_dir(spec)
   for _, b in ipairs(list(config.backends)) do
-    -- local content without an explicit path goes where a volume is
-    if b.type == "local" and (type(b.config) ~= "table"
-        or b.config.path == nil) then
-      b = tablex.deepcopy(b)
-      b.config = obj({ path = local_content_dir(spec) })
-    end
-    render_backend(b, stores_meta, stores_content)
+    render_backend(b, stores_meta, stores_content, content_dir)
   end
   local shares = array({})
   for i, s in ipairs(list(config.shares)) do
