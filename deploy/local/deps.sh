@@ -15,6 +15,8 @@ done
 sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 echo "deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# env: sudo's env_reset would drop an exported DEBIAN_FRONTEND; no stdin,
+# so nothing can wait for an answer.
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+  --no-install-recommends "${missing[@]}" >/dev/null </dev/null
