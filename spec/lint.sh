@@ -3,7 +3,7 @@
 # clang-format (the repository's .clang-format) on every C file, luacheck on
 # every Lua file. Prints "N passed, N failed".
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 pass=0
 fail=0
 for f in core/*.[ch] spec/c/*.[ch] spec/bench/*.c; do

@@ -4,7 +4,7 @@
 # Usage: spec/memcheck.sh BUILD_DIR
 set -uo pipefail
 build=${1:?usage: spec/memcheck.sh BUILD_DIR}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 # valgrind runs code ~30-50x slower: CPU-time bounds in the tests scale up.
 export LPATTERN_TEST_MAX_MS=5000
 pass=0
