@@ -3,8 +3,10 @@
  * of a custom resource held as Lua values. See crd.h for the contract.
  *
  * Every walk runs inside lua_pcall (the only errors are memory errors and
- * stack exhaustion), and keeps no malloc'd state across Lua calls: scratch
- * arrays are Lua userdata, so an error cannot leak them (STYLE rule 16).
+ * stack exhaustion), and allocates nothing with malloc that an error could
+ * jump over (STYLE rule 16): scratch arrays are Lua userdata, and the
+ * scratch text of a list-type key lives in the walk, which the entry point
+ * outside the pcall owns and frees.
  */
 #include <regex.h>
 #include <stdarg.h>
@@ -25,6 +27,7 @@ struct walk {
     int count;
     char path[PATH_MAX_LEN];
     size_t plen;
+    struct dbuf key; /* scratch: one list item's key (check_list_type) */
 };
 
 /* --- paths and messages ----------------------------------------------------
@@ -454,30 +457,28 @@ static void check_list_type(lua_State *L, struct walk *w, int s, int v)
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, v, (lua_Integer)i);
         int item = lua_gettop(L);
-        struct dbuf key;
-        dbuf_init(&key, 4096);
+        struct dbuf *key = &w->key;
+        dbuf_reset(key);
         if (is_map && lua_type(L, item) == LUA_TTABLE &&
             lua_type(L, mk) == LUA_TTABLE) {
-            dbuf_adds(&key, "map[string]interface {}{");
+            dbuf_adds(key, "map[string]interface {}{");
             size_t nk = lua_rawlen(L, mk);
             for (size_t j = 1; j <= nk; j++) {
                 lua_rawgeti(L, mk, (lua_Integer)j);
                 const char *kn = lua_tostring(L, -1);
                 lua_getfield(L, item, kn ? kn : "");
-                dbuf_addf(&key, "%s\"%s\":", j > 1 ? ", " : "", kn ? kn : "");
-                add_value(L, &key, lua_gettop(L));
+                dbuf_addf(key, "%s\"%s\":", j > 1 ? ", " : "", kn ? kn : "");
+                add_value(L, key, lua_gettop(L));
                 lua_pop(L, 2);
             }
-            dbuf_addc(&key, '}');
+            dbuf_addc(key, '}');
         } else if (!is_map) {
-            add_value(L, &key, item);
+            add_value(L, key, item);
         }
         lua_pop(L, 1);
-        if (dbuf_len(&key) == 0)
+        if (dbuf_len(key) == 0)
             continue;
-        /* The key text moves into Lua before anything can raise. */
-        lua_pushlstring(L, dbuf_ptr(&key), dbuf_len(&key));
-        dbuf_free(&key);
+        lua_pushlstring(L, dbuf_ptr(key), dbuf_len(key));
         lua_pushvalue(L, -1);
         if (lua_rawget(L, seen) != LUA_TNIL) {
             size_t old = path_index(w, i - 1);
@@ -598,60 +599,58 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
 /* --- protected entry points ------------------------------------------------
  */
 
-struct call {
-    struct walk w;
-};
-
-/* Protected: [call, schema, value] (a C function sees only its own frame,
+/* Protected: [walk, schema, value] (a C function sees only its own frame,
  * so both values travel as arguments). */
 static int p_default(lua_State *L)
 {
-    struct call *c = lua_touserdata(L, 1);
-    default_node(L, &c->w, 2, 3, 1);
+    default_node(L, lua_touserdata(L, 1), 2, 3, 1);
     return 0;
 }
 
 static int p_validate(lua_State *L)
 {
-    struct call *c = lua_touserdata(L, 1);
-    validate_node(L, &c->w, 2, 3);
+    validate_node(L, lua_touserdata(L, 1), 2, 3);
     return 0;
 }
 
-static int run(lua_State *L, lua_CFunction f, struct call *c, int s, int v)
+/* Runs f on the walk w (msgs and path set) in protected mode; owns the
+ * walk's scratch, so a memory error anywhere in the walk frees it too. */
+static int run(lua_State *L, lua_CFunction f, struct walk *w, int s, int v)
 {
     s = lua_absindex(L, s);
     v = lua_absindex(L, v);
     int top = lua_gettop(L);
     if (!lua_checkstack(L, 4))
         return CRD_ENOMEM;
+    dbuf_init(&w->key, 4096);
     lua_pushcfunction(L, f);
-    lua_pushlightuserdata(L, c);
+    lua_pushlightuserdata(L, w);
     lua_pushvalue(L, s);
     lua_pushvalue(L, v);
     int rc = lua_pcall(L, 3, 0, 0);
     lua_settop(L, top);
-    return rc == LUA_OK ? c->w.count : CRD_ENOMEM;
+    dbuf_free(&w->key);
+    return rc == LUA_OK ? w->count : CRD_ENOMEM;
 }
 
 int crd_default(lua_State *L, int schema_idx, int obj_idx,
                 struct dbuf *warnings)
 {
-    struct call c;
-    memset(&c, 0, sizeof(c));
-    c.w.msgs = warnings;
-    return run(L, p_default, &c, schema_idx, obj_idx);
+    struct walk w;
+    memset(&w, 0, sizeof(w));
+    w.msgs = warnings;
+    return run(L, p_default, &w, schema_idx, obj_idx);
 }
 
 int crd_validate(lua_State *L, int schema_idx, int obj_idx, const char *path,
                  struct dbuf *errors)
 {
-    struct call c;
-    memset(&c, 0, sizeof(c));
-    c.w.msgs = errors;
-    snprintf(c.w.path, sizeof(c.w.path), "%s", path ? path : "");
-    c.w.plen = strlen(c.w.path);
-    return run(L, p_validate, &c, schema_idx, obj_idx);
+    struct walk w;
+    memset(&w, 0, sizeof(w));
+    w.msgs = errors;
+    snprintf(w.path, sizeof(w.path), "%s", path ? path : "");
+    w.plen = strlen(w.path);
+    return run(L, p_validate, &w, schema_idx, obj_idx);
 }
 
 /* Protected: [docs, version] -> schema */

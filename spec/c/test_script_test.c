@@ -606,6 +606,79 @@ static int same(const struct dbuf *a, const struct dbuf *b)
            memcmp(dbuf_ptr(a), dbuf_ptr(b), dbuf_len(a)) == 0;
 }
 
+/* A lua_Alloc that refuses every growth once `left` allocations are spent
+ * (left < 0: no limit). */
+struct oom_alloc {
+    long left;
+};
+
+static void *oom_realloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct oom_alloc *a = ud;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (ptr == NULL || nsize > osize) {
+        if (a->left == 0)
+            return NULL;
+        if (a->left > 0)
+            a->left--;
+    }
+    return realloc(ptr, nsize);
+}
+
+/* crd_validate when Lua runs out of memory at every possible allocation of
+ * a list-type uniqueness check: CRD_ENOMEM or the full answer, and no
+ * scratch buffer left behind (memcheck runs this test under valgrind). */
+static void test_crd_out_of_memory(void)
+{
+    static const char schema[] =
+        "{\"type\":\"object\",\"properties\":{"
+        "\"tags\":{\"type\":\"array\",\"x-kubernetes-list-type\":\"set\","
+        "\"items\":{\"type\":\"string\"}},"
+        "\"ports\":{\"type\":\"array\",\"x-kubernetes-list-type\":\"map\","
+        "\"x-kubernetes-list-map-keys\":[\"name\",\"port\"],"
+        "\"items\":{\"type\":\"object\"}}}}";
+    static const char value[] =
+        "{\"tags\":[\"a\",\"b\",\"a\",\"c\",\"b\"],"
+        "\"ports\":[{\"name\":\"nfs\",\"port\":2049},"
+        "{\"name\":\"nfs\",\"port\":2049},{\"name\":\"m\",\"port\":9090}]}";
+    struct oom_alloc a = {-1};
+    lua_State *L = lua_newstate(oom_realloc, &a);
+    char err[256];
+    struct dbuf msgs;
+    dbuf_init(&msgs, 1 << 20);
+    if (!CHECK(
+            L != NULL &&
+                json_push(L, schema, strlen(schema), NULL, err, sizeof(err)) ==
+                    0 &&
+                json_push(L, value, strlen(value), NULL, err, sizeof(err)) == 0,
+            "crd oom: schema and value decode"))
+        goto done;
+    int want = crd_validate(L, 1, 2, "spec", &msgs);
+    CHECK_INT_EQ(want, 3, "crd oom: three duplicates without a limit");
+    int bad = 0, completed = 0;
+    for (long n = 0; n < 200 && !completed; n++) {
+        dbuf_reset(&msgs);
+        a.left = n;
+        int rc = crd_validate(L, 1, 2, "spec", &msgs);
+        a.left = -1;
+        if (rc == want)
+            completed = 1;
+        else if (rc != CRD_ENOMEM)
+            bad++;
+        lua_gc(L, LUA_GCCOLLECT);
+    }
+    CHECK(bad == 0 && completed,
+          "crd oom: every allocation failure is CRD_ENOMEM, then it "
+          "completes");
+done:
+    dbuf_free(&msgs);
+    if (L)
+        lua_close(L);
+}
+
 static void test_reuse_samples(void)
 {
     static const char *const samples[] = {
@@ -816,6 +889,7 @@ int main(void)
     test_schema();
     test_validate_errors();
     test_policies();
+    test_crd_out_of_memory();
     test_reuse_samples();
     test_reuse_isolation();
     char cmd[300];
