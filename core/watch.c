@@ -256,14 +256,21 @@ static int add_selectors(struct watch *w, struct dbuf *b)
 static void do_list(struct watch *w);
 static void do_watch(struct watch *w);
 
-static void timer_cb(struct loop_timer *t, void *arg)
+/* The next attempt: a list until one has completed (need_list is set
+ * from watch_new() until the first sync, and again by a 410), else a
+ * watch from the last resourceVersion. */
+static void next_attempt(struct watch *w)
 {
-    struct watch *w = arg;
-    (void)t;
-    if (w->need_list || !w->synced)
+    if (w->need_list)
         do_list(w);
     else
         do_watch(w);
+}
+
+static void timer_cb(struct loop_timer *t, void *arg)
+{
+    (void)t;
+    next_attempt(arg);
 }
 
 /* Records a failed attempt and schedules the next one after a backoff. */
@@ -850,10 +857,7 @@ int watch_start(struct watch *w)
     if (w->state != WATCH_STOPPED)
         return -EALREADY;
     w->cancel_feed = 0;
-    if (w->need_list || !w->synced)
-        do_list(w);
-    else
-        do_watch(w);
+    next_attempt(w);
     return 0;
 }
 
