@@ -73,6 +73,13 @@ int dbuf_adds(struct dbuf *b, const char *s)
 
 int dbuf_addc(struct dbuf *b, char c)
 {
+    /* Fast path (encoders add many single bytes): room for c and the
+     * terminator, and c stays within the maximum. */
+    if (b->len + 1 < b->cap && b->len < b->max) {
+        b->ptr[b->len++] = c;
+        b->ptr[b->len] = '\0';
+        return DBUF_OK;
+    }
     return dbuf_add(b, &c, 1);
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "jscan.h"
+#include "text.h"
 
 static const char *ws(const char *p, const char *end)
 {
@@ -17,17 +18,6 @@ static void seterr(char *err, size_t errlen, const char *base, const char *p,
 {
     if (err != NULL && errlen > 0)
         snprintf(err, errlen, "%s at byte %ld", what, (long)(p - base));
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* p at the opening quote; returns the position after the closing quote. */
@@ -52,7 +42,7 @@ static const char *skip_string(const char *p, const char *end,
                 if (p + 6 > end)
                     break;
                 for (int i = 2; i < 6; i++)
-                    if (hexval(p[i]) < 0) {
+                    if (text_hexval((unsigned char)p[i]) < 0) {
                         *errat = p;
                         *what = "bad \\u escape";
                         return NULL;
@@ -341,105 +331,34 @@ int jscan_is_string(struct jscan_span s)
     return s.len >= 2 && s.p[0] == '"';
 }
 
-/* Appends the UTF-8 encoding of cp; returns bytes written or -1. */
-static int put_utf8(char *out, size_t room, uint32_t cp)
-{
-    if (cp < 0x80) {
-        if (room < 1)
-            return -1;
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        if (room < 2)
-            return -1;
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        if (room < 3)
-            return -1;
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    if (room < 4)
-        return -1;
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* Unescapes into out (room outlen, may be 0 with out NULL to measure).
- * Returns the length or -1. */
+ * Returns the length, or -1 when s is not a string, holds a bad escape
+ * or does not fit. */
 static long unescape(struct jscan_span s, char *out, size_t outlen)
 {
     if (!jscan_is_string(s))
         return -1;
     const char *p = s.p + 1, *end = s.p + s.len - 1;
     size_t n = 0;
-    char tmp[4];
     while (p < end) {
-        char c = *p;
-        if (c != '\\') {
-            if (out != NULL) {
-                if (n + 1 > outlen)
-                    return -1;
-                out[n] = c;
-            }
-            n++;
-            p++;
-            continue;
-        }
-        char e = p[1];
-        uint32_t cp;
-        p += 2;
-        switch (e) {
-        case 'b':
-            cp = '\b';
-            break;
-        case 'f':
-            cp = '\f';
-            break;
-        case 'n':
-            cp = '\n';
-            break;
-        case 'r':
-            cp = '\r';
-            break;
-        case 't':
-            cp = '\t';
-            break;
-        case 'u':
-            cp = (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 |
-                            hexval(p[2]) << 4 | hexval(p[3]));
-            p += 4;
-            if (cp >= 0xd800 && cp < 0xdc00 && end - p >= 6 && p[0] == '\\' &&
-                p[1] == 'u') {
-                uint32_t lo =
-                    (uint32_t)(hexval(p[2]) << 12 | hexval(p[3]) << 8 |
-                               hexval(p[4]) << 4 | hexval(p[5]));
-                if (lo >= 0xdc00 && lo < 0xe000) {
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                    p += 6;
-                }
-            }
-            break;
-        default:
-            cp = (unsigned char)e;
-            break;
-        }
-        int k = put_utf8(tmp, sizeof(tmp), cp);
-        if (out != NULL) {
-            if (n + (size_t)k > outlen)
+        char tmp[4];
+        const char *src = p;
+        size_t k = 1, adv = 1;
+        if (*p == '\\') {
+            uint32_t cp;
+            adv = text_json_unescape(p, end, &cp);
+            if (adv == 0)
                 return -1;
-            memcpy(out + n, tmp, (size_t)k);
+            k = text_utf8_encode(tmp, cp);
+            src = tmp;
         }
-        n += (size_t)k;
+        if (out != NULL) {
+            if (n + k > outlen)
+                return -1;
+            memcpy(out + n, src, k);
+        }
+        n += k;
+        p += adv;
     }
     return (long)n;
 }

@@ -5,7 +5,7 @@
  * server's text byte for byte (integers stay exact, nothing is re-printed),
  * and read the few metadata strings it needs. Skipping a value checks its
  * syntax (strings, numbers, literals, nesting up to JSCAN_MAX_DEPTH); UTF-8
- * is not checked here (the Lua decoder does). Uses nothing.
+ * is not checked here (the Lua decoder does). Uses text.
  */
 #ifndef DITTOFS_JSCAN_H
 #define DITTOFS_JSCAN_H
@@ -65,7 +65,8 @@ int jscan_str_eq(struct jscan_span s, const char *lit);
 int jscan_is_string(struct jscan_span s);
 /*
  * Unescapes the string span (with quotes) into out[0..outlen) with a NUL.
- * Returns the length, or -1 when it is not a string or does not fit.
+ * Returns the length, or -1 when it is not a string (or holds a bad
+ * escape) or does not fit.
  */
 long jscan_str(struct jscan_span s, char *out, size_t outlen);
 /* Length of the unescaped string (without NUL), or -1 if not a string. */

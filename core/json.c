@@ -17,6 +17,7 @@
 #include <lauxlib.h>
 
 #include "json.h"
+#include "text.h"
 
 /* ---- decoder ------------------------------------------------------------- */
 
@@ -81,69 +82,13 @@ static void skip_ws(struct jdec *d)
     d->p = p;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Reads 4 hex digits at p (bounds checked); returns -1 if invalid. */
-static long hex4(const char *p, const char *end)
-{
-    long v = 0;
-    if (end - p < 4)
-        return -1;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval((unsigned char)p[i]);
-        if (h < 0)
-            return -1;
-        v = v * 16 + h;
-    }
-    return v;
-}
-
-static size_t put_utf8(char *o, unsigned long cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Checks the multi-byte UTF-8 sequence at p; returns its length. */
 static size_t check_utf8(lua_State *L, struct jdec *d, const char *p)
 {
-    size_t n = codec_utf8_check(
-        p, (size_t)(d->end - p) < 4 ? (size_t)(d->end - p) : 4);
-    /* codec_utf8_check stops at the first bad sequence: 0 means bad. */
+    size_t n = text_utf8_seq(p, d->end);
     if (n == 0)
         dec_fail(L, d, p, "invalid UTF-8 in string");
-    unsigned c = (unsigned char)*p;
-    size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-    if (n < want)
-        dec_fail(L, d, p, "invalid UTF-8 in string");
-    return want;
+    return n;
 }
 
 /* Parses the string at d->p (on its opening quote) and pushes it. */
@@ -195,56 +140,21 @@ static void parse_string(lua_State *L, struct jdec *d)
             p++;
             continue;
         }
-        if (p + 1 >= end)
+        uint32_t cp;
+        size_t n = text_json_unescape(p, end, &cp);
+        if (n == 0 && p + 1 >= end)
             dec_fail(L, d, start - 1, "unterminated string");
-        const char *esc = p;
-        p += 2;
-        switch (esc[1]) {
-        case '"':
-        case '\\':
-        case '/':
-            o[olen++] = esc[1];
-            break;
-        case 'b':
-            o[olen++] = '\b';
-            break;
-        case 'f':
-            o[olen++] = '\f';
-            break;
-        case 'n':
-            o[olen++] = '\n';
-            break;
-        case 'r':
-            o[olen++] = '\r';
-            break;
-        case 't':
-            o[olen++] = '\t';
-            break;
-        case 'u': {
-            long cp = hex4(p, end);
-            if (cp < 0)
-                dec_fail(L, d, esc, "invalid \\u escape");
-            p += 4;
-            if (cp >= 0xDC00 && cp <= 0xDFFF)
-                dec_fail(L, d, esc, "lone low surrogate in \\u escape");
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                long lo = -1;
-                if (end - p >= 6 && p[0] == '\\' && p[1] == 'u')
-                    lo = hex4(p + 2, end);
-                if (lo < 0xDC00 || lo > 0xDFFF)
-                    dec_fail(L, d, esc,
-                             "unpaired high surrogate in \\u "
-                             "escape");
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            olen += put_utf8(o + olen, (unsigned long)cp);
-            break;
-        }
-        default:
-            dec_fail(L, d, esc, "invalid escape '\\%c'",
-                     (unsigned char)esc[1] >= 0x20 ? esc[1] : '?');
-        }
+        if (n == 0 && p[1] == 'u')
+            dec_fail(L, d, p, "invalid \\u escape");
+        if (n == 0)
+            dec_fail(L, d, p, "invalid escape '\\%c'",
+                     (unsigned char)p[1] >= 0x20 ? p[1] : '?');
+        if (cp >= 0xDC00 && cp <= 0xDFFF)
+            dec_fail(L, d, p, "lone low surrogate in \\u escape");
+        if (cp >= 0xD800 && cp <= 0xDBFF)
+            dec_fail(L, d, p, "unpaired high surrogate in \\u escape");
+        olen += text_utf8_encode(o + olen, cp);
+        p += n;
     }
     lua_pushlstring(L, o, olen);
     d->p = p + 1;
@@ -529,53 +439,13 @@ static void putc_(lua_State *L, struct jenc *e, char c)
 
 static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t bad = codec_utf8_check(s, n);
+    size_t bad = text_utf8_check(s, n);
     if (bad != n)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
                    "invalid UTF-8 in string at byte %zu", bad + 1);
-    putc_(L, e, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        put(L, e, s + run, i - run);
-        run = i + 1;
-        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
-        size_t elen = 2;
-        switch (c) {
-        case '"':
-            esc[1] = '"';
-            break;
-        case '\\':
-            esc[1] = '\\';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        default:
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            elen = 6;
-        }
-        put(L, e, esc, elen);
-    }
-    put(L, e, s + run, n - run);
-    putc_(L, e, '"');
+    int rc = text_json_quote(e->out, s, n);
+    if (rc != DBUF_OK)
+        enc_out_fail(L, e, rc);
 }
 
 static void encode_value(lua_State *L, struct jenc *e, int idx);
@@ -728,7 +598,7 @@ static void push_cjson(lua_State *L, struct cjdec *c, const cJSON *it,
     } else if (cJSON_IsString(it)) {
         const char *s = it->valuestring ? it->valuestring : "";
         size_t n = strlen(s);
-        if (codec_utf8_check(s, n) != n)
+        if (text_utf8_check(s, n) != n)
             codec_fail(L, &c->code, c->err, c->errlen, CODEC_EINPUT,
                        "invalid UTF-8 in string");
         lua_pushlstring(L, s, n);

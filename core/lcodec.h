@@ -125,8 +125,4 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
  * length, or 0 for NaN and infinities. Never raises. */
 size_t codec_fmt_number(lua_State *L, int idx, char *buf);
 
-/* Returns the byte offset of the first invalid UTF-8 sequence in s, or
- * len when s is valid (surrogates and overlongs are invalid). */
-size_t codec_utf8_check(const char *s, size_t len);
-
 #endif

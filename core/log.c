@@ -6,6 +6,7 @@
 
 #include "dbuf.h"
 #include "log.h"
+#include "text.h"
 
 static enum log_level min_level = LOG_INFO;
 static int as_json;
@@ -49,32 +50,7 @@ static void add_quoted(struct dbuf *b, const char *s, int always)
         dbuf_adds(b, s);
         return;
     }
-    dbuf_addc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"':
-            dbuf_adds(b, "\\\"");
-            break;
-        case '\\':
-            dbuf_adds(b, "\\\\");
-            break;
-        case '\n':
-            dbuf_adds(b, "\\n");
-            break;
-        case '\t':
-            dbuf_adds(b, "\\t");
-            break;
-        case '\r':
-            dbuf_adds(b, "\\r");
-            break;
-        default:
-            if (*p < 0x20)
-                dbuf_addf(b, "\\u%04x", *p);
-            else
-                dbuf_addc(b, (char)*p);
-        }
-    }
-    dbuf_addc(b, '"');
+    text_json_quote(b, s, strlen(s));
 }
 
 void log_emit(enum log_level level, const char *msg, ...)

@@ -3,7 +3,7 @@
  * (`ts=... level=info msg="..." key=value`) or as JSON. Callers pass the
  * message and then key/value string pairs, ending with NULL:
  *     log_info("watch restarted", "resource", "configmaps", "rv", rv, NULL);
- * Never pass a token or a secret value. Uses nothing.
+ * Never pass a token or a secret value. Uses dbuf, text.
  */
 #ifndef DITTOFS_LOG_H
 #define DITTOFS_LOG_H

@@ -15,6 +15,7 @@
 
 #include <lauxlib.h>
 
+#include "text.h"
 #include "yaml.h" /* and libyaml's <yaml.h> */
 
 /* ---- plain scalar resolution (go-yaml v2 rules) --------------------------
@@ -191,27 +192,10 @@ static int ci_word(const char *s, size_t n, const char *w)
 }
 
 /* Code points that YAML treats as breaks or non-printable. */
-static int special_cp(unsigned long cp)
+static int special_cp(uint32_t cp)
 {
     return (cp >= 0x80 && cp <= 0x9F) || cp == 0xFEFF || cp == 0x2028 ||
            cp == 0x2029 || cp == 0xFFFE || cp == 0xFFFF;
-}
-
-/* Decodes the valid UTF-8 sequence at s (length n, from
- * codec_utf8_check). */
-static unsigned long utf8_cp(const unsigned char *s, size_t n)
-{
-    if (n == 2)
-        return ((s[0] & 0x1Fu) << 6) | (s[1] & 0x3Fu);
-    if (n == 3)
-        return ((s[0] & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
-    return ((s[0] & 0x07ul) << 18) | ((s[1] & 0x3Ful) << 12) |
-           ((s[2] & 0x3Ful) << 6) | (s[3] & 0x3Ful);
-}
-
-static size_t utf8_len(unsigned char c)
-{
-    return c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
 }
 
 int yaml_plain_safe(const char *s, size_t n)
@@ -258,10 +242,8 @@ int yaml_plain_safe(const char *s, size_t n)
         if (c == ' ' && i + 1 < n && s[i + 1] == '#')
             return 0;
         if (c >= 0x80) {
-            size_t k = utf8_len(c);
-            if (i + k > n || codec_utf8_check(s + i, k) != k)
-                return 0;
-            if (special_cp(utf8_cp((const unsigned char *)s + i, k)))
+            size_t k = text_utf8_seq(s + i, s + n);
+            if (k == 0 || special_cp(text_utf8_decode(s + i, k)))
                 return 0;
             i += k - 1;
         }
@@ -683,8 +665,8 @@ static void put_double_quoted(lua_State *L, struct yenc *e, const char *s,
         char esc[16];
         size_t elen = 2;
         if (c >= 0x80) {
-            size_t k = utf8_len(c);
-            unsigned long cp = utf8_cp((const unsigned char *)s + i, k);
+            size_t k = text_utf8_seq(s + i, s + n); /* valid: checked */
+            uint32_t cp = text_utf8_decode(s + i, k);
             if (!special_cp(cp)) {
                 i += k - 1;
                 continue;
@@ -757,8 +739,8 @@ static int literal_ok(const char *s, size_t n)
         if ((c == ' ' || c == '\t') && i + 1 < n && s[i + 1] == '\n')
             return 0;
         if (c >= 0x80) {
-            size_t k = utf8_len(c);
-            if (special_cp(utf8_cp((const unsigned char *)s + i, k)))
+            size_t k = text_utf8_seq(s + i, s + n); /* valid: checked */
+            if (special_cp(text_utf8_decode(s + i, k)))
                 return 0;
             i += k - 1;
         }
@@ -791,7 +773,7 @@ static void put_literal(lua_State *L, struct yenc *e, const char *s, size_t n,
 
 static void check_utf8(lua_State *L, struct yenc *e, const char *s, size_t n)
 {
-    size_t bad = codec_utf8_check(s, n);
+    size_t bad = text_utf8_check(s, n);
     if (bad != n)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
                    "invalid UTF-8 in string at byte %zu", bad + 1);

@@ -12,9 +12,11 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "jscan.h"
 #include "json.h"
 #include "lcodec.h"
 #include "testlib.h"
+#include "text.h"
 #include "yaml.h"
 
 static char err[256];
@@ -533,6 +535,60 @@ static void test_cjson(lua_State *L)
     cJSON_Delete(out);
 }
 
+/* core/text.c: the helpers json.c, jscan.c, yaml.c and log.c share. */
+static void test_text(void)
+{
+    static const struct {
+        const char *in;
+        size_t len;
+        uint32_t cp;
+    } esc[] = {
+        {"\\n", 2, '\n'},
+        {"\\/", 2, '/'},
+        {"\\u00e9", 6, 0xE9},
+        {"\\ud83d\\ude00", 12, 0x1F600},
+        {"\\ud800x", 6, 0xD800}, /* lone: the caller decides */
+        {"\\ud800\\u0041", 6, 0xD800},
+        {"\\x", 0, 0},
+        {"\\u12g4", 0, 0},
+        {"\\u12", 0, 0}, /* cut short by end */
+        {"\\", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(esc) / sizeof(esc[0]); i++) {
+        uint32_t cp = 0;
+        size_t n =
+            text_json_unescape(esc[i].in, esc[i].in + strlen(esc[i].in), &cp);
+        CHECK(n == esc[i].len && (n == 0 || cp == esc[i].cp),
+              "text_json_unescape case %zu: %zu bytes, U+%04X", i, n,
+              (unsigned)cp);
+    }
+    struct dbuf b;
+    dbuf_init(&b, 64);
+    CHECK(text_json_quote(&b, "a\"\\\n\b\x01\xc3\xa9", 8) == DBUF_OK,
+          "text_json_quote");
+    CHECK_STR_EQ(dbuf_ptr(&b), "\"a\\\"\\\\\\n\\b\\u0001\xc3\xa9\"",
+                 "  escapes quotes, backslashes and controls only");
+    dbuf_free(&b);
+    dbuf_init(&b, 4);
+    CHECK(text_json_quote(&b, "abcdef", 6) == DBUF_TOOBIG && dbuf_len(&b) == 0,
+          "  past the maximum: DBUF_TOOBIG and an empty buffer");
+    dbuf_free(&b);
+    CHECK(text_utf8_check("a\xc3\xa9\xed\xa0\x80", 6) == 3 &&
+              text_utf8_check("\xf0\x9f\x98\x80", 4) == 4 &&
+              text_utf8_check("\xf0\x9f\x98", 3) == 0,
+          "text_utf8_check stops at a surrogate or a cut sequence");
+
+    /* jscan_str on a span it did not scan: a bad or cut \u escape is
+     * refused, never read past the closing quote. */
+    char buf[16];
+    struct jscan_span bad = {"\"\\u12\"", 6};
+    CHECK(jscan_str(bad, buf, sizeof(buf)) == -1 && jscan_str_len(bad) == -1,
+          "jscan_str refuses a cut \\u escape");
+    struct jscan_span bad2 = {"\"\\uzzzz\"", 8};
+    CHECK(jscan_str(bad2, buf, sizeof(buf)) == -1,
+          "jscan_str refuses a \\u escape with non-hex digits");
+}
+
 /* ---- fault injection ----------------------------------------------------- */
 
 struct fault {
@@ -674,6 +730,7 @@ int main(void)
     test_yaml_round_trip(L);
     test_multi_doc(L);
     test_cjson(L);
+    test_text();
     CHECK(lua_gettop(L) == 0, "the stack is balanced after every test");
     lua_close(L);
     test_fault_injection();

@@ -1,0 +1,56 @@
+/*
+ * text: the byte-level helpers that the JSON, YAML and log writers and the
+ * JSON scanners share: hex digits, strict UTF-8 (no surrogates, no
+ * overlongs), one JSON escape sequence decoded, and a string written as a
+ * JSON string literal. Nothing here allocates except text_json_quote
+ * (through its dbuf). Uses dbuf.
+ */
+#ifndef DITTOFS_TEXT_H
+#define DITTOFS_TEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dbuf.h"
+
+/* ---- hex and UTF-8 ------------------------------------------------------- */
+
+/* Returns the value of the hex digit c (either case), or -1. */
+int text_hexval(int c);
+
+/* Returns the length (1..4) of the valid UTF-8 sequence at p (p < end),
+ * or 0 when it is invalid or cut short by end. */
+size_t text_utf8_seq(const char *p, const char *end);
+
+/* Returns the byte offset of the first invalid UTF-8 sequence in s, or
+ * len when all of s is valid. */
+size_t text_utf8_check(const char *s, size_t len);
+
+/* Returns the code point of the valid n-byte sequence at p (n from
+ * text_utf8_seq). */
+uint32_t text_utf8_decode(const char *p, size_t n);
+
+/* Writes cp (at most 0x10FFFF) as UTF-8 into out, which has room for 4
+ * bytes; returns the length. Surrogates are written as given. */
+size_t text_utf8_encode(char *out, uint32_t cp);
+
+/* ---- JSON strings -------------------------------------------------------- */
+
+/*
+ * Decodes the JSON escape sequence at p (on its backslash; p < end) into
+ * *cp and returns the bytes it spans: 2, 6, or 12 for a surrogate pair
+ * written as two \u escapes. A \u surrogate that is not part of a pair
+ * comes back alone, as that surrogate (the caller decides whether to
+ * accept it). Returns 0 when the escape is invalid or cut short by end.
+ */
+size_t text_json_unescape(const char *p, const char *end, uint32_t *cp);
+
+/*
+ * Appends s[0..n) to b as a JSON string literal, quotes included: '"',
+ * '\\' and control characters are escaped (\n, \t, ... or \u00XX), every
+ * other byte is copied as is (the caller checks UTF-8 if it must).
+ * Returns DBUF_OK or the dbuf error (b is then empty).
+ */
+int text_json_quote(struct dbuf *b, const char *s, size_t n);
+
+#endif
