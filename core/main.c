@@ -5,7 +5,7 @@
  * reads its default from $DITTOFS_OPERATOR_<FLAG> (the flag table below).
  * Exit codes: 0 ok, 1 bad input, 2 usage, 3 invalid spec, 4 policy failure,
  * 5 cannot connect or authenticate, 6 the DittoServer CRD is missing.
- * Uses script_test, check_cluster, sandbox, log.
+ * Uses script_test, check_cluster, policy, sandbox.
  */
 #include <ctype.h>
 #include <getopt.h>
@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 
 #include "check_cluster.h"
+#include "policy.h"
 #include "script_test.h"
 
 static const char usage_head[] =
@@ -188,19 +189,20 @@ static int parse_amount(const char *s, unsigned long max, unsigned long *out,
     return 0;
 }
 
-static volatile unsigned watchdog_ms;
-
 /*
- * Backstop for what the sandbox cannot interrupt: a single C function that
- * runs for long (pattern backtracking). Only async-signal-safe calls.
+ * Last backstop, should everything else fail: the count hook stops Lua
+ * code, and the pattern functions check the deadline themselves (lpattern),
+ * but a long C function (string.rep or table.concat up to the memory cap,
+ * table.sort) is only caught when it returns, and the host's own work
+ * (reading, decoding, the CRD) has no budget at all. Only
+ * async-signal-safe calls.
  */
 static void watchdog(int sig)
 {
     (void)sig;
     static const char msg[] =
         "policy timeout: the evaluation did not return (stuck inside a "
-        "library function such as a pattern match); killed by the "
-        "watchdog\n";
+        "library function); killed by the watchdog\n";
     ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
     (void)w;
     _exit(SCRIPT_TEST_EPOLICY);
@@ -216,7 +218,6 @@ static void arm_watchdog(unsigned ms)
     memset(&it, 0, sizeof(it));
     it.it_value.tv_sec = ms / 1000;
     it.it_value.tv_usec = (ms % 1000) * 1000;
-    watchdog_ms = ms;
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
@@ -382,8 +383,9 @@ static int apply_env(struct cli *c)
 
 static int run_script_test(struct script_test_options *o)
 {
-    /* Three policy calls plus a generous margin for everything else. */
-    arm_watchdog(3 * o->limits.timeout_ms + 2000);
+    /* Every budget one evaluation may spend, plus a generous margin for
+     * everything else. */
+    arm_watchdog(POLICY_EVAL_BUDGETS * o->limits.timeout_ms + 2000);
 
     struct dbuf out, errs;
     dbuf_init(&out, (size_t)64 << 20);

@@ -31,6 +31,11 @@
 /* Used when the DittoServer has no metadata.uid (script-test). */
 #define POLICY_PLACEHOLDER_UID "00000000-0000-0000-0000-000000000000"
 
+/* Time budgets one policy_eval() may use up in the worst case, each the
+ * full timeout: preparing the sandbox, the module main chunks, validate,
+ * render and status. */
+#define POLICY_EVAL_BUDGETS 5
+
 /* Limits of a policy directory. */
 #define POLICY_MAX_FILES 256
 #define POLICY_MAX_FILE_SIZE ((size_t)1 << 20)
