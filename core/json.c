@@ -459,11 +459,8 @@ static void encode_table(lua_State *L, struct jenc *e, int idx)
     int top = lua_gettop(L);
     int kind = codec_table_entries(L, idx, e->amt, e->omt, &e->keys, &n, e->err,
                                    e->errlen);
-    if (kind < 0) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "%s", e->err);
-        codec_fail(L, &e->code, e->err, e->errlen, kind, "%s", msg);
-    }
+    if (kind < 0)
+        codec_raise(L, &e->code, kind);
     if (kind == CODEC_ARRAY) {
         putc_(L, e, '[');
         for (size_t i = 1; i <= n; i++) {

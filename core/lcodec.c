@@ -167,12 +167,17 @@ void codec_fail(lua_State *L, int *code, char *err, size_t errlen, int rc,
                 const char *fmt, ...)
 {
     va_list ap;
-    *code = rc;
     if (err != NULL && errlen > 0) {
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
     }
+    codec_raise(L, code, rc);
+}
+
+void codec_raise(lua_State *L, int *code, int rc)
+{
+    *code = rc;
     /* Raising a lightuserdata allocates nothing; the slot exists because
      * every caller keeps one spare (lua_error needs none for a pushed
      * value beyond LUA_MINSTACK). */

@@ -90,6 +90,9 @@ int codec_pcall(lua_State *L, lua_CFunction f, void *ud, int extra,
 void codec_fail(lua_State *L, int *code, char *err, size_t errlen, int rc,
                 const char *fmt, ...) __attribute__((format(printf, 6, 7)))
 __attribute__((noreturn));
+/* Like codec_fail, for a message already in err (written by a helper such
+ * as codec_table_entries): records `rc` and raises. Does not return. */
+void codec_raise(lua_State *L, int *code, int rc) __attribute__((noreturn));
 
 /* One key of an object being encoded: the key sits at stack index idx,
  * its value at idx + 1. */

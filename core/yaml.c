@@ -803,11 +803,8 @@ static void emit_table(lua_State *L, struct yenc *e, int idx, int col, int at)
     int top = lua_gettop(L);
     int kind = codec_table_entries(L, idx, e->amt, e->omt, &e->keys, &n, e->err,
                                    e->errlen);
-    if (kind < 0) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "%s", e->err);
-        codec_fail(L, &e->code, e->err, e->errlen, kind, "%s", msg);
-    }
+    if (kind < 0)
+        codec_raise(L, &e->code, kind);
     if (n == 0) {
         yputs(L, e, at == AT_KEY ? " " : "");
         yputs(L, e, kind == CODEC_ARRAY ? "[]\n" : "{}\n");
@@ -917,11 +914,8 @@ static int encode_protected(lua_State *L)
                    luaL_typename(L, 2));
     int kind = codec_table_entries(L, 2, e->amt, e->omt, &e->keys, &n, e->err,
                                    e->errlen);
-    if (kind < 0) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "%s", e->err);
-        codec_fail(L, &e->code, e->err, e->errlen, kind, "%s", msg);
-    }
+    if (kind < 0)
+        codec_raise(L, &e->code, kind);
     if (kind != CODEC_ARRAY && n > 0)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
                    "a list of documents is needed, got an object");

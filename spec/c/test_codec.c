@@ -282,6 +282,25 @@ static void test_json_encode_values(lua_State *L)
         else
             CHECK_STR_EQ(got, cases[i][1], msg);
     }
+    /* The message of a key error reaches the caller (JSON and YAML). */
+    int rc;
+    lua_to_json(L, "return {[1] = 'a', [3] = 'c'}", &rc);
+    CHECK_STR_EQ(err, "object keys must be strings, got a number",
+                 "json_encode names the bad key type");
+    struct dbuf b;
+    dbuf_init(&b, 1 << 20);
+    (void)luaL_dostring(L, "return {x = {[true] = 1}}");
+    rc = yaml_encode(L, -1, &b, err, sizeof(err));
+    (void)luaL_dostring(L, "return {a = 1}");
+    int rc_all = yaml_encode_all(L, -1, &b, err + 128, sizeof(err) - 128);
+    lua_pop(L, 2);
+    dbuf_free(&b);
+    CHECK(rc == CODEC_EVALUE && rc_all == CODEC_EVALUE,
+          "yaml_encode(_all) reject a bad key and a non-list");
+    CHECK_STR_EQ(err, "object keys must be strings, got a boolean",
+                 "  yaml_encode names the bad key type");
+    CHECK_STR_EQ(err + 128, "a list of documents is needed, got an object",
+                 "  yaml_encode_all says what it needs");
 }
 
 static void test_yaml_decode(lua_State *L)
