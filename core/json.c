@@ -427,14 +427,9 @@ static void put(lua_State *L, struct jenc *e, const char *s, size_t n)
 
 static void putc_(lua_State *L, struct jenc *e, char c)
 {
-    struct dbuf *b = e->out;
-    /* Inline fast path: room for c and the terminator. */
-    if (b->len + 1 < b->cap && b->len < b->max) {
-        b->ptr[b->len++] = c;
-        b->ptr[b->len] = '\0';
-        return;
-    }
-    put(L, e, &c, 1);
+    int rc = dbuf_addc(e->out, c);
+    if (rc != DBUF_OK)
+        enc_out_fail(L, e, rc);
 }
 
 static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
