@@ -71,22 +71,19 @@ void codec_mark(lua_State *L, int idx, int kind)
 int codec_kind(lua_State *L, int idx)
 {
     int kind = CODEC_PLAIN;
-    if (lua_type(L, idx) != LUA_TTABLE || !lua_checkstack(L, 2))
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_checkstack(L, 3))
         return CODEC_PLAIN;
     idx = lua_absindex(L, idx);
     if (!lua_getmetatable(L, idx))
         return CODEC_PLAIN;
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key) == LUA_TTABLE &&
-        lua_rawequal(L, -1, -2))
+    /* A marker not created yet reads as nil, which no metatable equals. */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &object_mt_key); /* [mt, amt, omt] */
+    if (lua_rawequal(L, -3, -2))
         kind = CODEC_ARRAY;
-    lua_pop(L, 1);
-    if (kind == CODEC_PLAIN &&
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &object_mt_key) == LUA_TTABLE &&
-        lua_rawequal(L, -1, -2))
+    else if (lua_rawequal(L, -3, -1))
         kind = CODEC_OBJECT;
-    if (kind != CODEC_ARRAY)
-        lua_pop(L, 1);
-    lua_pop(L, 1);
+    lua_pop(L, 3);
     return kind;
 }
 
