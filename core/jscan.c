@@ -108,7 +108,8 @@ static const char *skip_value(const char *p, const char *end,
 {
     char stack[JSCAN_MAX_DEPTH];
     int depth = 0;
-    /* expect: 0 = a value, 1 = after a value (',' or close) */
+    /* Top of the loop: a value is expected; after_value: ',' or a close;
+     * member_key: a key and ':' (then a value). */
     for (;;) {
         p = ws(p, end);
         if (p >= end) {

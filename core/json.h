@@ -1,7 +1,7 @@
 /*
  * json: JSON <-> Lua values in the representation of lcodec.h (null
  * sentinel, array/object marker metatables), plus cJSON <-> Lua for the
- * modules that hold cJSON trees (the watch cache). The decoder parses
+ * modules that hold cJSON trees (check_cluster). The decoder parses
  * straight onto the Lua stack and keeps integers exact (int64); the encoder
  * writes compact JSON with bytewise-sorted keys into a dbuf.
  * None of these functions raises a Lua error: each runs its Lua work
