@@ -718,8 +718,7 @@ static void watch_done(struct http_response *r, void *arg)
             relist(w, w->last_error);
             return;
         }
-        snprintf(msg, sizeof(msg), "%s", w->last_error);
-        fail(w, "watch", msg);
+        fail(w, "watch", w->last_error); /* fail() copies it first */
         return;
     }
     if (r->result == HTTP_EGONE) {
