@@ -513,6 +513,17 @@ static int sockopt_cb(void *arg, curl_socket_t fd, curlsocktype purpose)
             goto fail_opt;                                                     \
     } while (0)
 
+/* Appends one header line to the attempt's list (curl copies it).
+ * Returns 0, or -1 when out of memory (the list stays as it was). */
+static int add_header(struct http_req *r, const char *line)
+{
+    struct curl_slist *h = curl_slist_append(r->headers, line);
+    if (h == NULL)
+        return -1;
+    r->headers = h;
+    return 0;
+}
+
 /* Starts one attempt of `r` (state QUEUED, token taken). Completes the
  * request with an error when it cannot start. */
 static void start_attempt(struct http_req *r)
@@ -541,23 +552,13 @@ static void start_attempt(struct http_req *r)
         finish(r, HTTP_EAUTH, err);
         return;
     }
-    struct curl_slist *h = r->headers;
-    h = curl_slist_append(h, "Accept: application/json");
-    if (h != NULL)
-        r->headers = h;
-    if (h != NULL)
-        h = curl_slist_append(h, "Expect:");
-    if (h != NULL)
-        r->headers = h;
-    if (h != NULL && r->body != NULL) {
-        char ct[256];
-        snprintf(ct, sizeof(ct), "Content-Type: %s",
-                 r->ctype != NULL ? r->ctype : HTTP_CT_JSON);
-        h = curl_slist_append(h, ct);
-        if (h != NULL)
-            r->headers = h;
-    }
-    if (h == NULL || dbuf_adds(&url, kube_conn_server(c->conn)) != 0 ||
+    char ct[256];
+    snprintf(ct, sizeof(ct), "Content-Type: %s",
+             r->ctype != NULL ? r->ctype : HTTP_CT_JSON);
+    if (add_header(r, "Accept: application/json") != 0 ||
+        add_header(r, "Expect:") != 0 ||
+        (r->body != NULL && add_header(r, ct) != 0) ||
+        dbuf_adds(&url, kube_conn_server(c->conn)) != 0 ||
         dbuf_adds(&url, r->path) != 0) {
         dbuf_free(&url);
         finish(r, HTTP_ENOMEM, "out of memory");
