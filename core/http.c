@@ -72,7 +72,7 @@ struct http_req {
     unsigned attempts;
     unsigned connects;
     int http_version;
-    struct dbuf resp;
+    struct dbuf resp; /* its maximum is set by each start_attempt() */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -452,10 +452,10 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
     if (!r->status_seen) {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
         r->status_seen = 1;
+        /* A non-2xx answer of a stream is buffered like any body, bounded
+         * by the HTTP_MAX_STREAM_ERROR_BODY start_attempt() gave it. */
         r->streaming =
             r->on_data != NULL && r->status >= 200 && r->status < 300;
-        if (r->on_data != NULL && !r->streaming)
-            r->resp.max = HTTP_MAX_STREAM_ERROR_BODY;
     }
     if (r->streaming) {
         if (r->on_data(ptr, n, r->arg) < 0) {
@@ -938,7 +938,6 @@ int http_send(struct http_client *c, const struct http_call *call,
     r->timeout_ms = call->timeout_ms;
     r->xfer.done = xfer_done;
     r->start_us = loop_now_us();
-    dbuf_init(&r->resp, c->o.max_body);
     loop_timer_init(&r->timer, req_timer_cb, r);
     r->anext = c->all;
     if (c->all != NULL)
