@@ -290,20 +290,15 @@ static int wait_ms(struct loop *l, int max_wait_ms)
  */
 int loop_run_once(struct loop *l, int max_wait_ms)
 {
-    struct pollfd stackfds[8];
     struct curl_waitfd cw[8];
     struct curl_waitfd *wfds = cw;
-    struct pollfd *snap = stackfds;
     size_t n = l->nfds;
     int rc = 0;
 
     if (n > 8) {
         wfds = calloc(n, sizeof(*wfds));
-        snap = calloc(n, sizeof(*snap));
-        if (wfds == NULL || snap == NULL) {
-            rc = -ENOMEM;
-            goto done;
-        }
+        if (wfds == NULL)
+            return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
         wfds[i].fd = l->fds[i].fd;
@@ -332,23 +327,21 @@ int loop_run_once(struct loop *l, int max_wait_ms)
         goto done;
     }
     run_done(l);
-    /* Callbacks may add or remove fds: work on a snapshot and re-check. */
+    /* Callbacks may add or remove fds: wfds is our own copy of the set
+     * that was polled, and each fd is looked up again before its call. */
     for (size_t i = 0; i < n; i++) {
-        snap[i].fd = wfds[i].fd;
-        snap[i].revents = 0;
+        short revents = 0;
         if (wfds[i].revents & CURL_WAIT_POLLIN)
-            snap[i].revents |= POLLIN;
+            revents |= POLLIN;
         if (wfds[i].revents & CURL_WAIT_POLLOUT)
-            snap[i].revents |= POLLOUT;
+            revents |= POLLOUT;
         if (wfds[i].revents & CURL_WAIT_POLLPRI)
-            snap[i].revents |= POLLPRI;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (snap[i].revents == 0)
+            revents |= POLLPRI;
+        if (revents == 0)
             continue;
-        struct loop_fd *f = find_fd(l, snap[i].fd);
+        struct loop_fd *f = find_fd(l, wfds[i].fd);
         if (f != NULL)
-            f->fn(f->fd, snap[i].revents, f->arg);
+            f->fn(f->fd, revents, f->arg);
     }
     /* Timers last, so a caller looping on a condition sees their effect
      * before the next wait. */
@@ -356,8 +349,6 @@ int loop_run_once(struct loop *l, int max_wait_ms)
 done:
     if (wfds != cw)
         free(wfds);
-    if (snap != stackfds)
-        free(snap);
     return rc;
 }
 

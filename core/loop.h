@@ -91,8 +91,9 @@ void loop_free(struct loop *l);
 /*
  * One iteration: waits for I/O at most `max_wait_ms` (-1: until the next
  * timer or event; 0 when a timer is due), drives libcurl, runs completion
- * hooks and fd callbacks, then the timers that are due. Returns 0, or -EIO
- * when libcurl's multi interface failed (logged).
+ * hooks and fd callbacks, then the timers that are due. Returns 0, -EIO
+ * when libcurl's multi interface failed (logged), or -ENOMEM when more
+ * than 8 extra fds are watched and their poll set cannot be allocated.
  */
 int loop_run_once(struct loop *l, int max_wait_ms);
 /* Runs iterations until loop_stop(). Returns 0 or the first error. */
