@@ -590,7 +590,9 @@ static int eval_main(lua_State *L)
     const struct policy_input *in = e->in;
     char what[512];
 
-    /* The pristine DittoServer: never handed to the policy. */
+    /* Each policy call gets its own decoded DittoServer: one may change
+     * it, the next must not see that. This one is read by the core first
+     * and then handed to status, the last call (nothing reads it after). */
     push_json(L, "DittoServer", in->ds_json, in->ds_len); /* 2 */
     if (raw_field(L, 2, "metadata") != LUA_TTABLE)
         fail(L, "DittoServer: no metadata");
@@ -671,7 +673,7 @@ static int eval_main(lua_State *L)
     sandbox_budget_restart(L);
     if (raw_field(L, m, "status") != LUA_TFUNCTION)
         fail(L, "%s: the policy has no status function", e->main_name);
-    push_json(L, "DittoServer", in->ds_json, in->ds_len);
+    lua_pushvalue(L, 2); /* name, ns and uid are not read after this */
     if (in->observed_json)
         push_json(L, "observed", in->observed_json, in->observed_len);
     else

@@ -416,6 +416,24 @@ static void test_policies(void)
           "require: policy dir, embedded lua/, codec (%s)", dbuf_ptr(&r.err));
     res_free(&r);
 
+    /* Each call gets its own DittoServer: what validate and render change
+     * reaches neither the next call nor what the core adds. */
+    r = run_stub("function M.validate(ds)\n"
+                 "  ds.spec.image = 'v' ds.metadata.name = 'v'\n"
+                 "  return {}, {} end\n"
+                 "local render = M.render\n"
+                 "function M.render(ds, ctx) local o = render(ds, ctx)\n"
+                 "  ds.spec.image = 'r' ds.metadata.name = 'r' return o end\n"
+                 "function M.status(ds) return { phase = 'Running',\n"
+                 "  nfsEndpoint = ds.spec.image .. '/' .. ds.metadata.name }\n"
+                 "end\n");
+    CHECK(r.code == 0 && has(&r.out, "nfsEndpoint: img/t1") &&
+              has(&r.out, "dittofs.dittofs.com/server: t1") &&
+              !has(&r.out, ": r\n") && !has(&r.out, ": v\n"),
+          "validate and render change their own DittoServer only (%s)",
+          dbuf_ptr(&r.err));
+    res_free(&r);
+
     /* A custom dittoserver.lua that wraps the default one: the embedded
      * policies/ stay reachable behind the directory (its own module wins). */
     r = run_stub("local schema = require('dittoserver_schema')\n"
