@@ -400,6 +400,17 @@ void policy_output_init(struct policy_output *o)
     o->memory_peak = 0;
 }
 
+/* Empties the results (not memory_peak), keeping the allocations. */
+static void output_reset(struct policy_output *o)
+{
+    dbuf_reset(&o->errors);
+    dbuf_reset(&o->warnings);
+    dbuf_reset(&o->objects);
+    dbuf_reset(&o->status);
+    o->n_errors = 0;
+    o->n_warnings = 0;
+}
+
 void policy_output_free(struct policy_output *o)
 {
     dbuf_free(&o->errors);
@@ -778,12 +789,7 @@ int policy_eval(struct policy_set *ps, const struct sandbox_limits *lim,
                 struct dbuf *err)
 {
     dbuf_reset(err);
-    dbuf_reset(&out->errors);
-    dbuf_reset(&out->warnings);
-    dbuf_reset(&out->objects);
-    dbuf_reset(&out->status);
-    out->n_errors = 0;
-    out->n_warnings = 0;
+    output_reset(out);
     out->memory_peak = 0;
 
     const struct policy_chunk *c = find_chunk(ps, POLICY_MAIN, 0);
@@ -824,11 +830,6 @@ int policy_eval(struct policy_set *ps, const struct sandbox_limits *lim,
         ret = POLICY_EFAIL;
         break;
     }
-    dbuf_reset(&out->errors);
-    dbuf_reset(&out->warnings);
-    dbuf_reset(&out->objects);
-    dbuf_reset(&out->status);
-    out->n_errors = 0;
-    out->n_warnings = 0;
+    output_reset(out); /* nothing half-made leaves a failed evaluation */
     return ret;
 }
