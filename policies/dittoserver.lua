@@ -1124,6 +1124,47 @@ local function ready_condition(desired, ready)
   return conditions.new("Ready", "False", "StatefulSetNotReady", msg)
 end
 
+-- What spec.storage changed against the live StatefulSet's volume claim
+-- templates, which Kubernetes never lets anyone change: a list of
+-- human-readable differences (empty when none).
+local function storage_changes(spec, sts)
+  local live = {}
+  local vcts = tablex.get(sts, "spec", "volumeClaimTemplates")
+  for _, c in ipairs(type(vcts) == "table" and vcts or {}) do
+    local claim = tablex.get(c, "metadata", "name")
+    if claim ~= nil then
+      live[claim] = c
+    end
+  end
+  local storage = type(spec.storage) == "table" and spec.storage or {}
+  local changes = {}
+  for _, v in ipairs({ { "metadata", storage.metadataSize },
+                       { "content", storage.contentSize } }) do
+    local claim, want = v[1], v[2]
+    local c = live[claim]
+    local have = tablex.get(c, "spec", "resources", "requests", "storage")
+    if want ~= nil and c == nil then
+      changes[#changes + 1] = format("a %s volume (%s) was added", claim,
+        tostring(want))
+    elseif want == nil and c ~= nil then
+      changes[#changes + 1] = format("the %s volume was removed", claim)
+    elseif c ~= nil then
+      if type(have) ~= "string" or type(want) ~= "string"
+        or not quantity.equal(have, want) then
+        changes[#changes + 1] = format("%s volume %s -> %s", claim,
+          tostring(have), tostring(want))
+      end
+      local sc = tablex.get(c, "spec", "storageClassName")
+      if sc ~= storage.storageClassName then
+        changes[#changes + 1] = format("%s storage class %s -> %s", claim,
+          tostring(sc or "(default)"),
+          tostring(storage.storageClassName or "(default)"))
+      end
+    end
+  end
+  return changes
+end
+
 -- Reconciled: are the children there and do they carry the current spec?
 local function reconciled_condition(name, spec, entry, errs, observed)
   if #errs > 0 then
@@ -1146,6 +1187,17 @@ local function reconciled_condition(name, spec, entry, errs, observed)
   if #missing > 0 then
     return conditions.new("Reconciled", "False", "ChildrenMissing",
       "Waiting for " .. concat(missing, ", ") .. " to be created")
+  end
+  local changes = storage_changes(spec,
+    observed_of(observed, "StatefulSet", name))
+  if #changes > 0 then
+    return conditions.new("Reconciled", "False", "StorageImmutable",
+      format("StatefulSet %q keeps the volumes it was created with (%s): "
+        .. "Kubernetes cannot change a StatefulSet's volume claim "
+        .. "templates. Restore spec.storage, or expand the PVCs yourself "
+        .. "and recreate the StatefulSet (kubectl delete statefulset %s "
+        .. "--cascade=orphan; the PVCs and the data are kept)", name,
+        concat(changes, "; "), name))
   end
   local text, hash = config_file(entry)
   local stale = {}

@@ -1064,6 +1064,55 @@ describe("dittoserver policy", function()
           .. "does not hold the current configuration; StatefulSet "
           .. "\"dittofs-sample\" does not carry the current configuration "
           .. "hash; StatefulSet \"dittofs-sample\" has 0 replicas, want 1" } },
+      { "storage size changed after creation: StorageImmutable",
+        function(spec) spec.storage.metadataSize = "20Gi" end,
+        function(objects)
+          local observed = observe(objects, 1)
+          local vct = observed.StatefulSet[NAME].spec.volumeClaimTemplates
+          vct[1].spec.resources.requests.storage = "10Gi"
+          table.remove(vct, 2)
+          return observed
+        end,
+        "Running", 1,
+        { "True", "StatefulSetReady", "StatefulSet has 1/1 ready replicas" },
+        { "False", "StorageImmutable", "StatefulSet \"dittofs-sample\" keeps "
+          .. "the volumes it was created with (metadata volume 10Gi -> 20Gi; "
+          .. "a content volume (100Gi) was added): Kubernetes cannot change a "
+          .. "StatefulSet's volume claim templates. Restore spec.storage, or "
+          .. "expand the PVCs yourself and recreate the StatefulSet (kubectl "
+          .. "delete statefulset dittofs-sample --cascade=orphan; the PVCs and "
+          .. "the data are kept)" } },
+      { "storage class changed after creation: StorageImmutable",
+        function(spec) spec.storage.storageClassName = "fast" end,
+        function(objects)
+          local observed = observe(objects, 1)
+          for _, c in ipairs(
+            observed.StatefulSet[NAME].spec.volumeClaimTemplates) do
+            c.spec.storageClassName = "standard"
+          end
+          return observed
+        end,
+        "Running", 1,
+        { "True", "StatefulSetReady", "StatefulSet has 1/1 ready replicas" },
+        { "False", "StorageImmutable", "StatefulSet \"dittofs-sample\" keeps "
+          .. "the volumes it was created with (metadata storage class "
+          .. "standard -> fast; content storage class standard -> fast): "
+          .. "Kubernetes cannot change a StatefulSet's volume claim "
+          .. "templates. Restore spec.storage, or expand the PVCs yourself "
+          .. "and recreate the StatefulSet (kubectl delete statefulset "
+          .. "dittofs-sample --cascade=orphan; the PVCs and the data are "
+          .. "kept)" } },
+      { "the same size spelled differently by the apiserver: up to date",
+        function() end,
+        function(objects)
+          local observed = observe(objects, 1)
+          observed.StatefulSet[NAME].spec.volumeClaimTemplates[1].spec
+            .resources.requests.storage = "10240Mi"
+          return observed
+        end,
+        "Running", 1,
+        { "True", "StatefulSetReady", "StatefulSet has 1/1 ready replicas" },
+        UP_TO_DATE },
       { "only the headless Service missing: ChildrenMissing",
         function() end,
         function(objects)
