@@ -227,6 +227,7 @@ static int iter_begin(struct jscan_iter *it, const char *s, size_t len,
     it->p = p + 1;
     it->end = s + len;
     it->first = 1;
+    it->done = 0;
     it->close = close;
     return 0;
 }
@@ -247,7 +248,7 @@ static int iter_sep(struct jscan_iter *it, char *err, size_t errlen)
     const char *p = ws(it->p, it->end);
     if (p < it->end && *p == it->close) {
         it->p = p + 1;
-        it->end = it->p; /* exhausted */
+        it->done = 1;
         return 0;
     }
     if (!it->first) {
@@ -271,7 +272,7 @@ int jscan_next_member(struct jscan_iter *it, struct jscan_member *m, char *err,
                       size_t errlen)
 {
     const char *errat = it->p, *what = "error";
-    if (it->p >= it->end)
+    if (it->done)
         return 0;
     int rc = iter_sep(it, err, errlen);
     if (rc <= 0)
@@ -311,7 +312,7 @@ int jscan_next_element(struct jscan_iter *it, struct jscan_span *out, char *err,
                        size_t errlen)
 {
     const char *errat = it->p, *what = "error";
-    if (it->p >= it->end)
+    if (it->done)
         return 0;
     int rc = iter_sep(it, err, errlen);
     if (rc <= 0)

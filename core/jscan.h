@@ -36,6 +36,7 @@ struct jscan_iter {
     const char *p;
     const char *end;
     int first;
+    int done;   /* the closing bracket was consumed */
     char close; /* '}' or ']' */
 };
 

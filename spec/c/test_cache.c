@@ -69,6 +69,28 @@ static void test_jscan(void)
           "\\u00e9 decoded as UTF-8");
     CHECK(jscan_find(obj, "missing", &m, err, sizeof(err)) == 0, "absent key");
     CHECK(jscan_str(m.value, buf, 2) == -1, "too small buffer refused");
+
+    /* The iterators tell the closing bracket from input that runs out. */
+    const char *cut[] = {"{\"a\":1", "{\"a\":1,", "{", "[1", "[1,", "["};
+    for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
+        struct jscan_iter it;
+        struct jscan_span v;
+        int rc = cut[i][0] == '{' ? jscan_object(&it, cut[i], strlen(cut[i]))
+                                  : jscan_array(&it, cut[i], strlen(cut[i]));
+        while (rc == 0 || rc == 1)
+            rc = cut[i][0] == '{'
+                     ? jscan_next_member(&it, &m, err, sizeof(err))
+                     : jscan_next_element(&it, &v, err, sizeof(err));
+        CHECK(rc == -1, "iterating the truncated '%s' is an error (%s)", cut[i],
+              err);
+    }
+    struct jscan_iter it;
+    int n = 0;
+    jscan_object(&it, "{\"a\":1,\"b\":2}", 13);
+    while (jscan_next_member(&it, &m, err, sizeof(err)) == 1)
+        n++;
+    CHECK(n == 2 && jscan_next_member(&it, &m, err, sizeof(err)) == 0,
+          "a complete object ends with 0, also when asked again");
 }
 
 static const char *OBJ_FMT =
