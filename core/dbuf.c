@@ -11,7 +11,9 @@ void dbuf_init(struct dbuf *b, size_t max)
     b->ptr = NULL;
     b->len = 0;
     b->cap = 0;
-    b->max = max;
+    /* Clamped so that max + 1 (the terminator) and the doubling in grow()
+     * cannot overflow. */
+    b->max = max < SIZE_MAX / 4 ? max : SIZE_MAX / 4;
 }
 
 void dbuf_free(struct dbuf *b)
