@@ -688,14 +688,17 @@ static void test_reuse_isolation(void)
 static void test_reuse_memory(void)
 {
     static const char *const names[] = {"churn", "garbage", "bomb", NULL};
-    struct sandbox *sb = prepared(NULL, names);
+    /* A memory test: a generous time budget, so that a loaded machine
+     * (the wall clock runs while we are descheduled) fails nothing. */
+    struct sandbox_limits slow = {.timeout_ms = 20000};
+    struct sandbox *sb = prepared(&slow, names);
     lua_State *L = sandbox_state(sb);
     size_t base = sandbox_memory_baseline(sb), high = 0;
     int bad = 0, end = 0;
     for (int i = 0; i < 10000; i++) {
         struct run r = eval_in(sb, "churn", &end);
-        if (r.rc != SANDBOX_OK || end != SANDBOX_OK)
-            bad++;
+        if ((r.rc != SANDBOX_OK || end != SANDBOX_OK) && bad++ == 0)
+            TEST_NOTE("evaluation %d: %s", i + 1, r.err);
         if (sandbox_memory_used(sb) > high)
             high = sandbox_memory_used(sb);
     }
