@@ -405,6 +405,18 @@ static int frozen_newindex(lua_State *L)
     return lua_error(L);
 }
 
+/* Gives the function at `idx` a fresh _ENV (its first upvalue). May raise
+ * a memory error. */
+static void set_env(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_newtable(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &ENV_MT_KEY);
+    lua_setmetatable(L, -2);
+    if (lua_setupvalue(L, idx, 1) == NULL)
+        lua_pop(L, 1);
+}
+
 /* Pushes the require cache of the current evaluation, creating it, and
  * returns its index. */
 static int push_loaded(lua_State *L)
@@ -471,7 +483,7 @@ void sandbox_require(lua_State *L, const char *name)
         lua_pushlightuserdata(L, (void *)&LOADING);
         lua_setfield(L, loaded, name);
         if (!lua_iscfunction(L, -1))
-            sandbox_set_env(sb, -1);
+            set_env(L, -1);
         lua_pushstring(L, name);
         lua_call(L, 1, 1); /* [loaded, result] */
         if (lua_isnil(L, -1)) {
@@ -884,17 +896,6 @@ int sandbox_end(struct sandbox *sb)
 /* --- loading ---------------------------------------------------------------
  */
 
-void sandbox_set_env(struct sandbox *sb, int idx)
-{
-    lua_State *L = sb->L;
-    idx = lua_absindex(L, idx);
-    lua_newtable(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &ENV_MT_KEY);
-    lua_setmetatable(L, -2);
-    if (lua_setupvalue(L, idx, 1) == NULL)
-        lua_pop(L, 1);
-}
-
 struct load_args {
     const char *buf;
     size_t len;
@@ -906,11 +907,10 @@ struct load_args {
 static int do_load(lua_State *L)
 {
     struct load_args *a = lua_touserdata(L, 1);
-    struct sandbox *sb = from_state(L);
     int rc = luaL_loadbufferx(L, a->buf, a->len, a->chunkname, a->mode);
     if (rc != LUA_OK)
         return lua_error(L);
-    sandbox_set_env(sb, -1);
+    set_env(L, -1);
     return 1;
 }
 

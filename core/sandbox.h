@@ -100,10 +100,6 @@ lua_State *sandbox_state(struct sandbox *sb);
 int sandbox_load(struct sandbox *sb, const char *buf, size_t len,
                  const char *chunkname, const char *mode, struct dbuf *err);
 
-/* Gives the function at `idx` a fresh _ENV (its first upvalue). May raise
- * a memory error. */
-void sandbox_set_env(struct sandbox *sb, int idx);
-
 /* --- modules and evaluations --------------------------------------------- */
 
 /* Asks the loader for module `name` now and keeps its main function for
