@@ -728,18 +728,14 @@ static int eval_main(lua_State *L)
     return 0;
 }
 
-/* Protected: loads every module of the set into the new state (the
- * policy directory wins over lua/ for a name) and protects what every
- * evaluation will share. */
+/* Protected: loads every module of the set into the new state and
+ * protects what every evaluation will share. The loader decides which
+ * chunk a name means; a name met again is already kept. */
 static int prepare_main(lua_State *L)
 {
     const struct policy_set *ps = lua_touserdata(L, 1);
-    for (size_t i = 0; i < ps->n; i++) {
-        const struct policy_chunk *c = &ps->v[i];
-        if (c->lib && find_chunk(ps, c->module, 0) != NULL)
-            continue;
-        sandbox_preload(L, c->module);
-    }
+    for (size_t i = 0; i < ps->n; i++)
+        sandbox_preload(L, ps->v[i].module);
     sandbox_preload(L, "codec");
     protect_marks(L);
     return 0;
