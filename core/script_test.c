@@ -191,12 +191,8 @@ static int p_metadata(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, 2, "status");
     if (lua_getfield(L, 2, "metadata") != LUA_TTABLE ||
-        codec_kind(L, 3) == CODEC_ARRAY)
-        fail(L, st, SCRIPT_TEST_EINVALID,
-             "metadata.name: Required value: name or generateName is "
-             "required");
-    lua_getfield(L, 3, "name");
-    if (lua_type(L, 4) != LUA_TSTRING)
+        codec_kind(L, 3) == CODEC_ARRAY ||
+        lua_getfield(L, 3, "name") != LUA_TSTRING) /* 3, 4 */
         fail(L, st, SCRIPT_TEST_EINVALID,
              "metadata.name: Required value: name or generateName is "
              "required");
