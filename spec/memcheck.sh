@@ -6,7 +6,7 @@ set -uo pipefail
 build=${1:?usage: spec/memcheck.sh BUILD_DIR}
 cd "$(dirname "$0")/.." || exit
 # valgrind runs code ~30-50x slower: CPU-time bounds in the tests scale up.
-export LPATTERN_TEST_MAX_MS=5000
+export LPATTERN_TEST_MAX_MS=5000 DITTOFS_TEST_TIME_SCALE=20
 pass=0
 fail=0
 for t in "$build"/test_*; do

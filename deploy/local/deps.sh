@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git ca-certificates curl openssl
       liblua5.4-dev lua5.4 libcjson-dev libyaml-dev libcurl4-openssl-dev
-      libssl-dev libmicrohttpd-dev lua-busted lua-check clang-format
+      libssl-dev libmicrohttpd-dev lua-busted lua-check clang-format jq
       valgrind)
 missing=()
 for p in "${pkgs[@]}"; do

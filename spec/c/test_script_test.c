@@ -56,7 +56,7 @@ static struct res run_opts(const char *file, const char *policies, int json,
     o.file = file;
     o.policies_dir = policies;
     o.json = json;
-    o.limits.timeout_ms = timeout_ms;
+    o.limits.timeout_ms = test_ms(timeout_ms ? timeout_ms : 100);
     o.limits.memory_bytes = memory;
     dbuf_init(&r.out, (size_t)64 << 20);
     dbuf_init(&r.err, (size_t)4 << 20);
@@ -462,15 +462,18 @@ static void test_policies(void)
                 "module 'os' not found");
     expect_fail("global write", run_stub("helper = 1\n"), 4,
                 "assign to undeclared global 'helper'");
+    char timeout_msg[64];
+    snprintf(timeout_msg, sizeof(timeout_msg), "policy timeout after %u ms",
+             test_ms(50));
     expect_fail("timeout",
                 run_stub("function M.render() while true do end "
                          "end\n"),
-                4, "policy timeout after 50 ms");
+                4, timeout_msg);
     expect_fail("timeout inside pcall",
                 run_stub("function M.status() while true do\n"
                          "  pcall(function() while true do end end) end "
                          "end\n"),
-                4, "policy timeout after 50 ms");
+                4, timeout_msg);
     /* A generous time budget: the memory cap must be what stops it, even
      * under sanitizers or valgrind. */
     char bomb[4096];

@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int testlib_passed;
@@ -80,6 +81,19 @@ __attribute__((unused)) static int testlib_check_int(long long a, long long b,
     } while (0)
 
 /* Prints "N passed, N failed"; evaluates to 0 when nothing failed, else 1. */
+/*
+ * A wall-clock budget of `ms` scaled by $DITTOFS_TEST_TIME_SCALE (default
+ * 1): spec/memcheck.sh raises it, since code under valgrind runs ~30-50x
+ * slower. Use it for budgets that working code must fit in, not for the
+ * ones a test expects to be exceeded.
+ */
+static inline unsigned test_ms(unsigned ms)
+{
+    const char *s = getenv("DITTOFS_TEST_TIME_SCALE");
+    unsigned long k = s ? strtoul(s, NULL, 10) : 1;
+    return (unsigned)(ms * (k ? k : 1));
+}
+
 #define TEST_SUMMARY()                                                         \
     (printf("%d passed, %d failed\n", testlib_passed, testlib_failed),         \
      fflush(stdout), testlib_failed ? 1 : 0)

@@ -147,6 +147,11 @@ done
 "$KUBECTL" create namespace "$ns_a" >/dev/null
 "$KUBECTL" create namespace "$ns_b" >/dev/null
 version=$(api "$DITTOFS_APISERVER/version" | jq -r .gitVersion)
+case $version in
+  v1.*) ;;
+  *) echo "not ok - cannot read the server version (jq installed?): '$version'"
+     exit 1 ;;
+esac
 context=$("$KUBECTL" config current-context)
 
 run -- --check-cluster --namespace "$ns_a"
