@@ -35,7 +35,8 @@ bin=$build/informer_bench
 cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -D_GNU_SOURCE \
   -I"$root/core" -I"$root/spec/c" "$root/spec/bench/informer_bench.c" \
   "$build/libdittofs_core.a" \
-  $(pkg-config --cflags --libs libcjson libcurl yaml-0.1 openssl) -lm -ldl \
+  $(pkg-config --cflags libcurl openssl) \
+  $(pkg-config --cflags --libs libcjson yaml-0.1) -lm -ldl \
   -o "$bin"
 
 have=$("$kubectl" get configmaps -n "$NS" -l bench=bench --no-headers 2>/dev/null | wc -l || true)

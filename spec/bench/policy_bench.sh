@@ -21,7 +21,7 @@ bench="$build/policy_bench"
 # shellcheck disable=SC2046
 cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -I core $(pkg-config --cflags lua5.4 libcjson yaml-0.1) \
   spec/bench/policy_bench.c "$build/libdittofs_core.a" \
-  $(pkg-config --libs libcjson yaml-0.1 libcurl openssl) \
+  $(pkg-config --libs libcjson yaml-0.1) \
   "$(find /usr/lib -name liblua5.4.a | head -1)" -lm -ldl -o "$bench"
 "$bench" "$sample" "${ITERATIONS:-5000}"
 
