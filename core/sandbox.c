@@ -376,33 +376,32 @@ static int pattern_deadline(lua_State *L, void *ud)
  * library table lacks falls through to this, its own __index, which
  * raises at the script's line (the VM calls it from the script's frame).
  */
-static int env_index(lua_State *L)
+/* Raises "<where>" .. fmt with the key (argument 2) named, at the
+ * script's line. */
+static int raise_key(lua_State *L, const char *fmt)
 {
     luaL_where(L, 1);
-    lua_pushfstring(L, "attempt to read undeclared global '%s'",
+    lua_pushfstring(L, fmt,
                     lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
     lua_concat(L, 2);
     return lua_error(L);
+}
+
+static int env_index(lua_State *L)
+{
+    return raise_key(L, "attempt to read undeclared global '%s'");
 }
 
 /* __newindex of every _ENV: policies keep their state in locals. */
 static int env_newindex(lua_State *L)
 {
-    luaL_where(L, 1);
-    lua_pushfstring(L, "attempt to assign to undeclared global '%s'",
-                    lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
-    lua_concat(L, 2);
-    return lua_error(L);
+    return raise_key(L, "attempt to assign to undeclared global '%s'");
 }
 
 /* __newindex of a frozen library proxy. */
 static int frozen_newindex(lua_State *L)
 {
-    luaL_where(L, 1);
-    lua_pushfstring(L, "attempt to modify a read-only library (field '%s')",
-                    lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
-    lua_concat(L, 2);
-    return lua_error(L);
+    return raise_key(L, "attempt to modify a read-only library (field '%s')");
 }
 
 /* Gives the function at `idx` a fresh _ENV (its first upvalue). May raise
