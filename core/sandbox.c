@@ -369,13 +369,6 @@ static int pattern_deadline(lua_State *L, void *ud)
 /* --- the environment -------------------------------------------------------
  */
 
-/*
- * Global reads: every _ENV is empty and its metatable's __index is the
- * library table itself, so a declared name is found by the VM's own table
- * lookup (no C call: policies read globals in their hot paths). A name the
- * library table lacks falls through to this, its own __index, which
- * raises at the script's line (the VM calls it from the script's frame).
- */
 /* Raises "<where>" .. fmt with the key (argument 2) named, at the
  * script's line. */
 static int raise_key(lua_State *L, const char *fmt)
@@ -387,6 +380,13 @@ static int raise_key(lua_State *L, const char *fmt)
     return lua_error(L);
 }
 
+/*
+ * Global reads: every _ENV is empty and its metatable's __index is the
+ * library table itself, so a declared name is found by the VM's own table
+ * lookup (no C call: policies read globals in their hot paths). A name the
+ * library table lacks falls through to this, its own __index, which
+ * raises at the script's line (the VM calls it from the script's frame).
+ */
 static int env_index(lua_State *L)
 {
     return raise_key(L, "attempt to read undeclared global '%s'");
