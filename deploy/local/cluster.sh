@@ -13,6 +13,11 @@
 #   cluster.sh restart-apiserver [--graceful]
 #   cluster.sh env                     print the sourceable env file
 #   cluster.sh status
+#   cluster.sh sa-kubeconfig NAMESPACE SA FILE
+#                                      write a kubeconfig that authenticates as
+#                                      ServiceAccount NAMESPACE/SA (its token
+#                                      Secret, waited for), context namespace
+#                                      NAMESPACE: run a program under its RBAC
 #
 # Knobs (environment):
 #   DITTOFS_CACHE        build cache       (default ~/.cache/dittofs-operator)
@@ -487,7 +492,7 @@ EOF
 }
 
 write_kubeconfig() {
-  local file=$1 user=$2 token=$3 port=$4 cadata
+  local file=$1 user=$2 token=$3 port=$4 ns=${5:-default} cadata
   cadata=$(base64 -w0 <"$DIR/pki/ca.crt")
   cat >"$file" <<EOF
 apiVersion: v1
@@ -506,7 +511,7 @@ contexts:
   context:
     cluster: dittofs-local
     user: $user
-    namespace: default
+    namespace: $ns
 current-context: dittofs-local
 EOF
   chmod 600 "$file"
@@ -693,6 +698,40 @@ EOF
   wait_default_sa
 }
 
+# The token of ServiceAccount $1/$2 on stdout. In 1.20 the token controller
+# (kube-controller-manager) creates a kubernetes.io/service-account-token
+# Secret <sa>-token-<random> and lists it in the account's .secrets, shortly
+# after the account is created: wait for both.
+sa_token() {
+  local ns=$1 sa=$2 deadline=$((SECONDS + START_TIMEOUT)) body secret token
+  while :; do
+    secret="" token=""
+    body=$(api_get "/api/v1/namespaces/$ns/serviceaccounts/$sa" || true)
+    secret=$(grep -o "\"name\": *\"$sa-token-[a-z0-9]*\"" <<<"$body" | head -n1 | sed 's/.*: *"//; s/"$//') || true
+    if [[ -n $secret ]]; then
+      body=$(api_get "/api/v1/namespaces/$ns/secrets/$secret" || true)
+      token=$(grep -o '"token": *"[^"]*"' <<<"$body" | head -n1 | sed 's/.*: *"//; s/"$//') || true
+    fi
+    if [[ -n $token ]]; then
+      base64 -d <<<"$token"
+      return 0
+    fi
+    ((SECONDS < deadline)) ||
+      die "no token Secret for ServiceAccount $ns/$sa after ${START_TIMEOUT}s (does it exist? is kube-controller-manager running?)"
+    sleep 0.3
+  done
+}
+
+cmd_sa_kubeconfig() {
+  (($# == 3)) || usage 2
+  local ns=$1 sa=$2 file=$3 token
+  [[ -f $DIR/apiserver.port && -f $DIR/admin.token ]] || die "no control plane in $DIR: run start first"
+  token=$(sa_token "$ns" "$sa")
+  write_kubeconfig "$file.tmp" "system:serviceaccount:$ns:$sa" "$token" "$(<"$DIR/apiserver.port")" "$ns"
+  mv -f "$file.tmp" "$file"
+  log "wrote $file (ServiceAccount $ns/$sa)"
+}
+
 all_running() {
   local c
   for c in "${COMPONENTS[@]}"; do alive_pid "$c" >/dev/null || return 1; done
@@ -823,6 +862,7 @@ main() {
     restart-apiserver) cmd_kill_apiserver "$@"; cmd_start_apiserver ;;
     env) cmd_env ;;
     status) cmd_status ;;
+    sa-kubeconfig) cmd_sa_kubeconfig "$@" ;;
     -h|--help|help) usage 0 ;;
     *) usage 2 ;;
   esac
