@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,19 @@ struct policy_set {
     struct sandbox *sb;
     struct sandbox_limits lim;
     unsigned long preparations;
+    uint64_t hash; /* sum of FNV-1a 64 of each module's name and source */
 };
+
+/* FNV-1a 64 of `n` bytes, continuing from `h`. */
+static uint64_t fnv1a64(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
 
 /* --- loading ---------------------------------------------------------------
  */
@@ -115,6 +128,11 @@ static int add_chunk(struct policy_set *ps, lua_State *L, const char *rel,
         rc = lrc == LUA_ERRMEM ? POLICY_ENOMEM : POLICY_ELOAD;
         goto done;
     }
+    /* A sum of per-module hashes: the directory scan has no fixed order,
+     * and equal sources must give an equal hash. */
+    ps->hash += fnv1a64(fnv1a64(0xcbf29ce484222325ULL, c.module,
+                                strlen(c.module) + 1),
+                        src, len);
     int drc = lua_dump(L, dump_writer, &code, 0);
     lua_pop(L, 1);
     if (drc != 0 || dbuf_len(&code) == 0)
@@ -313,6 +331,11 @@ void policy_set_free(struct policy_set *ps)
 const char *policy_set_origin(const struct policy_set *ps)
 {
     return ps->origin;
+}
+
+void policy_set_hash(const struct policy_set *ps, char out[17])
+{
+    snprintf(out, 17, "%016llx", (unsigned long long)ps->hash);
 }
 
 unsigned long policy_set_preparations(const struct policy_set *ps)

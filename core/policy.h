@@ -90,6 +90,9 @@ int policy_set_load(const char *dir, struct policy_set **out, struct dbuf *err);
 void policy_set_free(struct policy_set *ps);
 /* The directory of the set, or "embedded" (borrowed). */
 const char *policy_set_origin(const struct policy_set *ps);
+/* A hash of every module's name and source text (16 hex digits and a
+ * NUL): which policies are active, for the policy-info metric and logs. */
+void policy_set_hash(const struct policy_set *ps, char out[17]);
 /* How many times the set prepared a sandbox: 1 after the first evaluation,
  * plus one for each evaluation that followed a failure (or a tainted
  * state, or other limits). A metric, and what tests look at. */
