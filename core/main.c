@@ -1,11 +1,13 @@
 /*
- * main: the command line of dittofs-operator. For now the offline dry run
- * (--script-test) and a cluster diagnostic (--check-cluster); the
- * controller (run mode) comes with its own issue. Every setting flag also
- * reads its default from $DITTOFS_OPERATOR_<FLAG> (the flag table below).
- * Exit codes: 0 ok, 1 bad input, 2 usage, 3 invalid spec, 4 policy failure,
- * 5 cannot connect or authenticate, 6 the DittoServer CRD is missing.
- * Uses script_test, check_cluster, policy, sandbox.
+ * main: the command line of dittofs-operator: run mode (the controller,
+ * without a mode flag), the offline dry run (--script-test) and a cluster
+ * diagnostic (--check-cluster). Every setting flag also reads its default
+ * from $DITTOFS_OPERATOR_<FLAG> (the flag table below).
+ * Exit codes: 0 ok, 1 bad input (run mode: fatal, e.g. leadership lost),
+ * 2 usage, 3 invalid spec, 4 policy failure, 5 cannot connect or
+ * authenticate, 6 the DittoServer CRD is missing, 7 cannot bind the
+ * metrics/health addresses.
+ * Uses operator, script_test, check_cluster, policy, sandbox, log.
  */
 #include <ctype.h>
 #include <getopt.h>
@@ -19,12 +21,19 @@
 #include <curl/curl.h>
 
 #include "check_cluster.h"
+#include "log.h"
+#include "operator.h"
 #include "policy.h"
 #include "script_test.h"
 
 static const char usage_head[] =
-    "Usage: dittofs-operator --script-test FILE|- [options]\n"
+    "Usage: dittofs-operator [options]\n"
+    "       dittofs-operator --script-test FILE|- [options]\n"
     "       dittofs-operator --check-cluster [options]\n"
+    "\n"
+    "Without a mode flag the operator runs: it watches DittoServers and\n"
+    "reconciles each into its ConfigMap, Services and StatefulSet by\n"
+    "server-side apply, and keeps their status, until SIGTERM or SIGINT.\n"
     "\n"
     "--script-test renders a DittoServer offline exactly as the operator\n"
     "would apply it: CRD defaults and validation as the apiserver does\n"
@@ -73,13 +82,25 @@ enum {
     OPT_NAMESPACE,
     OPT_QPS,
     OPT_BURST,
+    OPT_SELECTOR,
+    OPT_WORKERS,
+    OPT_RESYNC,
+    OPT_LEADER_ELECT,
+    OPT_LEADER_NS,
+    OPT_LEADER_ID,
+    OPT_METRICS_ADDR,
+    OPT_HEALTH_ADDR,
+    OPT_LOG_FORMAT,
+    OPT_LOG_LEVEL,
+    OPT_SHUTDOWN,
     OPT_HELP,
     OPT_VERSION,
 };
 
 struct flag {
     const char *name;
-    const char *arg; /* shown in --help; NULL: the flag takes no argument */
+    const char *arg; /* shown in --help; NULL: the flag takes no argument;
+                      * "[=BOOL]": an optional true/false */
     int env;
     const char *help; /* lines separated by '\n' */
 };
@@ -118,6 +139,38 @@ static const struct flag flags[] = {
                      "second (default 20)"},
     [OPT_BURST - 1] = {"kube-api-burst", "N", 1,
                        "burst of the rate limit (default 30)"},
+    [OPT_SELECTOR - 1] = {"selector", "LABELS", 1,
+                          "only DittoServers matching this label\n"
+                          "selector (shard a fleet across operators)"},
+    [OPT_WORKERS - 1] = {"workers", "N", 1,
+                         "DittoServers reconciled concurrently\n"
+                         "(default 4)"},
+    [OPT_RESYNC - 1] = {"resync-period", "DURATION", 1,
+                        "reconcile every DittoServer this often\n"
+                        "(jittered +10%; default 10h; e.g. 30s, 5m)"},
+    [OPT_LEADER_ELECT - 1] = {"leader-elect", "[=BOOL]", 1,
+                              "elect a leader (a Lease) among replicas;\n"
+                              "only the leader writes"},
+    [OPT_LEADER_NS - 1] = {"leader-election-namespace", "NS", 1,
+                           "namespace of the Lease (default: the\n"
+                           "in-cluster or kubeconfig namespace)"},
+    [OPT_LEADER_ID - 1] = {"leader-election-id", "NAME", 1,
+                           "name of the Lease (default\n"
+                           "dittofs-operator-leader)"},
+    [OPT_METRICS_ADDR - 1] = {"metrics-bind-address", "ADDR", 1,
+                              "serve /metrics here (default :8080;\n"
+                              "0 disables)"},
+    [OPT_HEALTH_ADDR - 1] = {"health-probe-bind-address", "ADDR", 1,
+                             "serve /healthz and /readyz here\n"
+                             "(default :8081; 0 disables)"},
+    [OPT_LOG_FORMAT - 1] = {"log-format", "text|json", 1,
+                            "log line format (default text)"},
+    [OPT_LOG_LEVEL - 1] = {"log-level", "LEVEL", 1,
+                           "debug, info, warn or error (default info)"},
+    [OPT_SHUTDOWN - 1] = {"shutdown-timeout", "DURATION", 1,
+                          "on SIGTERM, how long reconciles in flight\n"
+                          "may take before they are cancelled\n"
+                          "(default 10s)"},
     [OPT_HELP - 1] = {"help", NULL, 0, "this text"},
     [OPT_VERSION - 1] = {"version", NULL, 0, "print the version"},
 };
@@ -141,8 +194,8 @@ static void print_usage(FILE *out)
     for (size_t i = 0; i < NFLAGS; i++) {
         const struct flag *f = &flags[i];
         char left[64], env[96];
-        snprintf(left, sizeof(left), "--%s%s%s", f->name, f->arg ? " " : "",
-                 f->arg ? f->arg : "");
+        snprintf(left, sizeof(left), "--%s%s%s", f->name,
+                 f->arg && f->arg[0] != '[' ? " " : "", f->arg ? f->arg : "");
         const char *h = f->help;
         int first = 1;
         while (*h != '\0') {
@@ -239,6 +292,7 @@ static int usage_error(const char *fmt, const char *arg)
 struct cli {
     struct script_test_options st;
     struct check_cluster_options cc;
+    struct operator_opts op;
     int check_cluster;
     int output; /* 0: the mode's default, 1: yaml, 2: json */
 };
@@ -267,6 +321,59 @@ static int valid_namespace(const char *s)
             return 0;
     }
     return 1;
+}
+
+/* A duration: a positive number with a unit ms, s, m or h ("90s", "10h");
+ * a bare number is seconds. Returns 0 or -1. */
+static int parse_duration(const char *s, uint64_t *out_ms)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0))
+        return -1;
+    double mul;
+    if (strcmp(end, "ms") == 0)
+        mul = 1;
+    else if (*end == '\0' || strcmp(end, "s") == 0)
+        mul = 1000;
+    else if (strcmp(end, "m") == 0)
+        mul = 60e3;
+    else if (strcmp(end, "h") == 0)
+        mul = 3600e3;
+    else
+        return -1;
+    v *= mul;
+    if (v < 1 || v > 1e12)
+        return -1;
+    *out_ms = (uint64_t)v;
+    return 0;
+}
+
+/* true/false (also 1/0, yes/no); NULL (the bare flag) is true. */
+static int parse_bool(const char *s, int *out)
+{
+    if (s == NULL || strcmp(s, "true") == 0 || strcmp(s, "1") == 0 ||
+        strcmp(s, "yes") == 0)
+        *out = 1;
+    else if (strcmp(s, "false") == 0 || strcmp(s, "0") == 0 ||
+             strcmp(s, "no") == 0)
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+/* A listen address: "0" (off), ":PORT", "HOST:PORT" or "[V6]:PORT". */
+static int valid_addr(const char *s)
+{
+    if (strcmp(s, "0") == 0)
+        return 1;
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon[1] == '\0')
+        return 0;
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    return *end == '\0' && port <= 65535;
 }
 
 /*
@@ -348,6 +455,75 @@ static int apply_flag(struct cli *c, int id, const char *arg)
                                arg);
         c->cc.burst = (int)v;
         break;
+    case OPT_SELECTOR:
+        c->op.ctl.selector = arg;
+        break;
+    case OPT_WORKERS:
+        if (parse_amount(arg, 1024, &v, no_suffix, ms_mul) != 0)
+            return usage_error("--workers: '%s' is not a number from 1 to "
+                               "1024",
+                               arg);
+        c->op.ctl.workers = (unsigned)v;
+        break;
+    case OPT_RESYNC:
+        if (parse_duration(arg, &c->op.ctl.resync_ms) != 0)
+            return usage_error("--resync-period: '%s' is not a duration "
+                               "(e.g. 30s, 5m, 10h)",
+                               arg);
+        break;
+    case OPT_LEADER_ELECT:
+        if (parse_bool(arg, &c->op.leader_elect) != 0)
+            return usage_error("--leader-elect: '%s' is not true or false",
+                               arg);
+        break;
+    case OPT_LEADER_NS:
+        if (!valid_namespace(arg) || *arg == '\0')
+            return usage_error("--leader-election-namespace: '%s' is not a "
+                               "namespace name",
+                               arg);
+        c->op.leader_ns = arg;
+        break;
+    case OPT_LEADER_ID:
+        if (*arg == '\0' || strlen(arg) > 253)
+            return usage_error("--leader-election-id: '%s' is not a Lease "
+                               "name",
+                               arg);
+        c->op.leader_id = arg;
+        break;
+    case OPT_METRICS_ADDR:
+        if (!valid_addr(arg))
+            return usage_error("--metrics-bind-address: '%s' is not 0, "
+                               ":PORT or HOST:PORT",
+                               arg);
+        c->op.metrics_addr = arg;
+        break;
+    case OPT_HEALTH_ADDR:
+        if (!valid_addr(arg))
+            return usage_error("--health-probe-bind-address: '%s' is not "
+                               "0, :PORT or HOST:PORT",
+                               arg);
+        c->op.health_addr = arg;
+        break;
+    case OPT_LOG_FORMAT:
+        if (strcmp(arg, "json") != 0 && strcmp(arg, "text") != 0)
+            return usage_error("--log-format must be text or json, not '%s'",
+                               arg);
+        log_set_json(strcmp(arg, "json") == 0);
+        break;
+    case OPT_LOG_LEVEL: {
+        enum log_level lvl;
+        if (log_parse_level(arg, &lvl) != 0)
+            return usage_error("--log-level must be debug, info, warn or "
+                               "error, not '%s'",
+                               arg);
+        log_set_level(lvl);
+        break;
+    }
+    case OPT_SHUTDOWN:
+        if (parse_duration(arg, &c->op.shutdown_ms) != 0)
+            return usage_error("--shutdown-timeout: '%s' is not a duration",
+                               arg);
+        break;
     case OPT_HELP:
         print_usage(stdout);
         return -1;
@@ -427,6 +603,26 @@ static int run_check_cluster(struct check_cluster_options *o)
     return code;
 }
 
+static int run_operator(struct cli *c)
+{
+    struct operator_opts *o = &c->op;
+    o->kubeconfig = c->cc.kubeconfig;
+    o->context = c->cc.context;
+    o->qps = c->cc.qps;
+    o->burst = c->cc.burst;
+    o->policies_dir = c->st.policies_dir;
+    o->ctl.namespace = c->cc.namespace;
+    o->ctl.cluster_domain = c->st.cluster_domain;
+    o->ctl.limits = c->st.limits;
+    if (c->output != 0)
+        return usage_error("--output applies to --script-test and "
+                           "--check-cluster only%s",
+                           "");
+    int rc = operator_run(o);
+    curl_global_cleanup();
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct option opts[NFLAGS + 1];
@@ -436,7 +632,9 @@ int main(int argc, char **argv)
     memset(opts, 0, sizeof(opts));
     for (size_t i = 0; i < NFLAGS; i++) {
         opts[i].name = flags[i].name;
-        opts[i].has_arg = flags[i].arg ? required_argument : no_argument;
+        opts[i].has_arg = flags[i].arg == NULL     ? no_argument
+                          : flags[i].arg[0] == '[' ? optional_argument
+                                                   : required_argument;
         opts[i].val = (int)i + 1;
     }
     memset(&c, 0, sizeof(c));
@@ -465,12 +663,8 @@ int main(int argc, char **argv)
                                       : CHECK_CLUSTER_TEXT;
         return run_check_cluster(&c.cc);
     }
-    if (c.st.file == NULL) {
-        fprintf(stderr,
-                "dittofs-operator: run mode (the controller) is not "
-                "implemented yet; use --script-test FILE (see --help)\n");
-        return SCRIPT_TEST_EUSAGE;
-    }
+    if (c.st.file == NULL)
+        return run_operator(&c);
     c.st.json = c.output == 2;
     return run_script_test(&c.st);
 }

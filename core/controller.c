@@ -1,0 +1,1578 @@
+/*
+ * controller: the DittoServer reconciler (see controller.h).
+ *
+ * One reconcile is a small asynchronous state machine on the event loop:
+ *   start   DittoServer and children from the caches (plus what our own
+ *           writes returned and the watches have not delivered yet), then
+ *           policy_eval();
+ *   writes  every apply and prune request at once (the HTTP client's rate
+ *           limit paces them);
+ *   status  after the writes, the status is derived again from what they
+ *           returned, stamped (lastTransitionTime) and written only when
+ *           it differs from the live one;
+ *   finish  metrics, Events, one log line, queue_done() with forget or a
+ *           rate-limited requeue.
+ * Objects our writes returned are kept per key ("overlays") until the
+ * cache holds that version or a newer one: without them a reconcile that
+ * runs before the watch events arrive would see stale children and write
+ * again.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "apply.h"
+#include "cache.h"
+#include "controller.h"
+#include "log.h"
+#include "loop.h"
+#include "queue.h"
+#include "watch.h"
+
+#define DS_API_PATH "/apis/dittofs.dittofs.com/v1alpha1"
+#define DS_RESOURCE "dittoservers"
+#define CONTROLLER_NAME "dittoserver"
+#define APPLY_QUERY "?fieldManager=" POLICY_MANAGER "&force=true"
+#define MANAGED_SELECTOR POLICY_LABEL_MANAGED_BY "=" POLICY_MANAGER
+#define OVERLAY_TTL_MS 60000
+#define MAX_MESSAGE 1024
+#define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
+
+/* The kinds the controller manages; a policy rendering another kind fails
+ * (RBAC grants exactly these). */
+struct kind {
+    const char *api_version;
+    const char *kind;
+    const char *api_path;
+    const char *resource;
+};
+
+static const struct kind kinds[] = {
+    {"v1", "ConfigMap", "/api/v1", "configmaps"},
+    {"v1", "Service", "/api/v1", "services"},
+    {"apps/v1", "StatefulSet", "/apis/apps/v1", "statefulsets"},
+};
+
+#define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
+#define KIND_DS ((int)NKINDS) /* overlays of the DittoServer itself */
+
+/* --- per-key state -------------------------------------------------------
+ */
+
+/* An object one of our writes returned, newer than the cache. */
+struct overlay {
+    int kind;
+    char *name;
+    struct cache_obj *obj;
+    uint64_t at_ms;
+};
+
+/* A rendered object the API refused (422): retried at most
+ * CONTROLLER_MAX_REJECTS times while it renders the same. */
+struct reject {
+    int kind;
+    char *name;
+    uint64_t hash;
+    unsigned attempts;
+    char *message;
+};
+
+struct kstate {
+    struct kstate *next;
+    char *key;
+    struct overlay *ov;
+    size_t n_ov;
+    struct reject *rej;
+    size_t n_rej;
+    char phase[16]; /* last phase written, for the transition Event */
+};
+
+#define KBUCKETS 1024
+
+/* --- a reconcile in flight ---------------------------------------------- */
+
+enum op_type { OP_APPLY, OP_DELETE, OP_STATUS };
+
+struct op {
+    struct op *next;
+    struct rec *r;
+    struct http_req *req;
+    enum op_type type;
+    int kind;
+    char *name;
+    int existed;   /* apply: the live object existed */
+    uint64_t hash; /* apply: FNV-1a of the body */
+};
+
+struct rec {
+    struct rec *next;
+    struct controller *c;
+    char *key;
+    const char *ns; /* into nsname */
+    const char *name;
+    char *nsname; /* "ns\0name" */
+    struct cache_obj *ds;
+    cJSON *ds_json;
+    struct op *ops;
+    unsigned pending;
+    int stage; /* 0 writes, 1 status */
+    uint64_t start_us;
+    int eval_rc;
+    struct policy_output out;
+    struct dbuf err;                       /* policy failure message */
+    struct dbuf apply_err;                 /* apply failures, "; "-joined */
+    struct dbuf created, updated, deleted; /* for Events */
+    unsigned n_writes;
+    int failed;   /* a request failed: requeue with backoff */
+    int rejected; /* a 422 within the retry bound */
+    int gave_up;  /* a 422 past the bound (reported, not retried) */
+};
+
+/* --- the controller ----------------------------------------------------- */
+
+struct controller {
+    struct http_client *http;
+    struct loop *loop;
+    struct policy_set *ps;
+    struct metrics *m;
+    struct events *ev;
+    char *namespace;
+    char *selector;
+    char *cluster_domain;
+    struct sandbox_limits limits;
+    uint64_t resync_ms;
+    struct watch *ds_watch;
+    struct watch *child_watch[NKINDS];
+    struct queue *q;
+    struct kstate *buckets[KBUCKETS];
+    struct rec *recs;
+    size_t n_recs;
+    int leading;
+    int draining;
+    int running; /* the queue runs (leading, synced, not draining) */
+    struct loop_timer resync_timer;
+    char sync_detail[256];
+    /* metrics */
+    struct metric *m_total, *m_errors, *m_time;
+    struct metric *m_depth, *m_adds, *m_retries, *m_qdur, *m_wdur;
+    struct metric *m_eval, *m_eval_errors, *m_writes;
+};
+
+static const char *const ctl_label[] = {CONTROLLER_NAME, NULL};
+
+/* --- small helpers -------------------------------------------------------
+ */
+
+static uint32_t str_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static uint64_t fnv64(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* Is resourceVersion a at least as new as b? etcd revisions are decimal
+ * integers; anything else only compares equal. */
+static int rv_at_least(const char *a, const char *b)
+{
+    char *ea, *eb;
+    if (a == NULL || b == NULL || !*a || !*b)
+        return 0;
+    unsigned long long x = strtoull(a, &ea, 10);
+    unsigned long long y = strtoull(b, &eb, 10);
+    if (*ea || *eb)
+        return strcmp(a, b) == 0;
+    return x >= y;
+}
+
+static int kind_index(const char *api_version, const char *kind)
+{
+    for (size_t i = 0; i < NKINDS; i++)
+        if (strcmp(kinds[i].api_version, api_version) == 0 &&
+            strcmp(kinds[i].kind, kind) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* "/api/v1/namespaces/NS/configmaps/NAME" */
+static int object_path(struct dbuf *b, int kind, const char *ns,
+                       const char *name)
+{
+    if (kind == KIND_DS)
+        return dbuf_addf(b, DS_API_PATH "/namespaces/%s/" DS_RESOURCE "/%s", ns,
+                         name);
+    return dbuf_addf(b, "%s/namespaces/%s/%s/%s", kinds[kind].api_path, ns,
+                     kinds[kind].resource, name);
+}
+
+static void metric_inc1(struct metric *f, const char *v)
+{
+    if (f == NULL)
+        return;
+    const char *lv[] = {CONTROLLER_NAME, v, NULL};
+    metric_inc(f, 1, lv);
+}
+
+/* --- key state -----------------------------------------------------------
+ */
+
+static struct kstate **kstate_slot(struct controller *c, const char *key)
+{
+    struct kstate **p = &c->buckets[str_hash(key) % KBUCKETS];
+    while (*p != NULL && strcmp((*p)->key, key) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+static struct kstate *kstate_get(struct controller *c, const char *key,
+                                 int create)
+{
+    struct kstate **p = kstate_slot(c, key);
+    if (*p != NULL || !create)
+        return *p;
+    struct kstate *k = calloc(1, sizeof(*k));
+    if (k == NULL || (k->key = strdup(key)) == NULL) {
+        free(k);
+        return NULL;
+    }
+    *p = k;
+    return k;
+}
+
+static void overlay_drop(struct kstate *k, size_t i)
+{
+    free(k->ov[i].name);
+    cache_obj_unref(k->ov[i].obj);
+    k->ov[i] = k->ov[--k->n_ov];
+}
+
+static void reject_drop(struct kstate *k, size_t i)
+{
+    free(k->rej[i].name);
+    free(k->rej[i].message);
+    k->rej[i] = k->rej[--k->n_rej];
+}
+
+static void kstate_free(struct kstate *k)
+{
+    while (k->n_ov > 0)
+        overlay_drop(k, 0);
+    while (k->n_rej > 0)
+        reject_drop(k, 0);
+    free(k->ov);
+    free(k->rej);
+    free(k->key);
+    free(k);
+}
+
+static void kstate_remove(struct controller *c, const char *key)
+{
+    struct kstate **p = kstate_slot(c, key);
+    if (*p == NULL)
+        return;
+    struct kstate *k = *p;
+    *p = k->next;
+    kstate_free(k);
+}
+
+static struct overlay *overlay_find(struct kstate *k, int kind,
+                                    const char *name)
+{
+    for (size_t i = 0; k != NULL && i < k->n_ov; i++)
+        if (k->ov[i].kind == kind && strcmp(k->ov[i].name, name) == 0)
+            return &k->ov[i];
+    return NULL;
+}
+
+/* Keeps `obj` (a write's response) as the newest known state. */
+static void overlay_put(struct controller *c, const char *key, int kind,
+                        const char *name, struct cache_obj *obj)
+{
+    struct kstate *k = kstate_get(c, key, 1);
+    if (k == NULL)
+        return;
+    struct overlay *o = overlay_find(k, kind, name);
+    if (o == NULL) {
+        struct overlay *v = realloc(k->ov, (k->n_ov + 1) * sizeof(*v));
+        if (v == NULL)
+            return;
+        k->ov = v;
+        o = &k->ov[k->n_ov];
+        o->name = strdup(name);
+        if (o->name == NULL)
+            return;
+        o->obj = NULL;
+        k->n_ov++;
+    }
+    cache_obj_unref(o->obj);
+    o->obj = cache_obj_ref(obj);
+    o->at_ms = loop_now_ms();
+}
+
+static void overlay_forget(struct controller *c, const char *key, int kind,
+                           const char *name)
+{
+    struct kstate *k = kstate_get(c, key, 0);
+    for (size_t i = 0; k != NULL && i < k->n_ov; i++)
+        if (k->ov[i].kind == kind && strcmp(k->ov[i].name, name) == 0) {
+            overlay_drop(k, i);
+            return;
+        }
+}
+
+/*
+ * The newest state of an object: the cached one, unless one of our writes
+ * returned a newer version the watch has not delivered yet. Drops overlays
+ * the cache has caught up with (or that are too old to trust).
+ */
+static const struct cache_obj *newest(struct kstate *k, int kind,
+                                      const char *name,
+                                      const struct cache_obj *cached)
+{
+    struct overlay *o = overlay_find(k, kind, name);
+    if (o == NULL)
+        return cached;
+    if ((cached != NULL &&
+         rv_at_least(cache_obj_rv(cached), cache_obj_rv(o->obj))) ||
+        loop_now_ms() - o->at_ms > OVERLAY_TTL_MS) {
+        overlay_drop(k, (size_t)(o - k->ov));
+        return cached;
+    }
+    return o->obj;
+}
+
+/* --- informer events -----------------------------------------------------
+ */
+
+static void enqueue(struct controller *c, const char *ns, const char *name,
+                    enum queue_prio prio)
+{
+    char key[320];
+    if (snprintf(key, sizeof(key), "%s/%s", ns, name) >= (int)sizeof(key))
+        return;
+    if (queue_add(c->q, key, prio) != 0)
+        log_error("cannot queue a DittoServer (out of memory)", "key", key,
+                  NULL);
+}
+
+static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
+                  const struct cache_obj *new_obj, void *arg)
+{
+    (void)ev;
+    const struct cache_obj *o = new_obj != NULL ? new_obj : old_obj;
+    enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_HIGH);
+}
+
+static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
+                     const struct cache_obj *new_obj, void *arg, int kind)
+{
+    struct controller *c = arg;
+    const struct cache_obj *o = new_obj != NULL ? new_obj : old_obj;
+    const char *owner = cache_obj_label(o, POLICY_LABEL_SERVER);
+    if (owner == NULL && old_obj != NULL)
+        owner = cache_obj_label(old_obj, POLICY_LABEL_SERVER);
+    if (owner == NULL)
+        return;
+    if (ev == CACHE_DELETED) {
+        char key[320];
+        snprintf(key, sizeof(key), "%s/%s", cache_obj_namespace(o), owner);
+        overlay_forget(c, key, kind, cache_obj_name(o));
+    }
+    enqueue(c, cache_obj_namespace(o), owner, QUEUE_HIGH);
+}
+
+static void on_configmap(enum cache_event ev, const struct cache_obj *a,
+                         const struct cache_obj *b, void *arg)
+{
+    on_child(ev, a, b, arg, 0);
+}
+
+static void on_service(enum cache_event ev, const struct cache_obj *a,
+                       const struct cache_obj *b, void *arg)
+{
+    on_child(ev, a, b, arg, 1);
+}
+
+static void on_statefulset(enum cache_event ev, const struct cache_obj *a,
+                           const struct cache_obj *b, void *arg)
+{
+    on_child(ev, a, b, arg, 2);
+}
+
+static const cache_notify_fn child_notify[NKINDS] = {
+    on_configmap,
+    on_service,
+    on_statefulset,
+};
+
+/* --- running the queue ---------------------------------------------------
+ */
+
+static int list_key(const struct cache_obj *o, void *arg)
+{
+    enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_LOW);
+    return 0;
+}
+
+void controller_resync(struct controller *c)
+{
+    cache_list(watch_cache(c->ds_watch), NULL, NULL, list_key, c);
+}
+
+static void update_running(struct controller *c)
+{
+    int run = c->leading && !c->draining && controller_synced(c);
+    if (run == c->running)
+        return;
+    c->running = run;
+    if (run) {
+        log_info("controller started", "dittoservers",
+                 c->namespace[0] ? c->namespace : "(all namespaces)", NULL);
+        controller_resync(c);
+        queue_resume(c->q);
+    } else {
+        queue_pause(c->q);
+    }
+}
+
+static void on_resync_timer(struct loop_timer *t, void *arg)
+{
+    struct controller *c = arg;
+    if (c->running) {
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", cache_len(watch_cache(c->ds_watch)));
+        log_info("periodic resync", "dittoservers", n, NULL);
+        controller_resync(c);
+    }
+    uint64_t jitter = (uint64_t)((double)c->resync_ms * 0.1 *
+                                 ((double)rand() / ((double)RAND_MAX + 1)));
+    loop_timer_start(c->loop, t, c->resync_ms + jitter);
+}
+
+static void on_notice(struct watch *w, enum watch_notice n, const char *detail,
+                      void *arg)
+{
+    struct controller *c = arg;
+    if (n == WATCH_SYNCED) {
+        log_debug("informer synced", "resource", watch_name(w), NULL);
+        update_running(c);
+    } else if (n == WATCH_FAILED) {
+        log_warn("watch failed, backing off", "resource", watch_name(w),
+                 "error", detail ? detail : "", NULL);
+    }
+}
+
+/* --- a reconcile ---------------------------------------------------------
+ */
+
+static void rec_free(struct rec *r)
+{
+    while (r->ops != NULL) {
+        struct op *op = r->ops;
+        r->ops = op->next;
+        if (op->req != NULL)
+            http_cancel(r->c->http, op->req);
+        free(op->name);
+        free(op);
+    }
+    cache_obj_unref(r->ds);
+    cJSON_Delete(r->ds_json);
+    policy_output_free(&r->out);
+    dbuf_free(&r->err);
+    dbuf_free(&r->apply_err);
+    dbuf_free(&r->created);
+    dbuf_free(&r->updated);
+    dbuf_free(&r->deleted);
+    free(r->nsname);
+    free(r->key);
+    free(r);
+}
+
+static void rec_unlink(struct rec *r)
+{
+    struct rec **p = &r->c->recs;
+    while (*p != NULL && *p != r)
+        p = &(*p)->next;
+    if (*p == r) {
+        *p = r->next;
+        r->c->n_recs--;
+    }
+}
+
+static void emit(struct rec *r, const char *type, const char *reason,
+                 const char *message)
+{
+    if (r->c->ev == NULL || r->ds == NULL)
+        return;
+    const char *rv = cache_obj_rv(r->ds);
+    struct events_ref ref = {
+        .api_version = POLICY_OWNER_API_VERSION,
+        .kind = POLICY_OWNER_KIND,
+        .namespace = r->ns,
+        .name = r->name,
+        .uid = cache_obj_uid(r->ds),
+        .resource_version = rv,
+    };
+    events_emit(r->c->ev, &ref, type, reason, message);
+}
+
+/* Adds "Kind name" to a comma-separated list. */
+static void list_add(struct dbuf *b, int kind, const char *name)
+{
+    if (dbuf_len(b) > 0)
+        dbuf_adds(b, ", ");
+    dbuf_addf(b, "%s %s",
+              kind == KIND_DS ? POLICY_OWNER_KIND : kinds[kind].kind, name);
+}
+
+/* The end of every reconcile: Events, metrics, log, queue. */
+static void finish(struct rec *r, const char *result)
+{
+    struct controller *c = r->c;
+    double secs = (double)(loop_now_us() - r->start_us) / 1e6;
+    struct dbuf msg;
+    dbuf_init(&msg, 4096);
+
+    if (dbuf_len(&r->created) > 0) {
+        dbuf_addf(&msg, "Created %s", dbuf_ptr(&r->created));
+        emit(r, "Normal", "Created", dbuf_ptr(&msg));
+        dbuf_reset(&msg);
+    }
+    if (dbuf_len(&r->updated) > 0) {
+        dbuf_addf(&msg, "Updated %s to the rendered spec",
+                  dbuf_ptr(&r->updated));
+        emit(r, "Normal", "Updated", dbuf_ptr(&msg));
+        dbuf_reset(&msg);
+    }
+    if (dbuf_len(&r->deleted) > 0) {
+        dbuf_addf(&msg, "Deleted %s (no longer rendered by the policy)",
+                  dbuf_ptr(&r->deleted));
+        emit(r, "Normal", "Deleted", dbuf_ptr(&msg));
+        dbuf_reset(&msg);
+    }
+    dbuf_free(&msg);
+
+    if (c->m != NULL) {
+        metric_inc1(c->m_total, result);
+        if (strcmp(result, "error") == 0)
+            metric_inc(c->m_errors, 1, ctl_label);
+        metric_observe(c->m_time, secs, ctl_label);
+    }
+    char dur[32], writes[16];
+    snprintf(dur, sizeof(dur), "%.3fms", secs * 1e3);
+    snprintf(writes, sizeof(writes), "%u", r->n_writes);
+    const char *why = dbuf_len(&r->err)         ? dbuf_ptr(&r->err)
+                      : dbuf_len(&r->apply_err) ? dbuf_ptr(&r->apply_err)
+                                                : NULL;
+    log_emit(strcmp(result, "error") == 0 ? LOG_WARN : LOG_INFO, "reconciled",
+             "key", r->key, "result", result, "duration", dur, "writes", writes,
+             why ? "error" : NULL, why, NULL);
+
+    if (strcmp(result, "error") == 0)
+        queue_add_rate_limited(c->q, r->key);
+    else
+        queue_forget(c->q, r->key);
+    queue_done(c->q, r->key);
+    rec_unlink(r);
+    rec_free(r);
+}
+
+static void op_unlink(struct rec *r, struct op *op)
+{
+    struct op **p = &r->ops;
+    while (*p != NULL && *p != op)
+        p = &(*p)->next;
+    if (*p == op)
+        *p = op->next;
+    free(op->name);
+    free(op);
+}
+
+static void stage_done(struct rec *r);
+
+static int send_op(struct rec *r, struct op *op, enum http_method m,
+                   const char *path, const char *ctype, const char *body,
+                   size_t len);
+
+static void on_op_done(struct http_response *resp, void *arg)
+{
+    struct op *op = arg;
+    struct rec *r = op->r;
+    struct controller *c = r->c;
+    op->req = NULL;
+    int rc = resp->result;
+    const char *kname =
+        op->kind == KIND_DS ? POLICY_OWNER_KIND : kinds[op->kind].kind;
+
+    if (rc == HTTP_OK || (op->type == OP_DELETE && rc == HTTP_ENOTFOUND)) {
+        r->n_writes++;
+        if (op->type != OP_DELETE && resp->body_len > 0) {
+            struct cache_obj *obj = NULL;
+            char err[128];
+            if (cache_obj_from_text(resp->body, resp->body_len, NULL, NULL,
+                                    &obj, err, sizeof(err)) == CACHE_OK) {
+                overlay_put(c, r->key, op->kind, op->name, obj);
+                cache_obj_unref(obj);
+            }
+        }
+        if (op->type == OP_DELETE) {
+            overlay_forget(c, r->key, op->kind, op->name);
+            list_add(&r->deleted, op->kind, op->name);
+        } else if (op->type == OP_APPLY) {
+            list_add(op->existed ? &r->updated : &r->created, op->kind,
+                     op->name);
+            struct kstate *k = kstate_get(c, r->key, 0);
+            for (size_t i = 0; k != NULL && i < k->n_rej; i++)
+                if (k->rej[i].kind == op->kind &&
+                    strcmp(k->rej[i].name, op->name) == 0) {
+                    reject_drop(k, i);
+                    break;
+                }
+        }
+    } else {
+        const char *verb = op->type == OP_DELETE   ? "delete"
+                           : op->type == OP_STATUS ? "write the status of"
+                                                   : "apply";
+        if (dbuf_len(&r->apply_err) > 0)
+            dbuf_adds(&r->apply_err, "; ");
+        dbuf_addf(&r->apply_err, "cannot %s %s %s: %s%s%s", verb, kname,
+                  op->name, http_strerror(rc), resp->message[0] ? ": " : "",
+                  resp->message);
+        if (rc == HTTP_EINVALID && op->type == OP_APPLY) {
+            /* The API refuses this object as rendered: retry a few times
+             * (a webhook or a quota may change its mind), then leave it. */
+            struct kstate *k = kstate_get(c, r->key, 1);
+            struct reject *rj = NULL;
+            for (size_t i = 0; k != NULL && i < k->n_rej; i++)
+                if (k->rej[i].kind == op->kind &&
+                    strcmp(k->rej[i].name, op->name) == 0)
+                    rj = &k->rej[i];
+            if (k != NULL && rj == NULL) {
+                struct reject *v = realloc(k->rej, (k->n_rej + 1) * sizeof(*v));
+                if (v != NULL) {
+                    k->rej = v;
+                    rj = &v[k->n_rej];
+                    memset(rj, 0, sizeof(*rj));
+                    rj->kind = op->kind;
+                    rj->name = strdup(op->name);
+                    if (rj->name != NULL)
+                        k->n_rej++;
+                    else
+                        rj = NULL;
+                }
+            }
+            if (rj != NULL) {
+                if (rj->hash != op->hash)
+                    rj->attempts = 0;
+                rj->hash = op->hash;
+                rj->attempts++;
+                free(rj->message);
+                rj->message = strdup(resp->message);
+                if (rj->attempts >= CONTROLLER_MAX_REJECTS)
+                    r->gave_up = 1;
+                else
+                    r->rejected = 1;
+            } else {
+                r->failed = 1;
+            }
+        } else {
+            r->failed = 1;
+        }
+    }
+    op_unlink(r, op);
+    if (--r->pending == 0)
+        stage_done(r);
+}
+
+static int send_op(struct rec *r, struct op *op, enum http_method m,
+                   const char *path, const char *ctype, const char *body,
+                   size_t len)
+{
+    struct http_call call = {
+        .method = m,
+        .path = path,
+        .content_type = ctype,
+        .body = body,
+        .body_len = len,
+        .on_done = on_op_done,
+        .arg = op,
+    };
+    op->r = r;
+    op->next = r->ops;
+    r->ops = op;
+    if (http_send(r->c->http, &call, &op->req) != 0) {
+        r->ops = op->next;
+        free(op->name);
+        free(op);
+        r->failed = 1;
+        return -1;
+    }
+    r->pending++;
+    return 0;
+}
+
+static struct op *op_new(enum op_type t, int kind, const char *name)
+{
+    struct op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return NULL;
+    op->type = t;
+    op->kind = kind;
+    op->name = strdup(name);
+    if (op->name == NULL) {
+        free(op);
+        return NULL;
+    }
+    return op;
+}
+
+/* The children of the DittoServer: cached objects carrying its label,
+ * each replaced by a newer overlay when there is one. */
+struct child {
+    int kind;
+    const char *name;
+    const struct cache_obj *obj;
+};
+
+struct children {
+    struct child *v;
+    size_t n, cap;
+    int nomem;
+};
+
+static int child_add(struct children *ch, int kind, const char *name,
+                     const struct cache_obj *obj)
+{
+    if (ch->n == ch->cap) {
+        size_t cap = ch->cap ? ch->cap * 2 : 8;
+        struct child *v = realloc(ch->v, cap * sizeof(*v));
+        if (v == NULL) {
+            ch->nomem = 1;
+            return 1;
+        }
+        ch->v = v;
+        ch->cap = cap;
+    }
+    ch->v[ch->n++] = (struct child){kind, name, obj};
+    return 0;
+}
+
+struct collect {
+    struct children *ch;
+    int kind;
+};
+
+static int collect_child(const struct cache_obj *o, void *arg)
+{
+    struct collect *cl = arg;
+    return child_add(cl->ch, cl->kind, cache_obj_name(o), o);
+}
+
+static const struct child *child_find(const struct children *ch, int kind,
+                                      const char *name)
+{
+    for (size_t i = 0; i < ch->n; i++)
+        if (ch->v[i].kind == kind && strcmp(ch->v[i].name, name) == 0)
+            return &ch->v[i];
+    return NULL;
+}
+
+static int gather(struct rec *r, struct children *ch)
+{
+    struct controller *c = r->c;
+    char sel_text[320];
+    struct cache_selector *sel = NULL;
+    char err[128];
+    snprintf(sel_text, sizeof(sel_text), POLICY_LABEL_SERVER "=%s", r->name);
+    if (cache_selector_parse(sel_text, &sel, err, sizeof(err)) != CACHE_OK)
+        return -1;
+    for (size_t k = 0; k < NKINDS; k++) {
+        struct collect cl = {ch, (int)k};
+        cache_list(watch_cache(c->child_watch[k]), r->ns, sel, collect_child,
+                   &cl);
+    }
+    cache_selector_free(sel);
+    struct kstate *ks = kstate_get(c, r->key, 0);
+    for (size_t i = 0; i < ch->n; i++)
+        ch->v[i].obj = newest(ks, ch->v[i].kind, ch->v[i].name, ch->v[i].obj);
+    /* Overlays of objects the cache does not hold (yet). */
+    for (size_t i = 0; ks != NULL && i < ks->n_ov; i++) {
+        struct overlay *o = &ks->ov[i];
+        if (o->kind == KIND_DS || child_find(ch, o->kind, o->name) != NULL)
+            continue;
+        if (loop_now_ms() - o->at_ms > OVERLAY_TTL_MS) {
+            overlay_drop(ks, i--);
+            continue;
+        }
+        child_add(ch, o->kind, o->name, o->obj);
+    }
+    return ch->nomem ? -1 : 0;
+}
+
+/* {"ConfigMap": {"name": {...}}, "Service": {...}, "StatefulSet": {...}} */
+static int observed_json(const struct children *ch, struct dbuf *b)
+{
+    dbuf_addc(b, '{');
+    for (size_t k = 0; k < NKINDS; k++) {
+        dbuf_addf(b, "%s\"%s\":{", k ? "," : "", kinds[k].kind);
+        int first = 1;
+        for (size_t i = 0; i < ch->n; i++) {
+            if (ch->v[i].kind != (int)k)
+                continue;
+            size_t len;
+            const char *j = cache_obj_json(ch->v[i].obj, &len);
+            dbuf_addf(b, "%s\"%s\":", first ? "" : ",", ch->v[i].name);
+            dbuf_add(b, j, len);
+            first = 0;
+        }
+        dbuf_addc(b, '}');
+    }
+    return dbuf_addc(b, '}');
+}
+
+/* Runs the policy on the DittoServer and the children now known. */
+static int evaluate(struct rec *r, struct children *ch)
+{
+    struct controller *c = r->c;
+    struct dbuf obs;
+    dbuf_init(&obs, (size_t)64 << 20);
+    if (observed_json(ch, &obs) != 0) {
+        dbuf_free(&obs);
+        dbuf_adds(&r->err, "out of memory");
+        return POLICY_ENOMEM;
+    }
+    size_t ds_len;
+    const char *ds_text = cache_obj_json(r->ds, &ds_len);
+    struct policy_input in = {
+        .ds_json = ds_text,
+        .ds_len = ds_len,
+        .observed_json = dbuf_ptr(&obs),
+        .observed_len = dbuf_len(&obs),
+        .cluster_domain = c->cluster_domain,
+    };
+    uint64_t t0 = loop_now_us();
+    dbuf_reset(&r->err);
+    int rc = policy_eval(c->ps, &c->limits, &in, &r->out, &r->err);
+    if (c->m != NULL) {
+        metric_observe(c->m_eval, (double)(loop_now_us() - t0) / 1e6, NULL);
+        if (rc < 0) {
+            const char *lv[] = {rc == POLICY_ETIMEOUT  ? "timeout"
+                                : rc == POLICY_EMEMORY ? "memory"
+                                                       : "error",
+                                NULL};
+            metric_inc(c->m_eval_errors, 1, lv);
+        }
+    }
+    dbuf_free(&obs);
+    return rc;
+}
+
+/* Does the child carry a controller ownerReference with our uid? */
+static int owned_by(const struct cache_obj *o, const char *uid)
+{
+    cJSON *j = cache_obj_parse(o);
+    cJSON *refs = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(j, "metadata"), "ownerReferences");
+    int yes = 0;
+    cJSON *ref;
+    cJSON_ArrayForEach(ref, refs)
+    {
+        cJSON *u = cJSON_GetObjectItemCaseSensitive(ref, "uid");
+        cJSON *ctl = cJSON_GetObjectItemCaseSensitive(ref, "controller");
+        if (cJSON_IsString(u) && strcmp(u->valuestring, uid) == 0 &&
+            cJSON_IsTrue(ctl))
+            yes = 1;
+    }
+    cJSON_Delete(j);
+    return yes;
+}
+
+/* Queues the applies of every rendered object the live one lacks. */
+static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
+{
+    struct controller *c = r->c;
+    cJSON *objs = cJSON_ParseWithLength(dbuf_ptr(&r->out.objects),
+                                        dbuf_len(&r->out.objects));
+    *rendered = objs;
+    if (objs == NULL) {
+        dbuf_adds(&r->err, "out of memory parsing the rendered objects");
+        return -1;
+    }
+    struct kstate *ks = kstate_get(c, r->key, 0);
+    int idx = 0;
+    cJSON *o;
+    cJSON_ArrayForEach(o, objs)
+    {
+        idx++;
+        const char *av = cJSON_GetStringValue(
+            cJSON_GetObjectItemCaseSensitive(o, "apiVersion"));
+        const char *kd =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "kind"));
+        const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
+        int kind = av && kd ? kind_index(av, kd) : -1;
+        if (kind < 0 || nm == NULL) {
+            dbuf_addf(&r->err,
+                      "render() object %d (%s %s): the operator manages "
+                      "only ConfigMaps, Services and StatefulSets",
+                      idx, av ? av : "?", kd ? kd : "?");
+            return -1;
+        }
+        const struct child *live = child_find(ch, kind, nm);
+        if (live != NULL) {
+            cJSON *lj = cache_obj_parse(live->obj);
+            struct dbuf why;
+            dbuf_init(&why, 1024);
+            int same = lj != NULL && apply_is_subset(o, lj, &why) == 1;
+            if (!same && log_enabled(LOG_DEBUG))
+                log_debug("child differs", "key", r->key, "kind", kd, "name",
+                          nm, "path", dbuf_ptr(&why), NULL);
+            dbuf_free(&why);
+            cJSON_Delete(lj);
+            if (same)
+                continue;
+        }
+        char *body = cJSON_PrintUnformatted(o);
+        if (body == NULL) {
+            dbuf_adds(&r->err, "out of memory");
+            return -1;
+        }
+        size_t blen = strlen(body);
+        uint64_t h = fnv64(body, blen);
+        int skip = 0;
+        for (size_t i = 0; ks != NULL && i < ks->n_rej; i++) {
+            struct reject *rj = &ks->rej[i];
+            if (rj->kind == kind && strcmp(rj->name, nm) == 0 &&
+                rj->hash == h && rj->attempts >= CONTROLLER_MAX_REJECTS) {
+                /* Refused as rendered, several times: report, not retry. */
+                if (dbuf_len(&r->apply_err) > 0)
+                    dbuf_adds(&r->apply_err, "; ");
+                dbuf_addf(&r->apply_err, "cannot apply %s %s: %s", kd, nm,
+                          rj->message ? rj->message : "");
+                r->gave_up = 1;
+                skip = 1;
+            }
+        }
+        struct op *op = skip ? NULL : op_new(OP_APPLY, kind, nm);
+        if (!skip && op == NULL) {
+            free(body);
+            r->failed = 1;
+            continue;
+        }
+        if (op != NULL) {
+            struct dbuf path;
+            dbuf_init(&path, 1024);
+            object_path(&path, kind, r->ns, nm);
+            dbuf_adds(&path, APPLY_QUERY);
+            op->existed = live != NULL;
+            op->hash = h;
+            send_op(r, op, HTTP_PATCH, dbuf_ptr(&path), HTTP_CT_APPLY_PATCH,
+                    body, blen);
+            dbuf_free(&path);
+        }
+        free(body);
+    }
+    return 0;
+}
+
+/* Deletes the children we own that the policy no longer renders. */
+static void send_prunes(struct rec *r, struct children *ch,
+                        const cJSON *rendered)
+{
+    const char *uid = cache_obj_uid(r->ds);
+    for (size_t i = 0; i < ch->n; i++) {
+        struct child *cd = &ch->v[i];
+        int wanted = 0;
+        const cJSON *o;
+        cJSON_ArrayForEach(o, rendered)
+        {
+            const char *av = cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(o, "apiVersion"));
+            const char *kd = cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(o, "kind"));
+            const char *nm =
+                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
+            if (av && kd && nm && kind_index(av, kd) == cd->kind &&
+                strcmp(nm, cd->name) == 0)
+                wanted = 1;
+        }
+        if (wanted || !owned_by(cd->obj, uid))
+            continue;
+        struct op *op = op_new(OP_DELETE, cd->kind, cd->name);
+        if (op == NULL) {
+            r->failed = 1;
+            continue;
+        }
+        struct dbuf path, body;
+        dbuf_init(&path, 1024);
+        dbuf_init(&body, 512);
+        object_path(&path, cd->kind, r->ns, cd->name);
+        /* Only that object: a recreated namesake has another uid. */
+        dbuf_addf(&body,
+                  "{\"apiVersion\":\"v1\",\"kind\":\"DeleteOptions\","
+                  "\"propagationPolicy\":\"Background\",\"preconditions\":"
+                  "{\"uid\":\"%s\"}}",
+                  cache_obj_uid(cd->obj));
+        send_op(r, op, HTTP_DELETE, dbuf_ptr(&path), NULL, dbuf_ptr(&body),
+                dbuf_len(&body));
+        dbuf_free(&path);
+        dbuf_free(&body);
+    }
+}
+
+/* Sets (adds or replaces) the Reconciled condition of a status object. */
+static void set_reconciled(cJSON *status, const char *reason,
+                           const char *message, double generation)
+{
+    cJSON *conds = cJSON_GetObjectItemCaseSensitive(status, "conditions");
+    if (!cJSON_IsArray(conds)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(status, "conditions");
+        conds = cJSON_AddArrayToObject(status, "conditions");
+        if (conds == NULL)
+            return;
+    }
+    cJSON *cond = cJSON_CreateObject();
+    if (cond == NULL)
+        return;
+    char msg[MAX_MESSAGE + 4];
+    snprintf(msg, sizeof(msg), "%s", message);
+    if (strlen(message) > MAX_MESSAGE)
+        strcpy(msg + MAX_MESSAGE, "...");
+    cJSON_AddStringToObject(cond, "type", "Reconciled");
+    cJSON_AddStringToObject(cond, "status", "False");
+    cJSON_AddStringToObject(cond, "reason", reason);
+    cJSON_AddStringToObject(cond, "message", msg);
+    if (generation > 0)
+        cJSON_AddNumberToObject(cond, "observedGeneration", generation);
+    int i = 0;
+    cJSON *c;
+    cJSON_ArrayForEach(c, conds)
+    {
+        const char *t =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "type"));
+        if (t != NULL && strcmp(t, "Reconciled") == 0) {
+            cJSON_ReplaceItemInArray(conds, i, cond);
+            return;
+        }
+        i++;
+    }
+    cJSON_AddItemToArray(conds, cond);
+}
+
+static double ds_generation(const cJSON *ds)
+{
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(ds, "metadata"), "generation");
+    return cJSON_IsNumber(g) ? g->valuedouble : 0;
+}
+
+/*
+ * Writes the status when it differs from the live one. `desired` is the
+ * policy's {apiVersion, kind, metadata, status} or NULL (policy failure:
+ * the live status with a Reconciled=False condition). Returns 1 when a
+ * request went out.
+ */
+static int send_status(struct rec *r, cJSON *desired)
+{
+    cJSON *live_status = cJSON_GetObjectItemCaseSensitive(r->ds_json, "status");
+    cJSON *st = NULL;
+    if (desired == NULL) {
+        desired = cJSON_CreateObject();
+        if (desired == NULL)
+            return 0;
+        cJSON_AddStringToObject(desired, "apiVersion",
+                                POLICY_OWNER_API_VERSION);
+        cJSON_AddStringToObject(desired, "kind", POLICY_OWNER_KIND);
+        cJSON *md = cJSON_AddObjectToObject(desired, "metadata");
+        cJSON_AddStringToObject(md, "name", r->name);
+        cJSON_AddStringToObject(md, "namespace", r->ns);
+        st = live_status != NULL ? cJSON_Duplicate(live_status, 1)
+                                 : cJSON_CreateObject();
+        cJSON_AddItemToObject(desired, "status", st);
+        set_reconciled(st, "PolicyError", dbuf_ptr(&r->err),
+                       ds_generation(r->ds_json));
+    }
+    st = cJSON_GetObjectItemCaseSensitive(desired, "status");
+    if (st == NULL) {
+        cJSON_Delete(desired);
+        return 0;
+    }
+    if (dbuf_len(&r->apply_err) > 0) {
+        const cJSON *conds = cJSON_GetObjectItemCaseSensitive(st, "conditions");
+        const cJSON *cd;
+        int policy_says_false = 0;
+        cJSON_ArrayForEach(cd, conds)
+        {
+            const char *t = cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(cd, "type"));
+            const char *s = cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(cd, "status"));
+            if (t && s && strcmp(t, "Reconciled") == 0 &&
+                strcmp(s, "False") == 0)
+                policy_says_false = 1;
+        }
+        /* The policy's own explanation (StorageImmutable) is the better
+         * one; otherwise say what the API refused. */
+        if (!policy_says_false)
+            set_reconciled(st, "ApplyFailed", dbuf_ptr(&r->apply_err),
+                           ds_generation(r->ds_json));
+    }
+    char now[32];
+    apply_rfc3339((long long)time(NULL), now);
+    apply_stamp_conditions(st, live_status, now);
+    if (live_status != NULL && apply_status_equal(st, live_status)) {
+        cJSON_Delete(desired);
+        return 0;
+    }
+    const char *phase =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "phase"));
+    const char *old_phase = cJSON_GetStringValue(
+        cJSON_GetObjectItemCaseSensitive(live_status, "phase"));
+    if (phase != NULL && (old_phase == NULL || strcmp(phase, old_phase))) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "Phase %s -> %s",
+                 old_phase ? old_phase : "(none)", phase);
+        emit(r, strcmp(phase, "Failed") == 0 ? "Warning" : "Normal", phase,
+             msg);
+    }
+    char *body = cJSON_PrintUnformatted(desired);
+    cJSON_Delete(desired);
+    struct op *op = body != NULL ? op_new(OP_STATUS, KIND_DS, r->name) : NULL;
+    if (op == NULL) {
+        free(body);
+        r->failed = 1;
+        return 0;
+    }
+    struct dbuf path;
+    dbuf_init(&path, 1024);
+    object_path(&path, KIND_DS, r->ns, r->name);
+    dbuf_adds(&path, "/status" APPLY_QUERY);
+    int sent = send_op(r, op, HTTP_PATCH, dbuf_ptr(&path), HTTP_CT_APPLY_PATCH,
+                       body, strlen(body)) == 0;
+    dbuf_free(&path);
+    free(body);
+    return sent;
+}
+
+static const char *result_of(const struct rec *r)
+{
+    if (r->failed || r->rejected || r->eval_rc < 0)
+        return "error";
+    return "success";
+}
+
+/* The status stage: derive it again when our writes changed children. */
+static void status_stage(struct rec *r)
+{
+    r->stage = 1;
+    cJSON *desired = NULL;
+    if (r->eval_rc >= 0) {
+        if (r->n_writes > 0) {
+            struct children ch = {0};
+            if (gather(r, &ch) == 0) {
+                int rc = evaluate(r, &ch);
+                if (rc >= 0)
+                    r->eval_rc = rc;
+            }
+            free(ch.v);
+        }
+        desired = cJSON_ParseWithLength(dbuf_ptr(&r->out.status),
+                                        dbuf_len(&r->out.status));
+        if (desired == NULL) {
+            r->failed = 1;
+            finish(r, "error");
+            return;
+        }
+    }
+    if (send_status(r, desired) == 0)
+        finish(r, result_of(r));
+}
+
+static void stage_done(struct rec *r)
+{
+    if (r->stage == 0)
+        status_stage(r);
+    else
+        finish(r, result_of(r));
+}
+
+static void reconcile(struct queue *q, const char *key, void *arg)
+{
+    (void)q;
+    struct controller *c = arg;
+    struct rec *r = calloc(1, sizeof(*r));
+    const char *slash = strchr(key, '/');
+    if (r == NULL || slash == NULL || (r->key = strdup(key)) == NULL ||
+        (r->nsname = strdup(key)) == NULL) {
+        if (r != NULL) {
+            free(r->key);
+            free(r);
+        }
+        log_error("reconcile: out of memory", "key", key, NULL);
+        queue_add_rate_limited(c->q, key);
+        queue_done(c->q, key);
+        return;
+    }
+    r->c = c;
+    r->start_us = loop_now_us();
+    r->nsname[slash - key] = '\0';
+    r->ns = r->nsname;
+    r->name = r->nsname + (slash - key) + 1;
+    policy_output_init(&r->out);
+    dbuf_init(&r->err, 64 * 1024);
+    dbuf_init(&r->apply_err, 8 * 1024);
+    dbuf_init(&r->created, 4096);
+    dbuf_init(&r->updated, 4096);
+    dbuf_init(&r->deleted, 4096);
+    r->next = c->recs;
+    c->recs = r;
+    c->n_recs++;
+
+    struct kstate *ks = kstate_get(c, key, 0);
+    const struct cache_obj *ds =
+        cache_get(watch_cache(c->ds_watch), r->ns, r->name);
+    if (ds == NULL) {
+        /* Deleted (children go by garbage collection, PVCs stay). */
+        kstate_remove(c, key);
+        if (c->ev != NULL)
+            events_forget(c->ev, r->ns, r->name);
+        finish(r, "success");
+        return;
+    }
+    ds = newest(ks, KIND_DS, r->name, ds);
+    r->ds = cache_obj_ref((struct cache_obj *)ds);
+    r->ds_json = cache_obj_parse(r->ds);
+    if (r->ds_json == NULL) {
+        r->failed = 1;
+        finish(r, "error");
+        return;
+    }
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(r->ds_json, "metadata");
+    if (cJSON_GetObjectItemCaseSensitive(md, "deletionTimestamp") != NULL) {
+        finish(r, "success");
+        return;
+    }
+
+    struct children ch = {0};
+    if (gather(r, &ch) != 0) {
+        free(ch.v);
+        r->failed = 1;
+        finish(r, "error");
+        return;
+    }
+    r->eval_rc = evaluate(r, &ch);
+    cJSON *rendered = NULL;
+    if (r->eval_rc == POLICY_INVALID) {
+        struct dbuf msg;
+        dbuf_init(&msg, 8192);
+        const char *p = dbuf_ptr(&r->out.errors);
+        for (const char *e = p; *e;) {
+            const char *nl = strchr(e, '\n');
+            size_t n = nl ? (size_t)(nl - e) : strlen(e);
+            if (dbuf_len(&msg) > 0)
+                dbuf_adds(&msg, "; ");
+            dbuf_add(&msg, e, n);
+            e += n + (nl != NULL);
+        }
+        emit(r, "Warning", "InvalidSpec", dbuf_ptr(&msg));
+        dbuf_free(&msg);
+    } else if (r->eval_rc < 0) {
+        emit(r, "Warning", "PolicyError", dbuf_ptr(&r->err));
+    } else if (send_applies(r, &ch, &rendered) != 0) {
+        r->eval_rc = POLICY_EFAIL;
+        emit(r, "Warning", "PolicyError", dbuf_ptr(&r->err));
+    } else {
+        send_prunes(r, &ch, rendered);
+    }
+    cJSON_Delete(rendered);
+    free(ch.v);
+    /* Nothing to write (steady state) or every request failed to queue:
+     * straight on; otherwise the last answer moves on (stage_done). */
+    if (r->pending == 0)
+        status_stage(r);
+}
+
+/* --- metrics -------------------------------------------------------------
+ */
+
+static void on_queue_observe(int kind, double seconds, void *arg)
+{
+    struct controller *c = arg;
+    if (c->m == NULL)
+        return;
+    metric_observe(kind == 0 ? c->m_qdur : c->m_wdur, seconds, ctl_label);
+}
+
+static void register_metrics(struct controller *c)
+{
+    static const char *const l_ctl[] = {"controller", NULL};
+    static const char *const l_res[] = {"controller", "result", NULL};
+    static const char *const l_name[] = {"name", NULL};
+    static const char *const l_reason[] = {"reason", NULL};
+    static const double rbuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                      1,     2.5,  5,     10,   15,  30,   60};
+    static const double qbuckets[] = {1e-8, 1e-7, 1e-6, 1e-5, 1e-4,
+                                      1e-3, 1e-2, 0.1,  1,    10};
+    static const double ebuckets[] = {1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
+                                      1e-3, 5e-3, 0.01, 0.1,    1};
+    struct metrics *m = c->m;
+    if (m == NULL)
+        return;
+    c->m_total = metrics_add(
+        m, METRIC_COUNTER, "controller_runtime_reconcile_total",
+        "Total number of reconciliations per controller", l_res, NULL, 0);
+    c->m_errors = metrics_add(m, METRIC_COUNTER,
+                              "controller_runtime_reconcile_errors_total",
+                              "Total number of reconciliation errors per "
+                              "controller",
+                              l_ctl, NULL, 0);
+    c->m_time = metrics_add(
+        m, METRIC_HISTOGRAM, "controller_runtime_reconcile_time_seconds",
+        "Length of time per reconciliation per "
+        "controller",
+        l_ctl, rbuckets, sizeof(rbuckets) / sizeof(rbuckets[0]));
+    c->m_depth = metrics_add(m, METRIC_GAUGE, "workqueue_depth",
+                             "Current depth of workqueue", l_name, NULL, 0);
+    c->m_adds = metrics_add(m, METRIC_COUNTER, "workqueue_adds_total",
+                            "Total number of adds handled by workqueue", l_name,
+                            NULL, 0);
+    c->m_retries = metrics_add(m, METRIC_COUNTER, "workqueue_retries_total",
+                               "Total number of retries handled by workqueue",
+                               l_name, NULL, 0);
+    c->m_qdur =
+        metrics_add(m, METRIC_HISTOGRAM, "workqueue_queue_duration_seconds",
+                    "How long in seconds an item stays in workqueue "
+                    "before being requested",
+                    l_name, qbuckets, sizeof(qbuckets) / sizeof(qbuckets[0]));
+    c->m_wdur =
+        metrics_add(m, METRIC_HISTOGRAM, "workqueue_work_duration_seconds",
+                    "How long in seconds processing an item from "
+                    "workqueue takes",
+                    l_name, qbuckets, sizeof(qbuckets) / sizeof(qbuckets[0]));
+    c->m_eval =
+        metrics_add(m, METRIC_HISTOGRAM, "dittofs_policy_evaluation_seconds",
+                    "Time of one policy evaluation (validate, "
+                    "render, status) in the sandbox",
+                    NULL, ebuckets, sizeof(ebuckets) / sizeof(ebuckets[0]));
+    c->m_eval_errors =
+        metrics_add(m, METRIC_COUNTER, "dittofs_policy_errors_total",
+                    "Policy evaluations that failed, by "
+                    "reason (error, timeout, memory)",
+                    l_reason, NULL, 0);
+}
+
+void controller_update_metrics(struct controller *c)
+{
+    if (c->m == NULL)
+        return;
+    struct queue_stats qs;
+    queue_get_stats(c->q, &qs);
+    metric_set(c->m_depth, (double)queue_depth(c->q), ctl_label);
+    double adds = metric_value(c->m_adds, ctl_label);
+    metric_inc(c->m_adds, (double)qs.adds - adds, ctl_label);
+    double retries = metric_value(c->m_retries, ctl_label);
+    metric_inc(c->m_retries, (double)qs.retries - retries, ctl_label);
+}
+
+/* --- lifecycle -----------------------------------------------------------
+ */
+
+struct controller *controller_new(struct http_client *h, struct policy_set *ps,
+                                  struct metrics *m, struct events *ev,
+                                  const struct controller_opts *o,
+                                  struct dbuf *err)
+{
+    struct controller *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        goto nomem;
+    c->http = h;
+    c->loop = http_client_loop(h);
+    c->ps = ps;
+    c->m = m;
+    c->ev = ev;
+    c->limits = o->limits;
+    c->resync_ms = o->resync_ms ? o->resync_ms : DEFAULT_RESYNC_MS;
+    c->namespace = strdup(o->namespace ? o->namespace : "");
+    c->selector = strdup(o->selector ? o->selector : "");
+    c->cluster_domain =
+        strdup(o->cluster_domain ? o->cluster_domain : "cluster.local");
+    if (!c->namespace || !c->selector || !c->cluster_domain)
+        goto nomem;
+    if (c->selector[0]) {
+        struct cache_selector *sel;
+        char e[256];
+        int rc = cache_selector_parse(c->selector, &sel, e, sizeof(e));
+        if (rc == CACHE_EINVAL) {
+            dbuf_addf(err, "--selector: %s", e);
+            controller_free(c);
+            return NULL;
+        }
+        if (rc != CACHE_OK)
+            goto nomem;
+        cache_selector_free(sel);
+    }
+    struct queue_opts qo = {
+        .base_delay_ms = o->backoff_base_ms,
+        .max_delay_ms = o->backoff_max_ms,
+        .workers = o->workers,
+    };
+    c->q = queue_new(c->loop, &qo, reconcile, c);
+    if (c->q == NULL)
+        goto nomem;
+    queue_pause(c->q);
+    queue_set_observer(c->q, on_queue_observe, c);
+
+    struct watch_opts wo = {
+        .api_path = DS_API_PATH,
+        .resource = DS_RESOURCE,
+        .namespace = c->namespace,
+        .label_selector = c->selector[0] ? c->selector : NULL,
+    };
+    c->ds_watch = watch_new(h, &wo);
+    if (c->ds_watch == NULL)
+        goto nomem;
+    watch_set_notice(c->ds_watch, on_notice, c);
+    if (cache_subscribe(watch_cache(c->ds_watch), on_ds, c) != CACHE_OK)
+        goto nomem;
+    for (size_t k = 0; k < NKINDS; k++) {
+        struct watch_opts co = {
+            .api_path = kinds[k].api_path,
+            .resource = kinds[k].resource,
+            .namespace = c->namespace,
+            .label_selector = MANAGED_SELECTOR,
+        };
+        c->child_watch[k] = watch_new(h, &co);
+        if (c->child_watch[k] == NULL)
+            goto nomem;
+        watch_set_notice(c->child_watch[k], on_notice, c);
+        if (cache_subscribe(watch_cache(c->child_watch[k]), child_notify[k],
+                            c) != CACHE_OK)
+            goto nomem;
+    }
+    loop_timer_init(&c->resync_timer, on_resync_timer, c);
+    register_metrics(c);
+    return c;
+
+nomem:
+    dbuf_adds(err, "out of memory");
+    controller_free(c);
+    return NULL;
+}
+
+void controller_free(struct controller *c)
+{
+    if (c == NULL)
+        return;
+    while (c->recs != NULL) {
+        struct rec *r = c->recs;
+        c->recs = r->next;
+        rec_free(r);
+    }
+    loop_timer_stop(c->loop, &c->resync_timer);
+    watch_free(c->ds_watch);
+    for (size_t k = 0; k < NKINDS; k++)
+        watch_free(c->child_watch[k]);
+    queue_free(c->q);
+    for (size_t i = 0; i < KBUCKETS; i++)
+        while (c->buckets[i] != NULL) {
+            struct kstate *k = c->buckets[i];
+            c->buckets[i] = k->next;
+            kstate_free(k);
+        }
+    free(c->namespace);
+    free(c->selector);
+    free(c->cluster_domain);
+    free(c);
+}
+
+int controller_start(struct controller *c)
+{
+    if (watch_start(c->ds_watch) != 0)
+        return -1;
+    for (size_t k = 0; k < NKINDS; k++)
+        if (watch_start(c->child_watch[k]) != 0)
+            return -1;
+    uint64_t jitter = (uint64_t)((double)c->resync_ms * 0.1 *
+                                 ((double)rand() / ((double)RAND_MAX + 1)));
+    loop_timer_start(c->loop, &c->resync_timer, c->resync_ms + jitter);
+    return 0;
+}
+
+int controller_synced(const struct controller *c)
+{
+    if (!watch_synced(c->ds_watch))
+        return 0;
+    for (size_t k = 0; k < NKINDS; k++)
+        if (!watch_synced(c->child_watch[k]))
+            return 0;
+    return 1;
+}
+
+const char *controller_sync_detail(const struct controller *c)
+{
+    struct controller *m = (struct controller *)c;
+    m->sync_detail[0] = '\0';
+    size_t n = 0;
+    struct watch *ws[NKINDS + 1];
+    ws[0] = c->ds_watch;
+    for (size_t k = 0; k < NKINDS; k++)
+        ws[k + 1] = c->child_watch[k];
+    for (size_t i = 0; i < NKINDS + 1; i++) {
+        if (watch_synced(ws[i]))
+            continue;
+        const char *e = watch_last_error(ws[i]);
+        n += (size_t)snprintf(m->sync_detail + n, sizeof(m->sync_detail) - n,
+                              "%s%s not synced%s%s", n ? "; " : "",
+                              watch_name(ws[i]), e[0] ? ": " : "", e);
+        if (n >= sizeof(m->sync_detail))
+            break;
+    }
+    return m->sync_detail;
+}
+
+void controller_set_leading(struct controller *c, int leading)
+{
+    c->leading = leading != 0;
+    update_running(c);
+}
+
+void controller_drain(struct controller *c)
+{
+    c->draining = 1;
+    update_running(c);
+}
+
+size_t controller_in_flight(const struct controller *c)
+{
+    return c->n_recs;
+}
+
+void controller_cancel(struct controller *c)
+{
+    controller_set_leading(c, 0);
+    while (c->recs != NULL) {
+        struct rec *r = c->recs;
+        c->recs = r->next;
+        c->n_recs--;
+        log_warn("reconcile cancelled", "key", r->key, NULL);
+        queue_done(c->q, r->key);
+        rec_free(r);
+    }
+}

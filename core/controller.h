@@ -1,0 +1,86 @@
+/*
+ * controller: the DittoServer reconciler. Informers on DittoServers (one
+ * namespace or all, an optional label selector) and on the kinds the
+ * policies render (ConfigMaps, Services, StatefulSets carrying the
+ * managed-by label) feed a work queue keyed "namespace/name"; a child's
+ * event maps to its owner. One reconcile reads the DittoServer and its
+ * children from the caches, evaluates the policy (validate, render,
+ * status) in the sandbox, server-side applies every rendered object that
+ * the live one does not already hold, deletes the children it owns that
+ * are no longer rendered, and writes the status subresource only when it
+ * changed. Results go to metrics, Events and one log line per reconcile.
+ * Writes happen only while the controller is leading (see
+ * controller_set_leading). Uses queue, watch, cache, http, policy, apply,
+ * events, metrics, log.
+ */
+#ifndef DITTOFS_CONTROLLER_H
+#define DITTOFS_CONTROLLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dbuf.h"
+#include "events.h"
+#include "http.h"
+#include "metrics.h"
+#include "policy.h"
+#include "sandbox.h"
+
+/* Server-side apply rejections of one unchanged object retried at most
+ * this many times; then the object is left alone (and reported in the
+ * Reconciled condition) until what the policy renders for it changes. */
+#define CONTROLLER_MAX_REJECTS 3
+
+struct controller_opts {
+    const char *namespace;      /* NULL or "": all namespaces */
+    const char *selector;       /* label selector on DittoServers; NULL: all */
+    const char *cluster_domain; /* NULL: cluster.local */
+    struct sandbox_limits limits;
+    unsigned workers;         /* 0: 4 concurrent reconciles */
+    uint64_t resync_ms;       /* 0: 10 h (jittered by up to +10%) */
+    uint64_t backoff_base_ms; /* 0: 5 */
+    uint64_t backoff_max_ms;  /* 0: 1000 s */
+};
+
+struct controller;
+
+/*
+ * A controller on client `h` (borrowed) with policy set `ps` (borrowed),
+ * metrics registry `m` and event recorder `ev` (both borrowed, may be
+ * NULL). Strings in `o` are copied. Returns NULL with the reason in err
+ * (bad selector, out of memory).
+ */
+struct controller *controller_new(struct http_client *h, struct policy_set *ps,
+                                  struct metrics *m, struct events *ev,
+                                  const struct controller_opts *o,
+                                  struct dbuf *err);
+/* Cancels everything in flight (no callbacks) and frees. NULL is a no-op. */
+void controller_free(struct controller *c);
+
+/* Starts the informers (reconciles wait for leading and synced caches).
+ * Returns 0 or -1 (logged). */
+int controller_start(struct controller *c);
+/* 1 once every informer has completed its first list. */
+int controller_synced(const struct controller *c);
+/* A one-line description of what is not synced yet ("" when synced). */
+const char *controller_sync_detail(const struct controller *c);
+
+/*
+ * Leading: reconciles run (every DittoServer is queued once the caches are
+ * synced). Not leading: nothing new starts; reconciles in flight finish
+ * unless controller_cancel() is called.
+ */
+void controller_set_leading(struct controller *c, int leading);
+/* Stops taking work (shutdown): like not leading, for good. */
+void controller_drain(struct controller *c);
+/* Reconciles in flight. */
+size_t controller_in_flight(const struct controller *c);
+/* Cancels every request in flight at once (leadership lost). */
+void controller_cancel(struct controller *c);
+/* Brings the work queue's gauges and counters into the metrics registry
+ * (call before rendering /metrics). */
+void controller_update_metrics(struct controller *c);
+/* Queues every cached DittoServer as a periodic resync would. */
+void controller_resync(struct controller *c);
+
+#endif

@@ -1,0 +1,402 @@
+/*
+ * operator: run mode (see operator.h).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "controller.h"
+#include "events.h"
+#include "http.h"
+#include "kubeconfig.h"
+#include "leader.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "operator.h"
+#include "policy.h"
+#include "serve.h"
+
+#define DEFAULT_LEADER_ID "dittofs-operator-leader"
+#define DEFAULT_SHUTDOWN_MS 10000
+#define RELEASE_TIMEOUT_MS 2000
+
+/* Set by the signal handler; read by the loop after each iteration. */
+static volatile sig_atomic_t got_signal;
+static struct loop *signal_loop;
+
+static void on_signal(int sig)
+{
+    if (got_signal != 0 && sig != 0) {
+        /* A second signal: the user insists. */
+        static const char msg[] = "second signal: exiting now\n";
+        ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+        (void)w;
+        _exit(OPERATOR_EFATAL);
+    }
+    got_signal = sig;
+    if (signal_loop != NULL)
+        loop_wakeup(signal_loop);
+}
+
+struct op_state {
+    const struct operator_opts *o;
+    struct kube_conn *conn;
+    struct loop *loop;
+    struct http_client *http;
+    struct policy_set *ps;
+    struct metrics *m;
+    struct events *ev;
+    struct controller *ctl;
+    struct leader *le;
+    struct serve *srv;
+    struct metric *m_rest, *m_leader, *m_policy;
+    char host[256];
+    const char *lease_name;
+    int exit_code;
+    int stopping; /* shutdown begun */
+    int done;     /* the loop may end */
+    uint64_t shutdown_deadline_ms;
+    struct loop_timer shutdown_timer;
+};
+
+/* --- metrics and health --------------------------------------------------
+ */
+
+static void on_request(enum http_method m, long status, double seconds,
+                       void *arg)
+{
+    (void)seconds;
+    struct op_state *s = arg;
+    char code[24];
+    if (status > 0)
+        snprintf(code, sizeof(code), "%ld", status);
+    else
+        strcpy(code, "<error>");
+    const char *lv[] = {code, http_method_name(m), s->host, NULL};
+    metric_inc(s->m_rest, 1, lv);
+}
+
+static int healthz(struct dbuf *detail, void *arg)
+{
+    (void)detail;
+    (void)arg;
+    /* Answered from the loop itself: an answer means it is alive. */
+    return 0;
+}
+
+static int readyz(struct dbuf *detail, void *arg)
+{
+    struct op_state *s = arg;
+    controller_update_metrics(s->ctl);
+    if (s->stopping) {
+        dbuf_adds(detail, "shutting down");
+        return 1;
+    }
+    if (!controller_synced(s->ctl)) {
+        dbuf_adds(detail, controller_sync_detail(s->ctl));
+        return 1;
+    }
+    return 0;
+}
+
+static void set_leader_metric(struct op_state *s, int leading)
+{
+    const char *lv[] = {s->lease_name, NULL};
+    metric_set(s->m_leader, leading ? 1 : 0, lv);
+}
+
+/* --- leadership ----------------------------------------------------------
+ */
+
+static void on_leading(struct leader *le, int leading, void *arg)
+{
+    (void)le;
+    struct op_state *s = arg;
+    set_leader_metric(s, leading);
+    if (leading) {
+        events_set_enabled(s->ev, 1);
+        controller_set_leading(s->ctl, 1);
+        return;
+    }
+    /* Lost (could not renew in time, or another holder): no write may go
+     * out from now on. Exit so that the process starts over as a
+     * candidate, as controller-runtime does. */
+    events_set_enabled(s->ev, 0);
+    controller_cancel(s->ctl);
+    if (!s->stopping) {
+        log_error("leader election lost: stopped writing; exiting", NULL);
+        s->exit_code = OPERATOR_EFATAL;
+        s->done = 1;
+        loop_stop(s->loop);
+    }
+}
+
+/* --- shutdown ------------------------------------------------------------
+ */
+
+static void released(void *arg)
+{
+    struct op_state *s = arg;
+    s->done = 1;
+    loop_stop(s->loop);
+}
+
+static void shutdown_step(struct op_state *s)
+{
+    size_t n = controller_in_flight(s->ctl);
+    if (n > 0 && loop_now_ms() < s->shutdown_deadline_ms) {
+        loop_timer_start(s->loop, &s->shutdown_timer, 20);
+        return;
+    }
+    if (n > 0) {
+        char in[24];
+        snprintf(in, sizeof(in), "%zu", n);
+        log_warn("shutdown timeout: cancelling reconciles in flight",
+                 "in_flight", in, NULL);
+    }
+    controller_cancel(s->ctl);
+    events_set_enabled(s->ev, 0);
+    if (s->le != NULL) {
+        set_leader_metric(s, 0);
+        leader_release(s->le, RELEASE_TIMEOUT_MS, released, s);
+    } else {
+        released(s);
+    }
+}
+
+static void on_shutdown_timer(struct loop_timer *t, void *arg)
+{
+    (void)t;
+    shutdown_step(arg);
+}
+
+static void begin_shutdown(struct op_state *s, int sig)
+{
+    s->stopping = 1;
+    log_info("shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
+             NULL);
+    controller_drain(s->ctl);
+    s->shutdown_deadline_ms =
+        loop_now_ms() +
+        (s->o->shutdown_ms ? s->o->shutdown_ms : DEFAULT_SHUTDOWN_MS);
+    shutdown_step(s);
+}
+
+/* --- setup ---------------------------------------------------------------
+ */
+
+static void host_of(const char *url, char *out, size_t len)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    size_t n = strcspn(p, "/");
+    snprintf(out, len, "%.*s", (int)n, p);
+}
+
+static void identity(char *out, size_t len)
+{
+    char host[128] = "unknown";
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    unsigned char rnd[8];
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f == NULL || fread(rnd, 1, sizeof(rnd), f) != sizeof(rnd)) {
+        unsigned long long t = (unsigned long long)time(NULL) ^
+                               ((unsigned long long)getpid() << 32);
+        memcpy(rnd, &t, sizeof(rnd));
+    }
+    if (f != NULL)
+        fclose(f);
+    snprintf(out, len, "%s_%02x%02x%02x%02x%02x%02x%02x%02x", host, rnd[0],
+             rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+}
+
+static int setup(struct op_state *s)
+{
+    const struct operator_opts *o = s->o;
+    struct dbuf err;
+    char e[1024];
+    dbuf_init(&err, 64 * 1024);
+
+    int rc = policy_set_load(o->policies_dir, &s->ps, &err);
+    if (rc != POLICY_OK) {
+        log_error("cannot load the policies", "error", dbuf_ptr(&err), NULL);
+        dbuf_free(&err);
+        return OPERATOR_EPOLICY;
+    }
+    char hash[17];
+    policy_set_hash(s->ps, hash);
+    log_info("policies loaded", "origin", policy_set_origin(s->ps), "hash",
+             hash, NULL);
+
+    struct kubeconfig_opts ko = {.path = o->kubeconfig, .context = o->context};
+    rc = kube_conn_load(&s->conn, &ko, e, sizeof(e));
+    if (rc != KUBE_CONN_OK) {
+        log_error("cannot load the Kubernetes configuration", "error",
+                  rc == KUBE_CONN_ENOMEM ? "out of memory" : e, NULL);
+        dbuf_free(&err);
+        return OPERATOR_ECONNECT;
+    }
+    host_of(kube_conn_server(s->conn), s->host, sizeof(s->host));
+    log_info("connecting", "server", kube_conn_server(s->conn), "config",
+             kube_conn_source(s->conn), NULL);
+
+    s->loop = loop_new();
+    struct http_opts ho = {.qps = o->qps, .burst = o->burst};
+    s->http = s->loop ? http_client_new(s->loop, s->conn, &ho) : NULL;
+    s->m = metrics_new();
+    char hostname[128] = "";
+    gethostname(hostname, sizeof(hostname) - 1);
+    s->ev = s->http ? events_new(s->http, POLICY_MANAGER, hostname) : NULL;
+    if (s->ev == NULL || s->m == NULL)
+        goto nomem;
+    events_set_enabled(s->ev, 0);
+
+    static const char *const l_rest[] = {"code", "method", "host", NULL};
+    static const char *const l_name[] = {"name", NULL};
+    static const char *const l_policy[] = {"hash", "origin", NULL};
+    s->m_rest = metrics_add(s->m, METRIC_COUNTER, "rest_client_requests_total",
+                            "Number of HTTP requests, partitioned by status "
+                            "code, method, and host.",
+                            l_rest, NULL, 0);
+    s->m_leader =
+        metrics_add(s->m, METRIC_GAUGE, "leader_election_master_status",
+                    "Gauge of if the reporting system is master of "
+                    "the relevant lease, 0 indicates backup, 1 "
+                    "indicates master. 'name' is the string used "
+                    "to identify the lease.",
+                    l_name, NULL, 0);
+    s->m_policy = metrics_add(s->m, METRIC_GAUGE, "dittofs_policy_info",
+                              "The active policy set: hash of its sources "
+                              "and where it was loaded from",
+                              l_policy, NULL, 0);
+    const char *pv[] = {hash, policy_set_origin(s->ps), NULL};
+    metric_set(s->m_policy, 1, pv);
+    http_client_set_observer(s->http, on_request, s);
+
+    s->ctl = controller_new(s->http, s->ps, s->m, s->ev, &o->ctl, &err);
+    if (s->ctl == NULL) {
+        log_error("cannot start the controller", "error", dbuf_ptr(&err), NULL);
+        dbuf_free(&err);
+        return OPERATOR_EFATAL;
+    }
+
+    struct serve_opts so = {
+        .metrics_addr = o->metrics_addr ? o->metrics_addr : ":8080",
+        .health_addr = o->health_addr ? o->health_addr : ":8081",
+        .metrics = s->m,
+        .healthz = healthz,
+        .readyz = readyz,
+        .check_arg = s,
+    };
+    dbuf_reset(&err);
+    s->srv = serve_new(s->loop, &so, &err);
+    if (s->srv == NULL) {
+        log_error("cannot serve metrics and health", "error", dbuf_ptr(&err),
+                  NULL);
+        dbuf_free(&err);
+        return OPERATOR_ESERVE;
+    }
+
+    char mp[16], hp[16];
+    snprintf(mp, sizeof(mp), "%d", serve_metrics_port(s->srv));
+    snprintf(hp, sizeof(hp), "%d", serve_health_port(s->srv));
+    log_info("serving", "metrics_port", mp, "health_port", hp, NULL);
+
+    s->lease_name = o->leader_id ? o->leader_id : DEFAULT_LEADER_ID;
+    if (o->leader_elect) {
+        char id[200];
+        identity(id, sizeof(id));
+        struct leader_opts lo = {
+            .namespace =
+                o->leader_ns ? o->leader_ns : kube_conn_namespace(s->conn),
+            .name = s->lease_name,
+            .identity = id,
+        };
+        s->le = leader_new(s->http, &lo, on_leading, s);
+        if (s->le == NULL)
+            goto nomem;
+        log_info("leader election", "lease", s->lease_name, "namespace",
+                 lo.namespace, "identity", id, NULL);
+        set_leader_metric(s, 0);
+    }
+    dbuf_free(&err);
+    return OPERATOR_OK;
+
+nomem:
+    log_error("out of memory (or libcurl failed to initialise)", NULL);
+    dbuf_free(&err);
+    return OPERATOR_EFATAL;
+}
+
+static void teardown(struct op_state *s)
+{
+    /* Users before what they use: the controller and the elector send
+     * through the client, the client's handles use the connection. */
+    serve_free(s->srv);
+    controller_free(s->ctl);
+    leader_free(s->le);
+    events_free(s->ev);
+    http_client_free(s->http);
+    metrics_free(s->m);
+    loop_free(s->loop);
+    kube_conn_free(s->conn);
+    policy_set_free(s->ps);
+}
+
+int operator_run(const struct operator_opts *o)
+{
+    struct op_state s;
+    memset(&s, 0, sizeof(s));
+    s.o = o;
+
+    int rc = setup(&s);
+    if (rc != OPERATOR_OK) {
+        teardown(&s);
+        return rc;
+    }
+    loop_timer_init(&s.shutdown_timer, on_shutdown_timer, &s);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    signal_loop = s.loop;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (controller_start(s.ctl) != 0) {
+        teardown(&s);
+        return OPERATOR_EFATAL;
+    }
+    if (s.le != NULL) {
+        if (leader_start(s.le) != 0) {
+            teardown(&s);
+            return OPERATOR_EFATAL;
+        }
+    } else {
+        events_set_enabled(s.ev, 1);
+        controller_set_leading(s.ctl, 1);
+    }
+
+    while (!s.done) {
+        if (loop_run_once(s.loop, -1) != 0) {
+            log_error("event loop failed", NULL);
+            s.exit_code = OPERATOR_EFATAL;
+            break;
+        }
+        if (got_signal != 0 && !s.stopping)
+            begin_shutdown(&s, got_signal);
+    }
+    loop_timer_stop(s.loop, &s.shutdown_timer);
+    signal_loop = NULL;
+    log_info("stopped", NULL);
+    rc = s.exit_code;
+    teardown(&s);
+    return rc;
+}

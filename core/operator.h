@@ -1,0 +1,44 @@
+/*
+ * operator: run mode, the process around the controller. Loads the
+ * policies and the Kubernetes connection, starts the event loop with the
+ * controller, the metrics and health endpoints and (optionally) leader
+ * election, and handles SIGTERM/SIGINT: stop taking work, let the
+ * reconciles in flight finish within a bound, release the lease, exit.
+ * Uses controller, leader, events, serve, metrics, http, kubeconfig,
+ * policy, loop, log.
+ */
+#ifndef DITTOFS_OPERATOR_H
+#define DITTOFS_OPERATOR_H
+
+#include <stdint.h>
+
+#include "controller.h"
+
+/* Exit statuses of run mode (script-test's numbering where they overlap). */
+enum {
+    OPERATOR_OK = 0,       /* clean shutdown after a signal */
+    OPERATOR_EFATAL = 1,   /* leadership lost, loop failure, out of memory */
+    OPERATOR_EPOLICY = 4,  /* the policies cannot be loaded */
+    OPERATOR_ECONNECT = 5, /* no usable Kubernetes configuration */
+    OPERATOR_ESERVE = 7,   /* a metrics/health address cannot be bound */
+};
+
+struct operator_opts {
+    const char *kubeconfig; /* NULL: discovery (kubeconfig.h) */
+    const char *context;
+    double qps;               /* 0: 20; client-side rate limit */
+    int burst;                /* 0: 30 */
+    const char *policies_dir; /* NULL: the embedded policies */
+    struct controller_opts ctl;
+    int leader_elect;
+    const char *leader_ns;    /* NULL: the connection's namespace */
+    const char *leader_id;    /* NULL: "dittofs-operator-leader" */
+    const char *metrics_addr; /* NULL: ":8080"; "0": off */
+    const char *health_addr;  /* NULL: ":8081"; "0": off */
+    uint64_t shutdown_ms;     /* 0: 10 s for in-flight work on SIGTERM */
+};
+
+/* Runs until SIGTERM/SIGINT (or a fatal error). Returns an exit status. */
+int operator_run(const struct operator_opts *o);
+
+#endif

@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# spec/integration/controller_test.sh: the operator end to end on the local
+# control plane (kube-apiserver + kube-controller-manager; run through
+# spec/integration/with-cluster). The operator runs under the
+# ServiceAccount and RBAC of deploy/rbac/, never as admin.
+#
+#   1. the README sample reconciles into exactly its four children, owned
+#      by the DittoServer; pods made ready (kubelet.sh) -> Running,
+#      Ready=True, availableReplicas 1; Events; /metrics, /healthz, /readyz;
+#   2. a spec change rolls the pod template (config hash) and raises
+#      observedGeneration by one;
+#   3. a deleted child is restored, an edited owned field is restored, a
+#      label another manager adds to a child survives;
+#   4. a CR that passes the schema but fails validate(): Reconciled=False
+#      InvalidSpec, a Warning Event, no children;
+#   5. replicas 0 -> Stopped;
+#   6. deleting the DittoServer garbage-collects its children, keeps PVCs;
+#   7. 100 converged DittoServers and a forced resync: zero mutating
+#      requests by the operator (counted in the apiserver's audit log);
+#   8. two operators with --leader-elect: one writes; kill -9 of the leader
+#      hands over within 20 s; SIGTERM of the leader within 3 s.
+# Output: one "ok N - ..." / "not ok N - ..." line per check, then a
+# summary; exit status 1 when any check failed.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+KUBECTL=${DITTOFS_KUBECTL:-kubectl}
+BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
+: "${KUBECONFIG:?run through spec/integration/with-cluster}"
+: "${DITTOFS_AUDIT_LOG:?run through spec/integration/with-cluster}"
+ns="ctl-test-$$"
+ns2="ctl-fleet-$$"
+ns3="ctl-le-$$"
+opns=dittofs-system
+sa_user="system:serviceaccount:$opns:dittofs-operator"
+n=0
+failed=0
+tmp=$(mktemp -d)
+pids=()
+
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  for x in "$ns" "$ns2" "$ns3"; do
+    "$KUBECTL" delete namespace "$x" --wait=false >/dev/null 2>&1 || true
+  done
+  "$KUBECTL" -n "$opns" delete lease "ctl-test-$$" >/dev/null 2>&1 || true
+  if [ "${failed:-0}" -gt 0 ]; then
+    for f in "$tmp"/*.log; do
+      [ -f "$f" ] || continue
+      echo "# --- last lines of $f"
+      tail -n 30 "$f" | sed 's/^/#   /'
+    done
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ok() {
+  n=$((n + 1))
+  echo "ok $n - $1"
+}
+
+not_ok() {
+  n=$((n + 1))
+  failed=$((failed + 1))
+  echo "not ok $n - $1"
+  if [ -n "${2:-}" ]; then
+    printf '%s\n' "$2" | sed 's/^/#   /'
+  fi
+}
+
+check() {
+  local name=$1
+  shift
+  local out
+  if out=$("$@" 2>&1); then
+    ok "$name"
+  else
+    not_ok "$name" "$out"
+  fi
+}
+
+expect_eq() {
+  if [ "$2" = "$3" ]; then
+    ok "$1"
+  else
+    not_ok "$1" "want: $2
+got:  $3"
+  fi
+}
+
+# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds.
+wait_for() {
+  local deadline=$(($(date +%s%N) / 1000000 + $1 * 1000))
+  shift
+  while :; do
+    "$@" >/dev/null 2>&1 && return 0
+    [ $(($(date +%s%N) / 1000000)) -ge "$deadline" ] && return 1
+    sleep 0.2
+  done
+}
+
+k() { "$KUBECTL" -n "$ns" "$@"; }
+jp() { "$KUBECTL" -n "$1" get "$2" -o "jsonpath=$3" 2>/dev/null; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# start_operator LOG ARGS...: runs the operator in the background under the
+# ServiceAccount's kubeconfig; sets $last_pid.
+start_operator() {
+  local log=$1
+  shift
+  "$BIN" --kubeconfig "$tmp/sa.kubeconfig" --metrics-bind-address 127.0.0.1:0 \
+    --health-probe-bind-address 127.0.0.1:0 --log-level debug "$@" \
+    >"$log" 2>&1 &
+  last_pid=$!
+  pids+=("$last_pid")
+}
+
+# port_of LOG KEY: the port the operator logged ("metrics_port=N").
+port_of() {
+  wait_for 10 grep -q "$2=" "$1"
+  sed -n "s/.*$2=\([0-9]*\).*/\1/p" "$1" | head -n1
+}
+
+# --- setup: CRD, RBAC, the ServiceAccount's kubeconfig ---------------------
+check "CRD installed" "$KUBECTL" apply --server-side --force-conflicts \
+  -f "$root/crd/dittoserver.yaml"
+"$KUBECTL" wait --for condition=established --timeout=60s \
+  crd/dittoservers.dittofs.dittofs.com >/dev/null
+check "RBAC of deploy/rbac installed" "$KUBECTL" apply --server-side \
+  --force-conflicts -k "$root/deploy/rbac"
+check "the ServiceAccount's kubeconfig" "$root/deploy/local/cluster.sh" \
+  sa-kubeconfig "$opns" dittofs-operator "$tmp/sa.kubeconfig"
+for x in "$ns" "$ns2" "$ns3"; do "$KUBECTL" create namespace "$x" >/dev/null; done
+
+# --- 1. the README sample ---------------------------------------------------
+start_operator "$tmp/op.log" --namespace "$ns"
+op=$last_pid
+mport=$(port_of "$tmp/op.log" metrics_port)
+hport=$(port_of "$tmp/op.log" health_port)
+check "/readyz turns 200 once the caches are synced" \
+  wait_for 20 curl -sf "http://127.0.0.1:$hport/readyz"
+check "/healthz is 200" curl -sf "http://127.0.0.1:$hport/healthz"
+
+"$root/deploy/local/kubelet.sh" watch "$ns" --interval 0.5 >"$tmp/kubelet.log" 2>&1 &
+pids+=("$!")
+
+k apply -f "$root/deploy/samples/dittoserver.yaml" >/dev/null
+ds=dittofs-sample
+uid=$(jp "$ns" "dittoserver/$ds" '{.metadata.uid}')
+check "the sample becomes Running" \
+  wait_for 90 sh -c "[ \"\$($KUBECTL -n $ns get ditto $ds -o jsonpath='{.status.phase}')\" = Running ]"
+children=$(k get configmaps,services,statefulsets -l "dittofs.dittofs.com/server=$ds" \
+  -o jsonpath='{range .items[*]}{.kind}/{.metadata.name}{" "}{end}')
+expect_eq "exactly the expected children" \
+  "ConfigMap/$ds-config Service/$ds Service/$ds-headless StatefulSet/$ds " "$children"
+owners=$(k get configmaps,services,statefulsets -l "dittofs.dittofs.com/server=$ds" \
+  -o jsonpath='{range .items[*]}{.metadata.ownerReferences[0].uid}/{.metadata.ownerReferences[0].controller}{" "}{end}')
+expect_eq "every child is controlled by the DittoServer" \
+  "$uid/true $uid/true $uid/true $uid/true " "$owners"
+expect_eq "managed-by label on the children" "dittofs-operator" \
+  "$(jp "$ns" "statefulset/$ds" '{.metadata.labels.app\.kubernetes\.io/managed-by}')"
+expect_eq "Ready=True" "True" \
+  "$(jp "$ns" "ditto/$ds" '{.status.conditions[?(@.type=="Ready")].status}')"
+expect_eq "Reconciled=True ChildrenUpToDate" "True/ChildrenUpToDate" \
+  "$(jp "$ns" "ditto/$ds" '{.status.conditions[?(@.type=="Reconciled")].status}/{.status.conditions[?(@.type=="Reconciled")].reason}')"
+expect_eq "availableReplicas 1" "1" "$(jp "$ns" "ditto/$ds" '{.status.availableReplicas}')"
+gen=$(jp "$ns" "ditto/$ds" '{.metadata.generation}')
+expect_eq "observedGeneration = generation" "$gen" \
+  "$(jp "$ns" "ditto/$ds" '{.status.observedGeneration}')"
+ltt=$(jp "$ns" "ditto/$ds" '{.status.conditions[?(@.type=="Ready")].lastTransitionTime}')
+check "conditions carry lastTransitionTime" test -n "$ltt"
+check "a Normal Created Event on the DittoServer" \
+  wait_for 10 sh -c "$KUBECTL -n $ns get events --field-selector involvedObject.name=$ds,reason=Created -o name | grep -q ."
+metrics=$(curl -sf "http://127.0.0.1:$mport/metrics")
+for m in 'controller_runtime_reconcile_total{controller="dittoserver",result="success"}' \
+  controller_runtime_reconcile_time_seconds_bucket workqueue_depth workqueue_adds_total \
+  workqueue_queue_duration_seconds_bucket 'rest_client_requests_total{code="200",method="PATCH"' \
+  process_resident_memory_bytes process_cpu_seconds_total dittofs_policy_info \
+  dittofs_policy_evaluation_seconds_bucket; do
+  if grep -qF "$m" <<<"$metrics"; then ok "/metrics has $m"; else not_ok "/metrics has $m"; fi
+done
+log_lines_ok() {
+  grep 'msg="reconciled"' "$1" | grep -v 'key=.*result=.*duration=' | grep -q . && return 1
+  grep -q "msg=\"reconciled\" key=$ns/$ds result=success duration=" "$1"
+}
+check "every reconcile log line has key, result and duration" log_lines_ok "$tmp/op.log"
+check "no token in the log" sh -c "! grep -q \"\$(sed -n 's/.*token: //p' '$tmp/sa.kubeconfig' | head -c 40)\" '$tmp/op.log'"
+
+# --- 2. a spec change rolls the pod template --------------------------------
+hash1=$(jp "$ns" "statefulset/$ds" '{.spec.template.metadata.annotations.dittofs\.dittofs\.com/config-hash}')
+k patch ditto "$ds" --type merge -p '{"spec":{"nfsPort":12049}}' >/dev/null
+check "the StatefulSet gets a new config hash" \
+  wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get statefulset $ds -o jsonpath='{.spec.template.metadata.annotations.dittofs\.dittofs\.com/config-hash}')\" != '$hash1' ]"
+check "the ConfigMap holds the new port" \
+  sh -c "$KUBECTL -n $ns get configmap $ds-config -o jsonpath='{.data.config\.yaml}' | grep -q 'port: 12049'"
+check "observedGeneration goes up by one" \
+  wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get ditto $ds -o jsonpath='{.status.observedGeneration}')\" = $((gen + 1)) ]"
+
+# --- 3. repair --------------------------------------------------------------
+old=$(jp "$ns" "service/$ds" '{.metadata.uid}')
+k delete service "$ds" >/dev/null
+check "a deleted Service is recreated" \
+  wait_for 20 sh -c "u=\$($KUBECTL -n $ns get service $ds -o jsonpath='{.metadata.uid}' 2>/dev/null); [ -n \"\$u\" ] && [ \"\$u\" != '$old' ]"
+k patch configmap "$ds-config" --type merge -p '{"data":{"config.yaml":"tampered"}}' >/dev/null
+check "an edited ConfigMap is restored" \
+  wait_for 20 sh -c "$KUBECTL -n $ns get configmap $ds-config -o jsonpath='{.data.config\.yaml}' | grep -q 'port: 12049'"
+k label statefulset "$ds" team=storage >/dev/null
+k patch statefulset "$ds" --type merge \
+  -p '{"spec":{"template":{"spec":{"containers":[{"name":"dittofs","image":"example.org/evil:1"}]}}}}' >/dev/null
+check "an edited image is restored" \
+  wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get statefulset $ds -o jsonpath='{.spec.template.spec.containers[0].image}')\" = ghcr.io/marmos91/dittofs:latest ]"
+sleep 1
+expect_eq "a label another manager added survives" "storage" \
+  "$(jp "$ns" "statefulset/$ds" '{.metadata.labels.team}')"
+
+# --- 4. invalid spec -------------------------------------------------------
+cat >"$tmp/bad.yaml" <<EOF
+apiVersion: dittofs.dittofs.com/v1alpha1
+kind: DittoServer
+metadata:
+  name: bad
+spec:
+  image: ghcr.io/marmos91/dittofs:latest
+  replicas: 2
+  storage:
+    metadataSize: 1Gi
+EOF
+check "a CR that fails validate() passes the schema" k apply -f "$tmp/bad.yaml"
+check "Reconciled=False InvalidSpec" \
+  wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get ditto bad -o jsonpath='{.status.conditions[?(@.type==\"Reconciled\")].reason}')\" = InvalidSpec ]"
+expect_eq "phase Failed" "Failed" "$(jp "$ns" ditto/bad '{.status.phase}')"
+check "a Warning InvalidSpec Event" \
+  wait_for 10 sh -c "$KUBECTL -n $ns get events --field-selector involvedObject.name=bad,reason=InvalidSpec,type=Warning -o name | grep -q ."
+expect_eq "no children for an invalid spec" "" \
+  "$(k get configmaps,services,statefulsets -l dittofs.dittofs.com/server=bad -o name)"
+
+# --- 5. replicas 0 ---------------------------------------------------------
+k patch ditto "$ds" --type merge -p '{"spec":{"replicas":0}}' >/dev/null
+check "replicas 0 -> Stopped" \
+  wait_for 30 sh -c "[ \"\$($KUBECTL -n $ns get ditto $ds -o jsonpath='{.status.phase}')\" = Stopped ]"
+expect_eq "the StatefulSet is scaled to 0" "0" "$(jp "$ns" "statefulset/$ds" '{.spec.replicas}')"
+
+# --- 6. deletion -------------------------------------------------------------
+pvcs=$(k get pvc -l "app.kubernetes.io/instance=$ds" -o name | sort)
+check "the StatefulSet controller made PVCs" test -n "$pvcs"
+k delete ditto "$ds" --wait=true --timeout=30s >/dev/null
+check "children are garbage-collected" \
+  wait_for 60 sh -c "[ -z \"\$($KUBECTL -n $ns get configmaps,services,statefulsets -l dittofs.dittofs.com/server=$ds -o name)\" ]"
+expect_eq "PVCs are kept" "$pvcs" "$(k get pvc -l "app.kubernetes.io/instance=$ds" -o name | sort)"
+
+kill -TERM "$op"
+t0=$(now_ms)
+wait "$op"
+rc=$?
+expect_eq "SIGTERM: exit status 0" 0 "$rc"
+check "SIGTERM: stopped within 3 s" test $(($(now_ms) - t0)) -lt 3000
+
+# --- 7. 100 converged DittoServers, a forced resync, zero writes -----------
+{
+  for i in $(seq 1 100); do
+    cat <<EOF
+apiVersion: dittofs.dittofs.com/v1alpha1
+kind: DittoServer
+metadata:
+  name: fleet-$i
+spec:
+  image: ghcr.io/marmos91/dittofs:latest
+  storage:
+    metadataSize: 1Gi
+---
+EOF
+  done
+} >"$tmp/fleet.yaml"
+"$KUBECTL" -n "$ns2" apply -f "$tmp/fleet.yaml" >/dev/null
+start_operator "$tmp/fleet.log" --namespace "$ns2" --resync-period 20s
+fleet=$last_pid
+converged() {
+  "$KUBECTL" -n "$ns2" get ditto -o json |
+    jq -e '[.items[] | select(.status.observedGeneration == .metadata.generation and
+      (.status.conditions[] | select(.type=="Reconciled") | .reason) == "ChildrenUpToDate")] | length == 100' >/dev/null
+}
+check "100 DittoServers converge" wait_for 180 converged
+# Quiet: the StatefulSet controller has settled and the operator wrote
+# nothing for 5 s; then wait for the next periodic resync to complete.
+quiet() {
+  local a b
+  a=$(grep -c "user.*$sa_user" "$DITTOFS_AUDIT_LOG" 2>/dev/null)
+  sleep 5
+  b=$(grep -c "user.*$sa_user" "$DITTOFS_AUDIT_LOG" 2>/dev/null)
+  [ "$a" = "$b" ]
+}
+wait_for 60 quiet
+mark=$(wc -l <"$DITTOFS_AUDIT_LOG")
+resyncs=$(grep -c 'msg="periodic resync"' "$tmp/fleet.log")
+check "a periodic resync runs" \
+  wait_for 40 sh -c "[ \$(grep -c 'msg=\"periodic resync\"' '$tmp/fleet.log') -gt $resyncs ]"
+sleep 3
+after=$(grep -n 'msg="periodic resync"' "$tmp/fleet.log" | tail -n1 | cut -d: -f1)
+recs=$(tail -n +"$after" "$tmp/fleet.log" | grep -c 'msg="reconciled"')
+check "the resync reconciled all 100" test "$recs" -ge 100
+writes=$(tail -n +"$((mark + 1))" "$DITTOFS_AUDIT_LOG" |
+  jq -c "select(.user.username == \"$sa_user\" and
+    (.verb | test(\"create|update|patch|delete\")))" | wc -l)
+expect_eq "zero mutating requests during the resync" 0 "$writes"
+reads=$(tail -n +"$((mark + 1))" "$DITTOFS_AUDIT_LOG" |
+  jq -c "select(.user.username == \"$sa_user\" and .verb == \"get\")" | wc -l)
+expect_eq "and no GETs either (everything from the cache)" 0 "$reads"
+kill -TERM "$fleet"
+wait "$fleet"
+
+# --- 8. leader election ------------------------------------------------------
+lease="ctl-test-$$"
+le_args=(--namespace "$ns3" --leader-elect --leader-election-namespace "$opns"
+  --leader-election-id "$lease")
+start_operator "$tmp/a.log" "${le_args[@]}"
+a=$last_pid
+check "A becomes leader" wait_for 20 grep -q 'became leader' "$tmp/a.log"
+start_operator "$tmp/b.log" "${le_args[@]}"
+b=$last_pid
+sleep 3
+check "B stays a standby" sh -c "! grep -q 'became leader' '$tmp/b.log'"
+cat >"$tmp/le.yaml" <<EOF
+apiVersion: dittofs.dittofs.com/v1alpha1
+kind: DittoServer
+metadata:
+  name: le-1
+spec:
+  image: ghcr.io/marmos91/dittofs:latest
+  storage:
+    metadataSize: 1Gi
+EOF
+"$KUBECTL" -n "$ns3" apply -f "$tmp/le.yaml" >/dev/null
+check "the leader reconciles" wait_for 20 grep -q "msg=\"reconciled\" key=$ns3/le-1" "$tmp/a.log"
+check "the standby does not" sh -c "! grep -q 'msg=.reconciled' '$tmp/b.log'"
+kill -9 "$a"
+t0=$(now_ms)
+check "kill -9 of the leader: B leads within 20 s" \
+  wait_for 20 grep -q 'became leader' "$tmp/b.log"
+echo "# handover after kill -9: $(($(now_ms) - t0)) ms"
+start_operator "$tmp/c.log" "${le_args[@]}"
+c=$last_pid
+sleep 2
+kill -TERM "$b"
+t0=$(now_ms)
+check "SIGTERM of the leader: C leads within 3 s" \
+  wait_for 3 grep -q 'became leader' "$tmp/c.log"
+echo "# handover after SIGTERM: $(($(now_ms) - t0)) ms"
+wait "$b"
+expect_eq "the released leader exits 0" 0 "$?"
+"$KUBECTL" -n "$ns3" patch ditto le-1 --type merge -p '{"spec":{"nfsPort":2050}}' >/dev/null
+check "the new leader reconciles" \
+  wait_for 20 sh -c "$KUBECTL -n $ns3 get configmap le-1-config -o jsonpath='{.data.config\.yaml}' | grep -q 'port: 2050'"
+kill -TERM "$c"
+wait "$c"
+
+echo "$((n - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ]
