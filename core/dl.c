@@ -1,7 +1,7 @@
 /*
- * dl: lazy libcurl / libcrypto. Each public function below has the exact
- * prototype of the library's header (the compiler checks it against the
- * header's declaration) and forwards to a pointer filled in by dlsym the
+ * dl: lazy libcurl / libcrypto / libmicrohttpd. Each public function below has
+ * the exact prototype of the library's header (the compiler checks it against
+ * the header's declaration) and forwards to a pointer filled in by dlsym the
  * first time any function of that library is called. Release functions
  * (cleanup, free) never load a library: nothing can have been allocated
  * by a library that is not loaded.
@@ -19,6 +19,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+
+#include <microhttpd.h>
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -75,9 +77,23 @@
     X(X509_check_private_key)                                                  \
     X(X509_free)
 
+/* MHD_start_daemon is variadic: it forwards to MHD_start_daemon_va. */
+#define MHD_FUNCTIONS(X)                                                       \
+    X(MHD_start_daemon_va)                                                     \
+    X(MHD_stop_daemon)                                                         \
+    X(MHD_get_daemon_info)                                                     \
+    X(MHD_run)                                                                 \
+    X(MHD_get_timeout)                                                         \
+    X(MHD_get_connection_values)                                               \
+    X(MHD_create_response_from_buffer)                                         \
+    X(MHD_add_response_header)                                                 \
+    X(MHD_queue_response)                                                      \
+    X(MHD_destroy_response)
+
 #define DECLARE_POINTER(name) static __typeof__(name) *p_##name;
 CURL_FUNCTIONS(DECLARE_POINTER)
 CRYPTO_FUNCTIONS(DECLARE_POINTER)
+MHD_FUNCTIONS(DECLARE_POINTER)
 
 struct symbol {
     const char *name;
@@ -87,6 +103,7 @@ struct symbol {
 #define SYMBOL_ENTRY(name) {#name, &p_##name},
 static const struct symbol curl_symbols[] = {CURL_FUNCTIONS(SYMBOL_ENTRY)};
 static const struct symbol crypto_symbols[] = {CRYPTO_FUNCTIONS(SYMBOL_ENTRY)};
+static const struct symbol mhd_symbols[] = {MHD_FUNCTIONS(SYMBOL_ENTRY)};
 
 struct library {
     const char *soname;
@@ -103,8 +120,13 @@ static struct library crypto_lib = {
     "libcrypto.so.3", "apt-get install libssl3", crypto_symbols,
     sizeof crypto_symbols / sizeof crypto_symbols[0], -1};
 
+static struct library mhd_lib = {
+    "libmicrohttpd.so.12", "apt-get install libmicrohttpd12", mhd_symbols,
+    sizeof mhd_symbols / sizeof mhd_symbols[0], -1};
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
 
 /* Opens lib and resolves every symbol, or leaves it unusable (state -1)
  * with one error line; the handle is kept for the life of the process.
@@ -147,6 +169,11 @@ static void crypto_open(void)
     library_open(&crypto_lib);
 }
 
+static void mhd_open(void)
+{
+    library_open(&mhd_lib);
+}
+
 int dl_curl_load(void)
 {
     pthread_once(&curl_once, curl_open);
@@ -157,6 +184,12 @@ int dl_crypto_load(void)
 {
     pthread_once(&crypto_once, crypto_open);
     return crypto_lib.state;
+}
+
+int dl_mhd_load(void)
+{
+    pthread_once(&mhd_once, mhd_open);
+    return mhd_lib.state;
 }
 
 /* --- libcurl: global and helpers --------------------------------------- */
@@ -436,6 +469,113 @@ void X509_free(X509 *a)
 {
     if (a != NULL && crypto_lib.state == 0)
         p_X509_free(a);
+}
+
+/* --- libmicrohttpd ---------------------------------------------------- */
+
+struct MHD_Daemon *MHD_start_daemon_va(unsigned int flags, uint16_t port,
+                                       MHD_AcceptPolicyCallback apc,
+                                       void *apc_cls,
+                                       MHD_AccessHandlerCallback dh,
+                                       void *dh_cls, va_list ap)
+{
+    if (dl_mhd_load() != 0)
+        return NULL;
+    return p_MHD_start_daemon_va(flags, port, apc, apc_cls, dh, dh_cls, ap);
+}
+
+/* The option list (pairs up to MHD_OPTION_END) goes on as a va_list. */
+struct MHD_Daemon *MHD_start_daemon(unsigned int flags, uint16_t port,
+                                    MHD_AcceptPolicyCallback apc, void *apc_cls,
+                                    MHD_AccessHandlerCallback dh, void *dh_cls,
+                                    ...)
+{
+    va_list ap;
+    struct MHD_Daemon *d;
+
+    if (dl_mhd_load() != 0)
+        return NULL;
+    va_start(ap, dh_cls);
+    d = p_MHD_start_daemon_va(flags, port, apc, apc_cls, dh, dh_cls, ap);
+    va_end(ap);
+    return d;
+}
+
+void MHD_stop_daemon(struct MHD_Daemon *daemon)
+{
+    if (daemon != NULL && mhd_lib.state == 0)
+        p_MHD_stop_daemon(daemon);
+}
+
+/* No MHD_DaemonInfoType of 0.9.75 reads an argument after the type (the
+ * variadic part is reserved), so none is passed on. */
+const union MHD_DaemonInfo *
+MHD_get_daemon_info(struct MHD_Daemon *daemon,
+                    enum MHD_DaemonInfoType info_type, ...)
+{
+    if (daemon == NULL || mhd_lib.state != 0)
+        return NULL;
+    return p_MHD_get_daemon_info(daemon, info_type);
+}
+
+enum MHD_Result MHD_run(struct MHD_Daemon *daemon)
+{
+    if (daemon == NULL || mhd_lib.state != 0)
+        return MHD_NO;
+    return p_MHD_run(daemon);
+}
+
+enum MHD_Result MHD_get_timeout(struct MHD_Daemon *daemon,
+                                MHD_UNSIGNED_LONG_LONG *timeout)
+{
+    if (daemon == NULL || mhd_lib.state != 0)
+        return MHD_NO;
+    return p_MHD_get_timeout(daemon, timeout);
+}
+
+/* The functions below take objects only a loaded library hands out
+ * (connections, responses), or create one: a daemon exists, so the
+ * library is loaded; they still check, for a misuse. */
+int MHD_get_connection_values(struct MHD_Connection *connection,
+                              enum MHD_ValueKind kind,
+                              MHD_KeyValueIterator iterator, void *iterator_cls)
+{
+    if (mhd_lib.state != 0)
+        return -1;
+    return p_MHD_get_connection_values(connection, kind, iterator,
+                                       iterator_cls);
+}
+
+struct MHD_Response *
+MHD_create_response_from_buffer(size_t size, void *buffer,
+                                enum MHD_ResponseMemoryMode mode)
+{
+    if (dl_mhd_load() != 0)
+        return NULL;
+    return p_MHD_create_response_from_buffer(size, buffer, mode);
+}
+
+enum MHD_Result MHD_add_response_header(struct MHD_Response *response,
+                                        const char *header, const char *content)
+{
+    if (response == NULL || mhd_lib.state != 0)
+        return MHD_NO;
+    return p_MHD_add_response_header(response, header, content);
+}
+
+enum MHD_Result MHD_queue_response(struct MHD_Connection *connection,
+                                   unsigned int status_code,
+                                   struct MHD_Response *response)
+{
+    if (mhd_lib.state != 0)
+        return MHD_NO;
+    return p_MHD_queue_response(connection, status_code, response);
+}
+
+void MHD_destroy_response(struct MHD_Response *response)
+{
+    if (response != NULL && mhd_lib.state == 0)
+        p_MHD_destroy_response(response);
 }
 
 #pragma GCC visibility pop

@@ -1,10 +1,13 @@
 /*
- * dl: libcurl and libcrypto loaded lazily. dl.c defines every curl_* and
- * OpenSSL function the core (and its tests) call, with the prototypes of
- * <curl/curl.h> and the OpenSSL headers; each forwards to the real function,
- * resolved with dlopen("libcurl.so.4") / dlopen("libcrypto.so.3") on first
- * use. So a binary that never touches the transport (--script-test,
- * --version) never maps those libraries and their ~36 dependencies.
+ * dl: libcurl, libcrypto and libmicrohttpd loaded lazily. dl.c defines
+ * every curl_*, OpenSSL and MHD_* function the core (and its tests) call,
+ * with the prototypes of <curl/curl.h>, the OpenSSL headers and
+ * <microhttpd.h>; each forwards to the real function, resolved with
+ * dlopen("libcurl.so.4") / dlopen("libcrypto.so.3") /
+ * dlopen("libmicrohttpd.so.12") on first use. So a binary that never
+ * touches the transport or the HTTP server (--script-test, --version)
+ * never maps those libraries and their ~36 dependencies (GnuTLS among
+ * them, through libmicrohttpd).
  * If a library cannot be loaded, the calls return their documented failure
  * value (CURLE_FAILED_INIT, NULL, ...) and one error line names it.
  * Uses log.
@@ -18,5 +21,9 @@ int dl_curl_load(void);
 
 /* Loads libcrypto.so.3 (once per process). Returns 0 or -1 as above. */
 int dl_crypto_load(void);
+
+/* Loads libmicrohttpd.so.12 (once per process). Returns 0 or -1 as
+ * above. */
+int dl_mhd_load(void);
 
 #endif
