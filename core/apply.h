@@ -1,0 +1,99 @@
+/*
+ * apply: pure helpers around server-side apply, so that the controller
+ * writes nothing in steady state. apply_is_subset() tells whether a live
+ * object (from the cache, after the apiserver's defaulting and
+ * normalisation) already holds everything a rendered object sets; the
+ * Kubernetes quantity parser behind it is exact (big decimals, never
+ * floats). Also: stamping and comparing status conditions, RFC 3339
+ * times, and the API paths of the kinds the core manages. No I/O.
+ * Uses dbuf and cJSON.
+ */
+#ifndef DITTOFS_APPLY_H
+#define DITTOFS_APPLY_H
+
+#include <cjson/cJSON.h>
+
+#include "dbuf.h"
+
+/* The field manager of every apply. */
+#define APPLY_FIELD_MANAGER "dittofs-operator"
+
+/* --- paths ---------------------------------------------------------------- */
+
+/*
+ * The API path of a kind the core can manage: ConfigMap, Secret, Service
+ * (v1), StatefulSet (apps/v1), DittoServer (dittofs.dittofs.com/v1alpha1).
+ * Appends e.g. "/apis/apps/v1/namespaces/NS/statefulsets/NAME" to `out` and
+ * returns 0. `name` NULL: the collection path; `ns` NULL or "": every
+ * namespace (".../statefulsets", a collection only). Returns -1 and
+ * appends the reason to `out` instead (an unsupported apiVersion/kind,
+ * naming the supported ones; or a name or namespace with characters that
+ * would escape the path: '/', '?', '#', '%', space, control characters;
+ * or a name without a namespace). A dbuf failure returns -1 too.
+ */
+int apply_path(const char *api_version, const char *kind, const char *ns,
+               const char *name, struct dbuf *out);
+
+/* --- comparison ----------------------------------------------------------- */
+
+/*
+ * 1 when the live object already holds everything `desired` sets, so a
+ * server-side apply would change nothing we own; else 0 (also when either
+ * is NULL). Rules:
+ *  - objects: every desired key must match. A desired zero value (null,
+ *    false, 0, "", [], {}) also matches an absent key (omitempty), except
+ *    inside string/quantity maps (labels, annotations, data, binaryData,
+ *    stringData, selector, matchLabels, nodeSelector, limits, requests),
+ *    where an entry is an entry: "" must be there.
+ *  - numbers compare numerically (40 == 40.0); booleans and strings
+ *    exactly; a number never equals a string...
+ *  - ...except for quantities: values of limits, requests, capacity,
+ *    hard, overhead, sizeLimit compare by value ("1Gi" == "1024Mi",
+ *    "0.5" == "500m", 2 == "2"). Only there: elsewhere "1k" != "1000".
+ *    (The 1.20 apiserver refuses a JSON number there in an apply, with a
+ *    500 "expected string": render quantities as strings.)
+ *  - a live null counts as absent (the apiserver writes some unset fields,
+ *    like creationTimestamp, as null).
+ *  - arrays of objects that all carry a match key are matched by it in
+ *    live, in the same order, extra live elements allowed. The key is
+ *    "uid" for ownerReferences, "type" for conditions, otherwise "name"
+ *    (or metadata.name: volumeClaimTemplates). Other arrays: same length,
+ *    element by element. An empty desired array matches only an absent or
+ *    empty live one.
+ *  - Secret: a stringData entry also matches the live data entry holding
+ *    its base64 (the apiserver folds stringData into data).
+ * `why` (may be NULL) receives the first differing path on 0, e.g.
+ * "spec.template.spec.containers[dittofs].image" or
+ * "metadata.labels[app.kubernetes.io/name]", for debug logs.
+ * What it cannot see: a field we applied before and no longer render
+ * (removal); live extras always pass.
+ */
+int apply_is_subset(const cJSON *desired, const cJSON *live, struct dbuf *why);
+
+/*
+ * Kubernetes quantities (k8s.io/apimachinery resource.ParseQuantity,
+ * including rounding finer than 1n up): compares a and b by value. Returns
+ * 0 and sets *cmp to -1, 0 or 1, or -1 when either is not a quantity.
+ */
+int apply_quantity_cmp(const char *a, const char *b, int *cmp);
+
+/* --- status ------------------------------------------------------------- */
+
+/*
+ * For every condition in `desired_status` (an object with a "conditions"
+ * array), sets lastTransitionTime to the live condition's when the live
+ * condition of the same type has the same status (and a time), else to
+ * `now_rfc3339` ("2026-11-27T13:00:00Z"). live_status may be NULL.
+ * Returns 0, or -1 when desired_status is not an object or out of memory.
+ */
+int apply_stamp_conditions(cJSON *desired_status, const cJSON *live_status,
+                           const char *now_rfc3339);
+
+/* 1 when two status objects are semantically equal (apply_is_subset both
+ * ways); 0 otherwise (NULL equals only NULL). */
+int apply_status_equal(const cJSON *a, const cJSON *b);
+
+/* RFC 3339 UTC, second precision, of a Unix time: "2026-11-27T13:00:00Z". */
+void apply_rfc3339(long long unix_s, char out[32]);
+
+#endif

@@ -1,0 +1,700 @@
+/*
+ * test_apply: the server-side apply helpers (apply.h) without a cluster:
+ *  - quantities: apimachinery's parse table (equal and unequal pairs,
+ *    ordering, rounding to 1n, invalid spellings);
+ *  - apply_is_subset: every rule (omitempty zero values, maps, numbers,
+ *    quantities only where Kubernetes has them, arrays by name / uid /
+ *    type / metadata.name with order and live extras, element-wise
+ *    arrays, Secret stringData) and the why-path text;
+ *  - condition stamping, status equality, RFC 3339, API paths.
+ */
+#include <cjson/cJSON.h>
+
+#include "apply.h"
+#include "testlib.h"
+
+/* --- quantities ----------------------------------------------------------- */
+
+static void qty_eq(const char *a, const char *b)
+{
+    int cmp = 99;
+    int rc = apply_quantity_cmp(a, b, &cmp);
+    CHECK(rc == 0 && cmp == 0, "quantity %s == %s (rc %d cmp %d)", a, b, rc,
+          cmp);
+    rc = apply_quantity_cmp(b, a, &cmp);
+    CHECK(rc == 0 && cmp == 0, "quantity %s == %s (reversed)", b, a);
+}
+
+/* a < b */
+static void qty_lt(const char *a, const char *b)
+{
+    int cmp = 99;
+    int rc = apply_quantity_cmp(a, b, &cmp);
+    CHECK(rc == 0 && cmp == -1, "quantity %s < %s (rc %d cmp %d)", a, b, rc,
+          cmp);
+    rc = apply_quantity_cmp(b, a, &cmp);
+    CHECK(rc == 0 && cmp == 1, "quantity %s > %s", b, a);
+}
+
+static void qty_invalid(const char *a)
+{
+    int cmp = 99;
+    CHECK(apply_quantity_cmp(a, "1", &cmp) == -1 && cmp == 99,
+          "quantity \"%s\" is invalid", a);
+    CHECK(apply_quantity_cmp("1", a, &cmp) == -1,
+          "quantity \"%s\" is invalid "
+          "(second)",
+          a);
+}
+
+static void test_quantities(void)
+{
+    /* equal spellings (apimachinery quantity_test.go TestQuantityParse) */
+    static const char *const eq[][2] = {
+        {"0", "0n"},
+        {"0", "0Ki"},
+        {"0", "0e0"},
+        {"0", "-0"},
+        {"0", "+0"},
+        {"0", "00"},
+        {"0", "0.0000"},
+        {"0", "0E-9"},
+        {"0", "Gi"}, /* Go reads an empty number as 0 */
+        {"0", "m"},
+        {"1", "1e0"},
+        {"1", "1E0"},
+        {"1", "1000m"},
+        {"1", "1000000u"},
+        {"1", "1000000000n"},
+        {"1", "1."},
+        {"1", "+1"},
+        {"1", "1.0"},
+        {"1", "001"},
+        {"1Ki", "1024"},
+        {"1Mi", "1048576"},
+        {"1Mi", "1024Ki"},
+        {"1Gi", "1024Mi"},
+        {"1Gi", "1073741824"},
+        {"4Gi", "4096Mi"},
+        {"1Ti", "1024Gi"},
+        {"1Pi", "1024Ti"},
+        {"1Ei", "1024Pi"},
+        {"1Ei", "1152921504606846976"},
+        {"8Ei", "9223372036854775808"},
+        {"1k", "1000"},
+        {"1k", "1e3"},
+        {"1k", "1E3"},
+        {"1k", "1000e0"},
+        {"1k", "0.001M"},
+        {"1k", "1e+3"},
+        {"1M", "1e6"},
+        {"1G", "1e9"},
+        {"1T", "1e12"},
+        {"1P", "1e15"},
+        {"1E", "1e18"},
+        {"0.5", "500m"},
+        {".5", "500m"},
+        {"0.5", "5e-1"},
+        {"0.1", "100m"},
+        {".1", "100m"},
+        {"1.5", "1500m"},
+        {"1.5Gi", "1536Mi"},
+        {"0.5Gi", "512Mi"},
+        {"0.5Ki", "512"},
+        {"0.1Ki", "102.4"},
+        {"1.0001Ki", "1024.1024"},
+        {"100n", "0.0000001"},
+        {"1n", "0.000000001"},
+        {"1m", "1e-3"},
+        {"1m", "0.001"},
+        {"1m", ".001"},
+        {"1u", "1e-6"},
+        {"12.34e2", "1234"},
+        {"1.5E-3", "1500u"},
+        {"-1", "-1000m"},
+        {"-1Gi", "-1024Mi"},
+        {"-0.5", "-500m"},
+        {"1.G", "1G"},
+        {"1.m", "1m"},
+        /* values finer than 1n round up, away from zero */
+        {"0.0000000001", "1n"},
+        {"0.0000000011", "2n"},
+        {"1.0000000001", "1000000001n"},
+        {"-0.0000000001", "-1n"},
+        {"1e-10", "1n"},
+        {"1e-2147483647", "1n"},
+        {"1.999999999999", "2"},
+        /* exponent range */
+        {"1e2147483647", "10e2147483646"},
+        /* what the apiserver stores for what we render */
+        {"2", "2000m"},
+        {"500m", "0.5"},
+        {"10Gi", "10240Mi"},
+        {"100Gi", "107374182400"},
+    };
+    for (size_t i = 0; i < sizeof(eq) / sizeof(eq[0]); i++)
+        qty_eq(eq[i][0], eq[i][1]);
+
+    static const char *const lt[][2] = {
+        {"1G", "1Gi"},      {"1k", "1Ki"},     {"1m", "1M"},
+        {"1m", "1"},        {"500m", "0.501"}, {"1n", "2n"},
+        {"-1", "1"},        {"-2", "-1"},      {"-1Gi", "-1G"},
+        {"0", "1n"},        {"-1n", "0"},      {"1e3", "1e4"},
+        {"999", "1k"},      {"1023", "1Ki"},   {"1023Mi", "1Gi"},
+        {"0.5", "0.50001"}, {"1e18", "1Ei"},   {"8Ei", "1e19"},
+        {"1.5", "2"},       {"1999m", "2"},    {"99Gi", "100Gi"},
+    };
+    for (size_t i = 0; i < sizeof(lt) / sizeof(lt[0]); i++)
+        qty_lt(lt[i][0], lt[i][1]);
+
+    static const char *const bad[] = {
+        "",      " 1",           "1 ",
+        "1i",    ".5i",          "-3.01i",
+        "1.1.M", "1+1.0M",       "0.1mi",
+        "0.1am", "aoeu",         "-3.01e-",
+        "1e",    "1e+",          "1Mi3",
+        "1ki",   "1K",           "1kk",
+        "1MiB",  "1e2147483648", "1e-2147483649",
+        "1ee3",  "0x10",         "1,5",
+        "--1",   "1Gi ",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        qty_invalid(bad[i]);
+
+    int cmp = 99;
+    CHECK(apply_quantity_cmp(NULL, "1", &cmp) == -1, "NULL is not a quantity");
+    /* Go accepts a bare sign and a bare point as zero; so do we */
+    CHECK(apply_quantity_cmp("-", "0", &cmp) == 0 && cmp == 0, "\"-\" is 0");
+    CHECK(apply_quantity_cmp(".", "0", &cmp) == 0 && cmp == 0, "\".\" is 0");
+    /* long digit strings stay exact */
+    qty_lt("123456789012345678901234567890", "123456789012345678901234567891");
+    qty_eq("123456789012345678901234567890Ki",
+           "126419751948641975194864197519360");
+}
+
+/* --- apply_is_subset ------------------------------------------------------ */
+
+/* Parses both texts, checks the result and (when want_why is not NULL)
+ * the why-path. */
+static void subset(const char *desired, const char *live, int want,
+                   const char *want_why, const char *what)
+{
+    cJSON *d = cJSON_Parse(desired);
+    cJSON *l = cJSON_Parse(live);
+    struct dbuf why;
+    dbuf_init(&why, 4096);
+    if (d == NULL || l == NULL) {
+        CHECK(0, "%s: test JSON parses", what);
+        goto done;
+    }
+    int got = apply_is_subset(d, l, &why);
+    if (!CHECK(got == want, "%s: subset %d", what, want))
+        TEST_NOTE("why: %s", dbuf_ptr(&why));
+    if (want_why != NULL)
+        CHECK_STR_EQ(dbuf_ptr(&why), want_why, what);
+    if (want == 1)
+        CHECK(dbuf_len(&why) == 0, "%s: no why when equal", what);
+done:
+    dbuf_free(&why);
+    cJSON_Delete(d);
+    cJSON_Delete(l);
+}
+
+static void test_subset_objects(void)
+{
+    subset("{\"a\":1,\"b\":{\"c\":\"x\"}}", "{\"a\":1,\"b\":{\"c\":\"x\"}}", 1,
+           NULL, "identical objects");
+    subset("{\"a\":1}", "{\"a\":1,\"uid\":\"u\",\"status\":{\"x\":1}}", 1, NULL,
+           "extra live keys are ignored");
+    subset("{\"spec\":{\"replicas\":2}}", "{\"spec\":{}}", 0, "spec.replicas",
+           "a missing key");
+    subset("{\"spec\":{\"replicas\":2}}", "{}", 0, "spec", "a missing object");
+    subset("{\"a\":{\"b\":1}}", "{\"a\":\"x\"}", 0, "a",
+           "object against string");
+    subset("{\"a\":\"x\"}", "{\"a\":{}}", 0, "a", "string against object");
+    subset("{}", "{\"a\":1}", 1, NULL, "empty desired");
+
+    /* omitempty: a desired zero value matches an absent key */
+    subset("{\"readOnly\":false}", "{}", 1, NULL, "false vs absent");
+    subset("{\"n\":0}", "{}", 1, NULL, "0 vs absent");
+    subset("{\"s\":\"\"}", "{}", 1, NULL, "\"\" vs absent");
+    subset("{\"l\":[]}", "{}", 1, NULL, "[] vs absent");
+    subset("{\"o\":{}}", "{}", 1, NULL, "{} vs absent");
+    subset("{\"z\":null}", "{}", 1, NULL, "null vs absent");
+    subset("{\"o\":{\"a\":false,\"b\":{\"c\":\"\"}}}", "{}", 1, NULL,
+           "object of zero values vs absent");
+    subset("{\"o\":{\"a\":false,\"b\":1}}", "{}", 0, "o",
+           "object with a value vs absent");
+    /* ...but not a different present value */
+    subset("{\"spec\":{\"replicas\":0}}", "{\"spec\":{\"replicas\":3}}", 0,
+           "spec.replicas", "0 vs 3 (scaled by someone)");
+    subset("{\"a\":false}", "{\"a\":true}", 0, "a", "false vs true");
+    subset("{\"a\":\"\"}", "{\"a\":\"x\"}", 0, "a", "\"\" vs \"x\"");
+    subset("{\"a\":null}", "{\"a\":1}", 0, "a", "null vs 1");
+    subset("{\"a\":null}", "{\"a\":null}", 1, NULL, "null vs null");
+    /* map entries are data, not omitempty fields */
+    subset("{\"metadata\":{\"labels\":{\"a\":\"\"}}}",
+           "{\"metadata\":{\"labels\":{}}}", 0, "metadata.labels[a]",
+           "a label with an empty value must be there");
+    subset("{\"data\":{\"k\":\"\"}}", "{\"data\":{}}", 0, "data[k]",
+           "an empty data entry must be there");
+    subset("{\"metadata\":{\"labels\":{}}}", "{\"metadata\":{}}", 1, NULL,
+           "empty labels vs absent");
+    subset("{\"metadata\":{\"labels\":{\"a\":\"\"}}}", "{\"metadata\":{}}", 0,
+           "metadata.labels", "labels with an entry vs absent");
+
+    /* numbers, booleans, strings */
+    subset("{\"a\":40}", "{\"a\":40.0}", 1, NULL, "40 == 40.0");
+    subset("{\"a\":40}", "{\"a\":41}", 0, "a", "40 != 41");
+    subset("{\"a\":40}", "{\"a\":\"40\"}", 0, "a", "40 != \"40\"");
+    subset("{\"a\":\"40\"}", "{\"a\":40}", 0, "a", "\"40\" != 40");
+    subset("{\"a\":0.5}", "{\"a\":0.5}", 1, NULL, "0.5 == 0.5");
+    subset("{\"a\":1e3}", "{\"a\":1000}", 1, NULL, "1e3 == 1000");
+    subset("{\"a\":true}", "{\"a\":true}", 1, NULL, "true == true");
+    subset("{\"a\":true}", "{\"a\":\"true\"}", 0, "a", "true != \"true\"");
+    subset("{\"a\":true}", "{}", 0, "a", "true vs absent");
+    subset("{\"a\":\"x\"}", "{\"a\":\"X\"}", 0, "a", "strings are exact");
+    subset("{\"a\":\"x\"}", "{\"a\":null}", 0, "a", "\"x\" vs null");
+    subset("{\"metadata\":{}}", "{\"metadata\":null}", 1, NULL,
+           "{} vs null (the apiserver's unset)");
+    subset("{\"a\":\"\"}", "{\"a\":null}", 1, NULL, "\"\" vs null");
+}
+
+static void test_subset_quantities(void)
+{
+    subset("{\"resources\":{\"limits\":{\"cpu\":\"2\",\"memory\":\"4Gi\"},"
+           "\"requests\":{\"cpu\":\"0.5\",\"memory\":\"1024Mi\"}}}",
+           "{\"resources\":{\"limits\":{\"cpu\":\"2\",\"memory\":\"4Gi\"},"
+           "\"requests\":{\"cpu\":\"500m\",\"memory\":\"1Gi\"}}}",
+           1, NULL, "resources: the apiserver's canonical spellings");
+    subset("{\"resources\":{\"limits\":{\"cpu\":2}}}",
+           "{\"resources\":{\"limits\":{\"cpu\":\"2\"}}}", 1, NULL,
+           "a quantity as a JSON number");
+    subset("{\"resources\":{\"limits\":{\"cpu\":0.5}}}",
+           "{\"resources\":{\"limits\":{\"cpu\":\"500m\"}}}", 1, NULL,
+           "0.5 as a JSON number");
+    subset("{\"resources\":{\"limits\":{\"cpu\":0.1}}}",
+           "{\"resources\":{\"limits\":{\"cpu\":\"100m\"}}}", 1, NULL,
+           "0.1 as a JSON number (no float noise)");
+    subset("{\"resources\":{\"requests\":{\"cpu\":\"1e3\"}}}",
+           "{\"resources\":{\"requests\":{\"cpu\":\"1k\"}}}", 1, NULL,
+           "1e3 == 1k");
+    subset("{\"resources\":{\"requests\":{\"memory\":\"1Gi\"}}}",
+           "{\"resources\":{\"requests\":{\"memory\":\"1G\"}}}", 0,
+           "resources.requests[memory]", "1Gi != 1G");
+    subset("{\"resources\":{\"requests\":{\"cpu\":\"500m\"}}}",
+           "{\"resources\":{\"requests\":{\"cpu\":\"501m\"}}}", 0,
+           "resources.requests[cpu]", "500m != 501m");
+    subset("{\"resources\":{\"requests\":{\"cpu\":\"0\"}}}",
+           "{\"resources\":{\"requests\":{}}}", 0, "resources.requests[cpu]",
+           "a zero request is an entry");
+    subset("{\"resources\":{\"requests\":{\"cpu\":\"x\"}}}",
+           "{\"resources\":{\"requests\":{\"cpu\":\"x\"}}}", 1, NULL,
+           "not a quantity: compared as text");
+    subset("{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"10Gi\"}}}}",
+           "{\"spec\":{\"resources\":{\"requests\":{\"storage\":"
+           "\"10240Mi\"}}}}",
+           1, NULL, "PVC storage");
+    subset("{\"emptyDir\":{\"sizeLimit\":\"1Gi\"}}",
+           "{\"emptyDir\":{\"sizeLimit\":\"1024Mi\"}}", 1, NULL,
+           "emptyDir sizeLimit");
+    subset("{\"overhead\":{\"cpu\":\"0.25\"}}",
+           "{\"overhead\":{\"cpu\":"
+           "\"250m\"}}",
+           1, NULL, "pod overhead");
+    /* only where Kubernetes has quantities */
+    subset("{\"metadata\":{\"labels\":{\"size\":\"1k\"}}}",
+           "{\"metadata\":{\"labels\":{\"size\":\"1000\"}}}", 0,
+           "metadata.labels[size]", "a label 1k != 1000");
+    subset("{\"data\":{\"cpu\":\"0.5\"}}", "{\"data\":{\"cpu\":\"500m\"}}", 0,
+           "data[cpu]", "a data value 0.5 != 500m");
+    subset("{\"spec\":{\"memory\":\"1Gi\"}}",
+           "{\"spec\":{\"memory\":\"1024Mi\"}}", 0, "spec.memory",
+           "a CR field is not a quantity");
+}
+
+static void test_subset_arrays(void)
+{
+    const char *live =
+        "{\"containers\":[{\"name\":\"a\",\"image\":\"i:1\","
+        "\"imagePullPolicy\":\"IfNotPresent\"},{\"name\":\"sidecar\","
+        "\"image\":\"s\"},{\"name\":\"b\",\"image\":\"j\",\"env\":["
+        "{\"name\":\"X\",\"value\":\"1\"},{\"name\":\"FOREIGN\",\"value\":"
+        "\"f\"},{\"name\":\"Y\",\"valueFrom\":{\"secretKeyRef\":{\"name\":"
+        "\"s\",\"key\":\"k\"}}}]}]}";
+    subset("{\"containers\":[{\"name\":\"a\",\"image\":\"i:1\"},{\"name\":"
+           "\"b\",\"image\":\"j\",\"env\":[{\"name\":\"X\",\"value\":\"1\"},"
+           "{\"name\":\"Y\",\"valueFrom\":{\"secretKeyRef\":{\"name\":\"s\","
+           "\"key\":\"k\"}}}]}]}",
+           live, 1, NULL, "by name with live extras (sidecar, env)");
+    subset("{\"containers\":[{\"name\":\"b\",\"image\":\"j\"},{\"name\":"
+           "\"a\",\"image\":\"i:1\"}]}",
+           live, 0, "containers[a]", "by name: the order must agree");
+    subset("{\"containers\":[{\"name\":\"a\",\"image\":\"i:2\"}]}", live, 0,
+           "containers[a].image", "by name: a changed image");
+    subset("{\"containers\":[{\"name\":\"c\",\"image\":\"i\"}]}", live, 0,
+           "containers[c]", "by name: a missing element");
+    subset("{\"containers\":[{\"name\":\"b\",\"env\":[{\"name\":\"X\","
+           "\"value\":\"2\"}]}]}",
+           live, 0, "containers[b].env[X].value", "by name: nested env");
+    subset("{\"containers\":[{\"name\":\"b\",\"env\":[{\"name\":\"Z\","
+           "\"value\":\"\"}]}]}",
+           live, 0, "containers[b].env[Z]", "by name: a missing env var");
+    subset("{\"containers\":[{\"name\":\"a\"},{\"name\":\"a\"}]}",
+           "{\"containers\":[{\"name\":\"a\"}]}", 0, "containers[a]",
+           "by name: a duplicate needs two elements");
+    subset("{\"containers\":{\"name\":\"a\"}}",
+           "{\"containers\":[{\"name\":\"a\"}]}", 0, "containers",
+           "object vs array");
+    subset("{\"containers\":[{\"name\":\"a\"}]}", "{\"containers\":{}}", 0,
+           "containers", "array vs object");
+
+    /* element-wise */
+    subset("{\"args\":[\"a\",\"b\"]}", "{\"args\":[\"a\",\"b\"]}", 1, NULL,
+           "strings element-wise");
+    subset("{\"args\":[\"a\",\"b\"]}", "{\"args\":[\"a\",\"b\",\"c\"]}", 0,
+           "args", "element-wise: lengths differ");
+    subset("{\"args\":[\"a\",\"b\"]}", "{\"args\":[\"b\",\"a\"]}", 0, "args[0]",
+           "element-wise: order");
+    subset("{\"t\":[{\"key\":\"k\",\"effect\":\"\"}]}",
+           "{\"t\":[{\"key\":\"k\",\"operator\":\"Equal\"}]}", 1, NULL,
+           "unnamed objects element-wise, defaults in live");
+    subset("{\"t\":[{\"name\":\"a\"},{\"key\":\"k\"}]}",
+           "{\"t\":[{\"name\":\"a\"},{\"key\":\"x\"}]}", 0, "t[1].key",
+           "a partly named array is element-wise");
+    subset("{\"n\":[1,2]}", "{\"n\":[1.0,2.0]}", 1, NULL,
+           "numbers element-wise");
+    subset("{\"args\":[]}", "{\"args\":[\"x\"]}", 0, "args",
+           "[] vs a non-empty list");
+    subset("{\"args\":[]}", "{\"args\":[]}", 1, NULL, "[] vs []");
+    subset("{\"capabilities\":{\"drop\":[\"ALL\"]}}",
+           "{\"capabilities\":{\"drop\":[\"ALL\"]}}", 1, NULL,
+           "capabilities.drop");
+
+    /* ownerReferences by uid */
+    const char *owner_live =
+        "{\"metadata\":{\"ownerReferences\":[{\"apiVersion\":\"x/v1\","
+        "\"kind\":\"Other\",\"name\":\"o\",\"uid\":\"u-other\"},"
+        "{\"apiVersion\":\"dittofs.dittofs.com/v1alpha1\",\"kind\":"
+        "\"DittoServer\",\"name\":\"ds\",\"uid\":\"u-1\",\"controller\":true,"
+        "\"blockOwnerDeletion\":true}]}}";
+    subset("{\"metadata\":{\"ownerReferences\":[{\"apiVersion\":"
+           "\"dittofs.dittofs.com/v1alpha1\",\"kind\":\"DittoServer\","
+           "\"name\":\"ds\",\"uid\":\"u-1\",\"controller\":true,"
+           "\"blockOwnerDeletion\":true}]}}",
+           owner_live, 1, NULL, "ownerReferences by uid, another owner too");
+    subset("{\"metadata\":{\"ownerReferences\":[{\"name\":\"ds\",\"uid\":"
+           "\"u-2\"}]}}",
+           owner_live, 0, "metadata.ownerReferences[u-2]",
+           "ownerReferences: a new uid (DittoServer recreated)");
+    subset("{\"metadata\":{\"ownerReferences\":[{\"uid\":\"u-1\","
+           "\"controller\":false}]}}",
+           owner_live, 0, "metadata.ownerReferences[u-1].controller",
+           "ownerReferences: controller changed");
+
+    /* conditions by type */
+    subset("{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}",
+           "{\"conditions\":[{\"type\":\"Other\",\"status\":\"False\"},"
+           "{\"type\":\"Ready\",\"status\":\"True\"}]}",
+           1, NULL, "conditions by type");
+    subset("{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}",
+           "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\"}]}", 0,
+           "conditions[Ready].status", "conditions: status differs");
+
+    /* volumeClaimTemplates by metadata.name */
+    const char *vct_live =
+        "{\"spec\":{\"volumeClaimTemplates\":[{\"apiVersion\":\"v1\","
+        "\"kind\":\"PersistentVolumeClaim\",\"metadata\":{\"name\":"
+        "\"metadata\",\"creationTimestamp\":null},\"spec\":{\"accessModes\":"
+        "[\"ReadWriteOnce\"],\"resources\":{\"requests\":{\"storage\":"
+        "\"10Gi\"}},\"volumeMode\":\"Filesystem\"},\"status\":{\"phase\":"
+        "\"Pending\"}},{\"metadata\":{\"name\":\"content\"},\"spec\":{"
+        "\"resources\":{\"requests\":{\"storage\":\"100Gi\"}}}}]}}";
+    subset("{\"spec\":{\"volumeClaimTemplates\":[{\"metadata\":{\"name\":"
+           "\"metadata\"},\"spec\":{\"accessModes\":[\"ReadWriteOnce\"],"
+           "\"resources\":{\"requests\":{\"storage\":\"10240Mi\"}}}},"
+           "{\"metadata\":{\"name\":\"content\"},\"spec\":{\"resources\":"
+           "{\"requests\":{\"storage\":\"100Gi\"}}}}]}}",
+           vct_live, 1, NULL, "volumeClaimTemplates by metadata.name");
+    subset("{\"spec\":{\"volumeClaimTemplates\":[{\"metadata\":{\"name\":"
+           "\"content\"},\"spec\":{\"resources\":{\"requests\":{\"storage\":"
+           "\"200Gi\"}}}}]}}",
+           vct_live, 0,
+           "spec.volumeClaimTemplates[content].spec.resources.requests"
+           "[storage]",
+           "volumeClaimTemplates: a changed size");
+}
+
+static void test_subset_k8s(void)
+{
+    /* metadata: labels and annotations as subsets */
+    const char *meta_live =
+        "{\"metadata\":{\"name\":\"x\",\"namespace\":\"ns\",\"uid\":\"u\","
+        "\"resourceVersion\":\"12\",\"creationTimestamp\":"
+        "\"2026-01-01T00:00:00Z\",\"labels\":{\"app.kubernetes.io/name\":"
+        "\"dittofs-server\",\"foreign\":\"yes\"},\"annotations\":{\"a\":"
+        "\"1\",\"kubectl.kubernetes.io/last-applied-configuration\":\"{}\"}}}";
+    subset("{\"metadata\":{\"name\":\"x\",\"namespace\":\"ns\",\"labels\":{"
+           "\"app.kubernetes.io/name\":\"dittofs-server\"},\"annotations\":{"
+           "\"a\":\"1\"}}}",
+           meta_live, 1, NULL, "metadata: labels and annotations subsets");
+    subset("{\"metadata\":{\"labels\":{\"app.kubernetes.io/name\":\"other\"}}}",
+           meta_live, 0, "metadata.labels[app.kubernetes.io/name]",
+           "metadata: a label value changed");
+    subset("{\"metadata\":{\"labels\":{\"dittofs.dittofs.com/server\":"
+           "\"x\"}}}",
+           meta_live, 0, "metadata.labels[dittofs.dittofs.com/server]",
+           "metadata: a label removed");
+    subset("{\"metadata\":{\"annotations\":{\"a\":\"2\"}}}", meta_live, 0,
+           "metadata.annotations[a]", "metadata: an annotation changed");
+    subset("{\"metadata\":{\"name\":\"y\"}}", meta_live, 0, "metadata.name",
+           "metadata: another name");
+    subset("{\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"name\":"
+           "\"dittofs\",\"image\":\"a\"}]}}}}",
+           "{\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"name\":"
+           "\"dittofs\",\"image\":\"b\"}]}}}}",
+           0, "spec.template.spec.containers[dittofs].image",
+           "why: the contract's example");
+
+    /* Secret: stringData folded into data */
+    subset("{\"kind\":\"Secret\",\"stringData\":{\"k\":\"hello\",\"e\":\"\"}}",
+           "{\"kind\":\"Secret\",\"data\":{\"k\":\"aGVsbG8=\",\"e\":\"\"}}", 1,
+           NULL, "Secret: stringData vs data");
+    subset("{\"kind\":\"Secret\",\"stringData\":{\"k\":\"hi!\"}}",
+           "{\"kind\":\"Secret\",\"data\":{\"k\":\"aGkh\"}}", 1, NULL,
+           "Secret: base64 without padding");
+    subset("{\"kind\":\"Secret\",\"stringData\":{\"k\":\"hello\"}}",
+           "{\"kind\":\"Secret\",\"stringData\":{\"k\":\"hello\"}}", 1, NULL,
+           "Secret: stringData vs stringData");
+    subset("{\"kind\":\"Secret\",\"stringData\":{\"k\":\"hello\"}}",
+           "{\"kind\":\"Secret\",\"data\":{\"k\":\"aGVsbG9v\"}}", 0,
+           "stringData[k]", "Secret: changed data");
+    subset("{\"kind\":\"Secret\",\"stringData\":{\"k\":\"hello\"}}",
+           "{\"kind\":\"Secret\"}", 0, "stringData[k]", "Secret: missing data");
+    subset("{\"kind\":\"ConfigMap\",\"stringData\":{\"k\":\"hello\"}}",
+           "{\"kind\":\"ConfigMap\",\"data\":{\"k\":\"aGVsbG8=\"}}", 0,
+           "stringData", "not a Secret: no folding");
+
+    /* NULL arguments */
+    cJSON *o = cJSON_CreateObject();
+    struct dbuf why;
+    dbuf_init(&why, 256);
+    CHECK(apply_is_subset(NULL, o, &why) == 0, "NULL desired: 0");
+    CHECK(apply_is_subset(o, NULL, NULL) == 0, "NULL live: 0");
+    CHECK(apply_is_subset(o, o, NULL) == 1, "{} vs {}: 1");
+    cJSON *s = cJSON_CreateString("x");
+    CHECK(apply_is_subset(s, o, &why) == 0, "root type mismatch: 0");
+    CHECK_STR_EQ(dbuf_ptr(&why), "(root)", "root why");
+    cJSON_Delete(s);
+    cJSON_Delete(o);
+    dbuf_free(&why);
+}
+
+/* --- status --------------------------------------------------------------- */
+
+static const char *cond_time(const cJSON *status, const char *type)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(status, "conditions"))
+    {
+        const cJSON *t = cJSON_GetObjectItem(c, "type");
+        if (cJSON_IsString(t) && strcmp(t->valuestring, type) == 0) {
+            const cJSON *lt = cJSON_GetObjectItem(c, "lastTransitionTime");
+            return cJSON_IsString(lt) ? lt->valuestring : NULL;
+        }
+    }
+    return NULL;
+}
+
+static void test_stamp(void)
+{
+    const char *now = "2026-11-27T13:00:00Z";
+    const char *desired_text =
+        "{\"phase\":\"Running\",\"conditions\":[{\"type\":\"Ready\","
+        "\"status\":\"True\",\"reason\":\"R\"},{\"type\":\"Reconciled\","
+        "\"status\":\"True\",\"lastTransitionTime\":\"1999-01-01T00:00:00Z\"},"
+        "{\"type\":\"New\",\"status\":\"False\"}]}";
+    cJSON *d = cJSON_Parse(desired_text);
+    CHECK(apply_stamp_conditions(d, NULL, now) == 0, "stamp: no live status");
+    CHECK_STR_EQ(cond_time(d, "Ready"), now, "no live: Ready now");
+    CHECK_STR_EQ(cond_time(d, "Reconciled"), now,
+                 "no live: a stale desired time replaced");
+    CHECK_STR_EQ(cond_time(d, "New"), now, "no live: New now");
+    cJSON_Delete(d);
+
+    cJSON *live = cJSON_Parse(
+        "{\"conditions\":[{\"type\":\"Reconciled\",\"status\":\"False\","
+        "\"lastTransitionTime\":\"2026-01-02T00:00:00Z\"},{\"type\":"
+        "\"Ready\",\"status\":\"True\",\"lastTransitionTime\":"
+        "\"2026-01-01T00:00:00Z\"},{\"type\":\"Gone\",\"status\":\"True\","
+        "\"lastTransitionTime\":\"2020-01-01T00:00:00Z\"}]}");
+    d = cJSON_Parse(desired_text);
+    CHECK(apply_stamp_conditions(d, live, now) == 0, "stamp: with live");
+    CHECK_STR_EQ(cond_time(d, "Ready"), "2026-01-01T00:00:00Z",
+                 "same status: live time kept");
+    CHECK_STR_EQ(cond_time(d, "Reconciled"), now, "flipped: now");
+    CHECK_STR_EQ(cond_time(d, "New"), now, "new condition: now");
+    CHECK(cond_time(d, "Gone") == NULL, "a live-only condition not added");
+    CHECK_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(d, "conditions")), 3,
+                 "three conditions");
+    /* stamping again with a later time changes nothing: status equal */
+    cJSON *again = cJSON_Duplicate(d, 1);
+    CHECK(apply_stamp_conditions(again, d, "2030-01-01T00:00:00Z") == 0,
+          "stamp again");
+    CHECK(apply_status_equal(again, d) == 1, "restamped against itself: equal");
+    cJSON_Delete(again);
+    cJSON_Delete(d);
+
+    /* a live condition without a time: now */
+    cJSON *live2 = cJSON_Parse(
+        "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}");
+    d = cJSON_Parse(desired_text);
+    apply_stamp_conditions(d, live2, now);
+    CHECK_STR_EQ(cond_time(d, "Ready"), now, "live without a time: now");
+    cJSON_Delete(d);
+    cJSON_Delete(live2);
+
+    d = cJSON_Parse("{\"phase\":\"Pending\"}");
+    CHECK(apply_stamp_conditions(d, live, now) == 0, "no conditions: 0");
+    CHECK(cJSON_GetArraySize(d) == 1, "no conditions: unchanged");
+    cJSON_Delete(d);
+    cJSON *arr = cJSON_CreateArray();
+    CHECK(apply_stamp_conditions(arr, live, now) == -1, "not an object: -1");
+    CHECK(apply_stamp_conditions(NULL, live, now) == -1, "NULL: -1");
+    cJSON_Delete(arr);
+    cJSON_Delete(live);
+}
+
+static void status_eq(const char *a, const char *b, int want, const char *what)
+{
+    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+    CHECK(apply_status_equal(ja, jb) == want, "status %s: %d", what, want);
+    CHECK(apply_status_equal(jb, ja) == want, "status %s (reversed)", what);
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+}
+
+static void test_status_equal(void)
+{
+    const char *s =
+        "{\"phase\":\"Running\",\"observedGeneration\":3,\"conditions\":["
+        "{\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":"
+        "\"2026-01-01T00:00:00Z\"}]}";
+    status_eq(s, s, 1, "identical");
+    status_eq(s,
+              "{\"observedGeneration\":3.0,\"phase\":\"Running\",\"conditions\""
+              ":[{\"lastTransitionTime\":\"2026-01-01T00:00:00Z\",\"status\":"
+              "\"True\",\"type\":\"Ready\",\"message\":\"\"}]}",
+              1, "key order, 3.0, an empty message");
+    status_eq(s,
+              "{\"phase\":\"Running\",\"observedGeneration\":4,\"conditions\":"
+              "[{\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":"
+              "\"2026-01-01T00:00:00Z\"}]}",
+              0, "observedGeneration differs");
+    status_eq(s,
+              "{\"phase\":\"Running\",\"observedGeneration\":3,\"extra\":1,"
+              "\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\","
+              "\"lastTransitionTime\":\"2026-01-01T00:00:00Z\"}]}",
+              0, "an extra field");
+    status_eq(
+        s,
+        "{\"phase\":\"Running\",\"observedGeneration\":3,\"conditions\":"
+        "[{\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":"
+        "\"2026-01-01T00:00:00Z\"},{\"type\":\"X\",\"status\":\"True\"}]}",
+        0, "an extra condition");
+    status_eq(s,
+              "{\"phase\":\"Running\",\"observedGeneration\":3,\"conditions\":"
+              "[{\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":"
+              "\"2026-01-01T00:00:01Z\"}]}",
+              0, "another transition time");
+    CHECK(apply_status_equal(NULL, NULL) == 1, "status NULL == NULL");
+    cJSON *o = cJSON_CreateObject();
+    CHECK(apply_status_equal(o, NULL) == 0, "status {} != NULL");
+    cJSON_Delete(o);
+}
+
+static void test_rfc3339(void)
+{
+    char t[32];
+    apply_rfc3339(0, t);
+    CHECK_STR_EQ(t, "1970-01-01T00:00:00Z", "rfc3339 epoch");
+    apply_rfc3339(1795784400LL, t);
+    CHECK_STR_EQ(t, "2026-11-27T13:00:00Z", "rfc3339 2026");
+    apply_rfc3339(951868799LL, t);
+    CHECK_STR_EQ(t, "2000-02-29T23:59:59Z", "rfc3339 leap day");
+}
+
+/* --- paths ---------------------------------------------------------------- */
+
+static void path_is(const char *av, const char *kind, const char *ns,
+                    const char *name, const char *want)
+{
+    struct dbuf b;
+    dbuf_init(&b, 1024);
+    int rc = apply_path(av, kind, ns, name, &b);
+    CHECK(rc == 0, "path %s %s: 0", av, kind);
+    CHECK_STR_EQ(dbuf_ptr(&b), want, "path text");
+    dbuf_free(&b);
+}
+
+static void path_fails(const char *av, const char *kind, const char *ns,
+                       const char *name, const char *in_msg)
+{
+    struct dbuf b;
+    dbuf_init(&b, 1024);
+    int rc = apply_path(av, kind, ns, name, &b);
+    CHECK(rc == -1, "path %s %s %s/%s: -1", av ? av : "NULL",
+          kind ? kind : "NULL", ns ? ns : "NULL", name ? name : "NULL");
+    if (!CHECK(strstr(dbuf_ptr(&b), in_msg) != NULL, "message has \"%s\"",
+               in_msg))
+        TEST_NOTE("message: %s", dbuf_ptr(&b));
+    dbuf_free(&b);
+}
+
+static void test_paths(void)
+{
+    path_is("v1", "ConfigMap", "ns", "c", "/api/v1/namespaces/ns/configmaps/c");
+    path_is("v1", "Secret", "ns", "s", "/api/v1/namespaces/ns/secrets/s");
+    path_is("v1", "Service", "ns", "svc", "/api/v1/namespaces/ns/services/svc");
+    path_is("apps/v1", "StatefulSet", "ns", "x",
+            "/apis/apps/v1/namespaces/ns/statefulsets/x");
+    path_is("dittofs.dittofs.com/v1alpha1", "DittoServer", "ns", "d",
+            "/apis/dittofs.dittofs.com/v1alpha1/namespaces/ns/dittoservers/d");
+    path_is("apps/v1", "StatefulSet", "ns", NULL,
+            "/apis/apps/v1/namespaces/ns/statefulsets");
+    path_is("v1", "Service", NULL, NULL, "/api/v1/services");
+    path_is("v1", "Service", "", NULL, "/api/v1/services");
+    path_fails("apps/v1", "Deployment", "ns", "x", "supported: v1 ConfigMap");
+    path_fails("v1", "StatefulSet", "ns", "x",
+               "unsupported kind v1 "
+               "StatefulSet");
+    path_fails("apps/v1beta1", "StatefulSet", "ns", "x", "unsupported");
+    path_fails(NULL, NULL, "ns", "x", "unsupported");
+    path_fails("v1", "ConfigMap", NULL, "x", "needs a namespace");
+    path_fails("v1", "ConfigMap", "ns", "a/b", "invalid");
+    path_fails("v1", "ConfigMap", "ns", "a?b", "invalid");
+    path_fails("v1", "ConfigMap", "n s", "a", "invalid");
+    path_fails("v1", "ConfigMap", "ns", "", "needs a namespace");
+    /* appends */
+    struct dbuf b;
+    dbuf_init(&b, 1024);
+    dbuf_adds(&b, "https://h");
+    apply_path("v1", "ConfigMap", "ns", "c", &b);
+    CHECK_STR_EQ(dbuf_ptr(&b), "https://h/api/v1/namespaces/ns/configmaps/c",
+                 "path appends");
+    dbuf_free(&b);
+}
+
+int main(void)
+{
+    test_quantities();
+    test_subset_objects();
+    test_subset_quantities();
+    test_subset_arrays();
+    test_subset_k8s();
+    test_stamp();
+    test_status_equal();
+    test_rfc3339();
+    test_paths();
+    return TEST_SUMMARY();
+}
