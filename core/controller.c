@@ -314,6 +314,7 @@ static void overlay_put(struct controller *c, const char *key, int kind,
             return;
         k->ov = v;
         o = &k->ov[k->n_ov];
+        o->kind = kind;
         o->name = strdup(name);
         if (o->name == NULL)
             return;
@@ -1084,36 +1085,34 @@ static double ds_generation(const cJSON *ds)
 }
 
 /*
- * Writes the status when it differs from the live one. `desired` is the
- * policy's {apiVersion, kind, metadata, status} or NULL (policy failure:
- * the live status with a Reconciled=False condition). Returns 1 when a
+ * Writes the status when it differs from the live one. `st` is the status
+ * the policy derived (taken over), or NULL after a policy failure: then
+ * the live status with a Reconciled=False condition. Returns 1 when a
  * request went out.
  */
-static int send_status(struct rec *r, cJSON *desired)
+static int send_status(struct rec *r, cJSON *st)
 {
     cJSON *live_status = cJSON_GetObjectItemCaseSensitive(r->ds_json, "status");
-    cJSON *st = NULL;
-    if (desired == NULL) {
-        desired = cJSON_CreateObject();
-        if (desired == NULL)
-            return 0;
-        cJSON_AddStringToObject(desired, "apiVersion",
-                                POLICY_OWNER_API_VERSION);
-        cJSON_AddStringToObject(desired, "kind", POLICY_OWNER_KIND);
-        cJSON *md = cJSON_AddObjectToObject(desired, "metadata");
-        cJSON_AddStringToObject(md, "name", r->name);
-        cJSON_AddStringToObject(md, "namespace", r->ns);
+    cJSON *desired = cJSON_CreateObject();
+    if (st == NULL) {
         st = live_status != NULL ? cJSON_Duplicate(live_status, 1)
                                  : cJSON_CreateObject();
-        cJSON_AddItemToObject(desired, "status", st);
-        set_reconciled(st, "PolicyError", dbuf_ptr(&r->err),
-                       ds_generation(r->ds_json));
+        if (st != NULL)
+            set_reconciled(st, "PolicyError", dbuf_ptr(&r->err),
+                           ds_generation(r->ds_json));
     }
-    st = cJSON_GetObjectItemCaseSensitive(desired, "status");
-    if (st == NULL) {
+    if (desired == NULL || st == NULL) {
         cJSON_Delete(desired);
+        cJSON_Delete(st);
+        r->failed = 1;
         return 0;
     }
+    cJSON_AddStringToObject(desired, "apiVersion", POLICY_OWNER_API_VERSION);
+    cJSON_AddStringToObject(desired, "kind", POLICY_OWNER_KIND);
+    cJSON *md = cJSON_AddObjectToObject(desired, "metadata");
+    cJSON_AddStringToObject(md, "name", r->name);
+    cJSON_AddStringToObject(md, "namespace", r->ns);
+    cJSON_AddItemToObject(desired, "status", st);
     if (dbuf_len(&r->apply_err) > 0) {
         const cJSON *conds = cJSON_GetObjectItemCaseSensitive(st, "conditions");
         const cJSON *cd;
