@@ -48,6 +48,12 @@ struct leader *leader_new(struct http_client *h, const struct leader_opts *o,
 
 /*
  * Starts campaigning (the first attempt runs at the next loop iteration).
+ * Timing: one request at a time, each with a total timeout of retry_ms
+ * (at least 1 s, at most renew_deadline_ms / 2); the leader renews
+ * retry_ms after the previous attempt ended; a candidate waits a uniform
+ * [retry_ms, 1.2 * retry_ms], or less when the observed lease expires
+ * sooner. The renew deadline counts from when the last successful write
+ * was sent.
  * After losing the lease the elector stays a candidate and may lead again.
  * Returns 0; -EINVAL when a required option is missing or the durations
  * break client-go's rule lease > renew_deadline > 1.2 * retry; -EALREADY
