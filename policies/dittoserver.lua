@@ -948,6 +948,27 @@ function M.container_security_context(spec)
   return csc
 end
 
+-- A core/v1 ResourceRequirements from spec.resources. The CRD accepts
+-- integer quantities (cpu: 2), but a server-side apply must send every
+-- quantity as a string (the apiserver answers a number with a 500), so
+-- integers become their decimal text.
+local function resource_requirements(resources)
+  local out = obj({})
+  for _, kind in ipairs({ "limits", "requests" }) do
+    local src = resources[kind]
+    if type(src) == "table" then
+      local dst = obj({})
+      for key, value in pairs(src) do
+        local int = math.type(value) == "integer" and value
+          or (type(value) == "number" and math.tointeger(value))
+        dst[key] = int and format("%d", int) or value
+      end
+      out[kind] = dst
+    end
+  end
+  return out
+end
+
 local function volume_claim(name, size, spec, labels)
   local vct = obj({
     metadata = obj({ name = name, labels = labels }),
@@ -1007,7 +1028,7 @@ local function render_statefulset(name, spec, config, config_hash)
     container.env = env
   end
   if type(spec.resources) == "table" and next(spec.resources) ~= nil then
-    container.resources = obj(tablex.deepcopy(spec.resources))
+    container.resources = resource_requirements(spec.resources)
   end
   local sts = new_object("apps/v1", "StatefulSet", name, labels)
   sts.spec = obj({

@@ -339,6 +339,19 @@ describe("dittoserver policy", function()
       assert.equal(12049, config_of(objects, "dittofs-port").adapters.nfs.port)
     end)
 
+    it("sends integer quantities as strings (server-side apply needs them)",
+      function()
+        local ds = base_ds()
+        ds.spec.resources = {
+          limits = { cpu = 2, memory = "4Gi" },
+          requests = { cpu = "500m", memory = 1073741824 },
+        }
+        local c = container_of(render(ds), "ds")
+        assert.same({ limits = { cpu = "2", memory = "4Gi" },
+          requests = { cpu = "500m", memory = "1073741824" } },
+          norm(c.resources))
+      end)
+
     it("copies the Service type and annotations", function()
       local ds = load_ds(SAMPLES_DIR .. "/dittoserver-loadbalancer.yaml")
       local svc = find(render(ds), "Service", "dittofs-lb")
