@@ -519,11 +519,12 @@ static int match_array(struct walk *w, const cJSON *d, const cJSON *l,
         }
         return 1;
     }
-    /* by key, in order: each desired element after the previous match */
-    const cJSON *from = l->child;
+    /* By key, in any order: server-side apply merges a keyed list without
+     * reordering what is there (a Service port whose number changed comes
+     * back last), so an order test would apply forever. */
     for (const cJSON *e = d->child; e; e = e->next) {
         const char *k = element_key(e, mk);
-        const cJSON *le = from;
+        const cJSON *le = l->child;
         while (le != NULL) {
             const char *lk = element_key(le, mk);
             if (lk != NULL && strcmp(lk, k) == 0)
@@ -535,7 +536,6 @@ static int match_array(struct walk *w, const cJSON *d, const cJSON *l,
         pop_key(w, old);
         if (!ok)
             return 0;
-        from = le->next;
     }
     return 1;
 }

@@ -55,7 +55,8 @@ int apply_path(const char *api_version, const char *kind, const char *ns,
  *  - a live null counts as absent (the apiserver writes some unset fields,
  *    like creationTimestamp, as null).
  *  - arrays of objects that all carry a match key are matched by it in
- *    live, in the same order, extra live elements allowed. The key is
+ *    live, in any order (server-side apply appends a changed key and
+ *    never reorders), extra live elements allowed. The key is
  *    "uid" for ownerReferences, "type" for conditions, otherwise "name"
  *    (or metadata.name: volumeClaimTemplates). Other arrays: same length,
  *    element by element. An empty desired array matches only an absent or

@@ -39,6 +39,8 @@
 #define APPLY_QUERY "?fieldManager=" POLICY_MANAGER "&force=true"
 #define MANAGED_SELECTOR POLICY_LABEL_MANAGED_BY "=" POLICY_MANAGER
 #define OVERLAY_TTL_MS 60000
+/* On every applied child: the hash of what the policy rendered for it. */
+#define APPLIED_HASH_ANNOTATION "dittofs.dittofs.com/applied-hash"
 #define MAX_MESSAGE 1024
 #define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
 
@@ -58,6 +60,7 @@ static const struct kind kinds[] = {
 };
 
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
+#define KIND_STS 2
 #define KIND_DS ((int)NKINDS) /* overlays of the DittoServer itself */
 
 /* --- per-key state -------------------------------------------------------
@@ -104,8 +107,9 @@ struct op {
     enum op_type type;
     int kind;
     char *name;
-    int existed;   /* apply: the live object existed */
-    uint64_t hash; /* apply: FNV-1a of the body */
+    int existed;     /* apply: the live object existed */
+    int substituted; /* apply: with the live volumeClaimTemplates */
+    uint64_t hash;   /* apply: FNV-1a of the body */
 };
 
 struct rec {
@@ -638,7 +642,8 @@ static void on_op_done(struct http_response *resp, void *arg)
         } else if (op->type == OP_APPLY) {
             list_add(op->existed ? &r->updated : &r->created, op->kind,
                      op->name);
-            struct kstate *k = kstate_get(c, r->key, 0);
+            struct kstate *k =
+                op->substituted ? NULL : kstate_get(c, r->key, 0);
             for (size_t i = 0; k != NULL && i < k->n_rej; i++)
                 if (k->rej[i].kind == op->kind &&
                     strcmp(k->rej[i].name, op->name) == 0) {
@@ -904,6 +909,56 @@ static int owned_by(const struct cache_obj *o, const char *uid)
     return yes;
 }
 
+/* Sets metadata.annotations[key] = value on a rendered object. */
+static int set_annotation(cJSON *o, const char *key, const char *value)
+{
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+    cJSON *ann = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+    if (!cJSON_IsObject(ann)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(md, "annotations");
+        ann = cJSON_AddObjectToObject(md, "annotations");
+        if (ann == NULL)
+            return -1;
+    }
+    cJSON *v = cJSON_CreateString(value);
+    if (v == NULL)
+        return -1;
+    if (cJSON_GetObjectItemCaseSensitive(ann, key) != NULL)
+        return cJSON_ReplaceItemInObjectCaseSensitive(ann, key, v) ? 0 : -1;
+    return cJSON_AddItemToObject(ann, key, v) ? 0 : -1;
+}
+
+/* Replaces a rendered StatefulSet's volumeClaimTemplates with the live
+ * ones (without their status), so that an apply changes only what may
+ * change. Returns 0, or -1 when the live object has none. */
+static int keep_live_claims(cJSON *o, const cJSON *live)
+{
+    const cJSON *lv = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(live, "spec"), "volumeClaimTemplates");
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(o, "spec");
+    if (!cJSON_IsArray(lv) || !cJSON_IsObject(spec))
+        return -1;
+    cJSON *copy = cJSON_Duplicate(lv, 1);
+    if (copy == NULL)
+        return -1;
+    cJSON *t;
+    cJSON_ArrayForEach(t, copy)
+    {
+        cJSON_DeleteItemFromObjectCaseSensitive(t, "status");
+        cJSON_DeleteItemFromObjectCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(t, "metadata"),
+            "creationTimestamp");
+    }
+    if (cJSON_GetObjectItemCaseSensitive(spec, "volumeClaimTemplates"))
+        return cJSON_ReplaceItemInObjectCaseSensitive(
+                   spec, "volumeClaimTemplates", copy)
+                   ? 0
+                   : (cJSON_Delete(copy), -1);
+    return cJSON_AddItemToObject(spec, "volumeClaimTemplates", copy)
+               ? 0
+               : (cJSON_Delete(copy), -1);
+}
+
 /* Queues the applies of every rendered object the live one lacks. */
 static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
 {
@@ -935,41 +990,62 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
                       idx, av ? av : "?", kd ? kd : "?");
             return -1;
         }
+        /* What the policy rendered, before the core's annotation: its
+         * hash tells a changed rendering (a field the policy stopped
+         * setting is invisible to the subset test) from a stable one. */
+        char *text = cJSON_PrintUnformatted(o);
+        if (text == NULL) {
+            dbuf_adds(&r->err, "out of memory");
+            return -1;
+        }
+        uint64_t h = fnv64(text, strlen(text));
+        free(text);
+        char hex[17];
+        snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
+        if (set_annotation(o, APPLIED_HASH_ANNOTATION, hex) != 0) {
+            dbuf_adds(&r->err, "out of memory");
+            return -1;
+        }
+
         const struct child *live = child_find(ch, kind, nm);
-        if (live != NULL) {
-            cJSON *lj = cache_obj_parse(live->obj);
+        cJSON *lj = live != NULL ? cache_obj_parse(live->obj) : NULL;
+        struct reject *rj = NULL;
+        for (size_t i = 0; ks != NULL && i < ks->n_rej; i++)
+            if (ks->rej[i].kind == kind && strcmp(ks->rej[i].name, nm) == 0 &&
+                ks->rej[i].hash == h)
+                rj = &ks->rej[i];
+        int skip = 0, substituted = 0;
+        if (rj != NULL && rj->attempts >= CONTROLLER_MAX_REJECTS) {
+            /* Refused as rendered, several times: report, not retry. */
+            if (dbuf_len(&r->apply_err) > 0)
+                dbuf_adds(&r->apply_err, "; ");
+            dbuf_addf(&r->apply_err, "cannot apply %s %s: %s", kd, nm,
+                      rj->message ? rj->message : "");
+            r->gave_up = 1;
+            skip = 1;
+        } else if (rj != NULL && lj != NULL && kind == KIND_STS) {
+            /* The API refused this StatefulSet: its volume claim templates
+             * cannot change. Apply everything else with the live ones
+             * (status() explains the storage change in Reconciled). */
+            substituted = keep_live_claims(o, lj) == 0;
+        }
+        if (!skip && lj != NULL) {
             struct dbuf why;
             dbuf_init(&why, 1024);
-            int same = lj != NULL && apply_is_subset(o, lj, &why) == 1;
+            int same = apply_is_subset(o, lj, &why) == 1;
             if (!same && log_enabled(LOG_DEBUG))
                 log_debug("child differs", "key", r->key, "kind", kd, "name",
                           nm, "path", dbuf_ptr(&why), NULL);
             dbuf_free(&why);
-            cJSON_Delete(lj);
-            if (same)
-                continue;
+            skip = same;
         }
-        char *body = cJSON_PrintUnformatted(o);
-        if (body == NULL) {
+        cJSON_Delete(lj);
+        char *body = skip ? NULL : cJSON_PrintUnformatted(o);
+        if (!skip && body == NULL) {
             dbuf_adds(&r->err, "out of memory");
             return -1;
         }
-        size_t blen = strlen(body);
-        uint64_t h = fnv64(body, blen);
-        int skip = 0;
-        for (size_t i = 0; ks != NULL && i < ks->n_rej; i++) {
-            struct reject *rj = &ks->rej[i];
-            if (rj->kind == kind && strcmp(rj->name, nm) == 0 &&
-                rj->hash == h && rj->attempts >= CONTROLLER_MAX_REJECTS) {
-                /* Refused as rendered, several times: report, not retry. */
-                if (dbuf_len(&r->apply_err) > 0)
-                    dbuf_adds(&r->apply_err, "; ");
-                dbuf_addf(&r->apply_err, "cannot apply %s %s: %s", kd, nm,
-                          rj->message ? rj->message : "");
-                r->gave_up = 1;
-                skip = 1;
-            }
-        }
+        size_t blen = body != NULL ? strlen(body) : 0;
         struct op *op = skip ? NULL : op_new(OP_APPLY, kind, nm);
         if (!skip && op == NULL) {
             free(body);
@@ -983,6 +1059,7 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             dbuf_adds(&path, APPLY_QUERY);
             op->existed = live != NULL;
             op->hash = h;
+            op->substituted = substituted;
             send_op(r, op, HTTP_PATCH, dbuf_ptr(&path), HTTP_CT_APPLY_PATCH,
                     body, blen);
             dbuf_free(&path);

@@ -47,6 +47,8 @@ struct op_state {
     struct kube_conn *conn;
     struct loop *loop;
     struct http_client *http;
+    struct http_client *le_http; /* the elector's own: never rate-limited
+                                  * behind the controller's requests */
     struct policy_set *ps;
     struct metrics *m;
     struct events *ev;
@@ -317,7 +319,9 @@ static int setup(struct op_state *s)
             .name = s->lease_name,
             .identity = id,
         };
-        s->le = leader_new(s->http, &lo, on_leading, s);
+        struct http_opts lho = {.qps = -1};
+        s->le_http = http_client_new(s->loop, s->conn, &lho);
+        s->le = s->le_http ? leader_new(s->le_http, &lo, on_leading, s) : NULL;
         if (s->le == NULL)
             goto nomem;
         log_info("leader election", "lease", s->lease_name, "namespace",
@@ -341,6 +345,7 @@ static void teardown(struct op_state *s)
     controller_free(s->ctl);
     leader_free(s->le);
     events_free(s->ev);
+    http_client_free(s->le_http);
     http_client_free(s->http);
     metrics_free(s->m);
     loop_free(s->loop);

@@ -198,6 +198,12 @@ check "the ConfigMap holds the new port" \
 check "observedGeneration goes up by one" \
   wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get ditto $ds -o jsonpath='{.status.observedGeneration}')\" = $((gen + 1)) ]"
 
+k patch ditto "$ds" --type merge -p '{"spec":{"resources":null}}' >/dev/null
+check "a field the policy stops rendering is removed (resources)" \
+  wait_for 20 sh -c "[ -z \"\$($KUBECTL -n $ns get statefulset $ds -o jsonpath='{.spec.template.spec.containers[0].resources.limits}')\" ]"
+check "every child carries the applied-hash annotation" \
+  sh -c "[ \$($KUBECTL -n $ns get configmaps,services,statefulsets -l dittofs.dittofs.com/server=$ds -o json | jq '[.items[].metadata.annotations[\"dittofs.dittofs.com/applied-hash\"] | select(. != null)] | length') = 4 ]"
+
 # --- 3. repair --------------------------------------------------------------
 old=$(jp "$ns" "service/$ds" '{.metadata.uid}')
 k delete service "$ds" >/dev/null
@@ -214,6 +220,28 @@ check "an edited image is restored" \
 sleep 1
 expect_eq "a label another manager added survives" "storage" \
   "$(jp "$ns" "statefulset/$ds" '{.metadata.labels.team}')"
+
+# --- 3b. an immutable change (volumeClaimTemplates) never loops ----------
+hash2=$(jp "$ns" "statefulset/$ds" '{.spec.template.metadata.annotations.dittofs\.dittofs\.com/config-hash}')
+mark=$(wc -l <"$DITTOFS_AUDIT_LOG")
+k patch ditto "$ds" --type merge \
+  -p '{"spec":{"nfsPort":12050,"storage":{"metadataSize":"20Gi"}}}' >/dev/null
+check "a storage change: Reconciled=False StorageImmutable" \
+  wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get ditto $ds -o jsonpath='{.status.conditions[?(@.type==\"Reconciled\")].reason}')\" = StorageImmutable ]"
+check "every other change is still applied (ConfigMap)" \
+  wait_for 20 sh -c "$KUBECTL -n $ns get configmap $ds-config -o jsonpath='{.data.config\.yaml}' | grep -q 'port: 12050'"
+check "every other change is still applied (pod template)" \
+  wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get statefulset $ds -o jsonpath='{.spec.template.metadata.annotations.dittofs\.dittofs\.com/config-hash}')\" != '$hash2' ]"
+expect_eq "the volume claim templates keep their size" "10Gi" \
+  "$(jp "$ns" "statefulset/$ds" '{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}')"
+sleep 8
+sts_patches=$(tail -n +"$((mark + 1))" "$DITTOFS_AUDIT_LOG" |
+  jq -c "select(.user.username == \"$sa_user\" and .verb == \"patch\" and
+    .objectRef.resource == \"statefulsets\" and .objectRef.namespace == \"$ns\")" | wc -l)
+check "bounded: at most 3 StatefulSet applies in 8 s ($sts_patches)" test "$sts_patches" -le 3
+k patch ditto "$ds" --type merge -p '{"spec":{"storage":{"metadataSize":"10Gi"}}}' >/dev/null
+check "restoring spec.storage: Reconciled=True again" \
+  wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get ditto $ds -o jsonpath='{.status.conditions[?(@.type==\"Reconciled\")].reason}')\" = ChildrenUpToDate ]"
 
 # --- 4. invalid spec -------------------------------------------------------
 cat >"$tmp/bad.yaml" <<EOF
