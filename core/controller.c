@@ -589,10 +589,13 @@ static void finish(struct rec *r, const char *result)
              "key", r->key, "result", result, "duration", dur, "writes", writes,
              why ? "error" : NULL, why, NULL);
 
-    if (strcmp(result, "error") == 0)
+    if (strcmp(result, "error") == 0) {
         queue_add_rate_limited(c->q, r->key);
-    else
+    } else {
         queue_forget(c->q, r->key);
+        if (r->out.requeue_after_ms > 0)
+            queue_add_after(c->q, r->key, r->out.requeue_after_ms, QUEUE_LOW);
+    }
     queue_done(c->q, r->key);
     rec_unlink(r);
     rec_free(r);
@@ -1251,7 +1254,7 @@ static const char *result_of(const struct rec *r)
 {
     if (r->failed || r->rejected || r->eval_rc < 0)
         return "error";
-    return "success";
+    return r->out.requeue_after_ms > 0 ? "requeue_after" : "success";
 }
 
 /* The status stage: derive it again when our writes changed children. */

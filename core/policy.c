@@ -130,9 +130,9 @@ static int add_chunk(struct policy_set *ps, lua_State *L, const char *rel,
     }
     /* A sum of per-module hashes: the directory scan has no fixed order,
      * and equal sources must give an equal hash. */
-    ps->hash += fnv1a64(fnv1a64(0xcbf29ce484222325ULL, c.module,
-                                strlen(c.module) + 1),
-                        src, len);
+    ps->hash +=
+        fnv1a64(fnv1a64(0xcbf29ce484222325ULL, c.module, strlen(c.module) + 1),
+                src, len);
     int drc = lua_dump(L, dump_writer, &code, 0);
     lua_pop(L, 1);
     if (drc != 0 || dbuf_len(&code) == 0)
@@ -421,6 +421,7 @@ void policy_output_init(struct policy_output *o)
     o->n_errors = 0;
     o->n_warnings = 0;
     o->memory_peak = 0;
+    o->requeue_after_ms = 0;
 }
 
 /* Empties the results (not memory_peak), keeping the allocations. */
@@ -432,6 +433,7 @@ static void output_reset(struct policy_output *o)
     dbuf_reset(&o->status);
     o->n_errors = 0;
     o->n_warnings = 0;
+    o->requeue_after_ms = 0;
 }
 
 void policy_output_free(struct policy_output *o)
@@ -724,7 +726,22 @@ static int eval_main(lua_State *L)
         lua_pop(L, 1);
     }
     push_ctx(L, e, name, ns);
-    lua_call(L, 3, 1);
+    lua_call(L, 3, 2);
+    /* An optional second result: reconcile again after that many
+     * seconds (a policy waiting for something time-based). */
+    if (!lua_isnil(L, -1)) {
+        int isnum = 0;
+        lua_Number secs = lua_tonumberx(L, -1, &isnum);
+        if (!isnum || !(secs > 0) || secs > POLICY_MAX_REQUEUE_S)
+            fail(L,
+                 "status(): the second result (requeue after) must be a "
+                 "number of seconds in (0, %d], got %s",
+                 POLICY_MAX_REQUEUE_S, luaL_tolstring(L, -1, NULL));
+        e->out->requeue_after_ms = (unsigned long)(secs * 1000 + 0.5);
+        if (e->out->requeue_after_ms == 0)
+            e->out->requeue_after_ms = 1;
+    }
+    lua_pop(L, 1);
     int st = lua_gettop(L);
     if (lua_type(L, st) != LUA_TTABLE)
         fail(L, "status() must return a table (got %s)", luaL_typename(L, st));

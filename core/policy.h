@@ -36,6 +36,9 @@
  * render and status. */
 #define POLICY_EVAL_BUDGETS 5
 
+/* The longest requeue delay status() may ask for (one day). */
+#define POLICY_MAX_REQUEUE_S 86400
+
 /* Limits of a policy directory. */
 #define POLICY_MAX_FILES 256
 #define POLICY_MAX_FILE_SIZE ((size_t)1 << 20)
@@ -72,6 +75,8 @@ struct policy_output {
     struct dbuf status;  /* JSON object: the status ("" on failure) */
     size_t memory_peak;  /* bytes above the prepared baseline (what the
                             memory cap limits), at the peak */
+    unsigned long requeue_after_ms; /* status()'s optional second result
+                                       in ms; 0: none */
 };
 
 /* --- policy sets -----------------------------------------------------------

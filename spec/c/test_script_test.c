@@ -823,6 +823,51 @@ static int eval_named(struct policy_set *ps, const struct sandbox_limits *lim,
     return policy_eval(ps, lim, &in, out, err);
 }
 
+/* status() may return a requeue delay in seconds as a second result. */
+static void test_requeue_after(void)
+{
+    static const char *const srcs[] = {
+        "return { render = function() return {} end,\n"
+        "  status = function() return { phase = 'Pending' }, 2.5 end }\n",
+        "return { render = function() return {} end,\n"
+        "  status = function() return { phase = 'Pending' } end }\n",
+        "return { render = function() return {} end,\n"
+        "  status = function() return { phase = 'Pending' }, 'soon' end }\n",
+        "return { render = function() return {} end,\n"
+        "  status = function() return { phase = 'Pending' }, -1 end }\n",
+    };
+    for (int i = 0; i < 4; i++) {
+        char dir[512], path[600];
+        snprintf(dir, sizeof(dir), "%s/requeue%d", tmpdir, i);
+        mkdir(dir, 0755);
+        snprintf(path, sizeof(path), "%s/dittoserver.lua", dir);
+        write_file(path, srcs[i]);
+        struct policy_set *ps = NULL;
+        struct dbuf err;
+        dbuf_init(&err, 4096);
+        struct policy_output out;
+        policy_output_init(&out);
+        int rc = policy_set_load(dir, &ps, &err);
+        if (rc == POLICY_OK)
+            rc = eval_named(ps, NULL, "rq", &out, &err);
+        if (i == 0)
+            CHECK(rc == POLICY_OK && out.requeue_after_ms == 2500,
+                  "status() asks to requeue after 2.5 s (%d, %lu, %s)", rc,
+                  out.requeue_after_ms, dbuf_ptr(&err));
+        else if (i == 1)
+            CHECK(rc == POLICY_OK && out.requeue_after_ms == 0,
+                  "no second result: no requeue (%d, %s)", rc, dbuf_ptr(&err));
+        else
+            CHECK(rc == POLICY_EFAIL &&
+                      strstr(dbuf_ptr(&err), "requeue after") != NULL,
+                  "a bad requeue delay is a policy failure (%s)",
+                  dbuf_ptr(&err));
+        policy_output_free(&out);
+        dbuf_free(&err);
+        policy_set_free(ps);
+    }
+}
+
 static void test_reuse_isolation(void)
 {
     char dir[512], path[600];
@@ -913,6 +958,7 @@ int main(void)
     test_crd_out_of_memory();
     test_reuse_samples();
     test_reuse_isolation();
+    test_requeue_after();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
