@@ -20,7 +20,8 @@
 #           children exist; RSS with N objects cached, idle CPU with them; in
 #           the run named by LAT_RUN, spec change -> child patched latency:
 #           LAT_RUNS sequential patches of one DittoServer's spec.image, each
-#           timed until a watch shows the StatefulSet's new image.
+#           timed from the DittoServer's watch event (and from the PATCH
+#           sent) until a watch shows the StatefulSet's new image.
 #   sample  Kubernetes' client-go sample-controller (Foo -> Deployment +
 #           status) from the same source tree: RSS idle and with N Foos, time
 #           to converge N Foos (each has its Deployment and a status written,
@@ -35,7 +36,7 @@
 #
 # Usage: spec/bench/controller_bench.sh
 #   env: N=1000 WORKERS=4 PARTS=ref,op,sample OP_RUNS="raised default"
-#        QPS=1000 BURST=2000 IDLE=30 LAT_RUNS=50 LAT_RUN=default
+#        QPS=1000 BURST=2000 IDLE=30 LAT_RUNS=50 LAT_RUN=<last of OP_RUNS>
 #        AS=admin|sa (identity of the operator and the reference: the admin
 #        token, or the dittofs-operator ServiceAccount of deploy/rbac)
 #        TIMEOUT=<s> (per converge, default 600 + N) BUILD_DIR=build
@@ -55,7 +56,7 @@ QPS=${QPS:-1000}
 BURST=${BURST:-2000}
 IDLE=${IDLE:-30}
 LAT_RUNS=${LAT_RUNS:-50}
-LAT_RUN=${LAT_RUN:-default}
+LAT_RUN=${LAT_RUN:-${OP_RUNS##* }}
 AS=${AS:-admin}
 TIMEOUT=${TIMEOUT:-$((600 + N))}
 SAMPLE=${SAMPLE:-$root/deploy/samples/dittoserver.yaml}
@@ -106,8 +107,10 @@ result() {
 # URL would abort the whole run, so it goes between entries).
 cfg_entry() {
   local f=$1 method=$2 url=$3 body=${4:-} ctype=${5:-} token=${6:-$admin_token}
+  local sep=""
+  if [ -s "$f" ]; then sep=$'next\n'; fi
   {
-    [ -s "$f" ] && printf 'next\n'
+    printf '%s' "$sep"
     printf 'url = "%s"\nrequest = "%s"\ncacert = "%s"\n' "$url" "$method" "$CA"
     printf 'header = "Authorization: Bearer %s"\n' "$token"
     if [ -n "$body" ]; then
@@ -245,6 +248,15 @@ wait_counts() {
 # processes
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# mem PREFIX PID: PREFIX_kib (VmRSS, the issue's measure), PREFIX_anon_kib
+# (RssAnon: heap and stacks, the process's own) and PREFIX_pss_kib (shared
+# library pages divided among the processes that map them).
+mem() {
+  result "$1_kib" "$(rss_kib "$2")"
+  result "$1_anon_kib" "$(awk '/^RssAnon:/ { print $2 }' "/proc/$2/status")"
+  result "$1_pss_kib" "$(awk '/^Pss:/ { print $2 }' "/proc/$2/smaps_rollup")"
+}
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 # idle_cpu PID SECONDS: CPU seconds used over SECONDS.
@@ -411,7 +423,7 @@ part_op_run() {
   op_start "$ns" "$log.idle" "${args[@]}"
   op_wait_ready "$log.idle"
   sleep 2
-  result "op_${run}_rss_idle_kib" "$(rss_kib "$op_pid")"
+  mem "op_${run}_rss_idle" "$op_pid"
   result "op_${run}_rss_idle_metrics_bytes" "$(metric process_resident_memory_bytes)"
   result "op_${run}_cpu_idle_seconds_${IDLE}s" "$(idle_cpu "$op_pid" "$IDLE")"
   stop_pid "$op_pid"
@@ -441,9 +453,12 @@ part_op_run() {
     result "op_${run}_converge_ratio_vs_ref" \
       "$(awk -v a="$conv" -v b="${R[ref_seconds]}" 'BEGIN { printf "%.2f", a / b }')"
   sleep 3
-  result "op_${run}_rss_n_kib" "$(rss_kib "$op_pid")"
+  mem "op_${run}_rss_n" "$op_pid"
   result "op_${run}_rss_n_metrics_bytes" "$(metric process_resident_memory_bytes)"
   result "op_${run}_requests" "$(metric rest_client_requests_total)"
+  result "op_${run}_requests_by_method" "$(curl -s "http://127.0.0.1:$op_mport/metrics" |
+    sed -n 's/^rest_client_requests_total{.*method="\([A-Z]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
+    awk '{ s[$1] += $2 } END { for (m in s) printf "%s%s:%d", (n++ ? " " : ""), m, s[m] }')"
   result "op_${run}_cpu_seconds_converge" \
     "$(awk -v t="$(cpu_ticks "$op_pid")" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
   result "op_${run}_cpu_idle_n_seconds_${IDLE}s" "$(idle_cpu "$op_pid" "$IDLE")"
@@ -457,15 +472,22 @@ part_op_run() {
 }
 
 # op_latency NS RUN: LAT_RUNS sequential spec.image patches of bench-00001,
-# each timed from just before the PATCH is sent to the watch event that shows
-# the StatefulSet with that image.
+# each timed until the watch event that shows the StatefulSet with that image:
+# from the DittoServer's own watch event (the change committed; both ends seen
+# the same way, so this is the operator's reaction time) and from just before
+# the PATCH is sent (adds a curl start and TLS handshake).
 op_latency() {
-  local ns=$1 run=$2 name=bench-00001 f=$OUT/op-$2/lat.log i img t0 t1 lats=()
+  local ns=$1 run=$2 name=bench-00001 f=$OUT/op-$2/lat.log g=$OUT/op-$2/lat-ds.log
+  local i img t0 t1 td lats=() sends=()
   watch_start "$f" "/apis/apps/v1/namespaces/$ns/statefulsets" \
     "fieldSelector=metadata.name%3D$name" \
     'select(.type == "ADDED" or .type == "MODIFIED") |
      "sts \(.object.metadata.name) \(.object.spec.template.spec.containers[0].image)"'
-  while [ ! -s "$f" ]; do sleep 0.05; done
+  watch_start "$g" "$DSPATH/namespaces/$ns/dittoservers" \
+    "fieldSelector=metadata.name%3D$name" \
+    'select(.type == "ADDED" or .type == "MODIFIED") |
+     "ds \(.object.metadata.name) \(.object.spec.image)"'
+  while [ ! -s "$f" ] || [ ! -s "$g" ]; do sleep 0.05; done
   for ((i = 1; i <= LAT_RUNS; i++)); do
     img="ghcr.io/marmos91/dittofs:bench-$$-$i"
     t0=$(now)
@@ -474,24 +496,29 @@ op_latency() {
       --data-binary "{\"spec\":{\"image\":\"$img\"}}" \
       "$API$DSPATH/namespaces/$ns/dittoservers/$name"
     local deadline=$((${EPOCHREALTIME%.*} + 10))
-    t1=""
+    t1="" td=""
     while [ -z "$t1" ] && [ "${EPOCHREALTIME%.*}" -lt "$deadline" ]; do
       t1=$(awk -v img="$img" '$4 == img { print $1; exit }' "$f")
       [ -n "$t1" ] || sleep 0.005
     done
-    if [ -z "$t1" ]; then
+    td=$(awk -v img="$img" '$4 == img { print $1; exit }' "$g")
+    if [ -z "$t1" ] || [ -z "$td" ]; then
       echo "# latency: patch $i not seen on the StatefulSet within 10 s"
       continue
     fi
-    lats+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) * 1000 }')")
+    lats+=("$(awk -v a="$td" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) * 1000 }')")
+    sends+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) * 1000 }')")
     sleep 0.3
   done
   watch_stop_all
   printf '%s\n' "${lats[@]}" >"$OUT/op-$run/latencies_ms.txt"
+  printf '%s\n' "${sends[@]}" >"$OUT/op-$run/latencies_from_send_ms.txt"
   result "op_${run}_latency_samples" "${#lats[@]}"
   result "op_${run}_latency_p50_ms" "$(printf '%s\n' "${lats[@]}" | median_p 0.50)"
   result "op_${run}_latency_p99_ms" "$(printf '%s\n' "${lats[@]}" | median_p 0.99)"
   result "op_${run}_latency_max_ms" "$(printf '%s\n' "${lats[@]}" | median_p 1)"
+  result "op_${run}_latency_from_send_p50_ms" "$(printf '%s\n' "${sends[@]}" | median_p 0.50)"
+  result "op_${run}_latency_from_send_p99_ms" "$(printf '%s\n' "${sends[@]}" | median_p 0.99)"
 }
 
 # ---------------------------------------------------------------------------
@@ -528,7 +555,7 @@ part_sample_run() {
   sc_start "$bin" "$log.idle" "${env[@]}"
   sc_wait_started "$log.idle"
   sleep 2
-  result "sample_${run}_rss_idle_kib" "$(rss_kib "$sc_pid")"
+  mem "sample_${run}_rss_idle" "$sc_pid"
   result "sample_${run}_cpu_idle_seconds_${IDLE}s" "$(idle_cpu "$sc_pid" "$IDLE")"
   stop_pid "$sc_pid"
 
@@ -566,7 +593,7 @@ part_sample_run() {
     result "sample_${run}_converge_ratio_vs_ref" \
       "$(awk -v a="$conv" -v b="${R[ref_seconds]}" 'BEGIN { printf "%.2f", a / b }')"
   sleep 3
-  result "sample_${run}_rss_n_kib" "$(rss_kib "$sc_pid")"
+  mem "sample_${run}_rss_n" "$sc_pid"
   result "sample_${run}_cpu_seconds_converge" \
     "$(awk -v t="$(cpu_ticks "$sc_pid")" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
   result "sample_${run}_cpu_idle_n_seconds_${IDLE}s" "$(idle_cpu "$sc_pid" "$IDLE")"
@@ -604,6 +631,13 @@ case ",$PARTS," in *,sample,*) part_sample ;; esac
 # report
 
 v() { printf '%s' "${R[$1]:--}"; }
+ratio() {
+  if [ -n "${R[$1]:-}" ] && [ -n "${R[$2]:-}" ]; then
+    awk -v a="${R[$1]}" -v b="${R[$2]}" 'BEGIN { printf "%.2f", a / b }'
+  else
+    printf -- -
+  fi
+}
 mib() { # KiB -> MiB
   [ -n "${R[$1]:-}" ] && awk -v k="${R[$1]}" 'BEGIN { printf "%.1f", k / 1024 }' || printf -- -
 }
@@ -623,6 +657,16 @@ printf '%-34s %14s %14s %14s %14s %14s\n' "RSS idle (MiB)" "" \
 printf '%-34s %14s %14s %14s %14s %14s\n' "RSS with N cached (MiB)" "" \
   "$(mib op_raised_rss_n_kib)" "$(mib op_default_rss_n_kib)" \
   "$(mib sample_raised_rss_n_kib)" "$(mib sample_default_rss_n_kib)"
+printf '%-34s %14s %14s %14s %14s %14s\n' "RSS anon, idle / N (MiB)" "" \
+  "$(mib op_raised_rss_idle_anon_kib)/$(mib op_raised_rss_n_anon_kib)" \
+  "$(mib op_default_rss_idle_anon_kib)/$(mib op_default_rss_n_anon_kib)" \
+  "$(mib sample_raised_rss_idle_anon_kib)/$(mib sample_raised_rss_n_anon_kib)" \
+  "$(mib sample_default_rss_idle_anon_kib)/$(mib sample_default_rss_n_anon_kib)"
+printf '%-34s %14s %14s %14s %14s %14s\n' "PSS, idle / N (MiB)" "" \
+  "$(mib op_raised_rss_idle_pss_kib)/$(mib op_raised_rss_n_pss_kib)" \
+  "$(mib op_default_rss_idle_pss_kib)/$(mib op_default_rss_n_pss_kib)" \
+  "$(mib sample_raised_rss_idle_pss_kib)/$(mib sample_raised_rss_n_pss_kib)" \
+  "$(mib sample_default_rss_idle_pss_kib)/$(mib sample_default_rss_n_pss_kib)"
 printf '%-34s %14s %14s %14s %14s %14s\n' "CPU idle, ${IDLE}s (s)" "" \
   "$(v "op_raised_cpu_idle_seconds_${IDLE}s")" "$(v "op_default_cpu_idle_seconds_${IDLE}s")" \
   "$(v "sample_raised_cpu_idle_seconds_${IDLE}s")" "$(v "sample_default_cpu_idle_seconds_${IDLE}s")"
@@ -634,9 +678,15 @@ printf '%-34s %14s %14s %14s %14s %14s\n' "CPU to converge (s)" "" \
   "$(v sample_raised_cpu_seconds_converge)" "$(v sample_default_cpu_seconds_converge)"
 printf '%-34s %14s %14s %14s\n' "requests" "$(v ref_requests)" \
   "$(v op_raised_requests)" "$(v op_default_requests)"
+printf '%-34s %14s %14s %14s\n' "RSS with N, op / sample" "" \
+  "$(ratio op_raised_rss_n_kib sample_raised_rss_n_kib)" \
+  "$(ratio op_default_rss_n_kib sample_default_rss_n_kib)"
 printf '%-34s %14s %14s %14s\n' "spec -> child p50/p99 (ms)" "" \
   "$(v op_raised_latency_p50_ms)/$(v op_raised_latency_p99_ms)" \
   "$(v op_default_latency_p50_ms)/$(v op_default_latency_p99_ms)"
+printf '%-34s %14s %14s %14s\n' "  same, from PATCH sent (ms)" "" \
+  "$(v op_raised_latency_from_send_p50_ms)/$(v op_raised_latency_from_send_p99_ms)" \
+  "$(v op_default_latency_from_send_p50_ms)/$(v op_default_latency_from_send_p99_ms)"
 
 {
   printf '{"n":%s,"workers":%s,"qps":%s,"burst":%s,"as":"%s"' "$N" "$WORKERS" "$QPS" "$BURST" "$AS"
