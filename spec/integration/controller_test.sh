@@ -274,8 +274,13 @@ expect_eq "the StatefulSet is scaled to 0" "0" "$(jp "$ns" "statefulset/$ds" '{.
 pvcs=$(k get pvc -l "app.kubernetes.io/instance=$ds" -o name | sort)
 check "the StatefulSet controller made PVCs" test -n "$pvcs"
 k delete ditto "$ds" --wait=true --timeout=30s >/dev/null
-check "children are garbage-collected" \
-  wait_for 60 sh -c "[ -z \"\$($KUBECTL -n $ns get configmaps,services,statefulsets -l dittofs.dittofs.com/server=$ds -o name)\" ]"
+if wait_for 90 sh -c "[ -z \"\$($KUBECTL -n $ns get configmaps,services,statefulsets -l dittofs.dittofs.com/server=$ds -o name)\" ]"; then
+  ok "children are garbage-collected"
+else
+  not_ok "children are garbage-collected" "$(k get configmaps,services,statefulsets \
+    -l dittofs.dittofs.com/server=$ds -o json | jq -c '.items[].metadata |
+    {name, uid, creationTimestamp, deletionTimestamp, ownerReferences, finalizers}')"
+fi
 expect_eq "PVCs are kept" "$pvcs" "$(k get pvc -l "app.kubernetes.io/instance=$ds" -o name | sort)"
 
 kill -TERM "$op"
