@@ -41,6 +41,8 @@
 #        token, or the dittofs-operator ServiceAccount of deploy/rbac)
 #        TIMEOUT=<s> (per converge, default 600 + N) BUILD_DIR=build
 #        SAMPLE=deploy/samples/dittoserver.yaml KEEP=1 (keep namespaces)
+#        REF_EVENTS=1 (a second reference run that also POSTs the operator's
+#        two Events per new DittoServer: the same request count as ours)
 #        OUT=<dir> (logs and the JSON summary; default a temp dir)
 # Namespaces bench-<part>-<pid>, deleted (and waited for) after each part.
 # Output: progress lines starting with "#", key=value results, a side-by-side
@@ -61,6 +63,7 @@ AS=${AS:-admin}
 TIMEOUT=${TIMEOUT:-$((600 + N))}
 SAMPLE=${SAMPLE:-$root/deploy/samples/dittoserver.yaml}
 KEEP=${KEEP:-0}
+REF_EVENTS=${REF_EVENTS:-0}
 op=$build/dittofs-operator
 
 set -a
@@ -335,9 +338,14 @@ DSPATH=/apis/dittofs.dittofs.com/v1alpha1
 # ---------------------------------------------------------------------------
 # a) the reference client
 
+# part_ref KEY EVENTS: KEY "ref" sends the server-side apply requests only;
+# EVENTS 1 also POSTs the two Events the operator records for a new
+# DittoServer (Created after the children, the phase after the status), so
+# the request count matches the operator's.
 part_ref() {
-  local ns=bench-ref-$$ dir=$OUT/ref cfg=$OUT/ref.cfg t0 t1 errors nreq
-  echo "# ref: $N DittoServers in $ns"
+  local key=$1 events=$2
+  local ns=bench-$key-$$ dir=$OUT/$key cfg=$OUT/$key.cfg t0 t1 errors nreq
+  echo "# $key: $N DittoServers in $ns$( [ "$events" = 1 ] && echo ", with Events")"
   make_namespace "$ns"
   create_dittoservers "$ns"
   mkdir -p "$dir"
@@ -347,34 +355,53 @@ part_ref() {
     while IFS= read -r ds; do
       printf '%s' "$ds" | "$op" --script-test - --output json
       echo
-    done >"$OUT/ref.renders.jsonl"
-  # Every request as "PATH<TAB>BODY", in the operator's order per object.
-  jq -r --arg ns "$ns" '
+    done >"$OUT/$key.renders.jsonl"
+  # Every request as "METHOD<TAB>PATH<TAB>BODY", in the operator's order.
+  jq -r --arg ns "$ns" --arg ds "$DSPATH" --argjson ev "$events" '
     def path: if .kind == "ConfigMap" then "/api/v1/namespaces/\($ns)/configmaps/\(.metadata.name)"
       elif .kind == "Service" then "/api/v1/namespaces/\($ns)/services/\(.metadata.name)"
       elif .kind == "StatefulSet" then "/apis/apps/v1/namespaces/\($ns)/statefulsets/\(.metadata.name)"
       else error("unexpected kind \(.kind)") end;
-    (.objects[] | "\(path)\t\(tojson)"),
-    "'"$DSPATH"'/namespaces/\($ns)/dittoservers/\(.status.metadata.name)/status\t\(.status | tojson)"
-  ' "$OUT/ref.renders.jsonl" >"$OUT/ref.requests.tsv"
-  nreq=$(wc -l <"$OUT/ref.requests.tsv")
+    def event($name; $uid; $suffix; $reason; $msg): {
+      apiVersion: "v1", kind: "Event",
+      metadata: {name: "\($name).\($suffix)", namespace: $ns},
+      involvedObject: {apiVersion: "dittofs.dittofs.com/v1alpha1",
+        kind: "DittoServer", namespace: $ns, name: $name, uid: $uid},
+      reason: $reason, message: $msg, type: "Normal",
+      source: {component: "dittofs-operator"},
+      reportingComponent: "dittofs-operator", reportingInstance: "bench",
+      firstTimestamp: (now | todate), lastTimestamp: (now | todate), count: 1};
+    .status.metadata.name as $name
+    | .objects[0].metadata.ownerReferences[0].uid as $uid
+    | (.objects[] | "PATCH\t\(path)\t\(tojson)"),
+      (if $ev == 1 then "POST\t/api/v1/namespaces/\($ns)/events\t\(event($name; $uid; "created"; "Created";
+        "Created " + ([.objects[] | "\(.kind) \(.metadata.name)"] | join(", "))) | tojson)" else empty end),
+      "PATCH\t\($ds)/namespaces/\($ns)/dittoservers/\($name)/status\t\(.status | tojson)",
+      (if $ev == 1 then "POST\t/api/v1/namespaces/\($ns)/events\t\(event($name; $uid; "phase"; .status.status.phase;
+        "phase \(.status.status.phase)") | tojson)" else empty end)
+  ' "$OUT/$key.renders.jsonl" >"$OUT/$key.requests.tsv"
+  nreq=$(wc -l <"$OUT/$key.requests.tsv")
   : >"$cfg"
-  local i=0 path body
-  while IFS=$'\t' read -r path body; do
+  local i=0 method path body
+  while IFS=$'\t' read -r method path body; do
     i=$((i + 1))
     printf '%s' "$body" >"$dir/$i.json"
-    cfg_entry "$cfg" PATCH "$API$path?fieldManager=dittofs-operator&force=true" \
-      "$dir/$i.json" application/apply-patch+yaml "$TOKEN"
-  done <"$OUT/ref.requests.tsv"
-  echo "# ref: $nreq requests prepared ($(du -sh "$dir" | cut -f1) of bodies)"
+    if [ "$method" = PATCH ]; then
+      cfg_entry "$cfg" PATCH "$API$path?fieldManager=dittofs-operator&force=true" \
+        "$dir/$i.json" application/apply-patch+yaml "$TOKEN"
+    else
+      cfg_entry "$cfg" "$method" "$API$path" "$dir/$i.json" application/json "$TOKEN"
+    fi
+  done <"$OUT/$key.requests.tsv"
+  echo "# $key: $nreq requests prepared ($(du -sh "$dir" | cut -f1) of bodies)"
   t0=$(now)
-  errors=$(send "$cfg" "$WORKERS" "$OUT/ref.codes")
+  errors=$(send "$cfg" "$WORKERS" "$OUT/$key.codes")
   t1=$(now)
-  result ref_requests "$nreq"
-  result ref_errors "$errors"
-  result ref_seconds "$(sub "$t0" "$t1")"
-  result ref_requests_per_second "$(awk -v n="$nreq" -v s="$(sub "$t0" "$t1")" 'BEGIN { printf "%.0f", n / s }')"
-  [ "$errors" = 0 ] || echo "# ref: codes: $(sort "$OUT/ref.codes" | uniq -c | tr '\n' ' ')"
+  result "${key}_requests" "$nreq"
+  result "${key}_errors" "$errors"
+  result "${key}_seconds" "$(sub "$t0" "$t1")"
+  result "${key}_requests_per_second" "$(awk -v n="$nreq" -v s="$(sub "$t0" "$t1")" 'BEGIN { printf "%.0f", n / s }')"
+  [ "$errors" = 0 ] || echo "# $key: codes: $(sort "$OUT/$key.codes" | uniq -c | tr '\n' ' ')"
   drop_namespace "$ns"
 }
 
@@ -452,6 +479,9 @@ part_op_run() {
   [ -n "${R[ref_seconds]:-}" ] && [ "$conv" != timeout ] &&
     result "op_${run}_converge_ratio_vs_ref" \
       "$(awk -v a="$conv" -v b="${R[ref_seconds]}" 'BEGIN { printf "%.2f", a / b }')"
+  [ -n "${R[refev_seconds]:-}" ] && [ "$conv" != timeout ] &&
+    result "op_${run}_converge_ratio_vs_refev" \
+      "$(awk -v a="$conv" -v b="${R[refev_seconds]}" 'BEGIN { printf "%.2f", a / b }')"
   sleep 3
   mem "op_${run}_rss_n" "$op_pid"
   result "op_${run}_rss_n_metrics_bytes" "$(metric process_resident_memory_bytes)"
@@ -623,7 +653,8 @@ part_sample() {
 
 # ---------------------------------------------------------------------------
 
-case ",$PARTS," in *,ref,*) part_ref ;; esac
+case ",$PARTS," in *,ref,*) part_ref ref 0 ;; esac
+[ "$REF_EVENTS" = 1 ] && case ",$PARTS," in *,ref,*) part_ref refev 1 ;; esac
 case ",$PARTS," in *,op,*) for run in $OP_RUNS; do part_op_run "$run"; done ;; esac
 case ",$PARTS," in *,sample,*) part_sample ;; esac
 
@@ -651,6 +682,9 @@ printf '%-34s %14s %14s %14s %14s %14s\n' "converge N (s)" "$(v ref_seconds)" \
 printf '%-34s %14s %14s %14s %14s %14s\n' "ratio vs reference" "1.00" \
   "$(v op_raised_converge_ratio_vs_ref)" "$(v op_default_converge_ratio_vs_ref)" \
   "$(v sample_raised_converge_ratio_vs_ref)" "$(v sample_default_converge_ratio_vs_ref)"
+[ -n "${R[refev_seconds]:-}" ] &&
+  printf '%-34s %14s %14s %14s\n' "ref with Events (s), ratio" "$(v refev_seconds)" \
+    "$(v op_raised_converge_ratio_vs_refev)" "$(v op_default_converge_ratio_vs_refev)"
 printf '%-34s %14s %14s %14s %14s %14s\n' "RSS idle (MiB)" "" \
   "$(mib op_raised_rss_idle_kib)" "$(mib op_default_rss_idle_kib)" \
   "$(mib sample_raised_rss_idle_kib)" "$(mib sample_default_rss_idle_kib)"
