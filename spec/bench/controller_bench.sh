@@ -356,7 +356,10 @@ part_ref() {
       printf '%s' "$ds" | "$op" --script-test - --output json
       echo
     done >"$OUT/$key.renders.jsonl"
-  # Every request as "METHOD<TAB>PATH<TAB>BODY", in the operator's order.
+  # Every request as "METHOD<TAB>PATH<TAB>BODY", in the operator's order,
+  # with what the core adds to --script-test's output: the applied-hash
+  # annotation on each child (a placeholder of the same length) and
+  # lastTransitionTime on each condition.
   jq -r --arg ns "$ns" --arg ds "$DSPATH" --argjson ev "$events" '
     def path: if .kind == "ConfigMap" then "/api/v1/namespaces/\($ns)/configmaps/\(.metadata.name)"
       elif .kind == "Service" then "/api/v1/namespaces/\($ns)/services/\(.metadata.name)"
@@ -371,8 +374,11 @@ part_ref() {
       source: {component: "dittofs-operator"},
       reportingComponent: "dittofs-operator", reportingInstance: "bench",
       firstTimestamp: (now | todate), lastTimestamp: (now | todate), count: 1};
-    .status.metadata.name as $name
+    (now | todate) as $now
+    | .status.metadata.name as $name
     | .objects[0].metadata.ownerReferences[0].uid as $uid
+    | .objects |= map(.metadata.annotations["dittofs.dittofs.com/applied-hash"] = "0123456789abcdef")
+    | .status.status.conditions |= map(.lastTransitionTime = $now)
     | (.objects[] | "PATCH\t\(path)\t\(tojson)"),
       (if $ev == 1 then "POST\t/api/v1/namespaces/\($ns)/events\t\(event($name; $uid; "created"; "Created";
         "Created " + ([.objects[] | "\(.kind) \(.metadata.name)"] | join(", "))) | tojson)" else empty end),
