@@ -18,7 +18,9 @@
 #   7. 100 converged DittoServers and a forced resync: zero mutating
 #      requests by the operator (counted in the apiserver's audit log);
 #   8. two operators with --leader-elect: one writes; kill -9 of the leader
-#      hands over within 20 s; SIGTERM of the leader within 3 s.
+#      hands over within 20 s; SIGTERM of the leader within 3 s;
+#   9. a failing policy (error, endless loop): Reconciled=False PolicyError,
+#      a Warning Event, no children, the operator keeps running.
 # Output: one "ok N - ..." / "not ok N - ..." line per check, then a
 # summary; exit status 1 when any check failed.
 set -uo pipefail
@@ -31,6 +33,7 @@ BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 ns="ctl-test-$$"
 ns2="ctl-fleet-$$"
 ns3="ctl-le-$$"
+ns4="ctl-bad-$$"
 opns=dittofs-system
 sa_user="system:serviceaccount:$opns:dittofs-operator"
 n=0
@@ -41,7 +44,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
-  for x in "$ns" "$ns2" "$ns3"; do
+  for x in "$ns" "$ns2" "$ns3" "$ns4"; do
     "$KUBECTL" delete namespace "$x" --wait=false >/dev/null 2>&1 || true
   done
   "$KUBECTL" -n "$opns" delete lease "ctl-test-$$" >/dev/null 2>&1 || true
@@ -132,7 +135,7 @@ check "RBAC of deploy/rbac installed" "$KUBECTL" apply --server-side \
   --force-conflicts -k "$root/deploy/rbac"
 check "the ServiceAccount's kubeconfig" "$root/deploy/local/cluster.sh" \
   sa-kubeconfig "$opns" dittofs-operator "$tmp/sa.kubeconfig"
-for x in "$ns" "$ns2" "$ns3"; do "$KUBECTL" create namespace "$x" >/dev/null; done
+for x in "$ns" "$ns2" "$ns3" "$ns4"; do "$KUBECTL" create namespace "$x" >/dev/null; done
 
 # --- 1. the README sample ---------------------------------------------------
 start_operator "$tmp/op.log" --namespace "$ns"
@@ -387,6 +390,40 @@ check "the new leader reconciles" \
   wait_for 20 sh -c "$KUBECTL -n $ns3 get configmap le-1-config -o jsonpath='{.data.config\.yaml}' | grep -q 'port: 2050'"
 kill -TERM "$c"
 wait "$c"
+
+# --- 9. a failing policy ----------------------------------------------------
+mkdir -p "$tmp/policies"
+cat >"$tmp/policies/dittoserver.lua" <<'EOF'
+local M = {}
+function M.render(ds)
+  if ds.metadata.name == "spin" then
+    while true do end
+  end
+  error("boom: " .. ds.metadata.name)
+end
+function M.status(ds)
+  return { phase = "Pending" }
+end
+return M
+EOF
+start_operator "$tmp/bad.log" --namespace "$ns4" --policies "$tmp/policies"
+bad=$last_pid
+for x in boom spin; do
+  sed "s/name: le-1/name: $x/" "$tmp/le.yaml" | "$KUBECTL" -n "$ns4" apply -f - >/dev/null
+done
+check "a policy error: Reconciled=False PolicyError with file:line" \
+  wait_for 20 sh -c "$KUBECTL -n $ns4 get ditto boom -o jsonpath='{.status.conditions[?(@.type==\"Reconciled\")].reason} {.status.conditions[?(@.type==\"Reconciled\")].message}' | grep -q '^PolicyError .*dittoserver.lua:6: boom: boom'"
+check "an endless loop: PolicyError, policy timeout" \
+  wait_for 20 sh -c "$KUBECTL -n $ns4 get ditto spin -o jsonpath='{.status.conditions[?(@.type==\"Reconciled\")].message}' | grep -q 'timeout'"
+check "a Warning PolicyError Event" \
+  wait_for 10 sh -c "$KUBECTL -n $ns4 get events --field-selector involvedObject.name=boom,reason=PolicyError,type=Warning -o name | grep -q ."
+expect_eq "no children from a failing policy" "" \
+  "$("$KUBECTL" -n "$ns4" get configmaps,services,statefulsets -l app.kubernetes.io/managed-by=dittofs-operator -o name)"
+check "the operator keeps running" kill -0 "$bad"
+check "and retries with backoff" \
+  wait_for 20 sh -c "[ \$(grep -c 'key=$ns4/boom result=error' '$tmp/bad.log') -ge 3 ]"
+kill -TERM "$bad"
+wait "$bad"
 
 echo "$((n - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]
