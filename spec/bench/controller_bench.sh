@@ -17,7 +17,8 @@
 #           over IDLE s; then N DittoServers are created, a fresh operator is
 #           started and timed until every DittoServer has
 #           status.observedGeneration == metadata.generation and its 4
-#           children exist; RSS with N objects cached, idle CPU with them; in
+#           children exist; once the cluster has settled (N pods, see
+#           settle()), RSS with N objects cached and idle CPU with them; in
 #           the run named by LAT_RUN, spec change -> child patched latency:
 #           LAT_RUNS sequential patches of one DittoServer's spec.image, each
 #           timed from the DittoServer's watch event (and from the PATCH
@@ -41,6 +42,9 @@
 #        token, or the dittofs-operator ServiceAccount of deploy/rbac)
 #        TIMEOUT=<s> (per converge, default 600 + N) BUILD_DIR=build
 #        SAMPLE=deploy/samples/dittoserver.yaml KEEP=1 (keep namespaces)
+#        SETTLE=0 (take the "with N" figures 3 s after converging, without
+#        waiting for kube-controller-manager's pods: much quicker at N=1000,
+#        but then "idle" includes reacting to those status changes)
 #        REF_EVENTS=1 (a second reference run that also POSTs the operator's
 #        two Events per new DittoServer: the same request count as ours)
 #        OUT=<dir> (logs and the JSON summary; default a temp dir)
@@ -64,6 +68,7 @@ TIMEOUT=${TIMEOUT:-$((600 + N))}
 SAMPLE=${SAMPLE:-$root/deploy/samples/dittoserver.yaml}
 KEEP=${KEEP:-0}
 REF_EVENTS=${REF_EVENTS:-0}
+SETTLE=${SETTLE:-1}
 op=$build/dittofs-operator
 
 set -a
@@ -335,6 +340,31 @@ KC=$(kubeconfig_for_run)
 TOKEN=$(token_for_run)
 DSPATH=/apis/dittofs.dittofs.com/v1alpha1
 
+# settle WHAT T0 PODLOG KEY COUNTER: after converging, kube-controller-manager
+# still creates a pod (and PVCs) per StatefulSet or Deployment, at its own
+# client rate limit, and each of those updates the parent's status, which
+# the controllers react to. "Idle" figures are taken once it is done: N pods
+# exist, then COUNTER (a command printing a number, "true" for none) is
+# unchanged for 3 s (at most 60 s more). KEY gets the time from T0.
+settle() {
+  local what=$1 t0=$2 pods=$3 key=$4 counter=$5 a b i same=0
+  if [ "$SETTLE" != 1 ]; then
+    sleep 3
+    return 0
+  fi
+  wait_counts "$t0" "$what settle" "$pods 0 $N" >/dev/null
+  a=$($counter)
+  for ((i = 0; i < 60 && same < 3; i++)); do
+    sleep 1
+    b=$($counter)
+    if [ "$a" = "$b" ]; then same=$((same + 1)); else same=0; fi
+    a=$b
+  done
+  result "$key" "$(sub "$t0" "$(now)")"
+}
+
+op_reconciles() { metric controller_runtime_reconcile_total; }
+
 # ---------------------------------------------------------------------------
 # a) the reference client
 
@@ -474,6 +504,8 @@ part_op_run() {
     'select(.type == "ADDED") | "svc \(.object.metadata.name)"'
   watch_start "$w/sts.log" "/apis/apps/v1/namespaces/$ns/statefulsets" "$sel" \
     'select(.type == "ADDED") | "sts \(.object.metadata.name)"'
+  watch_start "$w/pod.log" "/api/v1/namespaces/$ns/pods" "" \
+    'select(.type == "ADDED") | "pod \(.object.metadata.name)"'
   # The DittoServer watch has replayed every existing object: it is live.
   while [ "$(distinct "$w/ds.log")" -lt "$N" ]; do sleep 0.1; done
 
@@ -488,7 +520,7 @@ part_op_run() {
   [ -n "${R[refev_seconds]:-}" ] && [ "$conv" != timeout ] &&
     result "op_${run}_converge_ratio_vs_refev" \
       "$(awk -v a="$conv" -v b="${R[refev_seconds]}" 'BEGIN { printf "%.2f", a / b }')"
-  sleep 3
+  settle "op/$run" "$t0" "$w/pod.log" "op_${run}_settle_seconds" op_reconciles
   mem "op_${run}_rss_n" "$op_pid"
   result "op_${run}_rss_n_metrics_bytes" "$(metric process_resident_memory_bytes)"
   result "op_${run}_requests" "$(metric rest_client_requests_total)"
@@ -619,6 +651,8 @@ part_sample_run() {
      "foo \(.metadata.name) \(if .status.availableReplicas != null then 1 else 0 end)"'
   watch_start "$w/deploy.log" "/apis/apps/v1/namespaces/$ns/deployments" "" \
     'select(.type == "ADDED") | "deploy \(.object.metadata.name)"'
+  watch_start "$w/pod.log" "/api/v1/namespaces/$ns/pods" "" \
+    'select(.type == "ADDED") | "pod \(.object.metadata.name)"'
   while [ "$(distinct "$w/foo.log")" -lt "$N" ]; do sleep 0.1; done
 
   t0=$(now)
@@ -628,7 +662,7 @@ part_sample_run() {
   [ -n "${R[ref_seconds]:-}" ] && [ "$conv" != timeout ] &&
     result "sample_${run}_converge_ratio_vs_ref" \
       "$(awk -v a="$conv" -v b="${R[ref_seconds]}" 'BEGIN { printf "%.2f", a / b }')"
-  sleep 3
+  settle "sample/$run" "$t0" "$w/pod.log" "sample_${run}_settle_seconds" true
   mem "sample_${run}_rss_n" "$sc_pid"
   result "sample_${run}_cpu_seconds_converge" \
     "$(awk -v t="$(cpu_ticks "$sc_pid")" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
@@ -691,6 +725,9 @@ printf '%-34s %14s %14s %14s %14s %14s\n' "ratio vs reference" "1.00" \
 [ -n "${R[refev_seconds]:-}" ] &&
   printf '%-34s %14s %14s %14s\n' "ref with Events (s), ratio" "$(v refev_seconds)" \
     "$(v op_raised_converge_ratio_vs_refev)" "$(v op_default_converge_ratio_vs_refev)"
+printf '%-34s %14s %14s %14s %14s %14s\n' "settled: N pods, quiet (s)" "" \
+  "$(v op_raised_settle_seconds)" "$(v op_default_settle_seconds)" \
+  "$(v sample_raised_settle_seconds)" "$(v sample_default_settle_seconds)"
 printf '%-34s %14s %14s %14s %14s %14s\n' "RSS idle (MiB)" "" \
   "$(mib op_raised_rss_idle_kib)" "$(mib op_default_rss_idle_kib)" \
   "$(mib sample_raised_rss_idle_kib)" "$(mib sample_default_rss_idle_kib)"
