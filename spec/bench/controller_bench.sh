@@ -307,7 +307,7 @@ median_p() { # median_p P: the P-th percentile (nearest rank) of stdin
 
 kubeconfig_for_run() {
   if [ "$AS" = sa ]; then
-    "$kubectl" apply -k "$root/deploy/rbac" >/dev/null
+    "$kubectl" apply --server-side --force-conflicts -k "$root/deploy/rbac" >/dev/null
     "$root/deploy/local/cluster.sh" sa-kubeconfig dittofs-system dittofs-operator \
       "$OUT/sa.kubeconfig" 2>/dev/null
     echo "$OUT/sa.kubeconfig"

@@ -4,7 +4,8 @@
 # kube-apiserver with RBAC (deploy/local/cluster.sh; run through
 # spec/integration/with-cluster).
 #
-#   1. `kubectl apply -k deploy/rbac` is accepted; no rule holds a wildcard.
+#   1. `kubectl apply --server-side -k deploy/rbac` is accepted; no rule
+#      holds a wildcard.
 #   2. `cluster.sh sa-kubeconfig dittofs-system dittofs-operator FILE` writes
 #      a kubeconfig (mode 600) that authenticates as that ServiceAccount; a
 #      ServiceAccount that does not exist fails with a message.
@@ -70,10 +71,10 @@ check() {
 # ---------------------------------------------------------------------------
 # 1. the manifests
 
-if out=$("$KUBECTL" apply -k "$root/deploy/rbac" 2>&1); then
-  ok "kubectl apply -k deploy/rbac"
+if out=$("$KUBECTL" apply --server-side --force-conflicts -k "$root/deploy/rbac" 2>&1); then
+  ok "kubectl apply --server-side -k deploy/rbac"
 else
-  not_ok "kubectl apply -k deploy/rbac" "$out"
+  not_ok "kubectl apply --server-side -k deploy/rbac" "$out"
 fi
 "$KUBECTL" get crd dittoservers.dittofs.dittofs.com >/dev/null 2>&1 ||
   "$KUBECTL" apply -f "$root/crd/dittoserver.yaml" >/dev/null
