@@ -24,6 +24,9 @@
 #include <time.h>
 
 #include <cjson/cJSON.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "apply.h"
 #include "cache.h"
@@ -43,6 +46,7 @@
 #define APPLIED_HASH_ANNOTATION "dittofs.dittofs.com/applied-hash"
 #define MAX_MESSAGE 1024
 #define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
+#define TRIM_DELAY_MS 2000
 
 /* The kinds the controller manages; a policy rendering another kind fails
  * (RBAC grants exactly these). */
@@ -159,6 +163,7 @@ struct controller {
     int draining;
     int running; /* the queue runs (leading, synced, not draining) */
     struct loop_timer resync_timer;
+    struct loop_timer trim_timer; /* idle: give freed heap back */
     char sync_detail[256];
     /* metrics */
     struct metric *m_total, *m_errors, *m_time;
@@ -341,6 +346,18 @@ static void overlay_forget(struct controller *c, const char *key, int kind,
         }
 }
 
+/* A watch event for an object: its overlay goes once the cache holds that
+ * version or a newer one, or the object is gone (cached NULL). */
+static void overlay_settle(struct controller *c, const char *key, int kind,
+                           const char *name, const struct cache_obj *cached)
+{
+    struct kstate *k = kstate_get(c, key, 0);
+    struct overlay *o = overlay_find(k, kind, name);
+    if (o != NULL && (cached == NULL ||
+                      rv_at_least(cache_obj_rv(cached), cache_obj_rv(o->obj))))
+        overlay_drop(k, (size_t)(o - k->ov));
+}
+
 /*
  * The newest state of an object: the cached one, unless one of our writes
  * returned a newer version the watch has not delivered yet. Drops overlays
@@ -379,8 +396,12 @@ static void enqueue(struct controller *c, const char *ns, const char *name,
 static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
                   const struct cache_obj *new_obj, void *arg)
 {
-    (void)ev;
     const struct cache_obj *o = new_obj != NULL ? new_obj : old_obj;
+    char key[320];
+    snprintf(key, sizeof(key), "%s/%s", cache_obj_namespace(o),
+             cache_obj_name(o));
+    overlay_settle(arg, key, KIND_DS, cache_obj_name(o),
+                   ev == CACHE_DELETED ? NULL : new_obj);
     enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_HIGH);
 }
 
@@ -394,11 +415,10 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
         owner = cache_obj_label(old_obj, POLICY_LABEL_SERVER);
     if (owner == NULL)
         return;
-    if (ev == CACHE_DELETED) {
-        char key[320];
-        snprintf(key, sizeof(key), "%s/%s", cache_obj_namespace(o), owner);
-        overlay_forget(c, key, kind, cache_obj_name(o));
-    }
+    char key[320];
+    snprintf(key, sizeof(key), "%s/%s", cache_obj_namespace(o), owner);
+    overlay_settle(c, key, kind, cache_obj_name(o),
+                   ev == CACHE_DELETED ? NULL : new_obj);
     enqueue(c, cache_obj_namespace(o), owner, QUEUE_HIGH);
 }
 
@@ -599,6 +619,20 @@ static void finish(struct rec *r, const char *result)
     queue_done(c->q, r->key);
     rec_unlink(r);
     rec_free(r);
+    /* A burst (initial sync, a resync) leaves freed heap behind: once the
+     * queue has been idle a moment, hand it back to the system. */
+    loop_timer_start(c->loop, &c->trim_timer, TRIM_DELAY_MS);
+}
+
+static void on_trim_timer(struct loop_timer *t, void *arg)
+{
+    (void)t;
+    struct controller *c = arg;
+    if (c->n_recs > 0 || queue_depth(c->q) > 0)
+        return; /* the next finish() starts it again */
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }
 
 static void op_unlink(struct rec *r, struct op *op)
@@ -1224,10 +1258,10 @@ static int send_status(struct rec *r, cJSON *st)
         cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "phase"));
     const char *old_phase = cJSON_GetStringValue(
         cJSON_GetObjectItemCaseSensitive(live_status, "phase"));
-    if (phase != NULL && (old_phase == NULL || strcmp(phase, old_phase))) {
+    /* Transitions only: the first phase comes with the Created Event. */
+    if (phase != NULL && old_phase != NULL && strcmp(phase, old_phase)) {
         char msg[96];
-        snprintf(msg, sizeof(msg), "Phase %s -> %s",
-                 old_phase ? old_phase : "(none)", phase);
+        snprintf(msg, sizeof(msg), "Phase %s -> %s", old_phase, phase);
         emit(r, strcmp(phase, "Failed") == 0 ? "Warning" : "Normal", phase,
              msg);
     }
@@ -1546,6 +1580,7 @@ struct controller *controller_new(struct http_client *h, struct policy_set *ps,
             goto nomem;
     }
     loop_timer_init(&c->resync_timer, on_resync_timer, c);
+    loop_timer_init(&c->trim_timer, on_trim_timer, c);
     register_metrics(c);
     return c;
 
@@ -1565,6 +1600,7 @@ void controller_free(struct controller *c)
         rec_free(r);
     }
     loop_timer_stop(c->loop, &c->resync_timer);
+    loop_timer_stop(c->loop, &c->trim_timer);
     watch_free(c->ds_watch);
     for (size_t k = 0; k < NKINDS; k++)
         watch_free(c->child_watch[k]);

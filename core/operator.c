@@ -49,6 +49,7 @@ struct op_state {
     struct http_client *http;
     struct http_client *le_http; /* the elector's own: never rate-limited
                                   * behind the controller's requests */
+    struct http_client *ev_http; /* the Event recorder's own, likewise */
     struct policy_set *ps;
     struct metrics *m;
     struct events *ev;
@@ -253,7 +254,13 @@ static int setup(struct op_state *s)
     s->m = metrics_new();
     char hostname[128] = "";
     gethostname(hostname, sizeof(hostname) - 1);
-    s->ev = s->http ? events_new(s->http, POLICY_MANAGER, hostname) : NULL;
+    /* Events have their own client and rate limit (as controller-runtime's
+     * recorder), so they never delay an apply; the recorder limits them
+     * per object itself. */
+    struct http_opts eho = {.qps = o->qps, .burst = o->burst};
+    s->ev_http = s->loop ? http_client_new(s->loop, s->conn, &eho) : NULL;
+    s->ev =
+        s->ev_http ? events_new(s->ev_http, POLICY_MANAGER, hostname) : NULL;
     if (s->ev == NULL || s->m == NULL)
         goto nomem;
     events_set_enabled(s->ev, 0);
@@ -279,6 +286,7 @@ static int setup(struct op_state *s)
     const char *pv[] = {hash, policy_set_origin(s->ps), NULL};
     metric_set(s->m_policy, 1, pv);
     http_client_set_observer(s->http, on_request, s);
+    http_client_set_observer(s->ev_http, on_request, s);
 
     s->ctl = controller_new(s->http, s->ps, s->m, s->ev, &o->ctl, &err);
     if (s->ctl == NULL) {
@@ -321,6 +329,8 @@ static int setup(struct op_state *s)
         };
         struct http_opts lho = {.qps = -1};
         s->le_http = http_client_new(s->loop, s->conn, &lho);
+        if (s->le_http != NULL)
+            http_client_set_observer(s->le_http, on_request, s);
         s->le = s->le_http ? leader_new(s->le_http, &lo, on_leading, s) : NULL;
         if (s->le == NULL)
             goto nomem;
@@ -346,6 +356,7 @@ static void teardown(struct op_state *s)
     leader_free(s->le);
     events_free(s->ev);
     http_client_free(s->le_http);
+    http_client_free(s->ev_http);
     http_client_free(s->http);
     metrics_free(s->m);
     loop_free(s->loop);
