@@ -169,6 +169,7 @@ struct controller {
     struct metric *m_total, *m_errors, *m_time;
     struct metric *m_depth, *m_adds, *m_retries, *m_qdur, *m_wdur;
     struct metric *m_eval, *m_eval_errors, *m_writes;
+    struct metric *m_cache_objects, *m_cache_bytes;
 };
 
 static const char *const ctl_label[] = {CONTROLLER_NAME, NULL};
@@ -1484,6 +1485,16 @@ static void register_metrics(struct controller *c)
                     "Time of one policy evaluation (validate, "
                     "render, status) in the sandbox",
                     NULL, ebuckets, sizeof(ebuckets) / sizeof(ebuckets[0]));
+    static const char *const l_res_only[] = {"resource", NULL};
+    c->m_cache_objects = metrics_add(m, METRIC_GAUGE, "dittofs_cache_objects",
+                                     "Objects held by the informer cache, "
+                                     "by resource",
+                                     l_res_only, NULL, 0);
+    c->m_cache_bytes = metrics_add(m, METRIC_GAUGE, "dittofs_cache_bytes",
+                                   "Bytes held by the informer cache (the "
+                                   "objects' JSON and the table), by "
+                                   "resource",
+                                   l_res_only, NULL, 0);
     c->m_eval_errors =
         metrics_add(m, METRIC_COUNTER, "dittofs_policy_errors_total",
                     "Policy evaluations that failed, by "
@@ -1502,6 +1513,12 @@ void controller_update_metrics(struct controller *c)
     metric_inc(c->m_adds, (double)qs.adds - adds, ctl_label);
     double retries = metric_value(c->m_retries, ctl_label);
     metric_inc(c->m_retries, (double)qs.retries - retries, ctl_label);
+    for (size_t k = 0; k <= NKINDS; k++) {
+        struct watch *w = k < NKINDS ? c->child_watch[k] : c->ds_watch;
+        const char *lv[] = {k < NKINDS ? kinds[k].resource : DS_RESOURCE, NULL};
+        metric_set(c->m_cache_objects, (double)cache_len(watch_cache(w)), lv);
+        metric_set(c->m_cache_bytes, (double)cache_mem(watch_cache(w)), lv);
+    }
 }
 
 /* --- lifecycle -----------------------------------------------------------

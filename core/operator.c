@@ -94,7 +94,6 @@ static int healthz(struct dbuf *detail, void *arg)
 static int readyz(struct dbuf *detail, void *arg)
 {
     struct op_state *s = arg;
-    controller_update_metrics(s->ctl);
     if (s->stopping) {
         dbuf_adds(detail, "shutting down");
         return 1;
@@ -104,6 +103,12 @@ static int readyz(struct dbuf *detail, void *arg)
         return 1;
     }
     return 0;
+}
+
+static void collect(void *arg)
+{
+    struct op_state *s = arg;
+    controller_update_metrics(s->ctl);
 }
 
 static void set_leader_metric(struct op_state *s, int leading)
@@ -301,6 +306,7 @@ static int setup(struct op_state *s)
         .metrics = s->m,
         .healthz = healthz,
         .readyz = readyz,
+        .collect = collect,
         .check_arg = s,
     };
     dbuf_reset(&err);

@@ -240,6 +240,8 @@ static enum MHD_Result serve_metrics(struct serve *s, struct MHD_Connection *c)
     struct dbuf b;
     dbuf_init(&b, METRICS_MAX);
     enum MHD_Result rc;
+    if (s->o.collect != NULL)
+        s->o.collect(s->o.check_arg);
     if (metrics_render(s->o.metrics, &b, 1) != 0) {
         log_warn("cannot render the metrics", "error", "out of memory", NULL);
         rc = respond_str(c, MHD_HTTP_INTERNAL_SERVER_ERROR,

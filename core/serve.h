@@ -37,7 +37,10 @@ struct serve_opts {
     const char *health_addr;
     struct metrics *metrics;
     serve_check_fn healthz, readyz;
-    void *check_arg;
+    /* Called (NULL: not) before each /metrics rendering, to bring gauges
+     * kept elsewhere up to date; must not block. */
+    void (*collect)(void *arg);
+    void *check_arg; /* the argument of the checks and of collect */
 };
 
 /*
