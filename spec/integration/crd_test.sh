@@ -473,8 +473,13 @@ else
   done
   expect_eq "pod created from the template, credentials as env" \
     "DITTOFS_CONTENT_STORES_S3-CONTENT_S3_ACCESS_KEY_ID" "$pod"
-  pvcs=$("$KUBECTL" -n "$render_ns" get pvc -o name 2>/dev/null \
-    | grep -c 'dittofs-sample-0$')
+  # each StatefulSet is synced on its own: wait for this one's claims too
+  for _ in $(seq 1 30); do
+    pvcs=$("$KUBECTL" -n "$render_ns" get pvc -o name 2>/dev/null \
+      | grep -c 'dittofs-sample-0$')
+    [ "$pvcs" = 2 ] && break
+    sleep 1
+  done
   expect_eq "metadata and content PVCs of the README sample" "2" "$pvcs"
 fi
 
