@@ -88,6 +88,12 @@ struct reject {
     char *message;
 };
 
+/* A cached child carrying the DittoServer's label (the owner index). */
+struct kchild {
+    int kind;
+    char *name;
+};
+
 struct kstate {
     struct kstate *next;
     char *key;
@@ -95,7 +101,9 @@ struct kstate {
     size_t n_ov;
     struct reject *rej;
     size_t n_rej;
-    char phase[16]; /* last phase written, for the transition Event */
+    struct kchild *kids; /* kept by the child informers' events, so a
+                          * reconcile finds its children without a scan */
+    size_t n_kids;
 };
 
 #define KBUCKETS 1024
@@ -135,9 +143,10 @@ struct rec {
     struct dbuf apply_err;                 /* apply failures, "; "-joined */
     struct dbuf created, updated, deleted; /* for Events */
     unsigned n_writes;
-    int failed;   /* a request failed: requeue with backoff */
-    int rejected; /* a 422 within the retry bound */
-    int gave_up;  /* a 422 past the bound (reported, not retried) */
+    int failed;         /* a request failed: requeue with backoff */
+    int rejected;       /* a 422 within the retry bound */
+    int gave_up;        /* a 422 past the bound (reported, not retried) */
+    int request_failed; /* a write failed in this reconcile */
 };
 
 /* --- the controller ----------------------------------------------------- */
@@ -285,20 +294,68 @@ static void kstate_free(struct kstate *k)
         overlay_drop(k, 0);
     while (k->n_rej > 0)
         reject_drop(k, 0);
+    for (size_t i = 0; i < k->n_kids; i++)
+        free(k->kids[i].name);
+    free(k->kids);
     free(k->ov);
     free(k->rej);
     free(k->key);
     free(k);
 }
 
-static void kstate_remove(struct controller *c, const char *key)
+/* The DittoServer is gone: forget what its reconciles kept, and the whole
+ * entry once no cached child points at it any more. */
+static void kstate_release(struct controller *c, const char *key)
 {
     struct kstate **p = kstate_slot(c, key);
-    if (*p == NULL)
-        return;
     struct kstate *k = *p;
-    *p = k->next;
-    kstate_free(k);
+    if (k == NULL)
+        return;
+    while (k->n_ov > 0)
+        overlay_drop(k, 0);
+    while (k->n_rej > 0)
+        reject_drop(k, 0);
+    if (k->n_kids == 0) {
+        *p = k->next;
+        kstate_free(k);
+    }
+}
+
+static void kids_add(struct controller *c, const char *key, int kind,
+                     const char *name)
+{
+    struct kstate *k = kstate_get(c, key, 1);
+    if (k == NULL)
+        return;
+    for (size_t i = 0; i < k->n_kids; i++)
+        if (k->kids[i].kind == kind && strcmp(k->kids[i].name, name) == 0)
+            return;
+    struct kchild *v = realloc(k->kids, (k->n_kids + 1) * sizeof(*v));
+    char *dup = strdup(name);
+    if (v == NULL || dup == NULL) {
+        if (v != NULL)
+            k->kids = v;
+        free(dup);
+        log_error("out of memory indexing a child", "key", key, NULL);
+        return;
+    }
+    k->kids = v;
+    v[k->n_kids].kind = kind;
+    v[k->n_kids].name = dup;
+    k->n_kids++;
+}
+
+static void kids_remove(struct controller *c, const char *key, int kind,
+                        const char *name)
+{
+    struct kstate **p = kstate_slot(c, key);
+    struct kstate *k = *p;
+    for (size_t i = 0; k != NULL && i < k->n_kids; i++)
+        if (k->kids[i].kind == kind && strcmp(k->kids[i].name, name) == 0) {
+            free(k->kids[i].name);
+            k->kids[i] = k->kids[--k->n_kids];
+            break;
+        }
 }
 
 static struct overlay *overlay_find(struct kstate *k, int kind,
@@ -347,16 +404,26 @@ static void overlay_forget(struct controller *c, const char *key, int kind,
         }
 }
 
-/* A watch event for an object: its overlay goes once the cache holds that
- * version or a newer one, or the object is gone (cached NULL). */
-static void overlay_settle(struct controller *c, const char *key, int kind,
-                           const char *name, const struct cache_obj *cached)
+/*
+ * A watch event for an object: its overlay goes once the cache holds that
+ * version or a newer one, or the object is gone (cached NULL). Returns 1
+ * when the event is the echo of our own write (the cache now holds
+ * exactly the version our write returned, which the reconcile that wrote
+ * it has already taken into account): nothing new to reconcile.
+ */
+static int overlay_settle(struct controller *c, const char *key, int kind,
+                          const char *name, const struct cache_obj *cached)
 {
     struct kstate *k = kstate_get(c, key, 0);
     struct overlay *o = overlay_find(k, kind, name);
-    if (o != NULL && (cached == NULL ||
-                      rv_at_least(cache_obj_rv(cached), cache_obj_rv(o->obj))))
+    if (o == NULL)
+        return 0;
+    int echo = cached != NULL &&
+               strcmp(cache_obj_rv(cached), cache_obj_rv(o->obj)) == 0;
+    if (cached == NULL ||
+        rv_at_least(cache_obj_rv(cached), cache_obj_rv(o->obj)))
         overlay_drop(k, (size_t)(o - k->ov));
+    return echo;
 }
 
 /*
@@ -401,8 +468,9 @@ static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
     char key[320];
     snprintf(key, sizeof(key), "%s/%s", cache_obj_namespace(o),
              cache_obj_name(o));
-    overlay_settle(arg, key, KIND_DS, cache_obj_name(o),
-                   ev == CACHE_DELETED ? NULL : new_obj);
+    if (overlay_settle(arg, key, KIND_DS, cache_obj_name(o),
+                       ev == CACHE_DELETED ? NULL : new_obj))
+        return;
     enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_HIGH);
 }
 
@@ -411,16 +479,27 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
 {
     struct controller *c = arg;
     const struct cache_obj *o = new_obj != NULL ? new_obj : old_obj;
-    const char *owner = cache_obj_label(o, POLICY_LABEL_SERVER);
-    if (owner == NULL && old_obj != NULL)
-        owner = cache_obj_label(old_obj, POLICY_LABEL_SERVER);
-    if (owner == NULL)
-        return;
+    const char *ns = cache_obj_namespace(o);
+    const char *name = cache_obj_name(o);
+    const char *was =
+        old_obj ? cache_obj_label(old_obj, POLICY_LABEL_SERVER) : NULL;
+    const char *now = new_obj != NULL && ev != CACHE_DELETED
+                          ? cache_obj_label(new_obj, POLICY_LABEL_SERVER)
+                          : NULL;
     char key[320];
-    snprintf(key, sizeof(key), "%s/%s", cache_obj_namespace(o), owner);
-    overlay_settle(c, key, kind, cache_obj_name(o),
-                   ev == CACHE_DELETED ? NULL : new_obj);
-    enqueue(c, cache_obj_namespace(o), owner, QUEUE_HIGH);
+    if (was != NULL && (now == NULL || strcmp(was, now) != 0)) {
+        snprintf(key, sizeof(key), "%s/%s", ns, was);
+        kids_remove(c, key, kind, name);
+        overlay_settle(c, key, kind, name, NULL);
+        enqueue(c, ns, was, QUEUE_HIGH);
+    }
+    if (now == NULL)
+        return;
+    snprintf(key, sizeof(key), "%s/%s", ns, now);
+    kids_add(c, key, kind, name);
+    if (overlay_settle(c, key, kind, name, new_obj))
+        return;
+    enqueue(c, ns, now, QUEUE_HIGH);
 }
 
 static void on_configmap(enum cache_event ev, const struct cache_obj *a,
@@ -586,6 +665,10 @@ static void finish(struct rec *r, const char *result)
         emit(r, "Normal", "Updated", dbuf_ptr(&msg));
         dbuf_reset(&msg);
     }
+    /* A request that failed now (not an object left alone after its
+     * retries: that one was announced when it failed). */
+    if (r->request_failed)
+        emit(r, "Warning", "ApplyFailed", dbuf_ptr(&r->apply_err));
     if (dbuf_len(&r->deleted) > 0) {
         dbuf_addf(&msg, "Deleted %s (no longer rendered by the policy)",
                   dbuf_ptr(&r->deleted));
@@ -690,6 +773,7 @@ static void on_op_done(struct http_response *resp, void *arg)
                 }
         }
     } else {
+        r->request_failed = 1;
         const char *verb = op->type == OP_DELETE   ? "delete"
                            : op->type == OP_STATUS ? "write the status of"
                                                    : "apply";
@@ -817,17 +901,6 @@ static int child_add(struct children *ch, int kind, const char *name,
     return 0;
 }
 
-struct collect {
-    struct children *ch;
-    int kind;
-};
-
-static int collect_child(const struct cache_obj *o, void *arg)
-{
-    struct collect *cl = arg;
-    return child_add(cl->ch, cl->kind, cache_obj_name(o), o);
-}
-
 static const struct child *child_find(const struct children *ch, int kind,
                                       const char *name)
 {
@@ -840,19 +913,14 @@ static const struct child *child_find(const struct children *ch, int kind,
 static int gather(struct rec *r, struct children *ch)
 {
     struct controller *c = r->c;
-    char sel_text[320];
-    struct cache_selector *sel = NULL;
-    char err[128];
-    snprintf(sel_text, sizeof(sel_text), POLICY_LABEL_SERVER "=%s", r->name);
-    if (cache_selector_parse(sel_text, &sel, err, sizeof(err)) != CACHE_OK)
-        return -1;
-    for (size_t k = 0; k < NKINDS; k++) {
-        struct collect cl = {ch, (int)k};
-        cache_list(watch_cache(c->child_watch[k]), r->ns, sel, collect_child,
-                   &cl);
-    }
-    cache_selector_free(sel);
     struct kstate *ks = kstate_get(c, r->key, 0);
+    for (size_t i = 0; ks != NULL && i < ks->n_kids; i++) {
+        int kind = ks->kids[i].kind;
+        const struct cache_obj *o = cache_get(watch_cache(c->child_watch[kind]),
+                                              r->ns, ks->kids[i].name);
+        if (o != NULL)
+            child_add(ch, kind, cache_obj_name(o), o);
+    }
     for (size_t i = 0; i < ch->n; i++)
         ch->v[i].obj = newest(ks, ch->v[i].kind, ch->v[i].name, ch->v[i].obj);
     /* Overlays of objects the cache does not hold (yet). */
@@ -1364,7 +1432,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
         cache_get(watch_cache(c->ds_watch), r->ns, r->name);
     if (ds == NULL) {
         /* Deleted (children go by garbage collection, PVCs stay). */
-        kstate_remove(c, key);
+        kstate_release(c, key);
         if (c->ev != NULL)
             events_forget(c->ev, r->ns, r->name);
         finish(r, "success");

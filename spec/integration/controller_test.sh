@@ -248,6 +248,8 @@ check "every other change is still applied (ConfigMap)" \
   wait_for 20 sh -c "$KUBECTL -n $ns get configmap $ds-config -o jsonpath='{.data.config\.yaml}' | grep -q 'port: 12050'"
 check "every other change is still applied (pod template)" \
   wait_for 20 sh -c "[ \"\$($KUBECTL -n $ns get statefulset $ds -o jsonpath='{.spec.template.metadata.annotations.dittofs\.dittofs\.com/config-hash}')\" != '$hash2' ]"
+check "a Warning ApplyFailed Event with the apiserver's message" \
+  wait_for 10 sh -c "$KUBECTL -n $ns get events --field-selector involvedObject.name=$ds,reason=ApplyFailed,type=Warning -o jsonpath='{.items[*].message}' | grep -q 'StatefulSet $ds.*Forbidden'"
 expect_eq "the volume claim templates keep their size" "10Gi" \
   "$(jp "$ns" "statefulset/$ds" '{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}')"
 sleep 8
