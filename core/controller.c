@@ -959,7 +959,7 @@ static int observed_json(const struct children *ch, struct dbuf *b)
 }
 
 /* Runs the policy on the DittoServer and the children now known. */
-static int evaluate(struct rec *r, struct children *ch)
+static int evaluate(struct rec *r, struct children *ch, int status_only)
 {
     struct controller *c = r->c;
     struct dbuf obs;
@@ -977,6 +977,7 @@ static int evaluate(struct rec *r, struct children *ch)
         .observed_json = dbuf_ptr(&obs),
         .observed_len = dbuf_len(&obs),
         .cluster_domain = c->cluster_domain,
+        .status_only = status_only,
     };
     uint64_t t0 = loop_now_us();
     dbuf_reset(&r->err);
@@ -1369,7 +1370,7 @@ static void status_stage(struct rec *r)
         if (r->n_writes > 0) {
             struct children ch = {0};
             if (gather(r, &ch) == 0) {
-                int rc = evaluate(r, &ch);
+                int rc = evaluate(r, &ch, 1);
                 if (rc >= 0)
                     r->eval_rc = rc;
             }
@@ -1459,7 +1460,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
         finish(r, "error");
         return;
     }
-    r->eval_rc = evaluate(r, &ch);
+    r->eval_rc = evaluate(r, &ch, 0);
     cJSON *rendered = NULL;
     if (r->eval_rc == POLICY_INVALID) {
         struct dbuf msg;

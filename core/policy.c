@@ -652,19 +652,20 @@ static int eval_main(lua_State *L)
         fail(L, "%s: the policy must return a table (got %s)", e->main_name,
              luaL_typename(L, m));
 
-    /* validate(ds) -> errors, warnings */
+    /* validate(ds) -> errors, warnings (not for a status-only run) */
     sandbox_budget_restart(L);
-    if (raw_field(L, m, "validate") == LUA_TFUNCTION) {
+    int vt = in->status_only ? LUA_TNIL : raw_field(L, m, "validate");
+    if (vt == LUA_TFUNCTION) {
         push_json(L, "DittoServer", in->ds_json, in->ds_len);
         lua_call(L, 1, 2);
         e->out->n_errors = collect_messages(L, -2, "errors", &e->out->errors);
         e->out->n_warnings =
             collect_messages(L, -1, "warnings", &e->out->warnings);
         lua_pop(L, 2);
-    } else if (!lua_isnil(L, -1)) {
+    } else if (vt != LUA_TNIL) {
         fail(L, "%s: validate is a %s, not a function", e->main_name,
              luaL_typename(L, -1));
-    } else {
+    } else if (!in->status_only) {
         lua_pop(L, 1);
     }
     e->invalid = e->out->n_errors > 0;
@@ -672,7 +673,7 @@ static int eval_main(lua_State *L)
     /* render(ds, ctx) -> objects */
     lua_newtable(L); /* 5: kind/name seen */
     int seen = lua_gettop(L);
-    if (!e->invalid) {
+    if (!e->invalid && !in->status_only) {
         sandbox_budget_restart(L);
         if (raw_field(L, m, "render") != LUA_TFUNCTION)
             fail(L, "%s: the policy has no render function", e->main_name);

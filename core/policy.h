@@ -63,6 +63,10 @@ struct policy_input {
     size_t observed_len;
     const char *cluster_domain;   /* NULL = "cluster.local" */
     const char *operator_version; /* NULL = DITTOFS_VERSION */
+    /* Non-zero: run status() only (objects and messages stay empty): the
+     * controller derives the status again after its writes, from what
+     * they returned, for a spec it has just validated and rendered. */
+    int status_only;
 };
 
 /* What one evaluation returns. Lists hold one message per line. */

@@ -385,8 +385,11 @@ int script_test_run(const struct script_test_options *o, struct dbuf *out,
         goto done;
     }
     struct policy_input in = {
-        dbuf_ptr(&ds_json),  dbuf_len(&ds_json), dbuf_ptr(&obs_json),
-        dbuf_len(&obs_json), o->cluster_domain,  NULL,
+        .ds_json = dbuf_ptr(&ds_json),
+        .ds_len = dbuf_len(&ds_json),
+        .observed_json = dbuf_ptr(&obs_json),
+        .observed_len = dbuf_len(&obs_json),
+        .cluster_domain = o->cluster_domain,
     };
     rc = policy_eval(ps, &o->limits, &in, &po, &err);
     if (rc < 0) {

@@ -206,8 +206,10 @@ int main(int argc, char **argv)
     double load_us = now_us() - t0;
     printf("policy set load (compile) %.0f us\n", load_us);
 
-    struct policy_input in = {dbuf_ptr(&ds), dbuf_len(&ds), "{}", 2,
-                              NULL,          NULL};
+    struct policy_input in = {.ds_json = dbuf_ptr(&ds),
+                              .ds_len = dbuf_len(&ds),
+                              .observed_json = "{}",
+                              .observed_len = 2};
     int rc = bench(ps, &in, iters, "validate+render+status", file);
     policy_set_free(ps);
 

@@ -736,8 +736,10 @@ static void test_reuse_samples(void)
                 CHECK(0, "sample %s reads", samples[i]);
                 continue;
             }
-            struct policy_input in = {dbuf_ptr(&ds), dbuf_len(&ds), "{}", 2,
-                                      NULL,          NULL};
+            struct policy_input in = {.ds_json = dbuf_ptr(&ds),
+                                      .ds_len = dbuf_len(&ds),
+                                      .observed_json = "{}",
+                                      .observed_len = 2};
             struct policy_set *ps = NULL;
             int rf = policy_set_load(NULL, &ps, &err);
             rf = rf ? rf : policy_eval(ps, NULL, &in, &fresh, &err);
@@ -819,7 +821,7 @@ static int eval_named(struct policy_set *ps, const struct sandbox_limits *lim,
              "\"kind\":\"DittoServer\",\"metadata\":{\"name\":\"%s\"},"
              "\"spec\":{}}",
              name);
-    struct policy_input in = {ds, strlen(ds), NULL, 0, NULL, NULL};
+    struct policy_input in = {.ds_json = ds, .ds_len = strlen(ds)};
     return policy_eval(ps, lim, &in, out, err);
 }
 
@@ -854,7 +856,19 @@ static void test_requeue_after(void)
             CHECK(rc == POLICY_OK && out.requeue_after_ms == 2500,
                   "status() asks to requeue after 2.5 s (%d, %lu, %s)", rc,
                   out.requeue_after_ms, dbuf_ptr(&err));
-        else if (i == 1)
+        if (i == 0 && rc == POLICY_OK) {
+            /* status only: neither validate nor render runs */
+            const char *ds = "{\"apiVersion\":\"dittofs.dittofs.com/v1alpha1\","
+                             "\"kind\":\"DittoServer\",\"metadata\":"
+                             "{\"name\":\"rq\"},\"spec\":{}}";
+            struct policy_input in = {
+                .ds_json = ds, .ds_len = strlen(ds), .status_only = 1};
+            rc = policy_eval(ps, NULL, &in, &out, &err);
+            CHECK(rc == POLICY_OK && dbuf_len(&out.objects) == 0 &&
+                      strstr(dbuf_ptr(&out.status), "Pending") != NULL,
+                  "status_only: the status without render (%d, %s)", rc,
+                  dbuf_ptr(&err));
+        } else if (i == 1)
             CHECK(rc == POLICY_OK && out.requeue_after_ms == 0,
                   "no second result: no requeue (%d, %s)", rc, dbuf_ptr(&err));
         else
