@@ -23,6 +23,8 @@
 #define DEFAULT_LEADER_ID "dittofs-operator-leader"
 #define DEFAULT_SHUTDOWN_MS 10000
 #define RELEASE_TIMEOUT_MS 2000
+#define EVENTS_QPS 10
+#define EVENTS_BURST 25
 
 /* Set by the signal handler; read by the loop after each iteration. */
 static volatile sig_atomic_t got_signal;
@@ -259,10 +261,11 @@ static int setup(struct op_state *s)
     s->m = metrics_new();
     char hostname[128] = "";
     gethostname(hostname, sizeof(hostname) - 1);
-    /* Events have their own client and rate limit (as controller-runtime's
-     * recorder), so they never delay an apply; the recorder limits them
-     * per object itself. */
-    struct http_opts eho = {.qps = o->qps, .burst = o->burst};
+    /* Events have their own client, a low-priority lane: at most
+     * EVENTS_QPS (burst EVENTS_BURST) whatever --kube-api-qps says, so a
+     * burst of new DittoServers reconciles first and its Events follow;
+     * the recorder also limits them per object. */
+    struct http_opts eho = {.qps = EVENTS_QPS, .burst = EVENTS_BURST};
     s->ev_http = s->loop ? http_client_new(s->loop, s->conn, &eho) : NULL;
     s->ev =
         s->ev_http ? events_new(s->ev_http, POLICY_MANAGER, hostname) : NULL;
