@@ -20,6 +20,7 @@
 
 #include <curl/curl.h>
 
+#include "cache.h"
 #include "check_cluster.h"
 #include "log.h"
 #include "operator.h"
@@ -455,9 +456,16 @@ static int apply_flag(struct cli *c, int id, const char *arg)
                                arg);
         c->cc.burst = (int)v;
         break;
-    case OPT_SELECTOR:
+    case OPT_SELECTOR: {
+        struct cache_selector *sel;
+        char err[256];
+        int rc = cache_selector_parse(arg, &sel, err, sizeof(err));
+        if (rc == CACHE_EINVAL)
+            return usage_error("--selector: %s", err);
+        cache_selector_free(rc == CACHE_OK ? sel : NULL);
         c->op.ctl.selector = arg;
         break;
+    }
     case OPT_WORKERS:
         if (parse_amount(arg, 1024, &v, no_suffix, ms_mul) != 0)
             return usage_error("--workers: '%s' is not a number from 1 to "

@@ -139,6 +139,32 @@ port_of() {
   sed -n "s/.*$2=\([0-9]*\).*/\1/p" "$1" | head -n1
 }
 
+# --- usage errors: exit 2 and say what is wrong ------------------------------
+usage_fails() {
+  local want=$1
+  shift
+  local out rc
+  # --version last: should the bad value be accepted, the check fails at
+  # once instead of starting the operator
+  out=$("$BIN" "$@" --version 2>&1 >/dev/null)
+  rc=$?
+  [ "$rc" = 2 ] && grep -q -- "$want" <<<"$out" || { echo "rc=$rc: $out"; return 1; }
+}
+check "usage: --workers 0" usage_fails "'0' is not a number from 1 to 1024" --workers 0
+check "usage: --resync-period 5x" usage_fails "is not a duration" --resync-period 5x
+check "usage: --selector a=(" usage_fails "--selector: " --selector "a=("
+check "usage: --metrics-bind-address foo" usage_fails "is not 0, :PORT or HOST:PORT" \
+  --metrics-bind-address foo
+env_usage_fails() {
+  local out rc
+  out=$(DITTOFS_OPERATOR_LEADER_ELECT=maybe "$BIN" --version 2>&1 >/dev/null)
+  rc=$?
+  [ "$rc" = 2 ] && grep -q 'DITTOFS_OPERATOR_LEADER_ELECT: --leader-elect' <<<"$out" ||
+    { echo "rc=$rc: $out"; return 1; }
+}
+check "usage: \$DITTOFS_OPERATOR_LEADER_ELECT=maybe" env_usage_fails
+check "--help lists every run-mode flag" sh -c "'$BIN' --help | grep -q -- --health-probe-bind-address && '$BIN' --help | grep -q DITTOFS_OPERATOR_RESYNC_PERIOD"
+
 # --- setup: CRD, RBAC, the ServiceAccount's kubeconfig ---------------------
 check "CRD installed" "$KUBECTL" apply --server-side --force-conflicts \
   -f "$root/crd/dittoserver.yaml"
