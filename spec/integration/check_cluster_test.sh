@@ -23,6 +23,8 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tap.sh
+. "$root/spec/integration/tap.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 : "${KUBECONFIG:?run through spec/integration/with-cluster}"
@@ -31,8 +33,6 @@ GV=dittofs.dittofs.com/v1alpha1
 CRD=dittoservers.dittofs.dittofs.com
 ns_a="cc-$$-a"
 ns_b="cc-$$-b"
-n=0
-failed=0
 tmp=$(mktemp -d)
 admin_token=$(cat "$DITTOFS_ADMIN_TOKEN_FILE")
 
@@ -46,20 +46,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-ok() {
-  n=$((n + 1))
-  echo "ok $n - $1"
-}
-
-not_ok() {
-  n=$((n + 1))
-  failed=$((failed + 1))
-  echo "not ok $n - $1"
-  if [ -n "${2:-}" ]; then
-    printf '%s\n' "$2" | sed 's/^/#   /'
-  fi
-}
 
 # run [-u VAR ...] [VAR=value ...] -- ARGS...: runs the binary under `env`
 # with those changes; sets $rc, $out (stdout) and $err (stderr).
@@ -365,5 +351,4 @@ else
     "missing:$missing"
 fi
 
-echo "$((n - failed)) passed, $failed failed"
-[ "$failed" -eq 0 ]
+tap_summary

@@ -26,6 +26,8 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tap.sh
+. "$root/spec/integration/tap.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 : "${KUBECONFIG:?run through spec/integration/with-cluster}"
@@ -36,8 +38,6 @@ ns3="ctl-le-$$"
 ns4="ctl-bad-$$"
 opns=dittofs-system
 sa_user="system:serviceaccount:$opns:dittofs-operator"
-n=0
-failed=0
 tmp=$(mktemp -d)
 pids=()
 
@@ -58,51 +58,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-ok() {
-  n=$((n + 1))
-  echo "ok $n - $1"
-}
-
-not_ok() {
-  n=$((n + 1))
-  failed=$((failed + 1))
-  echo "not ok $n - $1"
-  if [ -n "${2:-}" ]; then
-    printf '%s\n' "$2" | sed 's/^/#   /'
-  fi
-}
-
-check() {
-  local name=$1
-  shift
-  local out
-  if out=$("$@" 2>&1); then
-    ok "$name"
-  else
-    not_ok "$name" "$out"
-  fi
-}
-
-expect_eq() {
-  if [ "$2" = "$3" ]; then
-    ok "$1"
-  else
-    not_ok "$1" "want: $2
-got:  $3"
-  fi
-}
-
-# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds.
-wait_for() {
-  local deadline=$(($(date +%s%N) / 1000000 + $1 * 1000))
-  shift
-  while :; do
-    "$@" >/dev/null 2>&1 && return 0
-    [ $(($(date +%s%N) / 1000000)) -ge "$deadline" ] && return 1
-    sleep 0.2
-  done
-}
 
 k() { "$KUBECTL" -n "$ns" "$@"; }
 jp() { "$KUBECTL" -n "$1" get "$2" -o "jsonpath=$3" 2>/dev/null; }
@@ -466,5 +421,4 @@ check "and retries with backoff" \
 kill -TERM "$bad"
 wait "$bad"
 
-echo "$((n - failed)) passed, $failed failed"
-[ "$failed" -eq 0 ]
+tap_summary

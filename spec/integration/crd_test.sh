@@ -19,11 +19,11 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tap.sh
+. "$root/spec/integration/tap.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 : "${KUBECONFIG:?run through spec/integration/with-cluster}"
 ns="crd-test-$$"
-n=0
-failed=0
 tmp=$(mktemp -d)
 
 cleanup() {
@@ -31,42 +31,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-ok() {
-  n=$((n + 1))
-  echo "ok $n - $1"
-}
-
-not_ok() {
-  n=$((n + 1))
-  failed=$((failed + 1))
-  echo "not ok $n - $1"
-  if [ -n "${2:-}" ]; then
-    printf '%s\n' "$2" | sed 's/^/#   /'
-  fi
-}
-
-# check NAME CMD...: ok when CMD succeeds; its output is shown on failure.
-check() {
-  local name=$1
-  shift
-  local out
-  if out=$("$@" 2>&1); then
-    ok "$name"
-  else
-    not_ok "$name" "$out"
-  fi
-}
-
-# expect_eq NAME WANT GOT
-expect_eq() {
-  if [ "$2" = "$3" ]; then
-    ok "$1"
-  else
-    not_ok "$1" "want: $2
-got:  $3"
-  fi
-}
 
 k() {
   "$KUBECTL" -n "$ns" "$@"
@@ -483,5 +447,4 @@ else
   expect_eq "metadata and content PVCs of the README sample" "2" "$pvcs"
 fi
 
-echo "$((n - failed)) passed, $failed failed"
-[ "$failed" -eq 0 ]
+tap_summary

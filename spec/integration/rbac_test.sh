@@ -27,6 +27,8 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tap.sh
+. "$root/spec/integration/tap.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 : "${KUBECONFIG:?run through spec/integration/with-cluster}"
 : "${DITTOFS_APISERVER:?}" "${DITTOFS_CA_CERT:?}" "${DITTOFS_ADMIN_TOKEN_FILE:?}"
@@ -34,8 +36,6 @@ SA_NS=dittofs-system
 SA=dittofs-operator
 ns="rbac-test-$$"
 lease="rbac-test-$$"
-n=0
-failed=0
 tmp=$(mktemp -d)
 sa_kc=$tmp/sa.kubeconfig
 admin_token=$(cat "$DITTOFS_ADMIN_TOKEN_FILE")
@@ -46,27 +46,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-ok() {
-  n=$((n + 1))
-  echo "ok $n - $1"
-}
-
-not_ok() {
-  n=$((n + 1))
-  failed=$((failed + 1))
-  echo "not ok $n - $1"
-  if [ -n "${2:-}" ]; then
-    printf '%s\n' "$2" | sed 's/^/#   /'
-  fi
-}
-
-# check DESCRIPTION COMMAND...: ok when COMMAND exits 0.
-check() {
-  local what=$1 out
-  shift
-  if out=$("$@" 2>&1); then ok "$what"; else not_ok "$what" "$out"; fi
-}
 
 # ---------------------------------------------------------------------------
 # 1. the manifests
@@ -349,5 +328,4 @@ expect_code 200 "update the Lease" PUT "$coord/$SA_NS/leases/$lease" \
 expect_code 403 "list Leases in $SA_NS" GET "$coord/$SA_NS/leases"
 expect_code 403 "delete the Lease" DELETE "$coord/$SA_NS/leases/$lease"
 
-echo "$((n - failed)) passed, $failed failed"
-[ "$failed" -eq 0 ]
+tap_summary
