@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 
 #include "fakehttp.h"
+#include "fhproxy.h"
 #include "nettest.h"
 #include "testlib.h"
 #include "watch.h"
@@ -42,35 +43,6 @@ struct proxy {
 };
 
 static struct proxy P;
-
-struct fwd {
-    int fd;
-    int sent_head;
-    long code;
-};
-
-static size_t fwd_header(char *p, size_t size, size_t n, void *arg)
-{
-    struct fwd *f = arg;
-    size_t len = size * n;
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        sscanf(p, "%*s %ld", &f->code);
-    } else if (len == 2 && p[0] == '\r' && f->code >= 200 && !f->sent_head) {
-        f->sent_head = 1;
-        if (fh_printf(f->fd,
-                      "HTTP/1.1 %ld X\r\nContent-Type: application/json\r\n"
-                      "Connection: close\r\n\r\n",
-                      f->code) != 0)
-            return 0;
-    }
-    return len;
-}
-
-static size_t fwd_body(char *p, size_t size, size_t n, void *arg)
-{
-    struct fwd *f = arg;
-    return fh_write(f->fd, p, size * n) == 0 ? size * n : 0;
-}
 
 static int proxy_handler(struct fh_server *s, int fd, const struct fh_req *r)
 {
@@ -111,41 +83,7 @@ static int proxy_handler(struct fh_server *s, int fd, const struct fh_req *r)
         return 1;
     }
     /* Forward over TLS, verified against the cluster CA. */
-    char url[8192], auth[4200], ct[300];
-    struct curl_slist *h = NULL;
-    struct fwd f = {fd, 0, 0};
-    CURL *e = curl_easy_init();
-    snprintf(url, sizeof(url), "%s%s", P.upstream, r->path);
-    if (r->authorization[0]) {
-        snprintf(auth, sizeof(auth), "Authorization: %s", r->authorization);
-        h = curl_slist_append(h, auth);
-    }
-    if (r->content_type[0]) {
-        snprintf(ct, sizeof(ct), "Content-Type: %s", r->content_type);
-        h = curl_slist_append(h, ct);
-    }
-    h = curl_slist_append(h, "Accept: application/json");
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CAINFO, P.ca);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    if (r->body_len > 0 || strcmp(r->method, "GET") != 0) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)r->body_len);
-    }
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, fwd_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, &f);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fwd_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &f);
-    CURLcode cc = curl_easy_perform(e);
-    if (!f.sent_head)
-        fh_respond(fd, 502, "Connection: close\r\n",
-                   cc == CURLE_OK ? "{}" : curl_easy_strerror(cc));
-    curl_easy_cleanup(e);
-    curl_slist_free_all(h);
-    return 0; /* close-delimited body */
+    return fh_forward(fd, r, P.upstream, P.ca);
 }
 
 static void proxy_set(const char *match, int n429, int n401, unsigned ra,
