@@ -173,11 +173,10 @@ struct controller {
     int running; /* the queue runs (leading, synced, not draining) */
     struct loop_timer resync_timer;
     struct loop_timer trim_timer; /* idle: give freed heap back */
-    char sync_detail[256];
     /* metrics */
     struct metric *m_total, *m_errors, *m_time;
     struct metric *m_depth, *m_adds, *m_retries, *m_qdur, *m_wdur;
-    struct metric *m_eval, *m_eval_errors, *m_writes;
+    struct metric *m_eval, *m_eval_errors;
     struct metric *m_cache_objects, *m_cache_bytes;
 };
 
@@ -1726,26 +1725,16 @@ int controller_synced(const struct controller *c)
     return 1;
 }
 
-const char *controller_sync_detail(const struct controller *c)
+void controller_sync_detail(const struct controller *c, struct dbuf *out)
 {
-    struct controller *m = (struct controller *)c;
-    m->sync_detail[0] = '\0';
-    size_t n = 0;
-    struct watch *ws[NKINDS + 1];
-    ws[0] = c->ds_watch;
-    for (size_t k = 0; k < NKINDS; k++)
-        ws[k + 1] = c->child_watch[k];
-    for (size_t i = 0; i < NKINDS + 1; i++) {
-        if (watch_synced(ws[i]))
+    for (size_t k = 0; k <= NKINDS; k++) {
+        const struct watch *w = k < NKINDS ? c->child_watch[k] : c->ds_watch;
+        if (watch_synced(w))
             continue;
-        const char *e = watch_last_error(ws[i]);
-        n += (size_t)snprintf(m->sync_detail + n, sizeof(m->sync_detail) - n,
-                              "%s%s not synced%s%s", n ? "; " : "",
-                              watch_name(ws[i]), e[0] ? ": " : "", e);
-        if (n >= sizeof(m->sync_detail))
-            break;
+        const char *e = watch_last_error(w);
+        dbuf_addf(out, "%s%s not synced%s%s", dbuf_len(out) ? "; " : "",
+                  watch_name(w), e[0] ? ": " : "", e);
     }
-    return m->sync_detail;
 }
 
 void controller_set_leading(struct controller *c, int leading)

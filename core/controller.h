@@ -62,8 +62,9 @@ void controller_free(struct controller *c);
 int controller_start(struct controller *c);
 /* 1 once every informer has completed its first list. */
 int controller_synced(const struct controller *c);
-/* A one-line description of what is not synced yet ("" when synced). */
-const char *controller_sync_detail(const struct controller *c);
+/* Appends to `out` which informers have not synced yet, and why (nothing
+ * when all have). */
+void controller_sync_detail(const struct controller *c, struct dbuf *out);
 
 /*
  * Leading: reconciles run (every DittoServer is queued once the caches are

@@ -101,7 +101,7 @@ static int readyz(struct dbuf *detail, void *arg)
         return 1;
     }
     if (!controller_synced(s->ctl)) {
-        dbuf_adds(detail, controller_sync_detail(s->ctl));
+        controller_sync_detail(s->ctl, detail);
         return 1;
     }
     return 0;
