@@ -119,20 +119,6 @@ static double proxy_min_gap(void)
     return g;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return NULL;
-    static char buf[4096];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    buf[n] = '\0';
-    return strdup(buf);
-}
-
 /* --- tests
  * ---------------------------------------------------------------------------
  */
@@ -383,7 +369,7 @@ int main(void)
     const char *api = getenv("DITTOFS_APISERVER");
     const char *ca = getenv("DITTOFS_CA_CERT");
     const char *tokfile = getenv("DITTOFS_ADMIN_TOKEN_FILE");
-    char *token = tokfile ? read_file(tokfile) : NULL;
+    char *token = tokfile ? nt_read_token(tokfile) : NULL;
     if (api == NULL || ca == NULL || token == NULL) {
         printf("Bail out! needs the cluster env (with-cluster)\n");
         return 1;

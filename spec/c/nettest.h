@@ -47,6 +47,22 @@ nt_open(struct nt *t, const char *kubeconfig, const struct http_opts *o)
     t->http = http_client_new(t->loop, t->conn, o);
 }
 
+/* The first 4 KiB of a token file without trailing newlines, malloc'd;
+ * NULL when it cannot be read. */
+__attribute__((unused)) static char *nt_read_token(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    return strdup(buf);
+}
+
 __attribute__((unused)) static void nt_close(struct nt *t)
 {
     http_client_free(t->http);
