@@ -12,6 +12,9 @@
  *           it differs from the live one;
  *   finish  metrics, Events, one log line, queue_done() with forget or a
  *           rate-limited requeue.
+ * A reconcile caused only by Pod events (after a clean full one) is
+ * status-only: status() runs alone on the cached children and the status
+ * is written when it differs, nothing else.
  * Objects our writes returned are kept per key ("overlays") until the
  * cache holds that version or a newer one: without them a reconcile that
  * runs before the watch events arrive would see stale children and write
@@ -48,23 +51,30 @@
 #define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
 #define TRIM_DELAY_MS 2000
 
-/* The kinds the controller manages; a policy rendering another kind fails
- * (RBAC grants exactly these). */
+/* The kinds the controller watches, each with an informer selected by the
+ * managed-by label. The rendered ones are what a policy may render (a
+ * policy rendering another kind fails); they are applied and pruned. Pods
+ * are only observed: the StatefulSet controller makes them, the policy's
+ * status() reads them, the operator never writes one (RBAC grants exactly
+ * these verbs). */
 struct kind {
     const char *api_version;
     const char *kind;
     const char *api_path;
     const char *resource;
+    int rendered;
 };
 
 static const struct kind kinds[] = {
-    {"v1", "ConfigMap", "/api/v1", "configmaps"},
-    {"v1", "Service", "/api/v1", "services"},
-    {"apps/v1", "StatefulSet", "/apis/apps/v1", "statefulsets"},
+    {"v1", "ConfigMap", "/api/v1", "configmaps", 1},
+    {"v1", "Service", "/api/v1", "services", 1},
+    {"apps/v1", "StatefulSet", "/apis/apps/v1", "statefulsets", 1},
+    {"v1", "Pod", "/api/v1", "pods", 0},
 };
 
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 #define KIND_STS 2
+#define KIND_POD 3
 #define KIND_DS ((int)NKINDS) /* overlays of the DittoServer itself */
 
 /* --- per-key state -------------------------------------------------------
@@ -94,9 +104,21 @@ struct kchild {
     char *name;
 };
 
+/*
+ * Status-only reconciles: a Pod event owes the DittoServer a new status,
+ * not a new rendering. Every other cause of a reconcile (the DittoServer
+ * or a rendered child changed, a resync, a retry, a requested requeue)
+ * bumps full_seq and clears `clean`; a full reconcile that ends cleanly
+ * (policy OK, every write done, nothing rejected) sets `clean` when no
+ * such cause came meanwhile. While clean, a reconcile runs status()
+ * only and writes nothing but a changed status.
+ */
 struct kstate {
     struct kstate *next;
     char *key;
+    unsigned long full_seq; /* causes of a full reconcile so far */
+    int clean;              /* the last full reconcile ended cleanly and
+                               nothing but Pods changed since */
     struct overlay *ov;
     size_t n_ov;
     struct reject *rej;
@@ -147,6 +169,10 @@ struct rec {
     int rejected;       /* a 422 within the retry bound */
     int gave_up;        /* a 422 past the bound (reported, not retried) */
     int request_failed; /* a write failed in this reconcile */
+    int status_only;    /* only Pods changed: status() alone, no writes but
+                           the status */
+    int full_ok;        /* a full evaluation returned POLICY_OK */
+    unsigned long seq;  /* the key's full_seq when this reconcile began */
 };
 
 /* --- the controller ----------------------------------------------------- */
@@ -219,10 +245,13 @@ static int rv_at_least(const char *a, const char *b)
     return x >= y;
 }
 
+/* The index of a kind a policy may render, or -1 (Pods included: they are
+ * observed, never rendered). */
 static int kind_index(const char *api_version, const char *kind)
 {
     for (size_t i = 0; i < NKINDS; i++)
-        if (strcmp(kinds[i].api_version, api_version) == 0 &&
+        if (kinds[i].rendered &&
+            strcmp(kinds[i].api_version, api_version) == 0 &&
             strcmp(kinds[i].kind, kind) == 0)
             return (int)i;
     return -1;
@@ -449,12 +478,26 @@ static const struct cache_obj *newest(struct kstate *k, int kind,
 /* --- informer events -----------------------------------------------------
  */
 
+/* A full reconcile of `key` is owed (see struct kstate). */
+static void owe_full(struct controller *c, const char *key)
+{
+    struct kstate *k = kstate_get(c, key, 0);
+    if (k != NULL) {
+        k->full_seq++;
+        k->clean = 0;
+    }
+}
+
+/* Queues namespace/name; `full` 0 for a Pod event (a status-only
+ * reconcile is enough when the last full one was clean). */
 static void enqueue(struct controller *c, const char *ns, const char *name,
-                    enum queue_prio prio)
+                    enum queue_prio prio, int full)
 {
     char key[320];
     if (snprintf(key, sizeof(key), "%s/%s", ns, name) >= (int)sizeof(key))
         return;
+    if (full)
+        owe_full(c, key);
     if (queue_add(c->q, key, prio) != 0)
         log_error("cannot queue a DittoServer (out of memory)", "key", key,
                   NULL);
@@ -470,12 +513,22 @@ static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
     if (overlay_settle(arg, key, KIND_DS, cache_obj_name(o),
                        ev == CACHE_DELETED ? NULL : new_obj))
         return;
-    enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_HIGH);
+    enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_HIGH, 1);
 }
 
+/*
+ * A child's event: keeps the owner index (the server label says which
+ * DittoServer) and queues that DittoServer, and the previous one when the
+ * label changed. A rendered child queues a full reconcile, unless the
+ * event is the echo of our own write; a Pod (never written, so never an
+ * echo) a status-only one, at low priority: a new status can wait for
+ * new specs.
+ */
 static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
                      const struct cache_obj *new_obj, void *arg, int kind)
 {
+    int full = kinds[kind].rendered;
+    enum queue_prio prio = full ? QUEUE_HIGH : QUEUE_LOW;
     struct controller *c = arg;
     const struct cache_obj *o = new_obj != NULL ? new_obj : old_obj;
     const char *ns = cache_obj_namespace(o);
@@ -489,16 +542,17 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
     if (was != NULL && (now == NULL || strcmp(was, now) != 0)) {
         snprintf(key, sizeof(key), "%s/%s", ns, was);
         kids_remove(c, key, kind, name);
-        overlay_settle(c, key, kind, name, NULL);
-        enqueue(c, ns, was, QUEUE_HIGH);
+        if (full)
+            overlay_settle(c, key, kind, name, NULL);
+        enqueue(c, ns, was, prio, full);
     }
     if (now == NULL)
         return;
     snprintf(key, sizeof(key), "%s/%s", ns, now);
     kids_add(c, key, kind, name);
-    if (overlay_settle(c, key, kind, name, new_obj))
+    if (full && overlay_settle(c, key, kind, name, new_obj))
         return;
-    enqueue(c, ns, now, QUEUE_HIGH);
+    enqueue(c, ns, now, prio, full);
 }
 
 static void on_configmap(enum cache_event ev, const struct cache_obj *a,
@@ -516,13 +570,20 @@ static void on_service(enum cache_event ev, const struct cache_obj *a,
 static void on_statefulset(enum cache_event ev, const struct cache_obj *a,
                            const struct cache_obj *b, void *arg)
 {
-    on_child(ev, a, b, arg, 2);
+    on_child(ev, a, b, arg, KIND_STS);
+}
+
+static void on_pod(enum cache_event ev, const struct cache_obj *a,
+                   const struct cache_obj *b, void *arg)
+{
+    on_child(ev, a, b, arg, KIND_POD);
 }
 
 static const cache_notify_fn child_notify[NKINDS] = {
     on_configmap,
     on_service,
     on_statefulset,
+    on_pod,
 };
 
 /* --- running the queue ---------------------------------------------------
@@ -530,7 +591,7 @@ static const cache_notify_fn child_notify[NKINDS] = {
 
 static int list_key(const struct cache_obj *o, void *arg)
 {
-    enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_LOW);
+    enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_LOW, 1);
     return 0;
 }
 
@@ -692,6 +753,17 @@ static void finish(struct rec *r, const char *result)
              "key", r->key, "result", result, "duration", dur, "writes", writes,
              why ? "error" : NULL, why, NULL);
 
+    /* A full reconcile that left nothing to retry lets Pod events
+     * re-derive just the status; anything else owes a full one. */
+    struct kstate *ks = kstate_get(c, r->key, 0);
+    int clean = strcmp(result, "success") == 0 && !r->failed && !r->rejected &&
+                !r->gave_up && !r->request_failed &&
+                r->out.requeue_after_ms == 0;
+    if (ks != NULL && !clean)
+        owe_full(c, r->key);
+    else if (ks != NULL && !r->status_only && r->full_ok &&
+             ks->full_seq == r->seq)
+        ks->clean = 1;
     if (strcmp(result, "error") == 0) {
         queue_add_rate_limited(c->q, r->key);
     } else {
@@ -936,7 +1008,8 @@ static int gather(struct rec *r, struct children *ch)
     return ch->nomem ? -1 : 0;
 }
 
-/* {"ConfigMap": {"name": {...}}, "Service": {...}, "StatefulSet": {...}} */
+/* {"ConfigMap": {"name": {...}}, "Service": {...}, "StatefulSet": {...},
+ *  "Pod": {...}} */
 static int observed_json(const struct children *ch, struct dbuf *b)
 {
     dbuf_addc(b, '{');
@@ -1197,7 +1270,8 @@ static void send_prunes(struct rec *r, struct children *ch,
                 strcmp(nm, cd->name) == 0)
                 wanted = 1;
         }
-        if (wanted || !owned_by(cd->obj, uid))
+        /* Pods are the StatefulSet's, never ours to delete. */
+        if (!kinds[cd->kind].rendered || wanted || !owned_by(cd->obj, uid))
             continue;
         struct op *op = op_new(OP_DELETE, cd->kind, cd->name);
         if (op == NULL) {
@@ -1235,10 +1309,17 @@ static void set_reconciled(cJSON *status, const char *reason,
     cJSON *cond = cJSON_CreateObject();
     if (cond == NULL)
         return;
+    /* Cut on a UTF-8 character boundary: half a character is not JSON
+     * the apiserver takes. */
     char msg[MAX_MESSAGE + 4];
-    snprintf(msg, sizeof(msg), "%s", message);
-    if (strlen(message) > MAX_MESSAGE)
-        strcpy(msg + MAX_MESSAGE, "...");
+    size_t n = strlen(message);
+    if (n > MAX_MESSAGE) {
+        n = MAX_MESSAGE;
+        while (n > 0 && ((unsigned char)message[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(msg, message, n);
+    strcpy(msg + n, strlen(message) > n ? "..." : "");
     cJSON_AddStringToObject(cond, "type", "Reconciled");
     cJSON_AddStringToObject(cond, "status", "False");
     cJSON_AddStringToObject(cond, "reason", reason);
@@ -1408,6 +1489,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
             free(r);
         }
         log_error("reconcile: out of memory", "key", key, NULL);
+        owe_full(c, key);
         queue_add_rate_limited(c->q, key);
         queue_done(c->q, key);
         return;
@@ -1428,6 +1510,10 @@ static void reconcile(struct queue *q, const char *key, void *arg)
     c->n_recs++;
 
     struct kstate *ks = kstate_get(c, key, 0);
+    r->seq = ks != NULL ? ks->full_seq : 0;
+    /* Objects the API refused are reported by every full reconcile (in
+     * Reconciled): a status-only one would lose that. */
+    r->status_only = ks != NULL && ks->clean && ks->n_rej == 0;
     const struct cache_obj *ds =
         cache_get(watch_cache(c->ds_watch), r->ns, r->name);
     if (ds == NULL) {
@@ -1459,7 +1545,18 @@ static void reconcile(struct queue *q, const char *key, void *arg)
         finish(r, "error");
         return;
     }
+    if (r->status_only) {
+        /* Only Pods changed since a clean full reconcile: the spec was
+         * validated and rendered then, and the children hold it. */
+        r->eval_rc = evaluate(r, &ch, 1);
+        if (r->eval_rc < 0)
+            emit(r, "Warning", "PolicyError", dbuf_ptr(&r->err));
+        free(ch.v);
+        status_stage(r);
+        return;
+    }
     r->eval_rc = evaluate(r, &ch, 0);
+    r->full_ok = r->eval_rc == POLICY_OK;
     cJSON *rendered = NULL;
     if (r->eval_rc == POLICY_INVALID) {
         struct dbuf msg;
@@ -1479,6 +1576,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
         emit(r, "Warning", "PolicyError", dbuf_ptr(&r->err));
     } else if (send_applies(r, &ch, &rendered) != 0) {
         r->eval_rc = POLICY_EFAIL;
+        r->full_ok = 0;
         emit(r, "Warning", "PolicyError", dbuf_ptr(&r->err));
     } else {
         send_prunes(r, &ch, rendered);

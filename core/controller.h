@@ -1,15 +1,18 @@
 /*
  * controller: the DittoServer reconciler. Informers on DittoServers (one
- * namespace or all, an optional label selector) and on the kinds the
- * policies render (ConfigMaps, Services, StatefulSets carrying the
- * managed-by label) feed a work queue keyed "namespace/name"; a child's
- * event maps to its owner. One reconcile reads the DittoServer and its
- * children from the caches, evaluates the policy (validate, render,
- * status) in the sandbox, server-side applies every rendered object that
- * the live one does not already hold, deletes the children it owns that
- * are no longer rendered, and writes the status subresource only when it
- * changed. Results go to metrics, Events and one log line per reconcile.
- * Writes happen only while the controller is leading (see
+ * namespace or all, an optional label selector), on the kinds the
+ * policies render (ConfigMaps, Services, StatefulSets) and on the servers'
+ * Pods, all carrying the managed-by label, feed a work queue keyed
+ * "namespace/name"; a child's event maps to its owner by the server
+ * label. One reconcile reads the DittoServer and its children from the
+ * caches, evaluates the policy (validate, render, status) in the sandbox,
+ * server-side applies every rendered object that the live one does not
+ * already hold, deletes the children it owns that are no longer rendered,
+ * and writes the status subresource only when it changed. Pods are read,
+ * never written: a Pod event alone re-derives only the status (status()
+ * without validate and render) once a full reconcile has converged.
+ * Results go to metrics, Events and one log line per reconcile. Writes
+ * happen only while the controller is leading (see
  * controller_set_leading). Uses queue, watch, cache, http, policy, apply,
  * events, metrics, log.
  */

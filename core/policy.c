@@ -541,8 +541,66 @@ static void push_ctx(lua_State *L, const struct eval *e, const char *name,
     codec_mark(L, -1, CODEC_OBJECT);
 }
 
-/* Checks one rendered object and adds namespace, labels and the owner
- * reference. `o` is absolute. */
+/* Sets the core's two labels in the labels table at t[k] (made when
+ * absent or null; `what` names t[k] in the error when it is not a
+ * table). */
+static void add_core_labels(lua_State *L, int t, const char *what, int i,
+                            const char *kind, const char *oname,
+                            const char *name)
+{
+    t = lua_absindex(L, t);
+    int lt = raw_field(L, t, "labels");
+    if (lt == LUA_TNIL || codec_is_null(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        codec_mark(L, -1, CODEC_OBJECT);
+        lua_pushstring(L, "labels");
+        lua_pushvalue(L, -2);
+        lua_rawset(L, t);
+    } else if (lt != LUA_TTABLE) {
+        fail(L, "render() object %d (%s \"%s\"): %s.labels is a %s", i, kind,
+             oname, what, luaL_typename(L, -1));
+    }
+    raw_set_string(L, -1, POLICY_LABEL_MANAGED_BY, POLICY_MANAGER);
+    raw_set_string(L, -1, POLICY_LABEL_SERVER, name);
+    lua_pop(L, 1);
+}
+
+/* A StatefulSet's pod template gets the core's labels too, so that the
+ * operator's Pod informer (selected by managed-by, mapped by the server
+ * label) sees the pods whatever the policy rendered. Not the selector:
+ * it is immutable, and needs no more than it has. A template that is
+ * absent or not a table is left for the API to refuse. */
+static void label_pod_template(lua_State *L, int o, int i, const char *oname,
+                               const char *name)
+{
+    int top = lua_gettop(L);
+    if (raw_field(L, o, "spec") == LUA_TTABLE &&
+        raw_field(L, -1, "template") == LUA_TTABLE) {
+        int tpl = lua_gettop(L);
+        int mt = raw_field(L, tpl, "metadata");
+        if (mt == LUA_TNIL || codec_is_null(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            codec_mark(L, -1, CODEC_OBJECT);
+            lua_pushstring(L, "metadata");
+            lua_pushvalue(L, -2);
+            lua_rawset(L, tpl);
+        } else if (mt != LUA_TTABLE) {
+            fail(L,
+                 "render() object %d (StatefulSet \"%s\"): "
+                 "spec.template.metadata is a %s",
+                 i, oname, luaL_typename(L, -1));
+        }
+        add_core_labels(L, -1, "spec.template.metadata", i, "StatefulSet",
+                        oname, name);
+    }
+    lua_settop(L, top);
+}
+
+/* Checks one rendered object and adds namespace, labels (on a
+ * StatefulSet's pod template as well) and the owner reference. `o` is
+ * absolute. */
 static void finish_object(lua_State *L, int o, int i, int seen,
                           const char *name, const char *ns, const char *uid)
 {
@@ -572,21 +630,9 @@ static void finish_object(lua_State *L, int o, int i, int seen,
     lua_rawset(L, seen);
 
     raw_set_string(L, md, "namespace", ns);
-    int lt = raw_field(L, md, "labels");
-    if (lt == LUA_TNIL || codec_is_null(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        codec_mark(L, -1, CODEC_OBJECT);
-        lua_pushstring(L, "labels");
-        lua_pushvalue(L, -2);
-        lua_rawset(L, md);
-    } else if (lt != LUA_TTABLE) {
-        fail(L, "render() object %d (%s \"%s\"): metadata.labels is a %s", i,
-             kind, oname, luaL_typename(L, -1));
-    }
-    raw_set_string(L, -1, POLICY_LABEL_MANAGED_BY, POLICY_MANAGER);
-    raw_set_string(L, -1, POLICY_LABEL_SERVER, name);
-    lua_pop(L, 1);
+    add_core_labels(L, md, "metadata", i, kind, oname, name);
+    if (strcmp(kind, "StatefulSet") == 0)
+        label_pod_template(L, o, i, oname, name);
 
     lua_pushstring(L, "ownerReferences");
     lua_createtable(L, 1, 0);

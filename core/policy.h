@@ -6,7 +6,8 @@
  * the bytecode the host itself dumped. Evaluating runs validate, render and
  * status of the main policy in the set's sandbox (JSON text in, JSON text
  * out), checks what the policy returned and adds what the core owns
- * (namespace, ownerReferences, managed-by labels, observedGeneration).
+ * (namespace, ownerReferences, the managed-by and server labels, on a
+ * StatefulSet's pod template too, observedGeneration).
  * The sandbox is prepared once and reused; each evaluation runs the policy
  * and its modules afresh and nothing it makes survives it (sandbox.h).
  * Shared by --script-test and the controller. Uses sandbox, json, lcodec,
