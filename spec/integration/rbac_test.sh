@@ -11,15 +11,16 @@
 #      ServiceAccount that does not exist fails with a message.
 #   3. `kubectl auth can-i` with that kubeconfig: every verb of every rule is
 #      allowed, in a test namespace and across all namespaces, and a table of
-#      neighbours is forbidden (other verbs on the same resources, Pods,
-#      Secrets, PVCs, Deployments, Namespaces, the CRD, RBAC itself, Leases
-#      outside dittofs-system, list/watch/delete on Leases in it).
+#      neighbours is forbidden (other verbs on the same resources, writing
+#      Pods, Secrets, PVCs, Deployments, Namespaces, the CRD, RBAC itself,
+#      Leases outside dittofs-system, list/watch/delete on Leases in it).
 #   4. real requests with curl and the ServiceAccount token: server-side
 #      apply of a ConfigMap, Service and StatefulSet (201) and their deletion,
-#      list and watch of StatefulSets across namespaces, a status apply on a
-#      DittoServer, an Event; 403 for deleting a Pod, reading a Secret,
-#      creating a DittoServer, a Lease in the test namespace; the Lease in
-#      dittofs-system can be created, read and updated but not deleted.
+#      list and watch of StatefulSets across namespaces, list and watch of
+#      Pods, a status apply on a DittoServer, an Event; 403 for deleting a
+#      Pod, reading a Secret, creating a DittoServer, a Lease in the test
+#      namespace; the Lease in dittofs-system can be created, read and
+#      updated but not deleted.
 # The RBAC objects are shared with other tests and stay installed; the
 # namespace rbac-test-<pid> and the Lease it creates are deleted on exit.
 # Output: one "ok N - ..." / "not ok N - ..." line per check, then
@@ -171,7 +172,12 @@ expect_cannot update statefulsets.apps/scale "$ns"
 expect_cannot patch statefulsets.apps/status "$ns"
 expect_cannot patch services/status "$ns"
 for v in get list watch update delete; do expect_cannot "$v" events "$ns"; done
-for v in get list delete create; do expect_cannot "$v" pods "$ns"; done
+for v in get list watch; do expect_can "$v" pods "$ns"; done
+expect_can list pods -A
+for v in create update patch delete deletecollection; do
+  expect_cannot "$v" pods "$ns"
+done
+expect_cannot patch pods/status "$ns"
 for v in get list watch; do expect_cannot "$v" secrets "$ns"; done
 expect_cannot get secrets -A
 expect_cannot create pods/exec "$ns"
@@ -299,7 +305,9 @@ expect_code 200 "patch the Event's count" PATCH "$api/events/dittofs-sample.rbac
 expect_code 403 "get the Event" GET "$api/events/dittofs-sample.rbac"
 
 expect_code 403 "delete a Pod" DELETE "$api/pods/any"
-expect_code 403 "list Pods" GET "$api/pods"
+expect_code 200 "list Pods by label in all namespaces" GET \
+  "/api/v1/pods?labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddittofs-operator"
+expect_code 200 "watch Pods (1 s)" GET "$api/pods?watch=1&timeoutSeconds=1"
 expect_code 403 "get a Secret" GET "$api/secrets/any"
 expect_code 403 "list Secrets in all namespaces" GET "/api/v1/secrets"
 expect_code 403 "create a DittoServer" POST "$dsp" \
