@@ -1111,7 +1111,29 @@ end
 -- ---------------------------------------------------------------------------
 -- status
 
+-- Longest condition message, in bytes (metav1.Condition allows 32768).
 local MAX_MESSAGE = 32000
+-- Longest report of one pod problem (a termination message can be 4 KiB).
+local MAX_PROBLEM = 4096
+
+-- s cut to at most max bytes plus "...", on a UTF-8 character boundary:
+-- half a character would make the status JSON the encoder refuses.
+local function cut(s, max)
+  if #s <= max then
+    return s
+  end
+  local n = max
+  while n > 0 do
+    local b = s:byte(n + 1)
+    if b < 0x80 or b >= 0xC0 then
+      break
+    end
+    n = n - 1
+  end
+  return s:sub(1, n) .. "..."
+end
+
+M.cut_message = cut
 
 local function observed_of(observed, kind, name)
   local by_kind = type(observed) == "table" and observed[kind] or nil
@@ -1131,6 +1153,203 @@ local function int_or(v, default)
   end
   return default
 end
+
+-- ---------------------------------------------------------------------------
+-- pods
+
+--- What a container waiting for one of these reasons means for the phase:
+-- "Failed" when the server cannot come up until someone changes something
+-- (the image reference, a missing Secret or key, the configuration it
+-- crashes on), "Pending" when it may still come up by itself. A reason not
+-- listed here (ContainerCreating, PodInitializing, ...) is ordinary
+-- startup and not reported. A custom policy may change this table before
+-- it calls status().
+M.POD_WAITING_REASONS = {
+  InvalidImageName = "Failed",
+  ErrImagePull = "Failed",
+  ImagePullBackOff = "Failed",
+  ErrImageNeverPull = "Failed",
+  CreateContainerConfigError = "Failed",
+  CrashLoopBackOff = "Failed",
+  CreateContainerError = "Pending",
+  RunContainerError = "Pending",
+}
+--- The phase of an unschedulable pod (PodScheduled=False/Unschedulable,
+-- e.g. an unbound PersistentVolumeClaim): a provisioner or a node may
+-- still appear.
+M.UNSCHEDULABLE_PHASE = "Pending"
+
+local CRASH_LOOP = "CrashLoopBackOff"
+-- The kubelet's CrashLoopBackOff message carries the current back-off
+-- delay ("back-off 40s restarting failed container=..."), which grows on
+-- every restart; this stable text stands for it.
+local CRASH_LOOP_TEXT = "back-off restarting failed container"
+
+local function trim(s)
+  return (s:match("^%s*(.-)%s*$"))
+end
+
+-- "reason, exit code N: message" of a terminated state, "" for none.
+local function termination(t)
+  if type(t) ~= "table" then
+    return ""
+  end
+  local text = is_str(t.reason) and t.reason ~= "" and t.reason
+    or "Terminated"
+  if is_int(t.exitCode) then
+    text = format("%s, exit code %d", text, t.exitCode)
+  end
+  local msg = is_str(t.message) and trim(cut(t.message, MAX_PROBLEM)) or ""
+  if msg ~= "" then
+    text = text .. ": " .. msg
+  end
+  return text
+end
+
+-- How the newest finished run of a container ended: the one that just
+-- ended, else the one before the current run (kubelet's lastState); ""
+-- when none has ended. A server ending with exit code 0 crash-loops too.
+local function last_run(cs)
+  local now = termination(tablex.get(cs, "state", "terminated"))
+  if now ~= "" then
+    return now
+  end
+  return termination(tablex.get(cs, "lastState", "terminated"))
+end
+
+local function crash_loop_message(prefix, cs)
+  local last = last_run(cs)
+  if last == "" then
+    return prefix .. CRASH_LOOP_TEXT
+  end
+  return prefix .. CRASH_LOOP_TEXT .. "; last termination: " .. last
+end
+
+-- The problem of one container status, or nil. `prev` is the previous
+-- Ready condition's message when its reason was CrashLoopBackOff.
+local function container_problem(pod_name, cs, prev)
+  if type(cs) ~= "table" then
+    return nil
+  end
+  local cname = is_str(cs.name) and cs.name or "?"
+  local prefix = format("pod %s, container %s: ", pod_name, cname)
+  local waiting = tablex.get(cs, "state", "waiting")
+  local reason = type(waiting) == "table" and waiting.reason or nil
+  local phase = is_str(reason) and M.POD_WAITING_REASONS[reason] or nil
+  if phase ~= nil and reason == CRASH_LOOP then
+    return { reason = reason, phase = phase,
+      message = crash_loop_message(prefix, cs) }
+  end
+  if phase ~= nil then
+    local msg = is_str(waiting.message)
+      and trim(cut(waiting.message, MAX_PROBLEM)) or ""
+    return { reason = reason, phase = phase,
+      message = prefix .. (msg ~= "" and msg or reason) }
+  end
+  -- Between two back-offs a crash-looping container runs (or has just
+  -- ended) for a moment. When the status already reports its crash loop
+  -- and it is not ready, the loop goes on: reporting "not ready" for that
+  -- moment would flip the phase (and write the status, and send Events)
+  -- on every restart.
+  phase = M.POD_WAITING_REASONS[CRASH_LOOP]
+  if prev ~= nil and phase ~= nil and waiting == nil and cs.ready ~= true
+      and last_run(cs) ~= ""
+      and prev:find(prefix .. CRASH_LOOP_TEXT, 1, true) then
+    return { reason = CRASH_LOOP, phase = phase,
+      message = crash_loop_message(prefix, cs) }
+  end
+  return nil
+end
+
+-- The message of the Ready condition the status carries now when it says
+-- CrashLoopBackOff, else nil.
+local function previous_crash_loop(ds)
+  local conds = tablex.get(ds, "status", "conditions")
+  for _, c in ipairs(type(conds) == "table" and conds or {}) do
+    if type(c) == "table" and c.type == "Ready" then
+      if c.reason == CRASH_LOOP and is_str(c.message) then
+        return c.message
+      end
+      return nil
+    end
+  end
+  return nil
+end
+
+--- What keeps the server's pods from becoming ready, in a fixed order:
+-- pods by name; in each, an Unschedulable PodScheduled condition, then
+-- the init containers and the containers in the pod's order. Pods being
+-- deleted are left out (they are going away). Only reasons of
+-- M.POD_WAITING_REASONS and CrashLoopBackOff count; nothing with a
+-- timestamp is read, so the same pods give the same text.
+-- @param observed table observed.Pod[name] -> pod
+-- @param ds table|nil the DittoServer; its status tells a crash loop
+-- between two restarts (see container_problem)
+-- @return table list of {reason=, phase="Failed"|"Pending", message=}
+function M.pod_problems(observed, ds)
+  local pods = type(observed) == "table" and observed.Pod or nil
+  local out = {}
+  if type(pods) ~= "table" then
+    return out
+  end
+  local prev = previous_crash_loop(ds)
+  for _, pod_name in ipairs(sorted_keys(pods)) do
+    local pod = pods[pod_name]
+    if type(pod) == "table" and is_str(pod_name)
+        and not is_str(tablex.get(pod, "metadata", "deletionTimestamp")) then
+      for _, c in ipairs(list(tablex.get(pod, "status", "conditions"))) do
+        if type(c) == "table" and c.type == "PodScheduled"
+            and c.status == "False" and c.reason == "Unschedulable" then
+          local msg = is_str(c.message)
+            and trim(cut(c.message, MAX_PROBLEM)) or ""
+          out[#out + 1] = { reason = "Unschedulable",
+            phase = M.UNSCHEDULABLE_PHASE,
+            message = format("pod %s: %s", pod_name,
+              msg ~= "" and msg or "Unschedulable") }
+        end
+      end
+      for _, field in ipairs({ "initContainerStatuses",
+                               "containerStatuses" }) do
+        for _, cs in ipairs(list(tablex.get(pod, "status", field))) do
+          local p = container_problem(pod_name, cs, prev)
+          if p ~= nil then
+            out[#out + 1] = p
+          end
+        end
+      end
+    end
+  end
+  for _, p in ipairs(out) do
+    p.message = cut(p.message, MAX_PROBLEM)
+  end
+  return out
+end
+
+-- Ready=False from the pods' problems: the first one that fails the
+-- server (else the first one) gives the reason and leads the message;
+-- the others follow in order. Returns the condition and that problem's
+-- phase, or nil when there is no problem.
+local function pods_condition(problems)
+  if #problems == 0 then
+    return nil
+  end
+  local lead = 1
+  for i, p in ipairs(problems) do
+    if p.phase == "Failed" then
+      lead = i
+      break
+    end
+  end
+  local msgs = { problems[lead].message }
+  for i, p in ipairs(problems) do
+    if i ~= lead then
+      msgs[#msgs + 1] = p.message
+    end
+  end
+  return conditions.new("Ready", "False", problems[lead].reason,
+    cut(concat(msgs, "; "), MAX_MESSAGE)), problems[lead].phase
+end
+
 
 -- Upstream's Ready condition (reference §1.10), texts kept.
 local function ready_condition(desired, ready)
@@ -1189,10 +1408,7 @@ end
 -- Reconciled: are the children there and do they carry the current spec?
 local function reconciled_condition(name, spec, entry, errs, observed)
   if #errs > 0 then
-    local msg = concat(errs, "; ")
-    if #msg > MAX_MESSAGE then
-      msg = msg:sub(1, MAX_MESSAGE) .. "..."
-    end
+    local msg = cut(concat(errs, "; "), MAX_MESSAGE)
     return conditions.new("Reconciled", "False", "InvalidSpec", msg)
   end
   local wanted = {
@@ -1247,13 +1463,30 @@ local function reconciled_condition(name, spec, entry, errs, observed)
     "ConfigMap, Services and StatefulSet match the spec")
 end
 
---- Status of a DittoServer from its observed children.
+--- Status of a DittoServer from its observed children and pods.
 -- phase: Failed when the spec is invalid (validate() errors: the operator
 -- cannot apply it; the running pods, if any, keep the previous spec),
 -- else Stopped when replicas is 0, Running when the StatefulSet reports
--- every desired replica ready, Pending otherwise.
+-- every desired replica ready; otherwise Failed when a pod cannot come up
+-- until the user changes something, Pending when it may still come up.
+-- Failed from the pods (M.POD_WAITING_REASONS): a bad image reference
+-- (InvalidImageName, ErrImagePull, ImagePullBackOff, ErrImageNeverPull)
+-- is pulled again and again without success; CreateContainerConfigError
+-- waits for a Secret or key the user must create; CrashLoopBackOff is a
+-- server that exits on every start, most often on its configuration, and
+-- restarting it changes nothing. Pending: Unschedulable (an unbound
+-- PersistentVolumeClaim waits for a provisioner, a pod for a node),
+-- CreateContainerError and RunContainerError (the runtime may recover;
+-- a start that keeps failing ends in CrashLoopBackOff) and ordinary
+-- startup. Failed is derived anew each time, never sticky: fix the cause
+-- and the phase follows the pods.
+-- Ready: as upstream (StatefulSetReady, StatefulSetNotReady, Stopped),
+-- except that while not every replica is ready a pod problem replaces
+-- StatefulSetNotReady: Ready=False with the kubelet's reason and message,
+-- prefixed "pod P, container C: " (M.pod_problems, pods_condition).
 -- @param ds table the DittoServer
--- @param observed table observed[kind][name] -> live child
+-- @param observed table observed[kind][name] -> live child, and
+-- observed.Pod[name] -> the server's pods
 -- @param ctx table {name=, namespace=, cluster_domain=}
 -- @return table {phase=, availableReplicas=, nfsEndpoint=, conditions=}
 function M.status(ds, observed, ctx)
@@ -1271,17 +1504,22 @@ function M.status(ds, observed, ctx)
   local sts = observed_of(observed, "StatefulSet", name)
   local ready = int_or(tablex.get(sts, "status", "readyReplicas"), 0)
 
+  local running = sts ~= nil and ready >= desired
+  local ready_cond, pods_phase
+  if desired > 0 and not running then
+    ready_cond, pods_phase = pods_condition(M.pod_problems(observed, ds))
+  end
   local phase
   if #errs > 0 then
     phase = "Failed"
   elseif desired == 0 then
     phase = "Stopped"
-  elseif sts ~= nil and ready >= desired then
+  elseif running then
     phase = "Running"
   else
-    phase = "Pending"
+    phase = pods_phase or "Pending"
   end
-  local ready_cond = ready_condition(desired, ready)
+  ready_cond = ready_cond or ready_condition(desired, ready)
   return obj({
     phase = phase,
     availableReplicas = ready,
