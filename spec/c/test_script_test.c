@@ -1,16 +1,18 @@
 /*
  * test_script_test: --script-test end to end, in process (script_test_run
  * is what main() calls): the README sample and the other samples, JSON
- * output, determinism, observed children, and every kind of bad input of
- * issue 2 (malformed YAML/JSON, not a DittoServer, schema violations with
- * the apiserver's messages, validate() errors, and policies that fail,
- * loop, allocate without bound or return garbage). Every failure must give
- * its exit code, a precise message and no standard output. Then
- * policy_eval with one policy set for many evaluations: every sample gives
- * byte-identical output in a reused state and in a fresh one; nothing a
- * policy writes survives into the next evaluation; the state is rebuilt
- * after a timeout, a memory kill, an error or a tampered shared table, and
- * the next evaluation succeeds.
+ * output, determinism, observed children and Pods (the status the default
+ * policy derives from a crash-looping, image-pulling or unschedulable pod),
+ * the core's labels on a StatefulSet's pod template, every kind of bad
+ * input of issue 2 (malformed YAML/JSON, not a DittoServer, schema
+ * violations with the apiserver's messages, validate() errors, and
+ * policies that fail, loop, allocate without bound or return garbage).
+ * Every failure must give its exit code, a precise message and no standard
+ * output. Then policy_eval with one policy set for many evaluations: every
+ * sample gives byte-identical output in a reused state and in a fresh one;
+ * nothing a policy writes survives into the next evaluation; the state is
+ * rebuilt after a timeout, a memory kill, an error or a tampered shared
+ * table, and the next evaluation succeeds.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +212,152 @@ static void test_observed(void)
     res_free(&j);
 }
 
+/* A Pod of the DittoServer t1 whose container dittofs is in `state` (YAML
+ * at six spaces) after a last run `last` (same, "" for none). */
+static void pod_doc(char *buf, size_t n, const char *name, const char *state,
+                    const char *last)
+{
+    snprintf(buf, n,
+             "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n"
+             "  namespace: default\n  labels:\n"
+             "    app.kubernetes.io/managed-by: dittofs-operator\n"
+             "    dittofs.dittofs.com/server: t1\n"
+             "status:\n  phase: Running\n  conditions:\n"
+             "  - type: PodScheduled\n    status: \"True\"\n"
+             "    lastTransitionTime: \"2024-05-01T10:00:00Z\"\n"
+             "  containerStatuses:\n  - name: dittofs\n    image: img\n"
+             "    ready: false\n    restartCount: 4\n    state:\n%s"
+             "    lastState:%s\n",
+             name, state, last[0] ? "\n" : " {}");
+    if (last[0])
+        snprintf(buf + strlen(buf), n - strlen(buf), "%s", last);
+}
+
+static const char sts_not_ready[] =
+    "---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: t1\n"
+    "spec:\n  replicas: 1\nstatus:\n  replicas: 1\n  readyReplicas: 0\n";
+
+/* Observed Pods: --script-test prints the status the operator would write
+ * for the server's pods (the default policy's rules). */
+static void test_observed_pods(void)
+{
+    static char buf[65536], pod[32768];
+    pod_doc(pod, sizeof(pod), "t1-0",
+            "      waiting:\n        reason: CrashLoopBackOff\n"
+            "        message: back-off 1m20s restarting failed "
+            "container=dittofs pod=t1-0_default(u)\n",
+            "      terminated:\n        exitCode: 1\n        reason: Error\n"
+            "        message: |\n          Error: bad config\n"
+            "        startedAt: \"2024-05-01T10:03:00Z\"\n"
+            "        finishedAt: \"2024-05-01T10:03:01Z\"\n");
+    snprintf(buf, sizeof(buf), "%sspec:\n%s%s%s", ds_head, good_spec,
+             sts_not_ready, pod);
+    struct res r = run_yaml(buf);
+    CHECK(r.code == 0, "a Pod in CrashLoopBackOff: exit 0 (%s)",
+          dbuf_ptr(&r.err));
+    CHECK(has(&r.out, "phase: Failed") &&
+              has(&r.out, "reason: CrashLoopBackOff") &&
+              has(&r.out, "message: \"pod t1-0, container dittofs: back-off "
+                          "restarting failed container; last termination: "
+                          "Error, exit code 1: Error: bad config\""),
+          "... prints phase Failed, Ready=False/CrashLoopBackOff with the "
+          "last termination");
+    if (!has(&r.out, "reason: CrashLoopBackOff"))
+        TEST_NOTE("stdout was: %s", dbuf_ptr(&r.out));
+    res_free(&r);
+
+    /* The same as JSON, and with a Pod in a JSON list. */
+    pod_doc(pod, sizeof(pod), "t1-0",
+            "      waiting:\n        reason: ImagePullBackOff\n"
+            "        message: Back-off pulling image \"img\"\n",
+            "");
+    snprintf(buf, sizeof(buf), "%sspec:\n%s%s%s", ds_head, good_spec,
+             sts_not_ready, pod);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/pods.yaml", tmpdir);
+    write_file(path, buf);
+    r = run_opts(path, NULL, 1, 0, 0);
+    CHECK(r.code == 0 && has(&r.out, "\"phase\":\"Failed\"") &&
+              has(&r.out, "\"reason\":\"ImagePullBackOff\"") &&
+              has(&r.out, "\"message\":\"pod t1-0, container dittofs: "
+                          "Back-off pulling image \\\"img\\\"\""),
+          "a Pod in ImagePullBackOff, --output json (%s)", dbuf_ptr(&r.err));
+    res_free(&r);
+
+    /* Unschedulable (an unbound PVC): Pending. */
+    snprintf(buf, sizeof(buf),
+             "%sspec:\n%s%s---\napiVersion: v1\nkind: Pod\nmetadata:\n"
+             "  name: t1-0\nstatus:\n  phase: Pending\n  conditions:\n"
+             "  - type: PodScheduled\n    status: \"False\"\n"
+             "    reason: Unschedulable\n    message: '0/1 nodes are "
+             "available: 1 pod has unbound immediate "
+             "PersistentVolumeClaims.'\n",
+             ds_head, good_spec, sts_not_ready);
+    r = run_yaml(buf);
+    CHECK(r.code == 0 && has(&r.out, "phase: Pending") &&
+              has(&r.out, "reason: Unschedulable") &&
+              has(&r.out, "message: \"pod t1-0: 0/1 nodes are available: 1 "
+                          "pod has unbound immediate "
+                          "PersistentVolumeClaims.\""),
+          "an unschedulable Pod: Pending, Ready=False/Unschedulable (%s)",
+          dbuf_ptr(&r.err));
+    res_free(&r);
+
+    /* A termination message of 3-byte characters longer than the cut: the
+     * status stays valid UTF-8 (the encoders refuse anything else). */
+    struct dbuf big;
+    dbuf_init(&big, sizeof(pod));
+    dbuf_adds(&big, "      terminated:\n        exitCode: 2\n"
+                    "        reason: Error\n        message: \"");
+    for (int i = 0; i < 3000; i++)
+        dbuf_adds(&big, "\xe2\x82\xac");
+    dbuf_adds(&big, "\"\n");
+    pod_doc(pod, sizeof(pod), "t1-0",
+            "      waiting:\n        reason: CrashLoopBackOff\n",
+            dbuf_ptr(&big));
+    dbuf_free(&big);
+    snprintf(buf, sizeof(buf), "%sspec:\n%s%s%s", ds_head, good_spec,
+             sts_not_ready, pod);
+    r = run_yaml(buf);
+    CHECK(r.code == 0 && has(&r.out, "\xe2\x82\xac...") &&
+              has(&r.out, "reason: CrashLoopBackOff"),
+          "a long multi-byte termination message is cut on a character "
+          "boundary (%s)",
+          dbuf_ptr(&r.err));
+    res_free(&r);
+
+    /* observed.Pod reaches a custom policy (an empty table without
+     * Pods); a Pod is never among the rendered objects. */
+    static const char count_pods[] =
+        "local M = {}\n"
+        "function M.render(ds, ctx) return {} end\n"
+        "function M.status(ds, observed, ctx)\n"
+        "  local n = 0\n"
+        "  for _ in pairs(observed.Pod) do n = n + 1 end\n"
+        "  return { phase = 'Pending', availableReplicas = n }\n"
+        "end\n"
+        "return M\n";
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/pods-policy", tmpdir);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof(path), "%s/dittoserver.lua", dir);
+    write_file(path, count_pods);
+    snprintf(buf, sizeof(buf), "%sspec:\n%s%s", ds_head, good_spec, pod);
+    snprintf(path, sizeof(path), "%s/pods.yaml", tmpdir);
+    write_file(path, buf);
+    r = run_opts(path, dir, 0, 0, 0);
+    CHECK(r.code == 0 && has(&r.out, "availableReplicas: 1") &&
+              !has(&r.out, "kind: Pod"),
+          "observed.Pod holds the Pod documents (%s)", dbuf_ptr(&r.err));
+    res_free(&r);
+    snprintf(buf, sizeof(buf), "%sspec:\n%s", ds_head, good_spec);
+    write_file(path, buf);
+    r = run_opts(path, dir, 0, 0, 0);
+    CHECK(r.code == 0 && has(&r.out, "availableReplicas: 0"),
+          "observed.Pod is an empty table without Pods (%s)", dbuf_ptr(&r.err));
+    res_free(&r);
+}
+
 static void test_bad_input(void)
 {
     expect_fail("missing file", run_opts("/nonexistent/x.yaml", NULL, 0, 0, 0),
@@ -396,6 +544,68 @@ static struct res run_stub(const char *body)
     snprintf(src, sizeof(src), "%s%s%s%s\nreturn M\n", stub_head, stub_render,
              stub_status, body);
     return run_policy(src);
+}
+
+/* The core puts its labels on a StatefulSet's pod template, whatever the
+ * policy rendered there, so the Pod informer sees the pods. */
+static void test_pod_template_labels(void)
+{
+    struct res r = run_stub(
+        "function M.render(ds, ctx)\n"
+        "  return { { apiVersion = 'apps/v1', kind = 'StatefulSet',\n"
+        "    metadata = { name = ctx.name },\n"
+        "    spec = { template = { spec = { containers = {} } } } },\n"
+        "    { apiVersion = 'apps/v1', kind = 'StatefulSet',\n"
+        "    metadata = { name = 'b' },\n"
+        "    spec = { template = { metadata = { labels = { a = 'b' } },\n"
+        "      spec = {} } } } }\n"
+        "end\n");
+    CHECK(r.code == 0 &&
+              has(&r.out, "  template:\n    metadata:\n      labels:\n"
+                          "        app.kubernetes.io/managed-by: "
+                          "dittofs-operator\n"
+                          "        dittofs.dittofs.com/server: t1\n") &&
+              has(&r.out, "  template:\n    metadata:\n      labels:\n"
+                          "        a: b\n"
+                          "        app.kubernetes.io/managed-by: "
+                          "dittofs-operator\n"
+                          "        dittofs.dittofs.com/server: t1\n"),
+          "pod template labels added (template without metadata, and with "
+          "labels of its own) (%s)",
+          dbuf_ptr(&r.err));
+    if (r.code == 0 && !has(&r.out, "        a: b\n"))
+        TEST_NOTE("stdout was: %s", dbuf_ptr(&r.out));
+    CHECK(!has(&r.out, "selector"), "no selector made up");
+    res_free(&r);
+
+    r = run_stub("function M.render(ds, ctx)\n"
+                 "  return { { apiVersion = 'v1', kind = 'ConfigMap',\n"
+                 "    metadata = { name = 'c' },\n"
+                 "    spec = { template = { spec = {} } } } }\n"
+                 "end\n");
+    CHECK(r.code == 0 && !has(&r.out, "template:\n    metadata"),
+          "only a StatefulSet's template is labelled (%s)", dbuf_ptr(&r.err));
+    res_free(&r);
+
+    expect_fail("pod template metadata not a table",
+                run_stub("function M.render(ds, ctx)\n"
+                         "  return { { apiVersion = 'apps/v1', kind = "
+                         "'StatefulSet', metadata = { name = 'x' },\n"
+                         "    spec = { template = { metadata = 'm' } } } }\n"
+                         "end\n"),
+                4,
+                "render() object 1 (StatefulSet \"x\"): "
+                "spec.template.metadata is a string");
+    expect_fail("pod template labels not a table",
+                run_stub("function M.render(ds, ctx)\n"
+                         "  return { { apiVersion = 'apps/v1', kind = "
+                         "'StatefulSet', metadata = { name = 'x' },\n"
+                         "    spec = { template = { metadata = { labels = 3 "
+                         "} } } } }\n"
+                         "end\n"),
+                4,
+                "render() object 1 (StatefulSet \"x\"): "
+                "spec.template.metadata.labels is a number");
 }
 
 static void test_policies(void)
@@ -965,10 +1175,12 @@ int main(void)
     }
     test_samples();
     test_observed();
+    test_observed_pods();
     test_bad_input();
     test_schema();
     test_validate_errors();
     test_policies();
+    test_pod_template_labels();
     test_crd_out_of_memory();
     test_reuse_samples();
     test_reuse_isolation();
