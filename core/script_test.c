@@ -111,9 +111,10 @@ static const char *field_string(lua_State *L, int t, const char *k)
 
 /*
  * Protected: [st, docs] -> [ds, observed]. Exactly one document is the
- * DittoServer; the others (before or after it, e.g. a credentials Secret)
- * are observed children, keyed by kind and name (observed[kind][name]).
- * Empty documents are skipped.
+ * DittoServer; the others (before or after it, e.g. a credentials Secret,
+ * the StatefulSet with its status, the server's Pods) are observed
+ * children, keyed by kind and name (observed[kind][name], so Pods are
+ * observed.Pod[name] as in the operator). Empty documents are skipped.
  */
 static int p_docs(lua_State *L)
 {

@@ -1,7 +1,7 @@
 /*
  * script_test: `dittofs-operator --script-test FILE`, the offline dry run.
- * Reads a DittoServer (with, optionally, observed children in the same
- * YAML stream or JSON list), applies the CRD as the apiserver
+ * Reads a DittoServer (with, optionally, observed children and Pods in
+ * the same YAML stream or JSON list), applies the CRD as the apiserver
  * would (crd), evaluates the policy (policy) and renders what the operator
  * would apply, then the derived status, as multi-document YAML or as one
  * JSON object {"objects": [...], "status": {...}}. Everything is buffered:
