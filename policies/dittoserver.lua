@@ -1022,6 +1022,10 @@ local function render_statefulset(name, spec, config, config_hash)
     securityContext = M.container_security_context(spec),
     livenessProbe = tcp_probe(30, 10, 5),
     readinessProbe = tcp_probe(10, 5, 3),
+    -- The server logs why it stops rather than writing
+    -- /dev/termination-log: the tail of its log becomes the termination
+    -- message, which status() reports with a crash loop.
+    terminationMessagePolicy = "FallbackToLogsOnError",
   })
   local env = credential_env(config)
   if #env > 0 then
