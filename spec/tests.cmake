@@ -37,16 +37,14 @@ endif()
 set_tests_properties(lint PROPERTIES LABELS unit TIMEOUT 300)
 
 if(INTEGRATION_TESTS)
-  # One control plane per test run: started by the setup fixture, stopped by
-  # the cleanup fixture, shared by every integration test.
-  add_test(NAME cluster_up
-           COMMAND ${CMAKE_SOURCE_DIR}/deploy/local/cluster.sh start)
-  add_test(NAME cluster_down
-           COMMAND ${CMAKE_SOURCE_DIR}/deploy/local/cluster.sh stop)
-  set_tests_properties(cluster_up PROPERTIES FIXTURES_SETUP cluster
-                       LABELS integration TIMEOUT 1800)
-  set_tests_properties(cluster_down PROPERTIES FIXTURES_CLEANUP cluster
-                       LABELS integration)
+  # The integration tests run once per Kubernetes version in KUBE_VERSIONS
+  # (deploy/local/cluster.sh: "current" is the newest release we build, 1.20
+  # the oldest we support). Per version one test ground: control plane + node,
+  # started by the setup fixture (cluster_up@V), stopped by the cleanup fixture
+  # (cluster_down@V), shared by every test of that version; the versions run
+  # one after the other (each cluster_up waits for the previous cluster_down).
+  set(KUBE_VERSIONS "current;1.20" CACHE STRING
+      "Kubernetes versions the integration tests run on (cluster.sh DITTOFS_KUBE_VERSION)")
   set(ITEST_ENV
     "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>"
     "DITTOFS_BUILD_DIR=${CMAKE_BINARY_DIR}"
@@ -58,21 +56,45 @@ if(INTEGRATION_TESTS)
     add_executable(${name} ${src})
     target_link_libraries(${name} PRIVATE dittofs_core ${LUA_STATIC} dl)
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/spec/c)
-    add_test(NAME ${name}
-             COMMAND ${CMAKE_SOURCE_DIR}/spec/integration/with-cluster
-                     $<TARGET_FILE:${name}>
-             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
-    set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED cluster
-      LABELS integration TIMEOUT 900 RUN_SERIAL TRUE ENVIRONMENT "${ITEST_ENV}")
   endforeach()
-
   file(GLOB SH_ITESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/integration/*_test.sh)
-  foreach(script IN LISTS SH_ITESTS)
-    get_filename_component(name ${script} NAME_WE)
-    add_test(NAME ${name}
-             COMMAND ${CMAKE_SOURCE_DIR}/spec/integration/with-cluster ${script}
-             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
-    set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED cluster
-      LABELS integration TIMEOUT 900 RUN_SERIAL TRUE ENVIRONMENT "${ITEST_ENV}")
+
+  set(previous_down "")
+  foreach(ver IN LISTS KUBE_VERSIONS)
+    set(venv "DITTOFS_KUBE_VERSION=${ver}")
+    add_test(NAME cluster_up@${ver}
+             COMMAND ${CMAKE_SOURCE_DIR}/deploy/local/cluster.sh start)
+    add_test(NAME cluster_down@${ver}
+             COMMAND ${CMAKE_SOURCE_DIR}/deploy/local/cluster.sh stop)
+    set_tests_properties(cluster_up@${ver} PROPERTIES FIXTURES_SETUP cluster@${ver}
+                         LABELS "integration;k${ver}" TIMEOUT 3600
+                         ENVIRONMENT "${venv}")
+    set_tests_properties(cluster_down@${ver} PROPERTIES
+                         FIXTURES_CLEANUP cluster@${ver}
+                         LABELS "integration;k${ver}" ENVIRONMENT "${venv}")
+    if(previous_down)
+      set_tests_properties(cluster_up@${ver} PROPERTIES DEPENDS ${previous_down})
+    endif()
+    set(previous_down cluster_down@${ver})
+
+    foreach(src IN LISTS C_ITESTS)
+      get_filename_component(name ${src} NAME_WE)
+      add_test(NAME ${name}@${ver}
+               COMMAND ${CMAKE_SOURCE_DIR}/spec/integration/with-cluster
+                       $<TARGET_FILE:${name}>
+               WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+      set_tests_properties(${name}@${ver} PROPERTIES FIXTURES_REQUIRED cluster@${ver}
+        LABELS "integration;k${ver}" TIMEOUT 900 RUN_SERIAL TRUE
+        ENVIRONMENT "${ITEST_ENV};${venv}")
+    endforeach()
+    foreach(script IN LISTS SH_ITESTS)
+      get_filename_component(name ${script} NAME_WE)
+      add_test(NAME ${name}@${ver}
+               COMMAND ${CMAKE_SOURCE_DIR}/spec/integration/with-cluster ${script}
+               WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+      set_tests_properties(${name}@${ver} PROPERTIES FIXTURES_REQUIRED cluster@${ver}
+        LABELS "integration;k${ver}" TIMEOUT 900 RUN_SERIAL TRUE
+        ENVIRONMENT "${ITEST_ENV};${venv}")
+    endforeach()
   endforeach()
 endif()

@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # deploy/local/cluster.sh: a real, local Kubernetes control plane for tests.
 #
-# etcd 3.4 (Debian) + kube-apiserver and kube-controller-manager v1.20.2 built
-# from Debian bookworm's `kubernetes` source package, all on 127.0.0.1 with
-# free ports. No Docker, no kind, no kubelet (see kubelet.sh for a stand-in).
+# Two versions (DITTOFS_KUBE_VERSION):
+#   current (default)  Kubernetes $KUBE_CURRENT: kube-apiserver, kube-controller-manager,
+#                      kube-scheduler, kubelet, kube-proxy (and kubectl when none is on
+#                      PATH) built from the k8s.io/kubernetes Go module with the Go at
+#                      /usr/local/go, and etcd built from go.etcd.io/etcd/server/v3.
+#   1.20               Kubernetes 1.20.2, the oldest version we support: the same
+#                      components built from Debian bookworm's `kubernetes` source
+#                      package with Debian's Go 1.19 (/usr/lib/go-1.19), etcd 3.4 from
+#                      Debian.
+# Everything listens on 127.0.0.1 with free ports. The node (kubelet, containerd,
+# CNI, kube-proxy, PVC provisioner) is deploy/local/node.sh; the control plane
+# here is ready for it (Node authorizer, kubelet client certificate, kubeconfigs
+# for kubelet, scheduler and proxy, the node controllers in kube-controller-manager).
 #
 #   cluster.sh install                 install packages, build binaries (cached)
 #   cluster.sh start                   start etcd + apiserver + controller-manager
@@ -15,11 +25,14 @@
 #   cluster.sh status
 #   cluster.sh sa-kubeconfig NAMESPACE SA FILE
 #                                      write a kubeconfig that authenticates as
-#                                      ServiceAccount NAMESPACE/SA (its token
-#                                      Secret, waited for), context namespace
+#                                      ServiceAccount NAMESPACE/SA (1.20: its token
+#                                      Secret, waited for; current: a TokenRequest
+#                                      token valid 24 h), context namespace
 #                                      NAMESPACE: run a program under its RBAC
 #
 # Knobs (environment):
+#   DITTOFS_KUBE_VERSION current (default), 1.20, or an exact X.Y.Z (>= 1.29)
+#                        that the Go module proxy serves
 #   DITTOFS_CACHE        build cache       (default ~/.cache/dittofs-operator)
 #   DITTOFS_CLUSTER_DIR  state directory   (default /tmp/dittofs-cluster)
 #   DITTOFS_START_TIMEOUT           seconds to wait for readiness (default 60)
@@ -27,11 +40,26 @@
 #   DITTOFS_APISERVER_EXTRA_ARGS    extra kube-apiserver flags (space separated),
 #                                   e.g. "--watch-cache=false"
 #
+# A start with another version than the running one stops it and starts fresh.
 # Progress goes to stderr; `start` and `env` print the env file on stdout, so
 # `eval "$(deploy/local/cluster.sh start)"` works.
 set -euo pipefail
 
-KUBE_VERSION=1.20.2
+# The newest release the Go module proxy served when this was written; bump it
+# here (and run the suite) to move "current" forward.
+KUBE_CURRENT=1.37.2
+KUBE_OLDEST=1.20.2
+ETCD_CURRENT=3.7.0   # the etcd that KUBE_CURRENT's go.mod requires
+case ${DITTOFS_KUBE_VERSION:-current} in
+  current) KUBE_VERSION=$KUBE_CURRENT ;;
+  1.20 | 1.20.2) KUBE_VERSION=$KUBE_OLDEST ;;
+  1.[2-9][0-9].[0-9]*) KUBE_VERSION=${DITTOFS_KUBE_VERSION} ;;
+  *) echo "cluster.sh: DITTOFS_KUBE_VERSION must be current, 1.20 or X.Y.Z, not '${DITTOFS_KUBE_VERSION}'" >&2
+     exit 2 ;;
+esac
+KUBE_MINOR=$(cut -d. -f2 <<<"$KUBE_VERSION")
+# Kubernetes 1.20 comes from Debian's source package; anything newer from the module proxy.
+if [[ $KUBE_VERSION == "$KUBE_OLDEST" ]]; then FROM_DEBIAN=1; else FROM_DEBIAN=0; fi
 CACHE=${DITTOFS_CACHE:-${HOME:-/root}/.cache/dittofs-operator}
 KDIR=$CACHE/kube-$KUBE_VERSION
 BIN=$KDIR/bin
@@ -39,16 +67,27 @@ WORK=$KDIR/work
 BUILD_LOG=$KDIR/build.log
 DIR=${DITTOFS_CLUSTER_DIR:-/tmp/dittofs-cluster}
 START_TIMEOUT=${DITTOFS_START_TIMEOUT:-60}
-KCM_CONTROLLERS=${DITTOFS_KCM_CONTROLLERS:-statefulset,garbagecollector,namespace,serviceaccount,serviceaccount-token,replicaset,deployment,pvc-protection}
+NODE_NAME=${DITTOFS_NODE_NAME:-dittofs-node}
+# The controllers these tests and a one-node cluster need (a node: lifecycle,
+# Endpoints for Services, PV binding for dynamically provisioned PVCs).
+KCM_CONTROLLERS=${DITTOFS_KCM_CONTROLLERS:-statefulset,garbagecollector,namespace,serviceaccount,serviceaccount-token,replicaset,deployment,pvc-protection,pv-protection,nodelifecycle,endpoint,endpointslice,persistentvolume-binder,podgc,ttl,daemonset,job,tokencleaner}
 SERVICE_CIDR=10.96.0.0/16
 ISSUER=https://kubernetes.default.svc
+# Go for the module builds (current): the one at /usr/local/go, never a toolchain download.
+GO_CURRENT=${DITTOFS_GO:-/usr/local/go/bin/go}
+# Debian's Go 1.19 for the 1.20 tree (Go 1.23+ refuses its vendored code).
+GO_DEBIAN_BIN=/usr/lib/go-1.19/bin
 
-APT_PKGS=(etcd-server etcd-client golang-go rsync openssl curl make xz-utils
-          ca-certificates golang-github-modern-go-reflect2-dev dpkg-dev)
+APT_PKGS=(openssl curl ca-certificates xz-utils)
+if ((FROM_DEBIAN)); then
+  APT_PKGS+=(etcd-server etcd-client golang-go rsync make golang-github-modern-go-reflect2-dev dpkg-dev)
+fi
 REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
 
 # Components in start order; stop goes in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+# The node's binaries, built with the control plane (used by node.sh).
+NODE_BINARIES=(kubelet kube-scheduler kube-proxy)
 
 log() { printf '[cluster.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -185,12 +224,14 @@ apt_get() {
 install_packages() {
   local missing=() p need_update=0
   for p in "${APT_PKGS[@]}"; do pkg_installed "$p" || missing+=("$p"); done
-  if ((${#missing[@]})) || ! have_bookworm_deb_src; then
+  if ((${#missing[@]})) || { ((FROM_DEBIAN)) && ! have_bookworm_deb_src; }; then
     [[ $(id -u) == 0 ]] || die "must run as root to install packages: ${missing[*]} (or deb-src)"
   fi
-  if ensure_deb_src; then need_update=1; fi
-  if ((!need_update)) && ! apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Version:'; then
-    need_update=1
+  if ((FROM_DEBIAN)); then
+    if ensure_deb_src; then need_update=1; fi
+    if ((!need_update)) && ! apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Version:'; then
+      need_update=1
+    fi
   fi
   for p in "${missing[@]}"; do
     if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then need_update=1; fi
@@ -222,11 +263,18 @@ resolve_kubectl() {
   return 1
 }
 
+# The etcd this version runs: Debian's for 1.20, the one built here otherwise.
+etcd_bin() {
+  if ((FROM_DEBIAN)); then command -v etcd; else printf '%s\n' "$BIN/etcd"; fi
+}
+
 binaries_present() {
   local b
-  for b in kube-apiserver kube-controller-manager sample-controller; do
+  for b in kube-apiserver kube-controller-manager sample-controller "${NODE_BINARIES[@]}"; do
     [[ -s $BIN/$b && -x $BIN/$b ]] || return 1
   done
+  [[ -f $KDIR/sample-controller/crd.yaml ]] || return 1
+  [[ -x $(etcd_bin) ]] || return 1
   path_kubectl >/dev/null || [[ -s $BIN/kubectl ]]
 }
 
@@ -277,18 +325,22 @@ fetch_source() {
 
 run_make() {
   local gopath_tree=$1; shift
+  [[ -x $GO_DEBIAN_BIN/go ]] || die "$GO_DEBIAN_BIN/go missing (Debian's golang-go, Go 1.19)"
   (
     cd "$gopath_tree"
+    # Debian's Go first on PATH: the Go at /usr/local/go (1.23+) refuses this tree.
+    export PATH=$GO_DEBIAN_BIN:$PATH GOTOOLCHAIN=local
     export GOPATH=$WORK/.go GOCACHE=$WORK/go-build CGO_ENABLED=0 GOPROXY=off GOFLAGS=-mod=vendor
     make WHAT="$*"
   ) >>"$BUILD_LOG" 2>&1
 }
 
-build_binaries() {
+# Kubernetes 1.20.2 from Debian's source package (Debian's Go 1.19).
+build_debian() {
   local targets=() need_kubectl=0
   if ! path_kubectl >/dev/null && [[ ! -s $BIN/kubectl ]]; then need_kubectl=1; fi
   local b
-  for b in kube-apiserver kube-controller-manager; do
+  for b in kube-apiserver kube-controller-manager "${NODE_BINARIES[@]}"; do
     [[ -s $BIN/$b ]] || targets+=("cmd/$b")
   done
   [[ -s $BIN/sample-controller && -f $KDIR/sample-controller/crd.yaml ]] ||
@@ -311,7 +363,7 @@ build_binaries() {
   fi
 
   local hint=""
-  [[ -d $tree/_output ]] || hint="cold build, 4-7 min on 2 cores; "
+  [[ -d $tree/_output ]] || hint="cold build, 6-9 min on 2 cores; "
   log "building ${targets[*]} (${hint}log: $BUILD_LOG)"
   local t0=$SECONDS
   if ! run_make "$gtree" "${targets[@]}"; then
@@ -333,19 +385,92 @@ build_binaries() {
     "${targets[*]}" "$(<"$tree/.dittofs-prepared")" >>"$KDIR/BUILD-INFO"
 }
 
+# go for the module builds, with the module proxy; never a toolchain download.
+go_mod() {
+  (
+    # Go's own caches (~/.cache/go-build, ~/go/pkg/mod) are shared with
+    # node.sh's and images.sh's module builds.
+    export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+    "$GO_CURRENT" "$@"
+  )
+}
+
+# A module of our own that requires k8s.io/kubernetes vX and points every
+# staging module (required at v0.0.0 and replaced with ./staging/... in
+# kubernetes' own go.mod, which a dependent module does not see) at its
+# published v0.X.Y: the replace list is read from that release's go.mod.
+write_kube_module() {
+  local dir=$1 gomod
+  mkdir -p "$dir"
+  gomod=$(cd "$dir" && go_mod mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  [[ -f $gomod ]] || die "go mod download k8s.io/kubernetes@v$KUBE_VERSION: no go.mod (does the proxy serve it?)"
+  {
+    printf 'module dittofs.local/kubebuild\n\ngo %s\n\nrequire k8s.io/kubernetes v%s\n\nreplace (\n' \
+      "$(awk '$1 == "go" { print $2; exit }' "$gomod")" "$KUBE_VERSION"
+    sed -n '/^replace (/,/^)/p' "$gomod" |
+      awk -v v="v0.${KUBE_VERSION#1.}" '$2 == "=>" && $1 ~ /^k8s\.io\// { printf "\t%s => %s %s\n", $1, $1, v }'
+    printf ')\n'
+  } >"$dir/go.mod"
+}
+
+# Kubernetes >= 1.2x and etcd from the Go module proxy (the Go at /usr/local/go).
+build_module() {
+  [[ -x $GO_CURRENT ]] || die "$GO_CURRENT missing: the module build needs a current Go (DITTOFS_GO)"
+  mkdir -p "$BIN" "$KDIR"
+  : >"$BUILD_LOG"
+  local t0=$SECONDS cmds=() b
+  for b in kube-apiserver kube-controller-manager "${NODE_BINARIES[@]}"; do
+    [[ -s $BIN/$b ]] || cmds+=("k8s.io/kubernetes/cmd/$b")
+  done
+  if ! path_kubectl >/dev/null && [[ ! -s $BIN/kubectl ]]; then cmds+=(k8s.io/kubernetes/cmd/kubectl); fi
+  [[ -s $BIN/sample-controller ]] || cmds+=(k8s.io/sample-controller)
+  if ((${#cmds[@]})); then
+    log "building Kubernetes $KUBE_VERSION from the Go module proxy: ${cmds[*]##*/} (cold: 20-30 min on 2 cores; log: $BUILD_LOG)"
+    write_kube_module "$KDIR/mod" >>"$BUILD_LOG" 2>&1
+    local ld="-s -w" p
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$KUBE_MINOR"
+      ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    (cd "$KDIR/mod" && go_mod get "k8s.io/kubernetes@v$KUBE_VERSION" "k8s.io/sample-controller@v0.${KUBE_VERSION#1.}" &&
+      go_mod build -trimpath -ldflags "$ld" -o "$BIN/" "${cmds[@]}") >>"$BUILD_LOG" 2>&1 || build_fail
+  fi
+  if [[ ! -f $KDIR/sample-controller/crd.yaml ]]; then
+    local sc
+    sc=$(cd "$KDIR/mod" && go_mod list -m -f '{{.Dir}}' k8s.io/sample-controller) || build_fail
+    mkdir -p "$KDIR/sample-controller"
+    cp "$sc"/artifacts/examples/*.yaml "$KDIR/sample-controller/"
+    chmod u+w "$KDIR"/sample-controller/*.yaml
+  fi
+  if [[ ! -s $BIN/etcd ]]; then
+    log "building etcd $ETCD_CURRENT from the Go module proxy"
+    mkdir -p "$KDIR/etcd-mod"
+    printf 'module dittofs.local/etcdbuild\n\ngo 1.24\n' >"$KDIR/etcd-mod/go.mod"
+    (cd "$KDIR/etcd-mod" && go_mod get "go.etcd.io/etcd/server/v3@v$ETCD_CURRENT" &&
+      go_mod build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3) >>"$BUILD_LOG" 2>&1 ||
+      build_fail
+  fi
+  log "build done in $((SECONDS - t0)) s"
+  printf '%s built Kubernetes %s (module proxy) and etcd %s\n' "$(date -u +%FT%TZ)" \
+    "$KUBE_VERSION" "$ETCD_CURRENT" >>"$KDIR/BUILD-INFO"
+}
+
 cmd_install() {
   mkdir -p "$KDIR"
   exec 9>"$KDIR/.install.lock"
   flock 9
   install_packages
-  if binaries_present && [[ -f $KDIR/sample-controller/crd.yaml ]]; then
+  if binaries_present; then
     log "binaries present in $BIN"
+  elif ((FROM_DEBIAN)); then
+    build_debian
   else
-    build_binaries
+    build_module
   fi
   local k
   k=$(resolve_kubectl) || die "no kubectl"
-  log "kube-apiserver $("$BIN/kube-apiserver" --version 2>/dev/null | awk '{print $2}'), kubectl $k, etcd $(etcd --version 2>/dev/null | awk 'NR==1{print $3}')"
+  log "Kubernetes $KUBE_VERSION: kube-apiserver $("$BIN/kube-apiserver" --version 2>/dev/null | awk '{print $2}'), kubectl $k, etcd $("$(etcd_bin)" --version 2>/dev/null | awk 'NR==1{print $3}')"
   exec 9>&-
 }
 
@@ -484,6 +609,12 @@ EOF
       -subj "/O=system:masters/CN=dittofs-admin-cert" -out admin-client.csr
     openssl x509 -req -in admin-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
       -extfile openssl.cnf -extensions v3_client -out admin-client.crt
+    # The apiserver's client certificate towards the kubelet (exec, logs, port-forward).
+    openssl genrsa -out kubelet-client.key 2048
+    openssl req -config openssl.cnf -new -key kubelet-client.key \
+      -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" -out kubelet-client.csr
+    openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile openssl.cnf -extensions v3_client -out kubelet-client.crt
     openssl genrsa -out sa.key 2048
     openssl rsa -in sa.key -pubout -out sa.pub
     rm -f ./*.csr
@@ -534,6 +665,9 @@ write_env() {
     printf 'export DITTOFS_CA_KEY=%q\n' "$DIR/pki/ca.key"
     printf 'export DITTOFS_AUDIT_LOG=%q\n' "$DIR/audit.log"
     printf 'export DITTOFS_SAMPLE_CONTROLLER_DIR=%q\n' "$KDIR/sample-controller"
+    printf 'export DITTOFS_KUBE_VERSION=%q\n' "$KUBE_VERSION"
+    printf 'export DITTOFS_NODE_NAME=%q\n' "$NODE_NAME"
+    printf 'export DITTOFS_SERVICE_CIDR=%q\n' "$SERVICE_CIDR"
   } >"$DIR/env.tmp"
   mv -f "$DIR/env.tmp" "$DIR/env"
 }
@@ -580,7 +714,13 @@ wait_default_sa() {
   local deadline=$((SECONDS + START_TIMEOUT)) body
   while :; do
     body=$(api_get /api/v1/namespaces/default/serviceaccounts/default || true)
-    [[ $body == *'"secrets"'* ]] && return 0
+    # Before 1.24 the token controller adds a token Secret, which the
+    # ServiceAccount admission plugin needs before it admits pods.
+    if ((KUBE_MINOR >= 24)); then
+      [[ $body == *'"name":"default"'* || $body == *'"name": "default"'* ]] && return 0
+    else
+      [[ $body == *'"secrets"'* ]] && return 0
+    fi
     if ! alive_pid kube-controller-manager >/dev/null; then
       tail -n 40 "$DIR/kube-controller-manager.log" >&2
       die "kube-controller-manager died"
@@ -601,7 +741,6 @@ apiserver_args() {
     --etcd-servers="http://127.0.0.1:$etcd_port"
     --bind-address=127.0.0.1
     --secure-port="$api_port"
-    --insecure-port=0
     --cert-dir="$DIR/apiserver-certs"
     --tls-cert-file="$p/apiserver.crt"
     --tls-private-key-file="$p/apiserver.key"
@@ -611,14 +750,20 @@ apiserver_args() {
     --service-account-signing-key-file="$p/sa.key"
     --service-account-issuer="$ISSUER"
     --api-audiences="$ISSUER"
-    --authorization-mode=RBAC
+    --authorization-mode=Node,RBAC
+    --enable-admission-plugins=NodeRestriction
     --service-cluster-ip-range="$SERVICE_CIDR"
+    --kubelet-client-certificate="$p/kubelet-client.crt"
+    --kubelet-client-key="$p/kubelet-client.key"
+    --kubelet-preferred-address-types=InternalIP,Hostname
     --allow-privileged=true
     --audit-policy-file="$DIR/audit-policy.yaml"
     --audit-log-path="$DIR/audit.log"
     --audit-log-maxsize=200
     --audit-log-maxbackup=2
   )
+  # The insecure port went away in 1.24; before, it must be turned off.
+  ((KUBE_MINOR < 24)) && args+=(--insecure-port=0)
   # shellcheck disable=SC2206 # word splitting is the point
   [[ -n ${DITTOFS_APISERVER_EXTRA_ARGS:-} ]] && args+=(${DITTOFS_APISERVER_EXTRA_ARGS})
   printf '%s\n' "${args[@]}"
@@ -635,11 +780,21 @@ fresh_start() {
   local admin_token kcm_token
   admin_token=$(gen_token)
   kcm_token=$(gen_token)
+  local node_token sched_token proxy_token
+  node_token=$(gen_token)
+  sched_token=$(gen_token)
+  proxy_token=$(gen_token)
   printf '%s\n' "$admin_token" >"$DIR/admin.token"
   chmod 600 "$DIR/admin.token"
+  # The node's components authenticate as Kubernetes' own identities, which
+  # the bootstrap RBAC (and for the kubelet the Node authorizer) grants what
+  # they need: nothing here runs in system:masters but admin and the KCM.
   {
     printf '%s,admin,admin-uid,"system:masters"\n' "$admin_token"
     printf '%s,system:kube-controller-manager,kcm-uid,"system:masters"\n' "$kcm_token"
+    printf '%s,system:node:%s,node-uid,"system:nodes"\n' "$node_token" "$NODE_NAME"
+    printf '%s,system:kube-scheduler,scheduler-uid\n' "$sched_token"
+    printf '%s,system:kube-proxy,proxy-uid\n' "$proxy_token"
   } >"$DIR/tokens.csv"
   chmod 600 "$DIR/tokens.csv"
   cat >"$DIR/audit-policy.yaml" <<'EOF'
@@ -660,7 +815,7 @@ EOF
   echo "$etcd_port" >"$DIR/etcd.port"
 
   local etcd_args=(
-    "$(command -v etcd)"
+    "$(etcd_bin)"
     --name=dittofs
     --data-dir="$DIR/etcd"
     --listen-client-urls="http://127.0.0.1:$etcd_port"
@@ -670,7 +825,7 @@ EOF
     --initial-cluster="dittofs=http://127.0.0.1:$etcd_peer"
   )
   # Tests do not need durability; skip fsync when this etcd supports it.
-  if etcd --help 2>&1 | grep -q -- '--unsafe-no-fsync'; then etcd_args+=(--unsafe-no-fsync); fi
+  if "$(etcd_bin)" --help 2>&1 | grep -q -- '--unsafe-no-fsync'; then etcd_args+=(--unsafe-no-fsync); fi
   log "starting etcd on 127.0.0.1:$etcd_port"
   launch etcd "${etcd_args[@]}"
   wait_etcd "$etcd_port"
@@ -681,20 +836,29 @@ EOF
   launch kube-apiserver "${api_args[@]}"
   write_kubeconfig "$DIR/kubeconfig" admin "$admin_token" "$api_port"
   write_kubeconfig "$DIR/kube-controller-manager.kubeconfig" system:kube-controller-manager "$kcm_token" "$api_port"
+  write_kubeconfig "$DIR/kubelet.kubeconfig" "system:node:$NODE_NAME" "$node_token" "$api_port"
+  write_kubeconfig "$DIR/kube-scheduler.kubeconfig" system:kube-scheduler "$sched_token" "$api_port"
+  write_kubeconfig "$DIR/kube-proxy.kubeconfig" system:kube-proxy "$proxy_token" "$api_port"
+  echo "$KUBE_VERSION" >"$DIR/version"
   write_env "$api_port" "$etcd_port"
   wait_apiserver_ready
   log "kube-apiserver ready"
 
   log "starting kube-controller-manager ($KCM_CONTROLLERS)"
+  local kcm_extra=()
+  # The insecure port went away in 1.24; before, it must be turned off.
+  ((KUBE_MINOR < 24)) && kcm_extra+=(--port=0)
   launch kube-controller-manager \
     "$BIN/kube-controller-manager" \
     --kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 --secure-port=0 --port=0 \
+    --bind-address=127.0.0.1 --secure-port=0 \
     --controllers="$KCM_CONTROLLERS" \
+    --node-monitor-grace-period=20s \
     --leader-elect=false \
     --service-account-private-key-file="$DIR/pki/sa.key" \
     --root-ca-file="$DIR/pki/ca.crt" \
-    --service-cluster-ip-range="$SERVICE_CIDR"
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    "${kcm_extra[@]}"
   wait_default_sa
 }
 
@@ -704,6 +868,7 @@ EOF
 # after the account is created: wait for both.
 sa_token() {
   local ns=$1 sa=$2 deadline=$((SECONDS + START_TIMEOUT)) body secret token
+  ((KUBE_MINOR >= 24)) && { sa_token_request "$ns" "$sa"; return; }
   while :; do
     secret="" token=""
     body=$(api_get "/api/v1/namespaces/$ns/serviceaccounts/$sa" || true)
@@ -718,6 +883,26 @@ sa_token() {
     fi
     ((SECONDS < deadline)) ||
       die "no token Secret for ServiceAccount $ns/$sa after ${START_TIMEOUT}s (does it exist? is kube-controller-manager running?)"
+    sleep 0.3
+  done
+}
+
+# From 1.24 on no token Secret is made: ask the TokenRequest API for a
+# token of ServiceAccount $1/$2 (valid 24 h), once the account exists.
+sa_token_request() {
+  local ns=$1 sa=$2 deadline=$((SECONDS + START_TIMEOUT)) body token
+  while :; do
+    body=$(curl -sS --max-time 5 --cacert "$DIR/pki/ca.crt" \
+      -H "Authorization: Bearer $(<"$DIR/admin.token")" -H 'Content-Type: application/json' \
+      -X POST --data '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":86400}}' \
+      "https://127.0.0.1:$(<"$DIR/apiserver.port")/api/v1/namespaces/$ns/serviceaccounts/$sa/token" 2>/dev/null || true)
+    token=$(grep -o '"token": *"[^"]*"' <<<"$body" | head -n1 | sed 's/.*: *"//; s/"$//') || true
+    if [[ -n $token ]]; then
+      printf '%s' "$token"
+      return 0
+    fi
+    ((SECONDS < deadline)) ||
+      die "no token for ServiceAccount $ns/$sa after ${START_TIMEOUT}s (does it exist?)"
     sleep 0.3
   done
 }
@@ -740,8 +925,13 @@ all_running() {
 
 cmd_start() {
   local t0=$SECONDS
-  if ! binaries_present || [[ ! -f $KDIR/sample-controller/crd.yaml ]] || ! command -v etcd >/dev/null; then
+  if ! binaries_present; then
     cmd_install
+  fi
+  if [[ -f $DIR/version && $(<"$DIR/version") != "$KUBE_VERSION" ]]; then
+    log "running Kubernetes $(<"$DIR/version"), $KUBE_VERSION asked for: starting fresh"
+    stop_all
+    rm -f "$DIR/env"
   fi
   if [[ -f $DIR/env ]] && all_running; then
     log "already running"
@@ -818,7 +1008,7 @@ cmd_env() {
 
 cmd_status() {
   local c pid rc=0
-  echo "state dir: $DIR"
+  echo "state dir: $DIR (Kubernetes $KUBE_VERSION)"
   echo "binaries:  $BIN ($(binaries_present && echo present || echo missing))"
   for c in "${COMPONENTS[@]}"; do
     if pid=$(alive_pid "$c"); then
@@ -847,9 +1037,24 @@ lock_cluster() {
   flock 8
 }
 
+# Commands on a running control plane act on the version it runs, whatever
+# DITTOFS_KUBE_VERSION says (only start and install choose the version).
+adopt_running_version() {
+  [[ -f $DIR/version ]] || return 0
+  KUBE_VERSION=$(<"$DIR/version")
+  KUBE_MINOR=$(cut -d. -f2 <<<"$KUBE_VERSION")
+  if [[ $KUBE_VERSION == "$KUBE_OLDEST" ]]; then FROM_DEBIAN=1; else FROM_DEBIAN=0; fi
+  KDIR=$CACHE/kube-$KUBE_VERSION
+  BIN=$KDIR/bin
+}
+
 main() {
   local cmd=${1:-}
   shift || true
+  case $cmd in
+    install|start) ;;
+    *) adopt_running_version ;;
+  esac
   case $cmd in
     start|stop|kill-apiserver|start-apiserver|restart-apiserver) lock_cluster ;;
   esac
