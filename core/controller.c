@@ -749,9 +749,12 @@ static void finish(struct rec *r, const char *result)
     const char *why = dbuf_len(&r->err)         ? dbuf_ptr(&r->err)
                       : dbuf_len(&r->apply_err) ? dbuf_ptr(&r->apply_err)
                                                 : NULL;
+    /* eval: "full" (validate, render, applies) or "status" (a Pod
+     * changed: status() alone). */
     log_emit(strcmp(result, "error") == 0 ? LOG_WARN : LOG_INFO, "reconciled",
              "key", r->key, "result", result, "duration", dur, "writes", writes,
-             why ? "error" : NULL, why, NULL);
+             "eval", r->status_only ? "status" : "full", why ? "error" : NULL,
+             why, NULL);
 
     /* A full reconcile that left nothing to retry lets Pod events
      * re-derive just the status; anything else owes a full one. */
@@ -1152,6 +1155,8 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
     struct kstate *ks = kstate_get(c, r->key, 0);
     int idx = 0;
     cJSON *o;
+    /* Every kind first: a result holding one the operator does not manage
+     * (a Pod among them) is refused whole, before any write. */
     cJSON_ArrayForEach(o, objs)
     {
         idx++;
@@ -1161,14 +1166,23 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "kind"));
         const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
-        int kind = av && kd ? kind_index(av, kd) : -1;
-        if (kind < 0 || nm == NULL) {
+        if (av == NULL || kd == NULL || nm == NULL || kind_index(av, kd) < 0) {
             dbuf_addf(&r->err,
                       "render() object %d (%s %s): the operator manages "
                       "only ConfigMaps, Services and StatefulSets",
                       idx, av ? av : "?", kd ? kd : "?");
             return -1;
         }
+    }
+    cJSON_ArrayForEach(o, objs)
+    {
+        const char *av = cJSON_GetStringValue(
+            cJSON_GetObjectItemCaseSensitive(o, "apiVersion"));
+        const char *kd =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "kind"));
+        const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
+        int kind = kind_index(av, kd);
         /* What the policy rendered, before the core's annotation: its
          * hash tells a changed rendering (a field the policy stopped
          * setting is invisible to the subset test) from a stable one. */
