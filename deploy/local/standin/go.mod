@@ -1,0 +1,3 @@
+module dittofs-operator/deploy/local/standin
+
+go 1.22
