@@ -54,6 +54,9 @@ RECIPE=1
 
 say() { printf 'images: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# A freshly built image that fails its smoke test loses its tag, so the
+# next build does not take it for up to date.
+reject() { docker image rm "$1" >/dev/null 2>&1 || true; die "$2"; }
 
 # Installs the Debian packages that are missing (non-interactive).
 need_pkgs() {
@@ -75,7 +78,7 @@ need_pkgs() {
 
 need_docker() {
   command -v docker >/dev/null || die "docker is not installed"
-  docker info >/dev/null 2>&1 || die "the Docker Engine does not answer (docker info)"
+  docker version -f "{{.Server.Version}}" >/dev/null 2>&1 || die "the Docker Engine does not answer (docker version)"
 }
 
 go_cmd() {
@@ -204,7 +207,7 @@ build_base() {
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     "$tar" "$TAG_BASE" >/dev/null
   docker run --rm "$TAG_BASE" sh -c 'mkdir -p /tmp/x && chmod 700 /tmp/x && rm -r /tmp/x' ||
-    die "base: the imported image cannot run sh/mkdir/chmod/rm"
+    reject "$TAG_BASE" "base: the imported image cannot run sh/mkdir/chmod/rm"
   # the previous base, now untagged (kept while images built on it exist)
   if [ -n "$old" ] && [ "$old" != "$(image_id "$TAG_BASE")" ]; then
     docker image rm "$old" >/dev/null 2>&1 || true
@@ -245,7 +248,7 @@ ENTRYPOINT ["/pause"]
 EOF
   docker_build --label "$LABEL=$hash" -t "$TAG_PAUSE" "$ctx"
   rm -rf "$ctx"
-  docker run --rm "$TAG_PAUSE" -v >/dev/null || die "pause: the image does not run"
+  docker run --rm "$TAG_PAUSE" -v >/dev/null || reject "$TAG_PAUSE" "pause: the image does not run"
   built pause "$TAG_PAUSE" "$t0" "$hash"
 }
 
@@ -285,8 +288,9 @@ build_operator() {
     -f "$ROOT/Dockerfile" -t "$TAG_OPERATOR" "$ROOT"
   local out
   out=$(docker run --rm -i "$TAG_OPERATOR" --script-test - <"$ROOT/deploy/samples/dittoserver.yaml") ||
-    die "operator: the image does not run --script-test"
-  grep -q '^kind: StatefulSet' <<<"$out" || die "operator: the image does not render the sample"
+    reject "$TAG_OPERATOR" "operator: the image does not run --script-test"
+  grep -q '^kind: StatefulSet' <<<"$out" ||
+    reject "$TAG_OPERATOR" "operator: the image does not render the sample"
   built operator "$TAG_OPERATOR" "$t0" "$hash"
 }
 
@@ -297,7 +301,9 @@ STANDIN_DIR=deploy/local/standin
 build_standin() {
   local goversion hash t0 ctx
   goversion=$(go_cmd env GOVERSION)
-  hash=$(printf 'standin %s %s\n' "$RECIPE" "$goversion" | hash_of "$STANDIN_DIR")
+  local inputs=()
+  mapfile -t inputs < <(cd "$ROOT" && ls "$STANDIN_DIR"/go.mod "$STANDIN_DIR"/Dockerfile "$STANDIN_DIR"/*.go)
+  hash=$(printf 'standin %s %s\n' "$RECIPE" "$goversion" | hash_of "${inputs[@]}")
   if up_to_date "$TAG_STANDIN" "$hash"; then
     skipped standin "$TAG_STANDIN" "$hash"
   else
@@ -309,7 +315,7 @@ build_standin() {
     docker_build --label "$LABEL=$hash" -f "$ROOT/$STANDIN_DIR/Dockerfile" -t "$TAG_STANDIN" "$ctx"
     rm -rf "$ctx"
     [[ $(docker run --rm "$TAG_STANDIN" version) == dittofs-standin* ]] ||
-      die "standin: the image does not run"
+      reject "$TAG_STANDIN" "standin: the image does not run"
     built standin "$TAG_STANDIN" "$t0" "$hash"
   fi
 
@@ -359,6 +365,8 @@ cmd_import() {
   for tag in "${ALL_TAGS[@]}"; do
     id=$(image_id "$tag")
     [ -n "$id" ] || die "$tag is not built (images.sh build)"
+    # the snapshotter it was unpacked for counts too
+    id=$id@${snap:-default}
     # skip what this containerd already holds from the same Docker image
     if "${ctr[@]}" images ls "name==docker.io/$tag" 2>/dev/null | grep -qF "$CTR_LABEL=$id"; then
       say "import: $tag already in $sock"
