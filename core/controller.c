@@ -34,48 +34,33 @@
 #include "apply.h"
 #include "cache.h"
 #include "controller.h"
+#include "kinds.h"
 #include "log.h"
 #include "loop.h"
 #include "queue.h"
 #include "watch.h"
 
-#define DS_API_PATH "/apis/dittofs.dittofs.com/v1alpha1"
-#define DS_RESOURCE "dittoservers"
 #define CONTROLLER_NAME "dittoserver"
 #define APPLY_QUERY "?fieldManager=" POLICY_MANAGER "&force=true"
 #define MANAGED_SELECTOR POLICY_LABEL_MANAGED_BY "=" POLICY_MANAGER
 #define OVERLAY_TTL_MS 60000
 /* On every applied child: the hash of what the policy rendered for it. */
-#define APPLIED_HASH_ANNOTATION "dittofs.dittofs.com/applied-hash"
+#define APPLIED_HASH_ANNOTATION KINDS_GROUP "/applied-hash"
 #define MAX_MESSAGE 1024
 #define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
 #define TRIM_DELAY_MS 2000
 
-/* The kinds the controller watches, each with an informer selected by the
- * managed-by label. The rendered ones are what a policy may render (a
- * policy rendering another kind fails); they are applied and pruned. Pods
- * are only observed: the StatefulSet controller makes them, the policy's
- * status() reads them, the operator never writes one (RBAC grants exactly
- * these verbs). */
-struct kind {
-    const char *api_version;
-    const char *kind;
-    const char *api_path;
-    const char *resource;
-    int rendered;
-};
-
-static const struct kind kinds[] = {
-    {"v1", "ConfigMap", "/api/v1", "configmaps", 1},
-    {"v1", "Service", "/api/v1", "services", 1},
-    {"apps/v1", "StatefulSet", "/apis/apps/v1", "statefulsets", 1},
-    {"v1", "Pod", "/api/v1", "pods", 0},
-};
-
-#define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
-#define KIND_STS 2
-#define KIND_POD 3
-#define KIND_DS ((int)NKINDS) /* overlays of the DittoServer itself */
+/* The kinds the controller watches (kinds.h), each with an informer
+ * selected by the managed-by label: the children, indexed as in
+ * kinds_table. The rendered ones are what a policy may render (policy_eval
+ * refuses a result holding another kind); they are applied and pruned.
+ * Pods are only observed: the StatefulSet controller makes them, the
+ * policy's status() reads them, the operator never writes one (RBAC grants
+ * exactly these verbs). */
+#define NKINDS KINDS_NCHILD
+#define KIND_STS KINDS_STATEFULSET
+#define KIND_POD KINDS_POD
+#define KIND_DS KINDS_DITTOSERVER /* overlays of the DittoServer itself */
 
 /* --- per-key state -------------------------------------------------------
  */
@@ -249,23 +234,16 @@ static int rv_at_least(const char *a, const char *b)
  * observed, never rendered). */
 static int kind_index(const char *api_version, const char *kind)
 {
-    for (size_t i = 0; i < NKINDS; i++)
-        if (kinds[i].rendered &&
-            strcmp(kinds[i].api_version, api_version) == 0 &&
-            strcmp(kinds[i].kind, kind) == 0)
-            return (int)i;
-    return -1;
+    int k = kinds_find(api_version, kind);
+    return k >= 0 && kinds_table[k].role == KIND_RENDERED ? k : -1;
 }
 
 /* "/api/v1/namespaces/NS/configmaps/NAME" */
 static int object_path(struct dbuf *b, int kind, const char *ns,
                        const char *name)
 {
-    if (kind == KIND_DS)
-        return dbuf_addf(b, DS_API_PATH "/namespaces/%s/" DS_RESOURCE "/%s", ns,
-                         name);
-    return dbuf_addf(b, "%s/namespaces/%s/%s/%s", kinds[kind].api_path, ns,
-                     kinds[kind].resource, name);
+    return dbuf_addf(b, "%s/namespaces/%s/%s/%s", kinds_table[kind].api_path,
+                     ns, kinds_table[kind].plural, name);
 }
 
 static void metric_inc1(struct metric *f, const char *v)
@@ -527,7 +505,7 @@ static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
 static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
                      const struct cache_obj *new_obj, void *arg, int kind)
 {
-    int full = kinds[kind].rendered;
+    int full = kinds_table[kind].role == KIND_RENDERED;
     enum queue_prio prio = full ? QUEUE_HIGH : QUEUE_LOW;
     struct controller *c = arg;
     const struct cache_obj *o = new_obj != NULL ? new_obj : old_obj;
@@ -702,8 +680,7 @@ static void list_add(struct dbuf *b, int kind, const char *name)
 {
     if (dbuf_len(b) > 0)
         dbuf_adds(b, ", ");
-    dbuf_addf(b, "%s %s",
-              kind == KIND_DS ? POLICY_OWNER_KIND : kinds[kind].kind, name);
+    dbuf_addf(b, "%s %s", kinds_table[kind].kind, name);
 }
 
 /* The end of every reconcile: Events, metrics, log, queue. */
@@ -817,8 +794,7 @@ static void on_op_done(struct http_response *resp, void *arg)
     struct controller *c = r->c;
     op->req = NULL;
     int rc = resp->result;
-    const char *kname =
-        op->kind == KIND_DS ? POLICY_OWNER_KIND : kinds[op->kind].kind;
+    const char *kname = kinds_table[op->kind].kind;
 
     if (rc == HTTP_OK || (op->type == OP_DELETE && rc == HTTP_ENOTFOUND)) {
         r->n_writes++;
@@ -1017,7 +993,7 @@ static int observed_json(const struct children *ch, struct dbuf *b)
 {
     dbuf_addc(b, '{');
     for (size_t k = 0; k < NKINDS; k++) {
-        dbuf_addf(b, "%s\"%s\":{", k ? "," : "", kinds[k].kind);
+        dbuf_addf(b, "%s\"%s\":{", k ? "," : "", kinds_table[k].kind);
         int first = 1;
         for (size_t i = 0; i < ch->n; i++) {
             if (ch->v[i].kind != (int)k)
@@ -1153,36 +1129,22 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
         return -1;
     }
     struct kstate *ks = kstate_get(c, r->key, 0);
-    int idx = 0;
     cJSON *o;
-    /* Every kind first: a result holding one the operator does not manage
-     * (a Pod among them) is refused whole, before any write. */
     cJSON_ArrayForEach(o, objs)
     {
-        idx++;
         const char *av = cJSON_GetStringValue(
             cJSON_GetObjectItemCaseSensitive(o, "apiVersion"));
         const char *kd =
             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "kind"));
         const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
-        if (av == NULL || kd == NULL || nm == NULL || kind_index(av, kd) < 0) {
-            dbuf_addf(&r->err,
-                      "render() object %d (%s %s): the operator manages "
-                      "only ConfigMaps, Services and StatefulSets",
-                      idx, av ? av : "?", kd ? kd : "?");
+        /* policy_eval refused any other kind, and objects without a
+         * name, before this (check_kinds in policy.c). */
+        int kind = kind_index(av, kd);
+        if (kind < 0 || nm == NULL) {
+            dbuf_adds(&r->err, "internal error: an unchecked rendering");
             return -1;
         }
-    }
-    cJSON_ArrayForEach(o, objs)
-    {
-        const char *av = cJSON_GetStringValue(
-            cJSON_GetObjectItemCaseSensitive(o, "apiVersion"));
-        const char *kd =
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "kind"));
-        const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
-        int kind = kind_index(av, kd);
         /* What the policy rendered, before the core's annotation: its
          * hash tells a changed rendering (a field the policy stopped
          * setting is invisible to the subset test) from a stable one. */
@@ -1285,7 +1247,8 @@ static void send_prunes(struct rec *r, struct children *ch,
                 wanted = 1;
         }
         /* Pods are the StatefulSet's, never ours to delete. */
-        if (!kinds[cd->kind].rendered || wanted || !owned_by(cd->obj, uid))
+        if (kinds_table[cd->kind].role != KIND_RENDERED || wanted ||
+            !owned_by(cd->obj, uid))
             continue;
         struct op *op = op_new(OP_DELETE, cd->kind, cd->name);
         if (op == NULL) {
@@ -1695,7 +1658,7 @@ void controller_update_metrics(struct controller *c)
     metric_inc(c->m_retries, (double)qs.retries - retries, ctl_label);
     for (size_t k = 0; k <= NKINDS; k++) {
         struct watch *w = k < NKINDS ? c->child_watch[k] : c->ds_watch;
-        const char *lv[] = {k < NKINDS ? kinds[k].resource : DS_RESOURCE, NULL};
+        const char *lv[] = {kinds_table[k].plural, NULL};
         metric_set(c->m_cache_objects, (double)cache_len(watch_cache(w)), lv);
         metric_set(c->m_cache_bytes, (double)cache_mem(watch_cache(w)), lv);
     }
@@ -1750,8 +1713,8 @@ struct controller *controller_new(struct http_client *h, struct policy_set *ps,
     queue_set_observer(c->q, on_queue_observe, c);
 
     struct watch_opts wo = {
-        .api_path = DS_API_PATH,
-        .resource = DS_RESOURCE,
+        .api_path = kinds_table[KIND_DS].api_path,
+        .resource = kinds_table[KIND_DS].plural,
         .namespace = c->namespace,
         .label_selector = c->selector[0] ? c->selector : NULL,
     };
@@ -1763,8 +1726,8 @@ struct controller *controller_new(struct http_client *h, struct policy_set *ps,
         goto nomem;
     for (size_t k = 0; k < NKINDS; k++) {
         struct watch_opts co = {
-            .api_path = kinds[k].api_path,
-            .resource = kinds[k].resource,
+            .api_path = kinds_table[k].api_path,
+            .resource = kinds_table[k].plural,
             .namespace = c->namespace,
             .label_selector = MANAGED_SELECTOR,
         };

@@ -660,10 +660,38 @@ static void encode(lua_State *L, int idx, struct dbuf *buf, const char *what)
         fail(L, "%s: %s", what, msg);
 }
 
-static const char *const observed_kinds[] = {
-    "ConfigMap", "Service", "StatefulSet", "Secret", "PersistentVolumeClaim",
-    "Pod",       NULL,
-};
+/*
+ * Refuses the whole result when an object is of a kind no policy may
+ * render (kinds.h: ConfigMaps, Services, StatefulSets), naming the object
+ * and the kinds allowed: a policy comes from a ConfigMap and must never be
+ * a way to write a RoleBinding, a Secret or a Pod. Runs over the checked
+ * list (finish_object has seen every object), before anything is written,
+ * in the operator and in --script-test alike. Raises.
+ */
+static void check_kinds(lua_State *L, int list, int n)
+{
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        int o = lua_gettop(L);
+        const char *api = raw_string(L, o, "apiVersion");
+        const char *kind = raw_string(L, o, "kind");
+        int k = kinds_find(api, kind);
+        if (k < 0 || kinds_table[k].role != KIND_RENDERED) {
+            raw_field(L, o, "metadata");
+            const char *oname = raw_string(L, -1, "name");
+            struct dbuf allowed;
+            dbuf_init(&allowed, 1024);
+            kinds_describe_rendered(&allowed);
+            lua_pushlstring(L, dbuf_ptr(&allowed), dbuf_len(&allowed));
+            dbuf_free(&allowed);
+            fail(L,
+                 "render() object %d (%s %s \"%s\"): the operator manages "
+                 "only %s",
+                 i, api, kind, oname, lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+}
 
 /* Protected: the whole evaluation (stack: [eval]). */
 static int eval_main(lua_State *L)
@@ -749,6 +777,7 @@ static int eval_main(lua_State *L)
         }
         if (dbuf_addc(&e->out->objects, ']') != DBUF_OK)
             fail(L, "render(): output larger than 16 MiB");
+        check_kinds(L, list, n);
         lua_pop(L, 1);
     }
 
@@ -763,9 +792,10 @@ static int eval_main(lua_State *L)
         lua_newtable(L);
     if (lua_type(L, -1) != LUA_TTABLE)
         fail(L, "observed: not an object");
-    for (int i = 0; observed_kinds[i]; i++) {
-        if (raw_field(L, -1, observed_kinds[i]) == LUA_TNIL) {
-            lua_pushstring(L, observed_kinds[i]);
+    /* observed[kind] is a table for every child kind the core watches. */
+    for (int i = 0; i < KINDS_NCHILD; i++) {
+        if (raw_field(L, -1, kinds_table[i].kind) == LUA_TNIL) {
+            lua_pushstring(L, kinds_table[i].kind);
             lua_newtable(L);
             codec_mark(L, -1, CODEC_OBJECT);
             lua_rawset(L, -4);

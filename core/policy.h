@@ -11,7 +11,7 @@
  * The sandbox is prepared once and reused; each evaluation runs the policy
  * and its modules afresh and nothing it makes survives it (sandbox.h).
  * Shared by --script-test and the controller. Uses sandbox, json, lcodec,
- * embedded, dbuf.
+ * embedded, kinds, dbuf.
  */
 #ifndef DITTOFS_POLICY_H
 #define DITTOFS_POLICY_H
@@ -19,16 +19,17 @@
 #include <stddef.h>
 
 #include "dbuf.h"
+#include "kinds.h"
 #include "sandbox.h"
 
 /* The main policy module of a set (policies/<name>.lua). */
 #define POLICY_MAIN "dittoserver"
 /* Owner of the rendered children, and the labels the core adds. */
-#define POLICY_OWNER_API_VERSION "dittofs.dittofs.com/v1alpha1"
-#define POLICY_OWNER_KIND "DittoServer"
+#define POLICY_OWNER_API_VERSION KINDS_OWNER_API_VERSION
+#define POLICY_OWNER_KIND KINDS_OWNER_KIND
 #define POLICY_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
 #define POLICY_MANAGER "dittofs-operator"
-#define POLICY_LABEL_SERVER "dittofs.dittofs.com/server"
+#define POLICY_LABEL_SERVER KINDS_GROUP "/server"
 /* Used when the DittoServer has no metadata.uid (script-test). */
 #define POLICY_PLACEHOLDER_UID "00000000-0000-0000-0000-000000000000"
 

@@ -757,6 +757,39 @@ static void test_policies(void)
                 run_stub("function M.status() return {phase = 'Bogus'} "
                          "end\n"),
                 4, "status.phase: Unsupported value: \"Bogus\"");
+    /* Issue 11: a kind outside the managed ones refuses the whole result
+     * (here a Secret and a ClusterRoleBinding to cluster-admin after a
+     * ConfigMap), naming the object and the kinds allowed; a Pod, which
+     * the core observes, is no kind a policy may render either. */
+    expect_fail("unmanaged kinds refused",
+                run_stub("function M.render(ds, ctx)\n"
+                         "  return { { apiVersion = 'v1', kind = "
+                         "'ConfigMap', metadata = { name = 'c' } },\n"
+                         "    { apiVersion = 'v1', kind = 'Secret',\n"
+                         "      metadata = { name = 's' } },\n"
+                         "    { apiVersion = 'rbac.authorization.k8s.io/v1',\n"
+                         "      kind = 'ClusterRoleBinding',\n"
+                         "      metadata = { name = 'own' },\n"
+                         "      roleRef = { kind = 'ClusterRole',\n"
+                         "        name = 'cluster-admin' } } }\n"
+                         "end\n"),
+                4,
+                "render() object 2 (v1 Secret \"s\"): the operator manages "
+                "only ConfigMaps, Services and StatefulSets (v1 ConfigMap, "
+                "v1 Service, apps/v1 StatefulSet)");
+    expect_fail("a rendered Pod refused",
+                run_stub("function M.render(ds, ctx)\n"
+                         "  return { { apiVersion = 'v1', kind = 'Pod',\n"
+                         "    metadata = { name = 'p' } } }\n"
+                         "end\n"),
+                4, "render() object 1 (v1 Pod \"p\"): the operator manages");
+    expect_fail("a managed kind under another apiVersion refused",
+                run_stub("function M.render(ds, ctx)\n"
+                         "  return { { apiVersion = 'apps/v1beta1',\n"
+                         "    kind = 'StatefulSet',\n"
+                         "    metadata = { name = 'x' } } }\n"
+                         "end\n"),
+                4, "(apps/v1beta1 StatefulSet \"x\"): the operator manages");
     expect_fail("validate returns garbage",
                 run_stub("function M.validate() return 'bad' end\n"), 4,
                 "validate() must return lists of strings (errors is a "
