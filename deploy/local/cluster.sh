@@ -256,8 +256,11 @@ path_kubectl() {
   printf '%s\n' "$k"
 }
 
-# kubectl: the one on PATH, else the one built from the same tree.
+# kubectl: for current the one built with it (kubectl warns on stderr about
+# a skew of more than one minor version); for 1.20 the one on PATH, else the
+# one built from the same tree.
 resolve_kubectl() {
+  if ((!FROM_DEBIAN)) && [[ -x $BIN/kubectl ]]; then printf '%s\n' "$BIN/kubectl"; return 0; fi
   if path_kubectl; then return 0; fi
   if [[ -x $BIN/kubectl ]]; then printf '%s\n' "$BIN/kubectl"; return 0; fi
   return 1
@@ -270,11 +273,16 @@ etcd_bin() {
 
 binaries_present() {
   local b
-  for b in kube-apiserver kube-controller-manager sample-controller "${NODE_BINARIES[@]}"; do
+  for b in kube-apiserver kube-controller-manager "${NODE_BINARIES[@]}"; do
     [[ -s $BIN/$b && -x $BIN/$b ]] || return 1
   done
-  [[ -f $KDIR/sample-controller/crd.yaml ]] || return 1
+  # client-go's sample-controller (the benchmark's peer) comes with 1.20's
+  # tree; the module proxy refuses k8s.io/sample-controller.
+  if ((FROM_DEBIAN)); then
+    [[ -s $BIN/sample-controller && -f $KDIR/sample-controller/crd.yaml ]] || return 1
+  fi
   [[ -x $(etcd_bin) ]] || return 1
+  ((FROM_DEBIAN)) || [[ -s $BIN/kubectl ]] || return 1
   path_kubectl >/dev/null || [[ -s $BIN/kubectl ]]
 }
 
@@ -423,8 +431,7 @@ build_module() {
   for b in kube-apiserver kube-controller-manager "${NODE_BINARIES[@]}"; do
     [[ -s $BIN/$b ]] || cmds+=("k8s.io/kubernetes/cmd/$b")
   done
-  if ! path_kubectl >/dev/null && [[ ! -s $BIN/kubectl ]]; then cmds+=(k8s.io/kubernetes/cmd/kubectl); fi
-  [[ -s $BIN/sample-controller ]] || cmds+=(k8s.io/sample-controller)
+  [[ -s $BIN/kubectl ]] || cmds+=(k8s.io/kubernetes/cmd/kubectl)
   if ((${#cmds[@]})); then
     log "building Kubernetes $KUBE_VERSION from the Go module proxy: ${cmds[*]##*/} (cold: 20-30 min on 2 cores; log: $BUILD_LOG)"
     write_kube_module "$KDIR/mod" >>"$BUILD_LOG" 2>&1
@@ -433,15 +440,8 @@ build_module() {
       ld+=" -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$KUBE_MINOR"
       ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
     done
-    (cd "$KDIR/mod" && go_mod get "k8s.io/kubernetes@v$KUBE_VERSION" "k8s.io/sample-controller@v0.${KUBE_VERSION#1.}" &&
+    (cd "$KDIR/mod" && go_mod get "k8s.io/kubernetes@v$KUBE_VERSION" &&
       go_mod build -trimpath -ldflags "$ld" -o "$BIN/" "${cmds[@]}") >>"$BUILD_LOG" 2>&1 || build_fail
-  fi
-  if [[ ! -f $KDIR/sample-controller/crd.yaml ]]; then
-    local sc
-    sc=$(cd "$KDIR/mod" && go_mod list -m -f '{{.Dir}}' k8s.io/sample-controller) || build_fail
-    mkdir -p "$KDIR/sample-controller"
-    cp "$sc"/artifacts/examples/*.yaml "$KDIR/sample-controller/"
-    chmod u+w "$KDIR"/sample-controller/*.yaml
   fi
   if [[ ! -s $BIN/etcd ]]; then
     log "building etcd $ETCD_CURRENT from the Go module proxy"
@@ -882,7 +882,7 @@ sa_token() {
       return 0
     fi
     ((SECONDS < deadline)) ||
-      die "no token Secret for ServiceAccount $ns/$sa after ${START_TIMEOUT}s (does it exist? is kube-controller-manager running?)"
+      die "no token for ServiceAccount $ns/$sa: no token Secret after ${START_TIMEOUT}s (does it exist? is kube-controller-manager running?)"
     sleep 0.3
   done
 }

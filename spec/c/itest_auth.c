@@ -459,23 +459,34 @@ static int make_service_account(struct kube_conn *admin, const char *ns)
             &r);
     if (!CHECK(r.status == 201, "serviceaccount probe created (%ld)", r.status))
         return -1;
-    /* The token controller (kube-controller-manager, 1.20) adds a Secret. */
-    snprintf(api, sizeof api, "/api/v1/namespaces/%s/serviceaccounts/probe",
-             ns);
-    for (int i = 0; i < 150 && secret[0] == '\0'; i++) {
+    /* A token Secret for the account: 1.20's token controller makes one
+     * by itself, current releases only fill one that is asked for (type
+     * service-account-token, annotated with the account), which works on
+     * both; wait until the token controller has filled it. */
+    snprintf(api, sizeof api, "/api/v1/namespaces/%s/secrets", ns);
+    request(admin, "POST", api,
+            "{\"apiVersion\":\"v1\",\"kind\":\"Secret\","
+            "\"type\":\"kubernetes.io/service-account-token\","
+            "\"metadata\":{\"name\":\"probe-token\",\"annotations\":"
+            "{\"kubernetes.io/service-account.name\":\"probe\"}}}",
+            &r);
+    if (!CHECK(r.status == 201, "token Secret probe-token created (%ld)",
+               r.status))
+        return -1;
+    snprintf(secret, sizeof secret, "probe-token");
+    snprintf(api, sizeof api, "/api/v1/namespaces/%s/secrets/%s", ns, secret);
+    int filled = 0;
+    for (int i = 0; i < 150 && !filled; i++) {
         if (get(admin, api, &r) == 200) {
             cJSON *o = cJSON_Parse(r.body);
-            cJSON *s = cJSON_GetArrayItem(
-                cJSON_GetObjectItemCaseSensitive(o, "secrets"), 0);
-            cJSON *n = cJSON_GetObjectItemCaseSensitive(s, "name");
-            if (cJSON_IsString(n))
-                snprintf(secret, sizeof secret, "%s", n->valuestring);
+            filled = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(o, "data"), "token"));
             cJSON_Delete(o);
         }
-        if (secret[0] == '\0')
+        if (!filled)
             usleep(200 * 1000);
     }
-    if (!CHECK(secret[0] != '\0', "token controller created the Secret"))
+    if (!CHECK(filled, "token controller filled the Secret"))
         return -1;
     snprintf(api, sizeof api, "/api/v1/namespaces/%s/secrets/%s", ns, secret);
     long st = get(admin, api, &r);

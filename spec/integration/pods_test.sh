@@ -180,7 +180,7 @@ check "a missing image: Ready=False ErrImagePull or ImagePullBackOff, naming the
 check "a crashing server: CrashLoopBackOff" wait_for 120 sh -c \
   "[ \"\$($KUBECTL -n $ns get ditto crash -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}')\" = CrashLoopBackOff ]"
 check "a crashing server: its termination message in the condition" \
-  sh -c "$KUBECTL -n $ns get ditto crash -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}' | grep -q 'stand-in told to fail'"
+  sh -c "$KUBECTL -n $ns get ditto crash -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}' | grep -q 'simulated startup failure'"
 expect_eq "a crashing server: phase Failed" Failed "$(phase crash)"
 check "a PVC that cannot bind: Unschedulable" wait_for 60 sh -c \
   "[ \"\$($KUBECTL -n $ns get ditto nopvc -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}')\" = Unschedulable ]"

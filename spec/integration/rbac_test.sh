@@ -105,7 +105,7 @@ fi
 if out=$(DITTOFS_START_TIMEOUT=2 "$root/deploy/local/cluster.sh" \
   sa-kubeconfig "$ns" no-such-sa "$tmp/none" 2>&1); then
   not_ok "a missing ServiceAccount fails" "$out"
-elif [[ $out == *"no token Secret for ServiceAccount $ns/no-such-sa"* ]] &&
+elif [[ $out == *"no token for ServiceAccount $ns/no-such-sa"* ]] &&
   [ ! -e "$tmp/none" ]; then
   ok "a missing ServiceAccount fails with a message, no file"
 else
