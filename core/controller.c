@@ -38,6 +38,7 @@
 #include "log.h"
 #include "loop.h"
 #include "queue.h"
+#include "text.h"
 #include "watch.h"
 
 #define CONTROLLER_NAME "dittoserver"
@@ -1289,14 +1290,10 @@ static void set_reconciled(cJSON *status, const char *reason,
     /* Cut on a UTF-8 character boundary: half a character is not JSON
      * the apiserver takes. */
     char msg[MAX_MESSAGE + 4];
-    size_t n = strlen(message);
-    if (n > MAX_MESSAGE) {
-        n = MAX_MESSAGE;
-        while (n > 0 && ((unsigned char)message[n] & 0xC0) == 0x80)
-            n--;
-    }
+    size_t len = strlen(message);
+    size_t n = text_utf8_cut(message, len, MAX_MESSAGE);
     memcpy(msg, message, n);
-    strcpy(msg + n, strlen(message) > n ? "..." : "");
+    strcpy(msg + n, len > n ? "..." : "");
     cJSON_AddStringToObject(cond, "type", "Reconciled");
     cJSON_AddStringToObject(cond, "status", "False");
     cJSON_AddStringToObject(cond, "reason", reason);

@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "log.h"
+#include "text.h"
 
 #define BURST 25.0
 #define REFILL_MS 300000.0 /* one token per 5 minutes */
@@ -105,13 +106,7 @@ static void rfc3339(time_t t, char out[32])
  * sequence. */
 static size_t utf8_cut(const char *s, size_t max)
 {
-    size_t n = strlen(s);
-    if (n <= max)
-        return n;
-    n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
+    return text_utf8_cut(s, strlen(s), max);
 }
 
 /* --- requests ---------------------------------------------------------- */

@@ -16,6 +16,7 @@
 #include "dbuf.h"
 #include "json.h"
 #include "lcodec.h"
+#include "text.h"
 #include "yaml.h"
 
 /* Addresses used as registry keys and as the null sentinel. */
@@ -523,7 +524,22 @@ static int l_fnv1a64(lua_State *L)
     return 1;
 }
 
+/* codec.utf8_cut(s, max): s cut to at most max bytes on a UTF-8
+ * character boundary (s itself when it is short enough): the core's cut
+ * (text_utf8_cut), so policies cut messages where the core does. Raises
+ * on a bad argument. */
+static int l_utf8_cut(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_Integer max = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, max >= 0, 2, "must not be negative");
+    lua_pushlstring(L, s, text_utf8_cut(s, n, (size_t)max));
+    return 1;
+}
+
 static const luaL_Reg codec_funcs[] = {
+    {"utf8_cut", l_utf8_cut},
     {"fnv1a64", l_fnv1a64},
     {"json_decode", l_json_decode},
     {"json_encode", l_json_encode},

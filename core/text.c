@@ -72,6 +72,16 @@ uint32_t text_utf8_decode(const char *s, size_t n)
            ((p[2] & 0x3Fu) << 6) | (p[3] & 0x3Fu);
 }
 
+size_t text_utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
 size_t text_utf8_encode(char *o, uint32_t cp)
 {
     if (cp < 0x80) {

@@ -30,6 +30,13 @@ size_t text_utf8_check(const char *s, size_t len);
  * text_utf8_seq). */
 uint32_t text_utf8_decode(const char *p, size_t n);
 
+/* Returns the length of s[0..len) cut to at most `max` bytes without
+ * splitting a UTF-8 sequence: len when len <= max, else the largest
+ * n <= max where s[n] does not continue a sequence. The one cut of
+ * messages (Events, conditions; codec.utf8_cut for the policies): half a
+ * character is not JSON the apiserver takes. */
+size_t text_utf8_cut(const char *s, size_t len, size_t max);
+
 /* Writes cp (at most 0x10FFFF) as UTF-8 into out, which has room for 4
  * bytes; returns the length. Surrogates are written as given. */
 size_t text_utf8_encode(char *out, uint32_t cp);

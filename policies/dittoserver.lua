@@ -1121,20 +1121,14 @@ local MAX_MESSAGE = 32000
 local MAX_PROBLEM = 4096
 
 -- s cut to at most max bytes plus "...", on a UTF-8 character boundary:
--- half a character would make the status JSON the encoder refuses.
+-- half a character would make the status JSON the encoder refuses. The cut
+-- itself is the core's (codec.utf8_cut), the one the Reconciled condition
+-- and Events get.
 local function cut(s, max)
   if #s <= max then
     return s
   end
-  local n = max
-  while n > 0 do
-    local b = s:byte(n + 1)
-    if b < 0x80 or b >= 0xC0 then
-      break
-    end
-    n = n - 1
-  end
-  return s:sub(1, n) .. "..."
+  return codec.utf8_cut(s, max) .. "..."
 end
 
 M.cut_message = cut

@@ -596,6 +596,18 @@ static void test_text(void)
               text_utf8_check("\xf0\x9f\x98\x80", 4) == 4 &&
               text_utf8_check("\xf0\x9f\x98", 3) == 0,
           "text_utf8_check stops at a surrogate or a cut sequence");
+    /* Issue 11: one UTF-8-safe cut for events, conditions and policies. */
+    static const char euro[] = "ab\xe2\x82\xac"
+                               "cd"; /* ab€cd, 7 bytes */
+    CHECK(text_utf8_cut(euro, 7, 7) == 7 && text_utf8_cut(euro, 7, 100) == 7,
+          "text_utf8_cut: short enough, whole");
+    CHECK(text_utf8_cut(euro, 7, 6) == 6 && text_utf8_cut(euro, 7, 5) == 5,
+          "text_utf8_cut: after a whole character");
+    CHECK(text_utf8_cut(euro, 7, 4) == 2 && text_utf8_cut(euro, 7, 3) == 2,
+          "text_utf8_cut: never inside one");
+    CHECK(text_utf8_cut(euro, 7, 0) == 0 &&
+              text_utf8_cut("\xf0\x9f\x98\x80", 4, 3) == 0,
+          "text_utf8_cut: down to nothing");
 
     /* jscan_str on a span it did not scan: a bad or cut \u escape is
      * refused, never read past the closing quote. */

@@ -25,6 +25,28 @@ describe("codec", function()
     end)
   end)
 
+  describe("utf8_cut", function()
+    local s = "ab\u{20AC}cd" -- 7 bytes
+
+    it("returns s when it is short enough", function()
+      assert.equal(s, codec.utf8_cut(s, 7))
+      assert.equal(s, codec.utf8_cut(s, 100))
+    end)
+
+    it("cuts on a UTF-8 character boundary, never inside one", function()
+      assert.equal("ab\u{20AC}c", codec.utf8_cut(s, 6))
+      assert.equal("ab\u{20AC}", codec.utf8_cut(s, 5))
+      assert.equal("ab", codec.utf8_cut(s, 4))
+      assert.equal("ab", codec.utf8_cut(s, 3))
+      assert.equal("", codec.utf8_cut(s, 0))
+    end)
+
+    it("raises on a negative length", function()
+      assert.has_error(function() codec.utf8_cut(s, -1) end)
+    end)
+  end)
+
+
   describe("json_decode", function()
     it("keeps null, empty objects and empty arrays", function()
       local v = assert(codec.json_decode('{"a":null,"o":{},"l":[]}'))

@@ -491,5 +491,13 @@ describe("dittoserver policy", function()
       assert.equal("ab...", policy.cut_message(s, 2))
       assert.equal("a...", policy.cut_message(s, 1))
     end)
+
+    it("cuts where the core cuts (codec.utf8_cut, one home)", function()
+      local s = ("x\u{20AC}\u{1F600}"):rep(3)
+      for max = 0, #s - 1 do
+        assert.equal(codec.utf8_cut(s, max) .. "...",
+          policy.cut_message(s, max))
+      end
+    end)
   end)
 end)
