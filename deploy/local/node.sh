@@ -205,19 +205,23 @@ check_alive() {
   done
 }
 
+# A process is gone once it is a zombie: PID 1 on these VMs reaps only every
+# second or two, and /proc/PID/exe is unreadable from the moment it exits.
+running() { readlink "/proc/$1/exe" >/dev/null 2>&1; }
+
 # stop_pid NAME PID [GRACE_SECONDS]: TERM, wait, then KILL.
 stop_pid() {
   local name=$1 pid=$2 grace=${3:-10} i
   log "stopping $name (pid $pid)"
   kill -s TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < grace * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     sleep 0.1
   done
   log "$name still alive after $grace s; SIGKILL"
   kill -s KILL "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     sleep 0.1
   done
 }
@@ -370,6 +374,10 @@ authorization:
   mode: AlwaysAllow
 # ConfigMap/Secret volumes follow an update in 8-14 s instead of ~30 s.
 syncFrequency: 10s
+# Ready is posted within a second of the runtime and PLEG being ready, not
+# at the next 10 s tick (a status is only sent when it changed, or each minute).
+nodeStatusUpdateFrequency: 1s
+nodeStatusReportFrequency: 1m
 runtimeRequestTimeout: 5m
 resolvConf: /etc/resolv.conf
 # A negative score for itself fails without CAP_SYS_RESOURCE (a warning only).
