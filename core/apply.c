@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "apply.h"
+#include "text.h"
 
 /* --- paths ---------------------------------------------------------------- */
 
@@ -725,6 +726,77 @@ int apply_stamp_conditions(cJSON *desired_status, const cJSON *live_status,
         }
     }
     return 0;
+}
+
+cJSON *apply_status_body(const char *name, const char *ns)
+{
+    cJSON *o = cJSON_CreateObject();
+    int ok =
+        o != NULL &&
+        cJSON_AddStringToObject(o, "apiVersion", KINDS_OWNER_API_VERSION) &&
+        cJSON_AddStringToObject(o, "kind", KINDS_OWNER_KIND);
+    cJSON *md = ok ? cJSON_AddObjectToObject(o, "metadata") : NULL;
+    if (md == NULL || !cJSON_AddStringToObject(md, "name", name) ||
+        !cJSON_AddStringToObject(md, "namespace", ns)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+int apply_set_reconciled(cJSON *status, const char *reason, const char *message,
+                         double generation)
+{
+    if (!cJSON_IsObject(status))
+        return -1;
+    char msg[APPLY_MAX_MESSAGE + 4];
+    size_t len = strlen(message);
+    size_t n = text_utf8_cut(message, len, APPLY_MAX_MESSAGE);
+    memcpy(msg, message, n);
+    strcpy(msg + n, len > n ? "..." : "");
+    /* The condition is whole before it enters the status, so a failed
+     * allocation leaves the status as it was. */
+    cJSON *cond = cJSON_CreateObject();
+    if (cond == NULL ||
+        cJSON_AddStringToObject(cond, "type", "Reconciled") == NULL ||
+        cJSON_AddStringToObject(cond, "status", "False") == NULL ||
+        cJSON_AddStringToObject(cond, "reason", reason) == NULL ||
+        cJSON_AddStringToObject(cond, "message", msg) == NULL ||
+        (generation > 0 && cJSON_AddNumberToObject(cond, "observedGeneration",
+                                                   generation) == NULL)) {
+        cJSON_Delete(cond);
+        return -1;
+    }
+    cJSON *conds = cJSON_GetObjectItemCaseSensitive(status, "conditions");
+    if (!cJSON_IsArray(conds)) {
+        cJSON *fresh = cJSON_CreateArray();
+        if (fresh == NULL || !cJSON_AddItemToArray(fresh, cond)) {
+            cJSON_Delete(fresh);
+            cJSON_Delete(cond);
+            return -1;
+        }
+        int ok = conds != NULL
+                     ? cJSON_ReplaceItemInObjectCaseSensitive(
+                           status, "conditions", fresh)
+                     : cJSON_AddItemToObject(status, "conditions", fresh);
+        if (!ok)
+            cJSON_Delete(fresh); /* and cond with it */
+        return ok ? 0 : -1;
+    }
+    int i = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, conds)
+    {
+        const char *t = string_of(c, "type");
+        if (t != NULL && strcmp(t, "Reconciled") == 0)
+            break;
+        i++;
+    }
+    int ok = c != NULL ? cJSON_ReplaceItemInArray(conds, i, cond)
+                       : cJSON_AddItemToArray(conds, cond);
+    if (!ok)
+        cJSON_Delete(cond);
+    return ok ? 0 : -1;
 }
 
 int apply_status_equal(const cJSON *a, const cJSON *b)

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "dbuf.h"
+#include "kinds.h"
 
 /* The field manager of every apply. */
 #define APPLY_FIELD_MANAGER "dittofs-operator"
@@ -89,6 +90,29 @@ int apply_quantity_cmp(const char *a, const char *b, int *cmp);
  */
 int apply_stamp_conditions(cJSON *desired_status, const cJSON *live_status,
                            const char *now_rfc3339);
+
+/*
+ * A new status apply body for the DittoServer ns/name: apiVersion, kind
+ * and metadata (name, namespace), every addition checked; the caller adds
+ * "status". Returns NULL only when out of memory.
+ */
+cJSON *apply_status_body(const char *name, const char *ns);
+
+/* The longest Reconciled message the core writes, in bytes ("..." is
+ * added after a cut). */
+#define APPLY_MAX_MESSAGE 1024
+
+/*
+ * Sets (adds, or replaces the one of that type) the condition
+ * Reconciled=False with `reason` and `message` (cut on a UTF-8 boundary
+ * at APPLY_MAX_MESSAGE bytes, "..." appended) and, when generation > 0,
+ * observedGeneration, in the status object `status` (a "conditions" that
+ * is not an array is replaced by one). Returns 0, or -1 when status is not
+ * an object or out of memory: then `status` is as it was (no condition
+ * with missing fields).
+ */
+int apply_set_reconciled(cJSON *status, const char *reason, const char *message,
+                         double generation);
 
 /* 1 when two status objects are semantically equal (apply_is_subset both
  * ways); 0 otherwise (NULL equals only NULL). */

@@ -47,7 +47,6 @@
 #define OVERLAY_TTL_MS 60000
 /* On every applied child: the hash of what the policy rendered for it. */
 #define APPLIED_HASH_ANNOTATION KINDS_GROUP "/applied-hash"
-#define MAX_MESSAGE 1024
 #define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
 #define TRIM_DELAY_MS 2000
 
@@ -1273,48 +1272,6 @@ static void send_prunes(struct rec *r, struct children *ch,
     }
 }
 
-/* Sets (adds or replaces) the Reconciled condition of a status object. */
-static void set_reconciled(cJSON *status, const char *reason,
-                           const char *message, double generation)
-{
-    cJSON *conds = cJSON_GetObjectItemCaseSensitive(status, "conditions");
-    if (!cJSON_IsArray(conds)) {
-        cJSON_DeleteItemFromObjectCaseSensitive(status, "conditions");
-        conds = cJSON_AddArrayToObject(status, "conditions");
-        if (conds == NULL)
-            return;
-    }
-    cJSON *cond = cJSON_CreateObject();
-    if (cond == NULL)
-        return;
-    /* Cut on a UTF-8 character boundary: half a character is not JSON
-     * the apiserver takes. */
-    char msg[MAX_MESSAGE + 4];
-    size_t len = strlen(message);
-    size_t n = text_utf8_cut(message, len, MAX_MESSAGE);
-    memcpy(msg, message, n);
-    strcpy(msg + n, len > n ? "..." : "");
-    cJSON_AddStringToObject(cond, "type", "Reconciled");
-    cJSON_AddStringToObject(cond, "status", "False");
-    cJSON_AddStringToObject(cond, "reason", reason);
-    cJSON_AddStringToObject(cond, "message", msg);
-    if (generation > 0)
-        cJSON_AddNumberToObject(cond, "observedGeneration", generation);
-    int i = 0;
-    cJSON *c;
-    cJSON_ArrayForEach(c, conds)
-    {
-        const char *t =
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "type"));
-        if (t != NULL && strcmp(t, "Reconciled") == 0) {
-            cJSON_ReplaceItemInArray(conds, i, cond);
-            return;
-        }
-        i++;
-    }
-    cJSON_AddItemToArray(conds, cond);
-}
-
 static double ds_generation(const cJSON *ds)
 {
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(
@@ -1331,26 +1288,25 @@ static double ds_generation(const cJSON *ds)
 static int send_status(struct rec *r, cJSON *st)
 {
     cJSON *live_status = cJSON_GetObjectItemCaseSensitive(r->ds_json, "status");
-    cJSON *desired = cJSON_CreateObject();
     if (st == NULL) {
         st = live_status != NULL ? cJSON_Duplicate(live_status, 1)
                                  : cJSON_CreateObject();
-        if (st != NULL)
-            set_reconciled(st, "PolicyError", dbuf_ptr(&r->err),
-                           ds_generation(r->ds_json));
+        if (st != NULL &&
+            apply_set_reconciled(st, "PolicyError", dbuf_ptr(&r->err),
+                                 ds_generation(r->ds_json)) != 0) {
+            cJSON_Delete(st);
+            st = NULL;
+        }
     }
-    if (desired == NULL || st == NULL) {
+    /* Every addition checked: a body with a field missing would be a
+     * different status, not a failed write. */
+    cJSON *desired = st != NULL ? apply_status_body(r->name, r->ns) : NULL;
+    if (desired == NULL || !cJSON_AddItemToObject(desired, "status", st)) {
         cJSON_Delete(desired);
         cJSON_Delete(st);
         r->failed = 1;
         return 0;
     }
-    cJSON_AddStringToObject(desired, "apiVersion", POLICY_OWNER_API_VERSION);
-    cJSON_AddStringToObject(desired, "kind", POLICY_OWNER_KIND);
-    cJSON *md = cJSON_AddObjectToObject(desired, "metadata");
-    cJSON_AddStringToObject(md, "name", r->name);
-    cJSON_AddStringToObject(md, "namespace", r->ns);
-    cJSON_AddItemToObject(desired, "status", st);
     if (dbuf_len(&r->apply_err) > 0) {
         const cJSON *conds = cJSON_GetObjectItemCaseSensitive(st, "conditions");
         const cJSON *cd;
@@ -1367,9 +1323,13 @@ static int send_status(struct rec *r, cJSON *st)
         }
         /* The policy's own explanation (StorageImmutable) is the better
          * one; otherwise say what the API refused. */
-        if (!policy_says_false)
-            set_reconciled(st, "ApplyFailed", dbuf_ptr(&r->apply_err),
-                           ds_generation(r->ds_json));
+        if (!policy_says_false &&
+            apply_set_reconciled(st, "ApplyFailed", dbuf_ptr(&r->apply_err),
+                                 ds_generation(r->ds_json)) != 0) {
+            cJSON_Delete(desired);
+            r->failed = 1;
+            return 0;
+        }
     }
     char now[32];
     apply_rfc3339((long long)time(NULL), now);

@@ -14,30 +14,45 @@ void dbuf_init(struct dbuf *b, size_t max)
     /* Clamped so that max + 1 (the terminator) and the doubling in grow()
      * cannot overflow. */
     b->max = max < SIZE_MAX / 4 ? max : SIZE_MAX / 4;
+    b->error = DBUF_OK;
 }
 
-void dbuf_free(struct dbuf *b)
+/* Frees the contents and records `rc` as the sticky error. */
+static int fail(struct dbuf *b, int rc)
 {
     free(b->ptr);
     b->ptr = NULL;
     b->len = 0;
     b->cap = 0;
+    b->error = rc;
+    return rc;
+}
+
+void dbuf_free(struct dbuf *b)
+{
+    fail(b, DBUF_OK);
 }
 
 void dbuf_reset(struct dbuf *b)
 {
     b->len = 0;
+    b->error = DBUF_OK;
     if (b->ptr)
         b->ptr[0] = '\0';
+}
+
+int dbuf_error(const struct dbuf *b)
+{
+    return b->error;
 }
 
 /* Makes room for `extra` more bytes plus the terminator. */
 static int grow(struct dbuf *b, size_t extra)
 {
-    if (extra > b->max || b->len > b->max - extra) {
-        dbuf_free(b);
-        return DBUF_TOOBIG;
-    }
+    if (b->error != DBUF_OK)
+        return b->error;
+    if (extra > b->max || b->len > b->max - extra)
+        return fail(b, DBUF_TOOBIG);
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return DBUF_OK;
@@ -47,10 +62,8 @@ static int grow(struct dbuf *b, size_t extra)
     if (cap > b->max + 1)
         cap = b->max + 1;
     char *p = realloc(b->ptr, cap);
-    if (p == NULL) {
-        dbuf_free(b);
-        return DBUF_NOMEM;
-    }
+    if (p == NULL)
+        return fail(b, DBUF_NOMEM);
     b->ptr = p;
     b->cap = cap;
     return DBUF_OK;
@@ -91,10 +104,10 @@ int dbuf_vaddf(struct dbuf *b, const char *fmt, va_list ap)
     va_copy(cp, ap);
     int n = vsnprintf(NULL, 0, fmt, cp);
     va_end(cp);
-    if (n < 0) {
-        dbuf_free(b);
-        return DBUF_NOMEM;
-    }
+    if (b->error != DBUF_OK)
+        return b->error;
+    if (n < 0)
+        return fail(b, DBUF_NOMEM);
     int rc = grow(b, (size_t)n);
     if (rc != DBUF_OK)
         return rc;
@@ -143,5 +156,6 @@ char *dbuf_take(struct dbuf *b, size_t *len)
     b->ptr = NULL;
     b->len = 0;
     b->cap = 0;
+    b->error = DBUF_OK;
     return p;
 }

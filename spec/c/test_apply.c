@@ -682,6 +682,89 @@ static void test_paths(void)
     dbuf_free(&b);
 }
 
+/* --- the Reconciled condition under allocation failures ------------------ */
+
+/* cJSON's allocator for the fault tests: fails the fail_at-th call. */
+static int alloc_n, alloc_fail_at;
+
+static void *failing_malloc(size_t n)
+{
+    return ++alloc_n == alloc_fail_at ? NULL : malloc(n);
+}
+
+static void test_set_reconciled(void)
+{
+    cJSON *st = cJSON_Parse("{\"phase\":\"Running\",\"conditions\":["
+                            "{\"type\":\"Ready\",\"status\":\"True\"}]}");
+    CHECK(apply_set_reconciled(st, "PolicyError", "boom", 3) == 0,
+          "set_reconciled: added");
+    char *t = cJSON_PrintUnformatted(st);
+    CHECK_STR_EQ(t,
+                 "{\"phase\":\"Running\",\"conditions\":[{\"type\":"
+                 "\"Ready\",\"status\":\"True\"},{\"type\":\"Reconciled\","
+                 "\"status\":\"False\",\"reason\":\"PolicyError\","
+                 "\"message\":\"boom\",\"observedGeneration\":3}]}",
+                 "  after the others, every field set");
+    free(t);
+    CHECK(apply_set_reconciled(st, "ApplyFailed", "no", 0) == 0 &&
+              cJSON_GetArraySize(cJSON_GetObjectItem(st, "conditions")) == 2,
+          "set_reconciled: replaces the one of that type");
+    cJSON_Delete(st);
+
+    /* A message cut on a UTF-8 boundary (a 3-byte character across the
+     * limit), "..." appended. */
+    char long_msg[APPLY_MAX_MESSAGE + 8];
+    memset(long_msg, 'x', sizeof(long_msg));
+    memcpy(long_msg + APPLY_MAX_MESSAGE - 1, "\xe2\x82\xac", 3);
+    long_msg[sizeof(long_msg) - 1] = '\0';
+    st = cJSON_CreateObject();
+    apply_set_reconciled(st, "R", long_msg, 0);
+    const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(st, "conditions"), 0),
+        "message"));
+    CHECK(m && strlen(m) == APPLY_MAX_MESSAGE - 1 + 3 &&
+              strcmp(m + APPLY_MAX_MESSAGE - 1, "...") == 0,
+          "set_reconciled: cut before a character across the limit");
+    cJSON_Delete(st);
+
+    /* Issue 11: every allocation failure leaves the status as it was. */
+    static const char *const before[] = {
+        "{\"phase\":\"Running\"}",
+        "{\"conditions\":[{\"type\":\"Reconciled\",\"status\":\"True\"}]}",
+        "{\"conditions\":7}",
+    };
+    for (size_t b = 0; b < sizeof(before) / sizeof(before[0]); b++) {
+        int failures = 0, intact = 1, done = 0;
+        for (int n = 1; n < 64 && !done; n++) {
+            cJSON *v = cJSON_Parse(before[b]);
+            alloc_n = 0;
+            alloc_fail_at = n;
+            cJSON_Hooks h = {failing_malloc, free};
+            cJSON_InitHooks(&h);
+            int rc = apply_set_reconciled(v, "PolicyError", "boom", 2);
+            cJSON_InitHooks(NULL);
+            char *after = cJSON_PrintUnformatted(v);
+            if (rc != 0) {
+                failures++;
+                if (strcmp(after, before[b]) != 0) {
+                    intact = 0;
+                    TEST_NOTE("failing allocation %d: %s", n, after);
+                }
+            } else {
+                done = strstr(after, "\"reason\":\"PolicyError\","
+                                     "\"message\":\"boom\","
+                                     "\"observedGeneration\":2") != NULL;
+            }
+            free(after);
+            cJSON_Delete(v);
+        }
+        CHECK(failures > 0 && intact && done,
+              "set_reconciled %s: %d allocation failures return -1 and "
+              "leave it as it was, then it succeeds whole",
+              before[b], failures);
+    }
+}
+
 int main(void)
 {
     test_quantities();
@@ -693,5 +776,6 @@ int main(void)
     test_status_equal();
     test_rfc3339();
     test_paths();
+    test_set_reconciled();
     return TEST_SUMMARY();
 }
