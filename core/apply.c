@@ -622,6 +622,13 @@ static int match(struct walk *w, const cJSON *d, const cJSON *l,
         if (qd && ql && apply_quantity_cmp(qd, ql, &cmp) == 0)
             return cmp == 0 ? 1 : differ(w);
     }
+    /* Integers beyond 2^53 are raw nodes with their digits
+     * (jscan_cjson_parse): equal only to the same digits. */
+    if (cJSON_IsRaw(d) || cJSON_IsRaw(l))
+        return cJSON_IsRaw(d) && cJSON_IsRaw(l) &&
+                       strcmp(d->valuestring, l->valuestring) == 0
+                   ? 1
+                   : differ(w);
     if (cJSON_IsNumber(d))
         return cJSON_IsNumber(l) && d->valuedouble == l->valuedouble
                    ? 1

@@ -364,7 +364,7 @@ const char *cache_obj_label(const struct cache_obj *o, const char *key)
 
 cJSON *cache_obj_parse(const struct cache_obj *o)
 {
-    return cJSON_ParseWithLength(o->data + o->json_off, o->json_len);
+    return jscan_cjson_parse(o->data + o->json_off, o->json_len);
 }
 
 size_t cache_obj_size(const struct cache_obj *o)

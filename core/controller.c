@@ -34,6 +34,7 @@
 #include "apply.h"
 #include "cache.h"
 #include "controller.h"
+#include "jscan.h"
 #include "kinds.h"
 #include "log.h"
 #include "loop.h"
@@ -1121,8 +1122,9 @@ static int keep_live_claims(cJSON *o, const cJSON *live)
 static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
 {
     struct controller *c = r->c;
-    cJSON *objs = cJSON_ParseWithLength(dbuf_ptr(&r->out.objects),
-                                        dbuf_len(&r->out.objects));
+    /* Integers stay exact beyond 2^53 (raw nodes), as rendered. */
+    cJSON *objs =
+        jscan_cjson_parse(dbuf_ptr(&r->out.objects), dbuf_len(&r->out.objects));
     *rendered = objs;
     if (objs == NULL) {
         dbuf_adds(&r->err, "out of memory parsing the rendered objects");
@@ -1390,8 +1392,8 @@ static void status_stage(struct rec *r)
             }
             free(ch.v);
         }
-        desired = cJSON_ParseWithLength(dbuf_ptr(&r->out.status),
-                                        dbuf_len(&r->out.status));
+        desired = jscan_cjson_parse(dbuf_ptr(&r->out.status),
+                                    dbuf_len(&r->out.status));
         if (desired == NULL) {
             r->failed = 1;
             finish(r, "error");

@@ -408,3 +408,75 @@ int jscan_find(struct jscan_span obj, const char *key, struct jscan_member *m,
             return 1;
     return rc;
 }
+
+/* --- exact integers in cJSON trees ---------------------------------------- */
+
+/* The text of the next number token at or after *p, skipping strings (keys
+ * and values): tokens come in the order cJSON's tree holds numbers. */
+static const char *next_number(const char **p, const char *end, size_t *len)
+{
+    const char *q = *p;
+    while (q < end) {
+        if (*q == '"') {
+            for (q++; q < end && *q != '"'; q++)
+                if (*q == '\\')
+                    q++;
+            q++;
+        } else if (*q == '-' || (*q >= '0' && *q <= '9')) {
+            const char *t = q;
+            while (q < end && strchr("0123456789+-.eE", *q) != NULL)
+                q++;
+            *len = (size_t)(q - t);
+            *p = q;
+            return t;
+        } else {
+            q++;
+        }
+    }
+    *p = q;
+    return NULL;
+}
+
+/* Walks v in document order; returns 0, or -1 out of memory or when the
+ * text and the tree disagree. */
+static int exact_walk(cJSON *v, const char **p, const char *end)
+{
+    if (cJSON_IsNumber(v)) {
+        size_t len = 0;
+        const char *t = next_number(p, end, &len);
+        if (t == NULL)
+            return -1;
+        char buf[64];
+        if (!(v->valuedouble >= 9007199254740992.0 ||
+              v->valuedouble <= -9007199254740992.0) ||
+            len >= sizeof(buf) || memchr(t, '.', len) || memchr(t, 'e', len) ||
+            memchr(t, 'E', len))
+            return 0;
+        memcpy(buf, t, len);
+        buf[len] = '\0';
+        /* Through cJSON's own allocator: cJSON_Delete frees it. */
+        cJSON *raw = cJSON_CreateRaw(buf);
+        if (raw == NULL)
+            return -1;
+        v->type = cJSON_Raw;
+        v->valuestring = raw->valuestring;
+        raw->valuestring = NULL;
+        cJSON_Delete(raw);
+        return 0;
+    }
+    for (cJSON *c = v->child; c != NULL; c = c->next)
+        if (exact_walk(c, p, end) != 0)
+            return -1;
+    return 0;
+}
+
+cJSON *jscan_cjson_parse(const char *s, size_t len)
+{
+    cJSON *root = cJSON_ParseWithLength(s, len);
+    const char *p = s;
+    if (root != NULL && exact_walk(root, &p, s + len) != 0) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}

@@ -5,12 +5,16 @@
  * server's text byte for byte (integers stay exact, nothing is re-printed),
  * and read the few metadata strings it needs. Skipping a value checks its
  * syntax (strings, numbers, literals, nesting up to JSCAN_MAX_DEPTH); UTF-8
- * is not checked here (the Lua decoder does). Uses text.
+ * is not checked here (the Lua decoder does). Also: cJSON trees whose
+ * integers stay exact beyond 2^53 (jscan_cjson_parse), for the JSON that
+ * leaves the core. Uses text and cJSON.
  */
 #ifndef DITTOFS_JSCAN_H
 #define DITTOFS_JSCAN_H
 
 #include <stddef.h>
+
+#include <cjson/cJSON.h>
 
 #define JSCAN_MAX_DEPTH 256
 
@@ -76,5 +80,14 @@ long jscan_str_len(struct jscan_span s);
  * -1 on a syntax error. */
 int jscan_find(struct jscan_span obj, const char *key, struct jscan_member *m,
                char *err, size_t errlen);
+
+/*
+ * cJSON_ParseWithLength, except that an integer a double cannot hold
+ * exactly (magnitude 2^53 and above) becomes a cJSON_Raw node with the
+ * text's digits (valuedouble still holds the nearest double), so printing
+ * the tree writes it back unchanged: cJSON alone would turn 2^53+1 into
+ * 2^53. Returns NULL on a syntax error or out of memory.
+ */
+cJSON *jscan_cjson_parse(const char *s, size_t len);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include <lauxlib.h>
 
+#include "jscan.h"
 #include "json.h"
 #include "text.h"
 
@@ -654,7 +655,7 @@ int json_to_cjson(lua_State *L, int idx, cJSON **out, char *err, size_t errlen)
     dbuf_init(&b, CODEC_MAX_SIZE);
     int rc = json_encode(L, idx, &b, err, errlen);
     if (rc == CODEC_OK) {
-        *out = cJSON_ParseWithLength(dbuf_ptr(&b), dbuf_len(&b));
+        *out = jscan_cjson_parse(dbuf_ptr(&b), dbuf_len(&b));
         if (*out == NULL) {
             snprintf(err, errlen, "not enough memory");
             rc = CODEC_ENOMEM;

@@ -52,7 +52,8 @@ int json_push_cjson(lua_State *L, const cJSON *item, char *err, size_t errlen);
 /*
  * Converts the value at idx into a new cJSON tree in *out (the caller
  * owns it: cJSON_Delete). Same rules as json_encode; integers beyond
- * +-2^53 lose precision inside cJSON. *out is NULL on failure.
+ * +-2^53 stay exact as cJSON_Raw nodes (jscan_cjson_parse). *out is NULL
+ * on failure.
  */
 int json_to_cjson(lua_State *L, int idx, cJSON **out, char *err, size_t errlen);
 

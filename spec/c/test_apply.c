@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "apply.h"
+#include "jscan.h"
 #include "testlib.h"
 
 /* --- quantities ----------------------------------------------------------- */
@@ -692,6 +693,23 @@ static void *failing_malloc(size_t n)
     return ++alloc_n == alloc_fail_at ? NULL : malloc(n);
 }
 
+/* Issue 11: integers beyond 2^53 compare by their digits. */
+static void test_subset_exact(void)
+{
+    const char *a = "{\"x\":9007199254740993}";
+    const char *b = "{\"x\":9007199254740992}";
+    cJSON *ja = jscan_cjson_parse(a, strlen(a));
+    cJSON *ja2 = jscan_cjson_parse(a, strlen(a));
+    cJSON *jb = jscan_cjson_parse(b, strlen(b));
+    CHECK(apply_is_subset(ja, ja2, NULL) == 1, "subset: the same 2^53+1");
+    CHECK(apply_is_subset(ja, jb, NULL) == 0 &&
+              apply_is_subset(jb, ja, NULL) == 0,
+          "subset: 2^53+1 differs from 2^53");
+    cJSON_Delete(ja);
+    cJSON_Delete(ja2);
+    cJSON_Delete(jb);
+}
+
 static void test_set_reconciled(void)
 {
     cJSON *st = cJSON_Parse("{\"phase\":\"Running\",\"conditions\":["
@@ -777,5 +795,6 @@ int main(void)
     test_rfc3339();
     test_paths();
     test_set_reconciled();
+    test_subset_exact();
     return TEST_SUMMARY();
 }

@@ -554,6 +554,43 @@ static void test_cjson(lua_State *L)
     cJSON_Delete(out);
 }
 
+/* Issue 11: integers beyond 2^53 leave the core exact. */
+static void test_exact_integers(lua_State *L)
+{
+    static const char text[] =
+        "{\"n\":9007199254740993,\"m\":-9007199254740993,"
+        "\"max\":9223372036854775807,\"s\":\"12345678901234567890\","
+        "\"f\":2.5,\"small\":42,\"big_float\":1e300,"
+        "\"l\":[9007199254740993,{\"\\\"k1\":18014398509481985}]}";
+    cJSON *j = jscan_cjson_parse(text, sizeof(text) - 1);
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    CHECK_STR_EQ(s,
+                 "{\"n\":9007199254740993,\"m\":-9007199254740993,"
+                 "\"max\":9223372036854775807,\"s\":\"12345678901234567890\","
+                 "\"f\":2.5,\"small\":42,\"big_float\":1e+300,"
+                 "\"l\":[9007199254740993,{\"\\\"k1\":18014398509481985}]}",
+                 "jscan_cjson_parse: 2^53+1 and int64 max print back exactly");
+    cJSON *dup = cJSON_Duplicate(j, 1);
+    CHECK(dup != NULL && cJSON_Compare(j, dup, 1), "  a raw node duplicates");
+    cJSON_Delete(dup);
+    free(s);
+    cJSON_Delete(j);
+    CHECK(jscan_cjson_parse("{\"a\":", 5) == NULL, "  NULL on bad JSON");
+
+    /* Lua -> cJSON: the rendered objects and the status take this way. */
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, (lua_Integer)9007199254740993LL);
+    lua_setfield(L, -2, "n");
+    cJSON *out = NULL;
+    int rc = json_to_cjson(L, -1, &out, err, sizeof(err));
+    lua_pop(L, 1);
+    s = out ? cJSON_PrintUnformatted(out) : NULL;
+    CHECK(rc == 0, "json_to_cjson");
+    CHECK_STR_EQ(s, "{\"n\":9007199254740993}", "  keeps 2^53+1 exact");
+    free(s);
+    cJSON_Delete(out);
+}
+
 /* core/text.c: the helpers json.c, jscan.c, yaml.c and log.c share. */
 static void test_text(void)
 {
@@ -761,6 +798,7 @@ int main(void)
     test_yaml_round_trip(L);
     test_multi_doc(L);
     test_cjson(L);
+    test_exact_integers(L);
     test_text();
     CHECK(lua_gettop(L) == 0, "the stack is balanced after every test");
     lua_close(L);

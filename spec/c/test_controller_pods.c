@@ -702,6 +702,55 @@ static void test_rendered_pod(void)
     rmdir(dir);
 }
 
+/* Issue 11: an integer above 2^53 in a rendered object and in the status
+ * reaches the apiserver exact (cJSON's doubles made 2^53+1 into 2^53). */
+static void test_exact_integers(void)
+{
+    char dir[256], path[320];
+    snprintf(dir, sizeof(dir), "/tmp/test_controller_pods-x%d", (int)getpid());
+    mkdir(dir, 0755);
+    snprintf(path, sizeof(path), "%s/dittoserver.lua", dir);
+    FILE *f = fopen(path, "w");
+    fputs("local M = {}\n"
+          "function M.render(ds, ctx)\n"
+          "  return { { apiVersion = 'v1', kind = 'ConfigMap',\n"
+          "    metadata = { name = ctx.name .. '-c' },\n"
+          "    x = 9007199254740993 } }\n"
+          "end\n"
+          "function M.status(ds, observed, ctx)\n"
+          "  return { phase = 'Pending', big = -9007199254740993 }\n"
+          "end\n"
+          "return M\n",
+          f);
+    fclose(f);
+    struct dbuf err;
+    dbuf_init(&err, 4096);
+    struct policy_set *ps = NULL;
+    if (policy_set_load(dir, &ps, &err) != POLICY_OK) {
+        printf("Bail out! policies: %s\n", dbuf_ptr(&err));
+        exit(1);
+    }
+    int w0 = nwrites();
+    put_ds("exact");
+    struct controller *c = start(ps);
+    CHECK(wait_write(w0, "/configmaps/exact-c", NULL) &&
+              wait_write(w0, "/dittoservers/exact/status", NULL),
+          "exact: the ConfigMap and the status are written");
+    char *cm = last_write("/configmaps/exact-c");
+    char *st = last_write("/dittoservers/exact/status");
+    CHECK(cm && strstr(cm, "\"x\":9007199254740993"),
+          "... the rendered 2^53+1 exact (%s)", cm ? cm : "none");
+    CHECK(st && strstr(st, "\"big\":-9007199254740993"),
+          "... the status' -(2^53+1) exact (%s)", st ? st : "none");
+    free(cm);
+    free(st);
+    controller_free(c);
+    policy_set_free(ps);
+    dbuf_free(&err);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     if (fh_start(&SRV, handler, NULL) != 0) {
@@ -713,6 +762,7 @@ int main(void)
     log_to_file();
     test_pods();
     test_rendered_pod();
+    test_exact_integers();
     log_restore();
     pthread_mutex_lock(&F.mu);
     F.stopping = 1;
