@@ -595,6 +595,11 @@ cmd_start() {
   if [[ -e $NODE_STATE/started ]] || [[ -n $(stray_pids) ]]; then stop_all; fi
   trap 'log "start failed; stopping what was started (logs in $DIR)"; stop_all' EXIT
 
+  local port
+  for port in $KUBELET_PORT $KUBELET_HEALTHZ_PORT 10249 10256; do
+    [[ -z $(ss -Hltn "sport = :$port" 2>/dev/null) ]] ||
+      die "port $port is in use ($(ss -Hltnp "sport = :$port" | grep -o 'users:.*' | head -n1)): another node?"
+  done
   set_sysctls
   write_containerd_config
   write_kubelet_config
