@@ -16,8 +16,11 @@
 # for kubelet, scheduler and proxy, the node controllers in kube-controller-manager).
 #
 #   cluster.sh install                 install packages, build binaries (cached)
-#   cluster.sh start                   start etcd + apiserver + controller-manager
-#   cluster.sh stop [--purge]          stop what start started (--purge: rm state)
+#   cluster.sh start                   start etcd + apiserver + controller-manager,
+#                                      then the node (node.sh start; DITTOFS_NODE=0
+#                                      for the control plane alone)
+#   cluster.sh stop [--purge]          stop what start started, the node first
+#                                      (--purge: rm state)
 #   cluster.sh kill-apiserver [--graceful]   SIGKILL (or TERM) the apiserver only
 #   cluster.sh start-apiserver         start it again, same port, same certs
 #   cluster.sh restart-apiserver [--graceful]
@@ -45,6 +48,7 @@
 # `eval "$(deploy/local/cluster.sh start)"` works.
 set -euo pipefail
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # The newest release the Go module proxy served when this was written; bump it
 # here (and run the suite) to move "current" forward.
 KUBE_CURRENT=1.37.2
@@ -957,11 +961,19 @@ cmd_start() {
     trap - EXIT
   fi
   log "control plane ready in $((SECONDS - t0)) s; env: $DIR/env"
+  # The node (kubelet, containerd, CNI, kube-proxy, provisioner, images):
+  # one entry point for the whole test ground; DITTOFS_NODE=0 skips it.
+  if [[ ${DITTOFS_NODE:-1} != 0 ]]; then
+    "$HERE/node.sh" start >/dev/null || die "node.sh start failed (logs in $DIR)"
+    log "control plane and node ready in $((SECONDS - t0)) s"
+  fi
   cat "$DIR/env"
 }
 
 stop_all() {
   local c
+  # The node first: its kubelet and kube-proxy talk to this apiserver.
+  if [[ -x $HERE/node.sh ]]; then "$HERE/node.sh" stop || log "node.sh stop failed"; fi
   for ((c = ${#COMPONENTS[@]} - 1; c >= 0; c--)); do stop_component "${COMPONENTS[c]}"; done
 }
 

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # The README's run command: installs what is missing, builds the operator,
-# starts the local control plane (etcd + kube-apiserver +
-# kube-controller-manager, cached under ~/.cache after the first build),
-# installs the DittoServer CRD and the operator's RBAC (deploy/rbac), runs
-# the operator under its ServiceAccount, applies the README's sample, plays
-# the kubelet so the pod turns ready, and shows the DittoServer Running with
-# its children, Events and a few metrics. The operator is stopped (SIGTERM)
-# at the end; the control plane keeps running.
+# starts the local test ground (etcd + kube-apiserver + kube-controller-manager
+# of the current Kubernetes release, and a real node: containerd, kubelet,
+# CNI, kube-scheduler, kube-proxy, a PVC provisioner; all cached under ~/.cache
+# after the first build), installs the DittoServer CRD and the operator's RBAC
+# (deploy/rbac), runs the operator under its ServiceAccount, applies the
+# README's sample, waits for its real pod, writes and reads a file through the
+# Service, and shows the DittoServer Running with its children, Events and a
+# few metrics. The operator is stopped (SIGTERM) at the end; the test ground
+# keeps running (deploy/local/cluster.sh stop ends it).
+#
+# The pod runs the DittoFS stand-in image (deploy/local/standin/): DittoFS's
+# own source cannot be fetched on these machines (the Go module proxy refuses
+# github.com/marmos91/dittofs), so no NFS client can mount the share here; the
+# stand-in reads the rendered config, listens on the NFS port and serves a
+# small file API on the metrics port, which the demo writes through.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -17,8 +25,8 @@ deploy/local/deps.sh
 say "building"
 cmake -S . -B build >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
-say "starting the local control plane"
-deploy/local/cluster.sh start
+say "starting the local control plane and node (Kubernetes ${DITTOFS_KUBE_VERSION:-current})"
+deploy/local/cluster.sh start >/dev/null
 set -a
 eval "$(deploy/local/cluster.sh env)"
 set +a
@@ -62,16 +70,28 @@ done
 echo "operator pid $op_pid, log $log, /readyz: $(curl -s "http://127.0.0.1:$health/readyz")"
 
 name=dittofs-sample
-say "applying the README sample (deploy/samples/dittoserver.yaml)"
-"$kubectl" apply -f deploy/samples/dittoserver.yaml
+standin=${DITTOFS_STANDIN_IMAGE:-dittofs-local/dittofs-standin:0.1}
+say "applying the README sample (deploy/samples/dittoserver.yaml, image $standin)"
+"$kubectl" create --dry-run=client -o json -f deploy/samples/dittoserver.yaml |
+  jq --arg img "$standin" '.spec.image = $img' | "$kubectl" apply -f -
 for _ in $(seq 1 100); do
   "$kubectl" get statefulset "$name" >/dev/null 2>&1 && break
   sleep 0.2
 done
 "$kubectl" get configmap,service,statefulset -l "dittofs.dittofs.com/server=$name"
 
-say "playing the kubelet: marking the pod Running and Ready"
-deploy/local/kubelet.sh ready default "$name" --timeout 120
+say "waiting for the real pod (scheduler, PVCs from the provisioner, kubelet)"
+"$kubectl" wait --for=condition=Ready --timeout=180s "pod/$name-0"
+"$kubectl" get pod,pvc -l "app.kubernetes.io/instance=$name" -o wide
+
+say "writing and reading a file through the Service's ClusterIP"
+ip=$("$kubectl" get service "$name" -o jsonpath='{.spec.clusterIP}')
+msg="hello from $(hostname) at $(date -u +%FT%TZ)"
+curl -sf --max-time 5 -X PUT --data-binary "$msg" "http://$ip:9090/files/hello.txt"
+got=$(curl -sf --max-time 5 "http://$ip:9090/files/hello.txt")
+echo "wrote: $msg"
+echo "read:  $got"
+[ "$got" = "$msg" ] || { echo "the file read back differs" >&2; exit 1; }
 
 say "the reconciled DittoServer"
 for _ in $(seq 1 100); do
