@@ -17,26 +17,6 @@
 
 /* --- paths ---------------------------------------------------------------- */
 
-struct kind_path {
-    const char *api_version;
-    const char *kind;
-    const char *prefix;   /* "/api/v1" */
-    const char *resource; /* "configmaps" */
-};
-
-static const struct kind_path kinds[] = {
-    {"v1", "ConfigMap", "/api/v1", "configmaps"},
-    {"v1", "Secret", "/api/v1", "secrets"},
-    {"v1", "Service", "/api/v1", "services"},
-    {"apps/v1", "StatefulSet", "/apis/apps/v1", "statefulsets"},
-    {"dittofs.dittofs.com/v1alpha1", "DittoServer",
-     "/apis/dittofs.dittofs.com/v1alpha1", "dittoservers"},
-};
-
-#define SUPPORTED_KINDS                                                        \
-    "v1 ConfigMap, v1 Secret, v1 Service, apps/v1 StatefulSet, "               \
-    "dittofs.dittofs.com/v1alpha1 DittoServer"
-
 /* 1 when s may stand in a path segment as it is. */
 static int path_safe(const char *s)
 {
@@ -52,21 +32,17 @@ static int path_safe(const char *s)
 int apply_path(const char *api_version, const char *kind, const char *ns,
                const char *name, struct dbuf *out)
 {
-    const struct kind_path *k = NULL;
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        if (api_version && kind &&
-            strcmp(kinds[i].api_version, api_version) == 0 &&
-            strcmp(kinds[i].kind, kind) == 0) {
-            k = &kinds[i];
-            break;
-        }
-    }
-    if (k == NULL) {
-        dbuf_addf(out, "unsupported kind %s %s (supported: %s)",
-                  api_version ? api_version : "(none)", kind ? kind : "(none)",
-                  SUPPORTED_KINDS);
+    int i = kinds_find(api_version, kind);
+    if (i < 0) {
+        dbuf_addf(out, "unsupported kind %s %s (supported: ",
+                  api_version ? api_version : "(none)", kind ? kind : "(none)");
+        for (int k = 0; k < KINDS_N; k++)
+            dbuf_addf(out, "%s%s %s", k ? ", " : "", kinds_table[k].api_version,
+                      kinds_table[k].kind);
+        dbuf_addc(out, ')');
         return -1;
     }
+    const struct kind_info *k = &kinds_table[i];
     int has_ns = ns != NULL && ns[0] != '\0';
     if (name != NULL && (!has_ns || name[0] == '\0')) {
         dbuf_addf(out, "%s \"%s\": a name needs a namespace", kind, name);
@@ -78,9 +54,9 @@ int apply_path(const char *api_version, const char *kind, const char *ns,
     }
     int rc;
     if (has_ns)
-        rc = dbuf_addf(out, "%s/namespaces/%s/%s", k->prefix, ns, k->resource);
+        rc = dbuf_addf(out, "%s/namespaces/%s/%s", k->api_path, ns, k->plural);
     else
-        rc = dbuf_addf(out, "%s/%s", k->prefix, k->resource);
+        rc = dbuf_addf(out, "%s/%s", k->api_path, k->plural);
     if (rc == 0 && name != NULL)
         rc = dbuf_addf(out, "/%s", name);
     return rc == 0 ? 0 : -1;

@@ -6,7 +6,7 @@
  * Kubernetes quantity parser behind it is exact (big decimals, never
  * floats). Also: stamping and comparing status conditions, RFC 3339
  * times, and the API paths of the kinds the core manages. No I/O.
- * Uses dbuf and cJSON.
+ * Uses kinds, text, jscan, dbuf and cJSON.
  */
 #ifndef DITTOFS_APPLY_H
 #define DITTOFS_APPLY_H
@@ -22,8 +22,8 @@
 /* --- paths ---------------------------------------------------------------- */
 
 /*
- * The API path of a kind the core can manage: ConfigMap, Secret, Service
- * (v1), StatefulSet (apps/v1), DittoServer (dittofs.dittofs.com/v1alpha1).
+ * The API path of a kind in kinds_table (kinds.h: ConfigMap, Service, Pod,
+ * Secret (v1), StatefulSet (apps/v1), DittoServer).
  * Appends e.g. "/apis/apps/v1/namespaces/NS/statefulsets/NAME" to `out` and
  * returns 0. `name` NULL: the collection path; `ns` NULL or "": every
  * namespace (".../statefulsets", a collection only). Returns -1 and

@@ -17,15 +17,16 @@
 #include "check_cluster.h"
 #include "http.h"
 #include "json.h"
+#include "kinds.h"
 #include "kubeconfig.h"
 #include "loop.h"
 #include "watch.h"
 #include "yaml.h"
 
-#define GROUP_VERSION "dittofs.dittofs.com/v1alpha1"
+#define GROUP_VERSION KINDS_OWNER_API_VERSION
 #define API_PATH "/apis/" GROUP_VERSION
-#define RESOURCE "dittoservers"
-#define CRD_NAME RESOURCE ".dittofs.dittofs.com"
+#define RESOURCE KINDS_OWNER_PLURAL
+#define CRD_NAME RESOURCE "." KINDS_GROUP
 #define CRD_HINT                                                               \
     "the DittoServer CRD is not installed: kubectl apply -f "                  \
     "crd/dittoserver.yaml"

@@ -16,13 +16,14 @@
 
 #include "crd.h"
 #include "json.h"
+#include "kinds.h"
 #include "lcodec.h"
 #include "policy.h"
 #include "script_test.h"
 #include "yaml.h"
 
-#define DS_API_VERSION "dittofs.dittofs.com/v1alpha1"
-#define DS_KIND "DittoServer"
+#define DS_API_VERSION KINDS_OWNER_API_VERSION
+#define DS_KIND KINDS_OWNER_KIND
 #define MAX_OUT ((size_t)64 << 20)
 
 struct st {

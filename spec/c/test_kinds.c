@@ -1,0 +1,212 @@
+/*
+ * test_kinds: the managed kinds table (core/kinds.h) against the RBAC the
+ * bundle grants (deploy/rbac/cluster_role.yaml): a rendered kind gets
+ * exactly get/list/watch/create/patch/update/delete, an observed one
+ * exactly get/list/watch, the DittoServer get/list/watch plus its status
+ * (get/patch/update) and finalizers (update), a referenced one nothing;
+ * and the role grants no resource the table does not hold (events aside:
+ * the recorder's). Also the lookups and the message naming what a policy
+ * may render.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "kinds.h"
+#include "lcodec.h"
+#include "testlib.h"
+#include "yaml.h"
+
+#define ROLE_FILE "deploy/rbac/cluster_role.yaml"
+
+static const char *const all_verbs[] = {"get",   "list",   "watch", "create",
+                                        "patch", "update", "delete"};
+#define NVERBS (sizeof(all_verbs) / sizeof(all_verbs[0]))
+
+/* The API group of an apiVersion: "" for "v1", "apps" for "apps/v1". */
+static void group_of(const char *api_version, char *out, size_t len)
+{
+    const char *slash = strchr(api_version, '/');
+    size_t n = slash ? (size_t)(slash - api_version) : 0;
+    snprintf(out, len, "%.*s", (int)n, api_version);
+}
+
+/* 1 when the list at the top of the stack holds the string s. */
+static int list_has(lua_State *L, const char *s)
+{
+    int n = (int)lua_rawlen(L, -1);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        int yes = lua_type(L, -1) == LUA_TSTRING &&
+                  strcmp(lua_tostring(L, -1), s) == 0;
+        lua_pop(L, 1);
+        if (yes)
+            return 1;
+    }
+    return 0;
+}
+
+/* The verbs the role (a rules list at index `rules`) grants on
+ * group/resource, as a bit set over all_verbs; bit NVERBS: a verb outside
+ * them. */
+static unsigned granted(lua_State *L, int rules, const char *group,
+                        const char *resource)
+{
+    unsigned bits = 0;
+    int n = (int)lua_rawlen(L, rules);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, rules, i);
+        lua_getfield(L, -1, "apiGroups");
+        int g = list_has(L, group);
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "resources");
+        int r = list_has(L, resource);
+        lua_pop(L, 1);
+        if (g && r) {
+            lua_getfield(L, -1, "verbs");
+            int nv = (int)lua_rawlen(L, -1);
+            for (int v = 1; v <= nv; v++) {
+                lua_rawgeti(L, -1, v);
+                const char *verb = lua_tostring(L, -1);
+                size_t k = 0;
+                while (k < NVERBS && strcmp(all_verbs[k], verb) != 0)
+                    k++;
+                bits |= 1u << k;
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return bits;
+}
+
+static unsigned verbs(int n)
+{
+    return (1u << n) - 1; /* the first n of all_verbs */
+}
+
+static void test_rbac(void)
+{
+    FILE *f = fopen(ROLE_FILE, "rb");
+    if (f == NULL) {
+        printf("Bail out! %s: cannot open (run from the source tree)\n",
+               ROLE_FILE);
+        exit(1);
+    }
+    static char text[65536];
+    size_t len = fread(text, 1, sizeof(text), f);
+    fclose(f);
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    luaL_requiref(L, "codec", luaopen_codec, 1);
+    lua_pop(L, 1);
+    char err[256];
+    if (yaml_push_all(L, text, len, NULL, err, sizeof(err)) != 0) {
+        printf("Bail out! %s: %s\n", ROLE_FILE, err);
+        exit(1);
+    }
+    lua_rawgeti(L, -1, 1);
+    lua_getfield(L, -1, "rules");
+    int rules = lua_gettop(L);
+
+    char group[64], res[128];
+    for (int i = 0; i < KINDS_N; i++) {
+        const struct kind_info *k = &kinds_table[i];
+        group_of(k->api_version, group, sizeof(group));
+        unsigned g = granted(L, rules, group, k->plural);
+        switch (k->role) {
+        case KIND_RENDERED:
+            CHECK(g == verbs(7), "%s: rendered, every verb granted (%#x)",
+                  k->kind, g);
+            break;
+        case KIND_OBSERVED:
+            CHECK(g == verbs(3), "%s: observed, get/list/watch only (%#x)",
+                  k->kind, g);
+            break;
+        case KIND_OWNER:
+            CHECK(g == verbs(3), "%s: get/list/watch (%#x)", k->kind, g);
+            snprintf(res, sizeof(res), "%s/status", k->plural);
+            g = granted(L, rules, group, res);
+            CHECK(g == ((1u << 0) | (1u << 4) | (1u << 5)),
+                  "%s: status get/patch/update (%#x)", k->kind, g);
+            snprintf(res, sizeof(res), "%s/finalizers", k->plural);
+            g = granted(L, rules, group, res);
+            CHECK(g == (1u << 5), "%s: finalizers update (%#x)", k->kind, g);
+            break;
+        case KIND_REFERENCED:
+            CHECK(g == 0, "%s: referenced only, nothing granted (%#x)", k->kind,
+                  g);
+            break;
+        }
+    }
+
+    /* Nothing the table does not hold (events: the Event recorder's). */
+    int n = (int)lua_rawlen(L, rules);
+    for (int r = 1; r <= n; r++) {
+        lua_rawgeti(L, rules, r);
+        lua_getfield(L, -1, "apiGroups");
+        lua_rawgeti(L, -1, 1);
+        snprintf(group, sizeof(group), "%s", lua_tostring(L, -1));
+        lua_pop(L, 2);
+        lua_getfield(L, -1, "resources");
+        int nr = (int)lua_rawlen(L, -1);
+        for (int j = 1; j <= nr; j++) {
+            lua_rawgeti(L, -1, j);
+            snprintf(res, sizeof(res), "%s", lua_tostring(L, -1));
+            lua_pop(L, 1);
+            char *sub = strchr(res, '/');
+            if (sub != NULL)
+                *sub = '\0';
+            int known = strcmp(res, "events") == 0 && group[0] == '\0';
+            for (int i = 0; i < KINDS_N && !known; i++) {
+                char g2[64];
+                group_of(kinds_table[i].api_version, g2, sizeof(g2));
+                known = strcmp(kinds_table[i].plural, res) == 0 &&
+                        strcmp(g2, group) == 0;
+            }
+            CHECK(known, "the role's %s/%s is in the kinds table", group, res);
+        }
+        lua_pop(L, 2);
+    }
+    lua_close(L);
+}
+
+static void test_lookups(void)
+{
+    CHECK(kinds_find("apps/v1", "StatefulSet") == KINDS_STATEFULSET &&
+              kinds_find("v1", "Pod") == KINDS_POD &&
+              kinds_find(KINDS_OWNER_API_VERSION, "DittoServer") ==
+                  KINDS_DITTOSERVER,
+          "kinds_find");
+    CHECK(kinds_find("v1", "StatefulSet") == -1 &&
+              kinds_find("rbac.authorization.k8s.io/v1", "RoleBinding") == -1 &&
+              kinds_find(NULL, "Pod") == -1,
+          "kinds_find: -1 for anything else");
+    CHECK_STR_EQ(kinds_table[KINDS_STATEFULSET].api_path, "/apis/apps/v1",
+                 "api_path of a named group");
+    CHECK_STR_EQ(kinds_table[KINDS_CONFIGMAP].api_path, "/api/v1",
+                 "api_path of the core group");
+    struct dbuf b;
+    dbuf_init(&b, 1024);
+    kinds_describe_rendered(&b);
+    CHECK_STR_EQ(dbuf_ptr(&b),
+                 "ConfigMaps, Services and StatefulSets (v1 ConfigMap, v1 "
+                 "Service, apps/v1 StatefulSet)",
+                 "kinds_describe_rendered");
+    dbuf_free(&b);
+    for (int i = 0; i < KINDS_NCHILD; i++)
+        CHECK(kinds_table[i].role == KIND_RENDERED ||
+                  kinds_table[i].role == KIND_OBSERVED,
+              "%s: the children come first", kinds_table[i].kind);
+}
+
+int main(void)
+{
+    test_lookups();
+    test_rbac();
+    return TEST_SUMMARY();
+}
