@@ -611,7 +611,7 @@ cmd_start() {
 
   log "starting containerd ($CTRD_SOCK)"
   launch containerd "$(command -v containerd)" --config "$CTRD_CONFIG"
-  wait_for "containerd" containerd -- ctr --address "$CTRD_SOCK" version
+  wait_for "containerd" containerd -- ctr --connect-timeout 2s --address "$CTRD_SOCK" version
   import_images
 
   local args
@@ -643,7 +643,8 @@ cmd_start() {
 # Kill every container of containerd's k8s.io namespace and forget them, so the
 # next start (the kubelet) begins from an empty runtime; images stay.
 kill_pods() {
-  ctr --address "$CTRD_SOCK" version >/dev/null 2>&1 || return 0
+  # Without --connect-timeout, ctr waits 10 s for a socket that is not there.
+  [[ -S $CTRD_SOCK ]] && ctr --connect-timeout 2s --address "$CTRD_SOCK" version >/dev/null 2>&1 || return 0
   local t c
   for t in $(ctr_k8s tasks ls -q 2>/dev/null); do
     ctr_k8s tasks rm -f "$t" >/dev/null 2>&1 || true
@@ -728,7 +729,11 @@ cmd_stop() {
   [[ ${1:-} == --purge ]] && purge=1
   # Best effort: the kube-proxy binary for --cleanup comes from the env.
   [[ -f $DIR/env ]] && source "$DIR/env" 2>/dev/null || true
-  stop_all
+  if [[ -e $NODE_STATE/started ]] || [[ -n $(stray_pids) ]]; then
+    stop_all
+  else
+    log "not running"
+  fi
   if ((purge)); then
     rm -rf "$NODE_STATE" "$CTRD_ROOT" "$CTRD_STATE"
     rm -f "$DIR"/{containerd,kubelet,kube-scheduler,kube-proxy,local-path-provisioner}.{log,cmd} \
