@@ -517,32 +517,6 @@ static int match_array(struct walk *w, const cJSON *d, const cJSON *l,
     return 1;
 }
 
-/* Standard base64 of s, malloc'd; NULL when out of memory. */
-static char *base64(const char *s)
-{
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = strlen(s);
-    char *out = malloc((n + 2) / 3 * 4 + 1);
-    if (out == NULL)
-        return NULL;
-    const unsigned char *p = (const unsigned char *)s;
-    char *o = out;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)p[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        *o++ = tab[(v >> 18) & 63];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        *o++ = i + 2 < n ? tab[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
 /* A Secret's stringData: the apiserver folds it into data (base64). */
 static int match_string_data(struct walk *w, const cJSON *d,
                              const cJSON *live_obj)
@@ -559,7 +533,8 @@ static int match_string_data(struct walk *w, const cJSON *d,
             ok = strcmp(e->valuestring, l->valuestring) == 0;
         l = cJSON_GetObjectItemCaseSensitive(data, e->string);
         if (!ok && cJSON_IsString(e) && cJSON_IsString(l)) {
-            char *b = base64(e->valuestring);
+            char *b =
+                text_base64_encode(e->valuestring, strlen(e->valuestring));
             ok = b != NULL && strcmp(b, l->valuestring) == 0;
             free(b);
         }

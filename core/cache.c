@@ -6,6 +6,7 @@
 
 #include "cache.h"
 #include "jscan.h"
+#include "text.h"
 
 /*
  * One allocation per object: the header, then
@@ -59,13 +60,8 @@ static void seterr(char *err, size_t errlen, const char *fmt, const char *a)
 /* FNV-1a over namespace, a NUL, and name. */
 static uint32_t key_hash(const char *ns, const char *name)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = ns; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    h = (h ^ 0u) * 16777619u;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h;
+    uint32_t h = text_fnv1a32(TEXT_FNV1A32_INIT, ns, strlen(ns) + 1);
+    return text_fnv1a32(h, name, strlen(name));
 }
 
 /* --- objects ----------------------------------------------------------- */

@@ -197,26 +197,6 @@ static const char *const ctl_label[] = {CONTROLLER_NAME, NULL};
 /* --- small helpers -------------------------------------------------------
  */
 
-static uint32_t str_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
-
-static uint64_t fnv64(const char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 /* Is resourceVersion a at least as new as b? etcd revisions are decimal
  * integers; anything else only compares equal. */
 static int rv_at_least(const char *a, const char *b)
@@ -239,14 +219,6 @@ static int kind_index(const char *api_version, const char *kind)
     return k >= 0 && kinds_table[k].role == KIND_RENDERED ? k : -1;
 }
 
-/* "/api/v1/namespaces/NS/configmaps/NAME" */
-static int object_path(struct dbuf *b, int kind, const char *ns,
-                       const char *name)
-{
-    return dbuf_addf(b, "%s/namespaces/%s/%s/%s", kinds_table[kind].api_path,
-                     ns, kinds_table[kind].plural, name);
-}
-
 static void metric_inc1(struct metric *f, const char *v)
 {
     if (f == NULL)
@@ -260,7 +232,9 @@ static void metric_inc1(struct metric *f, const char *v)
 
 static struct kstate **kstate_slot(struct controller *c, const char *key)
 {
-    struct kstate **p = &c->buckets[str_hash(key) % KBUCKETS];
+    struct kstate **p =
+        &c->buckets[text_fnv1a32(TEXT_FNV1A32_INIT, key, strlen(key)) %
+                    KBUCKETS];
     while (*p != NULL && strcmp((*p)->key, key) != 0)
         p = &(*p)->next;
     return p;
@@ -785,7 +759,7 @@ static void op_unlink(struct rec *r, struct op *op)
 static void stage_done(struct rec *r);
 
 static int send_op(struct rec *r, struct op *op, enum http_method m,
-                   const char *path, const char *ctype, const char *body,
+                   const char *suffix, const char *ctype, const char *body,
                    size_t len);
 
 static void on_op_done(struct http_response *resp, void *arg)
@@ -879,13 +853,33 @@ static void on_op_done(struct http_response *resp, void *arg)
         stage_done(r);
 }
 
+/*
+ * Sends the request of `op` (taken over: freed on failure, else when its
+ * response is handled) on the object op->kind/r->ns/op->name, whose path
+ * apply_path builds and checks, followed by `suffix` ("/status", a
+ * query). Returns 0, or -1 with r->failed set (a path apply_path refuses,
+ * out of memory, the client refused the request).
+ */
 static int send_op(struct rec *r, struct op *op, enum http_method m,
-                   const char *path, const char *ctype, const char *body,
+                   const char *suffix, const char *ctype, const char *body,
                    size_t len)
 {
+    struct dbuf path;
+    dbuf_init(&path, 2048);
+    const struct kind_info *k = &kinds_table[op->kind];
+    if (apply_path(k->api_version, k->kind, r->ns, op->name, &path) != 0 ||
+        dbuf_adds(&path, suffix) != DBUF_OK) {
+        log_error("cannot build a request path", "key", r->key, "detail",
+                  dbuf_ptr(&path), NULL);
+        dbuf_free(&path);
+        free(op->name);
+        free(op);
+        r->failed = 1;
+        return -1;
+    }
     struct http_call call = {
         .method = m,
-        .path = path,
+        .path = dbuf_ptr(&path),
         .content_type = ctype,
         .body = body,
         .body_len = len,
@@ -895,7 +889,9 @@ static int send_op(struct rec *r, struct op *op, enum http_method m,
     op->r = r;
     op->next = r->ops;
     r->ops = op;
-    if (http_send(r->c->http, &call, &op->req) != 0) {
+    int rc = http_send(r->c->http, &call, &op->req);
+    dbuf_free(&path);
+    if (rc != 0) {
         r->ops = op->next;
         free(op->name);
         free(op);
@@ -1155,7 +1151,7 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             dbuf_adds(&r->err, "out of memory");
             return -1;
         }
-        uint64_t h = fnv64(text, strlen(text));
+        uint64_t h = text_fnv1a64(TEXT_FNV1A64_INIT, text, strlen(text));
         free(text);
         char hex[17];
         snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
@@ -1210,16 +1206,11 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             continue;
         }
         if (op != NULL) {
-            struct dbuf path;
-            dbuf_init(&path, 1024);
-            object_path(&path, kind, r->ns, nm);
-            dbuf_adds(&path, APPLY_QUERY);
             op->existed = live != NULL;
             op->hash = h;
             op->substituted = substituted;
-            send_op(r, op, HTTP_PATCH, dbuf_ptr(&path), HTTP_CT_APPLY_PATCH,
-                    body, blen);
-            dbuf_free(&path);
+            send_op(r, op, HTTP_PATCH, APPLY_QUERY, HTTP_CT_APPLY_PATCH, body,
+                    blen);
         }
         free(body);
     }
@@ -1257,19 +1248,15 @@ static void send_prunes(struct rec *r, struct children *ch,
             r->failed = 1;
             continue;
         }
-        struct dbuf path, body;
-        dbuf_init(&path, 1024);
+        struct dbuf body;
         dbuf_init(&body, 512);
-        object_path(&path, cd->kind, r->ns, cd->name);
         /* Only that object: a recreated namesake has another uid. */
         dbuf_addf(&body,
                   "{\"apiVersion\":\"v1\",\"kind\":\"DeleteOptions\","
                   "\"propagationPolicy\":\"Background\",\"preconditions\":"
                   "{\"uid\":\"%s\"}}",
                   cache_obj_uid(cd->obj));
-        send_op(r, op, HTTP_DELETE, dbuf_ptr(&path), NULL, dbuf_ptr(&body),
-                dbuf_len(&body));
-        dbuf_free(&path);
+        send_op(r, op, HTTP_DELETE, "", NULL, dbuf_ptr(&body), dbuf_len(&body));
         dbuf_free(&body);
     }
 }
@@ -1359,13 +1346,8 @@ static int send_status(struct rec *r, cJSON *st)
         r->failed = 1;
         return 0;
     }
-    struct dbuf path;
-    dbuf_init(&path, 1024);
-    object_path(&path, KIND_DS, r->ns, r->name);
-    dbuf_adds(&path, "/status" APPLY_QUERY);
-    int sent = send_op(r, op, HTTP_PATCH, dbuf_ptr(&path), HTTP_CT_APPLY_PATCH,
-                       body, strlen(body)) == 0;
-    dbuf_free(&path);
+    int sent = send_op(r, op, HTTP_PATCH, "/status" APPLY_QUERY,
+                       HTTP_CT_APPLY_PATCH, body, strlen(body)) == 0;
     free(body);
     return sent;
 }

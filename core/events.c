@@ -80,19 +80,10 @@ struct events {
 
 /* --- helpers ----------------------------------------------------------- */
 
-static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3u;
-    }
-    return h;
-}
-
 static uint64_t fnv_str(uint64_t h, const char *s)
 {
     /* The NUL is hashed too, so ("ab","c") and ("a","bc") differ. */
-    return fnv1a(h, s ? s : "", strlen(s ? s : "") + 1);
+    return text_fnv1a64(h, s ? s : "", strlen(s ? s : "") + 1);
 }
 
 static void rfc3339(time_t t, char out[32])
@@ -288,7 +279,7 @@ static struct obj *obj_get(struct events *e, const struct events_ref *ref)
     char *key = make_key(ref->namespace, ref->name);
     if (key == NULL)
         return NULL;
-    uint64_t hash = fnv_str(0xcbf29ce484222325u, key);
+    uint64_t hash = fnv_str(TEXT_FNV1A64_INIT, key);
     struct obj *o = obj_find(e, key, hash);
     if (o != NULL) {
         free(key);
@@ -427,9 +418,9 @@ int events_emit(struct events *e, const struct events_ref *obj,
     }
     if (message == NULL)
         message = "";
-    uint64_t h = fnv_str(0xcbf29ce484222325u, type);
+    uint64_t h = fnv_str(TEXT_FNV1A64_INIT, type);
     h = fnv_str(h, reason);
-    h = fnv1a(h, message, utf8_cut(message, MAX_MESSAGE));
+    h = text_fnv1a64(h, message, utf8_cut(message, MAX_MESSAGE));
     uint64_t now = loop_now_ms();
     struct recent *rec = NULL;
     struct recent *slot = NULL; /* a free slot, else the oldest */
@@ -474,7 +465,7 @@ void events_forget(struct events *e, const char *namespace, const char *name)
     char *key = make_key(namespace, name);
     if (key == NULL)
         return;
-    struct obj *o = obj_find(e, key, fnv_str(0xcbf29ce484222325u, key));
+    struct obj *o = obj_find(e, key, fnv_str(TEXT_FNV1A64_INIT, key));
     free(key);
     if (o != NULL)
         obj_remove(e, o);

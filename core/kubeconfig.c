@@ -37,6 +37,7 @@
 #include "exec_cred.h"
 #include "kubeconfig.h"
 #include "log.h"
+#include "text.h"
 
 #define KC_FILE_MAX (16u << 20)  /* a kubeconfig file */
 #define CRED_FILE_MAX (1u << 20) /* a CA, certificate, key or token file */
@@ -229,58 +230,6 @@ static const char *read_strerror(int rc)
     if (rc == -EFBIG)
         return "file too large";
     return strerror(-rc);
-}
-
-/* Decodes standard base64, skipping whitespace. Returns 0 or -1. */
-static int b64_decode(const char *in, struct blob *out)
-{
-    size_t n = strlen(in), o = 0;
-    unsigned acc = 0;
-    int bits = 0, pad = 0;
-    unsigned char *p = malloc(n / 4 * 3 + 4);
-    if (p == NULL)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)in[i];
-        int v;
-        if (isspace(ch))
-            continue;
-        if (ch == '=') {
-            pad++;
-            continue;
-        }
-        if (pad)
-            goto fail; /* data after padding */
-        if (ch >= 'A' && ch <= 'Z')
-            v = ch - 'A';
-        else if (ch >= 'a' && ch <= 'z')
-            v = ch - 'a' + 26;
-        else if (ch >= '0' && ch <= '9')
-            v = ch - '0' + 52;
-        else if (ch == '+')
-            v = 62;
-        else if (ch == '/')
-            v = 63;
-        else
-            goto fail;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            p[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (pad > 2 || bits >= 6)
-        goto fail;
-    p[o] = '\0';
-    out->ptr = p;
-    out->len = o;
-    return 0;
-fail:
-    explicit_bzero(p, n / 4 * 3 + 4);
-    free(p);
-    return -1;
 }
 
 /* Removes leading and trailing whitespace in place (token files). */
@@ -743,7 +692,7 @@ static int load_material(struct loc m, const char *what, const char *file_key,
         if (file != NULL)
             log_warn("kubeconfig: both a file and data given; the data wins",
                      "file", m.f->path, "entry", what, "key", data_key, NULL);
-        if (b64_decode(data, out) < 0) {
+        if (text_base64_decode(data, strlen(data), &out->ptr, &out->len) < 0) {
             loc_err(err, errlen, (struct loc){m.f, map_get(m.f, m.n, data_key)},
                     "%s.%s: not valid base64", what, data_key);
             return KUBE_CONN_ECONFIG;
@@ -860,29 +809,6 @@ static cJSON *yaml_to_json(struct kc_file *f, yaml_node_t *n, int depth)
     return o;
 }
 
-/* Base64 for certificate-authority-data in KUBERNETES_EXEC_INFO. */
-static char *b64_encode(const unsigned char *p, size_t len)
-{
-    static const char tbl[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)p[i] << 16;
-        if (i + 1 < len)
-            v |= (unsigned)p[i + 1] << 8;
-        if (i + 2 < len)
-            v |= p[i + 2];
-        *o++ = tbl[(v >> 18) & 63];
-        *o++ = tbl[(v >> 12) & 63];
-        *o++ = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
-        *o++ = i + 2 < len ? tbl[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
 /*
  * The spec.cluster object of KUBERNETES_EXEC_INFO (provideClusterInfo),
  * as client-go fills it: server, tls-server-name, insecure-skip-tls-verify,
@@ -902,7 +828,8 @@ static char *cluster_info_json(struct kube_conn *c, struct loc cl,
     if (c->insecure)
         cJSON_AddBoolToObject(o, "insecure-skip-tls-verify", 1);
     if (c->ca.len > 0) {
-        ca = b64_encode(c->ca.ptr, c->ca.len);
+        /* certificate-authority-data in KUBERNETES_EXEC_INFO */
+        ca = text_base64_encode(c->ca.ptr, c->ca.len);
         if (ca != NULL)
             cJSON_AddStringToObject(o, "certificate-authority-data", ca);
     }

@@ -514,10 +514,8 @@ static int l_is_null(lua_State *L)
 static int l_fnv1a64(lua_State *L)
 {
     size_t n;
-    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
-    uint64_t h = 0xcbf29ce484222325u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 0x100000001b3u;
+    const char *s = luaL_checklstring(L, 1, &n);
+    uint64_t h = text_fnv1a64(TEXT_FNV1A64_INIT, s, n);
     char hex[17];
     snprintf(hex, sizeof(hex), "%016" PRIx64, h);
     lua_pushlstring(L, hex, 16);

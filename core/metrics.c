@@ -10,6 +10,7 @@
 
 #include "dbuf.h"
 #include "metrics.h"
+#include "text.h"
 
 static const double default_buckets[] = {.005, .01, .025, .05, .1, .25,
                                          .5,   1,   2.5,  5,   10};
@@ -191,14 +192,9 @@ fail:
  * and ("a","b") differ. */
 static uint64_t hash_values(size_t n, const char *const *values)
 {
-    uint64_t h = 1469598103934665603u;
-    for (size_t i = 0; i < n; i++) {
-        const unsigned char *p = (const unsigned char *)values[i];
-        do {
-            h ^= *p;
-            h *= 1099511628211u;
-        } while (*p++ != '\0');
-    }
+    uint64_t h = TEXT_FNV1A64_INIT;
+    for (size_t i = 0; i < n; i++)
+        h = text_fnv1a64(h, values[i], strlen(values[i]) + 1);
     return h;
 }
 

@@ -31,6 +31,7 @@
 #include "lcodec.h"
 #include "log.h"
 #include "policy.h"
+#include "text.h"
 
 #define MAX_BYTECODE ((size_t)16 << 20)
 #define MAX_JSON_OUT ((size_t)16 << 20)
@@ -58,17 +59,6 @@ struct policy_set {
     unsigned long preparations;
     uint64_t hash; /* sum of FNV-1a 64 of each module's name and source */
 };
-
-/* FNV-1a 64 of `n` bytes, continuing from `h`. */
-static uint64_t fnv1a64(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 /* --- loading ---------------------------------------------------------------
  */
@@ -130,9 +120,9 @@ static int add_chunk(struct policy_set *ps, lua_State *L, const char *rel,
     }
     /* A sum of per-module hashes: the directory scan has no fixed order,
      * and equal sources must give an equal hash. */
-    ps->hash +=
-        fnv1a64(fnv1a64(0xcbf29ce484222325ULL, c.module, strlen(c.module) + 1),
-                src, len);
+    ps->hash += text_fnv1a64(
+        text_fnv1a64(TEXT_FNV1A64_INIT, c.module, strlen(c.module) + 1), src,
+        len);
     int drc = lua_dump(L, dump_writer, &code, 0);
     lua_pop(L, 1);
     if (drc != 0 || dbuf_len(&code) == 0)

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "queue.h"
+#include "text.h"
 
 #define QUEUE_MIN_BUCKETS 64
 
@@ -88,12 +89,7 @@ struct queue {
  * API server's object names). */
 static uint32_t key_hash(const char *s)
 {
-    uint32_t h = 2166136261u;
-    for (; *s != '\0'; s++) {
-        h ^= (unsigned char)*s;
-        h *= 16777619u;
-    }
-    return h;
+    return text_fnv1a32(TEXT_FNV1A32_INIT, s, strlen(s));
 }
 
 /* The state of `key`, or NULL when the queue holds none. */

@@ -1,4 +1,9 @@
-/* text: hex, UTF-8 and JSON string helpers; see text.h. */
+/* text: hex, UTF-8, JSON string, hash and base64 helpers; see text.h. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "text.h"
 
 int text_hexval(int c)
@@ -222,4 +227,102 @@ int text_json_quote(struct dbuf *b, const char *s, size_t n)
     if (rc != DBUF_OK)
         return rc;
     return dbuf_addc(b, '"');
+}
+
+/* ---- hashes and base64 --------------------------------------------------- */
+
+uint32_t text_fnv1a32(uint32_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+uint64_t text_fnv1a64(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+char *text_base64_encode(const void *in, size_t n)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = in;
+    char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)p[i] << 16;
+        if (i + 1 < n)
+            v |= (unsigned)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        *o++ = tab[(v >> 18) & 63];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? tab[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+static int b64_value(unsigned char ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    if (ch == '+')
+        return 62;
+    if (ch == '/')
+        return 63;
+    return -1;
+}
+
+int text_base64_decode(const char *s, size_t n, unsigned char **out,
+                       size_t *outlen)
+{
+    size_t cap = n / 4 * 3 + 4, o = 0;
+    unsigned acc = 0;
+    int bits = 0, pad = 0;
+    *out = NULL;
+    *outlen = 0;
+    unsigned char *p = malloc(cap);
+    if (p == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (isspace(ch))
+            continue;
+        if (ch == '=') {
+            pad++;
+            continue;
+        }
+        int v = b64_value(ch);
+        if (pad || v < 0)
+            goto fail; /* data after padding, or not base64 */
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            p[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (pad > 2 || bits >= 6)
+        goto fail;
+    p[o] = '\0';
+    *out = p;
+    *outlen = o;
+    return 0;
+fail:
+    explicit_bzero(p, cap);
+    free(p);
+    return -EINVAL;
 }

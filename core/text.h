@@ -2,8 +2,9 @@
  * text: the byte-level helpers that the JSON, YAML and log writers and the
  * JSON scanners share: hex digits, strict UTF-8 (no surrogates, no
  * overlongs), one JSON escape sequence decoded, and a string written as a
- * JSON string literal. Nothing here allocates except text_json_quote
- * (through its dbuf). Uses dbuf.
+ * JSON string literal; FNV-1a hashes and base64, each written once for the
+ * whole core. Nothing here allocates except text_json_quote (through its
+ * dbuf) and the base64 functions. Uses dbuf.
  */
 #ifndef DITTOFS_TEXT_H
 #define DITTOFS_TEXT_H
@@ -59,5 +60,31 @@ size_t text_json_unescape(const char *p, const char *end, uint32_t *cp);
  * Returns DBUF_OK or the dbuf error (b is then empty).
  */
 int text_json_quote(struct dbuf *b, const char *s, size_t n);
+
+/* ---- hashes and base64 --------------------------------------------------- */
+
+/* FNV-1a's offset bases: start a hash with these. */
+#define TEXT_FNV1A32_INIT 2166136261u
+#define TEXT_FNV1A64_INIT 0xcbf29ce484222325ULL
+
+/* FNV-1a over p[0..n), continuing from h (32 and 64 bit). Not keyed: for
+ * hash tables of names from the API server and change detection, not
+ * against an adversary. */
+uint32_t text_fnv1a32(uint32_t h, const void *p, size_t n);
+uint64_t text_fnv1a64(uint64_t h, const void *p, size_t n);
+
+/* Standard base64 (with padding) of p[0..n), NUL-terminated and malloc'd;
+ * NULL only when out of memory. */
+char *text_base64_encode(const void *p, size_t n);
+
+/*
+ * Decodes standard base64 s[0..n), skipping whitespace, into a malloc'd
+ * buffer (*out, NUL-terminated, *outlen bytes before the NUL). Returns 0,
+ * -EINVAL (a character outside the alphabet, data after padding, a cut
+ * group) or -ENOMEM; on failure *out is NULL and nothing is left behind
+ * (the partial output is wiped: it may be key material).
+ */
+int text_base64_decode(const char *s, size_t n, unsigned char **out,
+                       size_t *outlen);
 
 #endif

@@ -5,6 +5,7 @@
  * table, multi-document streams, and a fault-injecting lua_Alloc that
  * fails the Nth allocation (no crash, no leak, every failure reported).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -633,6 +634,47 @@ static void test_text(void)
               text_utf8_check("\xf0\x9f\x98\x80", 4) == 4 &&
               text_utf8_check("\xf0\x9f\x98", 3) == 0,
           "text_utf8_check stops at a surrogate or a cut sequence");
+    /* Issue 11: FNV-1a and base64, once for the core. */
+    CHECK(text_fnv1a32(TEXT_FNV1A32_INIT, "", 0) == 0x811c9dc5u &&
+              text_fnv1a32(TEXT_FNV1A32_INIT, "a", 1) == 0xe40c292cu &&
+              text_fnv1a32(TEXT_FNV1A32_INIT, "foobar", 6) == 0xbf9cf968u,
+          "text_fnv1a32: the reference vectors");
+    CHECK(text_fnv1a64(TEXT_FNV1A64_INIT, "a", 1) == 0xaf63dc4c8601ec8cULL &&
+              text_fnv1a64(TEXT_FNV1A64_INIT, "foobar", 6) ==
+                  0x85944171f73967e8ULL &&
+              text_fnv1a64(text_fnv1a64(TEXT_FNV1A64_INIT, "foo", 3), "bar",
+                           3) == 0x85944171f73967e8ULL,
+          "text_fnv1a64: the reference vectors, and it continues");
+    static const char *const b64[][2] = {
+        {"", ""},
+        {"f", "Zg=="},
+        {"fo", "Zm8="},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="},
+        {"fooba", "Zm9vYmE="},
+        {"foobar", "Zm9vYmFy"},
+    };
+    for (size_t i = 0; i < sizeof(b64) / sizeof(b64[0]); i++) {
+        char *e = text_base64_encode(b64[i][0], strlen(b64[i][0]));
+        unsigned char *d = NULL;
+        size_t dn = 0;
+        int rc = text_base64_decode(b64[i][1], strlen(b64[i][1]), &d, &dn);
+        CHECK(e && strcmp(e, b64[i][1]) == 0 && rc == 0 &&
+                  dn == strlen(b64[i][0]) && memcmp(d, b64[i][0], dn) == 0,
+              "base64 \"%s\" <-> \"%s\" (RFC 4648)", b64[i][0], b64[i][1]);
+        free(e);
+        free(d);
+    }
+    unsigned char *d = NULL;
+    size_t dn = 0;
+    CHECK(text_base64_decode("Zm9v\n YmFy\n", 11, &d, &dn) == 0 && dn == 6 &&
+              memcmp(d, "foobar", 6) == 0,
+          "base64 decode skips whitespace");
+    free(d);
+    CHECK(text_base64_decode("Zm9v!", 5, &d, &dn) == -EINVAL && d == NULL &&
+              text_base64_decode("Zg==Zg", 6, &d, &dn) == -EINVAL &&
+              text_base64_decode("Z", 1, &d, &dn) == -EINVAL,
+          "base64 decode: -EINVAL outside the alphabet, after padding, cut");
     /* Issue 11: one UTF-8-safe cut for events, conditions and policies. */
     static const char euro[] = "ab\xe2\x82\xac"
                                "cd"; /* ab€cd, 7 bytes */
