@@ -177,6 +177,7 @@ alive_pid() {
 # (cluster.sh wiped $DIR under a running node) is still found, and only ours.
 stray_pids() {
   local f pid
+  # shellcheck disable=SC2013 # /proc/PID/environ: no spaces
   for f in $(grep -lzx "DITTOFS_NODE_DAEMON=${1:-.*}" /proc/[0-9]*/environ 2>/dev/null); do
     pid=${f#/proc/}; pid=${pid%/environ}
     [[ $pid == "$$" || $pid == "$BASHPID" ]] || echo "$pid"
@@ -669,8 +670,8 @@ kill_stray_shims() {
 # of itself) and containerd's root and state (rootfs, shm, netns), deepest
 # first; stacked mounts need more than one round.
 unmount_all() {
-  local round mp left
-  for round in 1 2 3 4 5; do
+  local mp left
+  for _ in 1 2 3 4 5; do
     left=0
     while read -r mp; do
       left=1
@@ -728,7 +729,8 @@ cmd_stop() {
   local purge=0
   [[ ${1:-} == --purge ]] && purge=1
   # Best effort: the kube-proxy binary for --cleanup comes from the env.
-  [[ -f $DIR/env ]] && source "$DIR/env" 2>/dev/null || true
+  # shellcheck disable=SC1091
+  if [[ -f $DIR/env ]]; then source "$DIR/env" 2>/dev/null || true; fi
   if [[ -e $NODE_STATE/started ]] || [[ -n $(stray_pids) ]]; then
     stop_all
   else

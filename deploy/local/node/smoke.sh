@@ -105,6 +105,7 @@ until_ok "StatefulSet pod web-0 Ready (wrote its PVC)" ready web-0
 
 ip=$(kc get svc web -o 'jsonpath={.spec.clusterIP}')
 host_get() { curl -sS --max-time 2 "http://$ip/" | grep -qx "boots=$1"; }
+# shellcheck disable=SC2016 # perl code, not shell
 pod_get() {
   kc exec sleeper -- perl -MIO::Socket::INET -e \
     '$s = IO::Socket::INET->new(PeerAddr => $ARGV[0], Timeout => 2) or exit 1; print $s "GET / HTTP/1.0\r\n\r\n"; print <$s>' \
