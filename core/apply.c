@@ -2,7 +2,8 @@
  * apply: helpers around server-side apply. See apply.h for the contract.
  *
  * Quantities are parsed as apimachinery's ParseQuantity does (the same
- * grammar as lua/k8s/quantity.lua, its Lua port) into a big decimal: sign,
+ * grammar as lua/k8s/quantity.lua, its Lua port: both pass the vectors of
+ * spec/c/fixtures/quantity_vectors.json) into a big decimal: sign,
  * a digit string without leading or trailing zeros, and a power of ten.
  * Binary suffixes multiply the digits by 1024 as many times as needed, so
  * the value stays exact; values finer than 1n round up, away from zero.

@@ -12,6 +12,10 @@
 -- binary ones ("9Ei" -> 9223372036854775807) and keeps decimal ones as big
 -- decimals; neither is a sensible size or CPU request.
 --
+-- The core's comparison (core/apply.c, apply_quantity_cmp) is the C port of
+-- the same grammar; both pass one table of test vectors,
+-- spec/c/fixtures/quantity_vectors.json (apimachinery's cases).
+--
 -- API (every `q` argument accepts a string, a Lua number or a parsed
 -- quantity):
 --   parse(s)            -> quantity | nil, err

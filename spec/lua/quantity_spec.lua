@@ -375,6 +375,50 @@ describe("k8s.quantity", function()
     end)
   end)
 
+  -- The vectors core/apply.c passes too (one table for both ports).
+  describe("shared vectors (spec/c/fixtures/quantity_vectors.json)", function()
+    local codec = require("codec")
+    if not codec.json_decode then
+      pending("needs build/codec.so")
+      return
+    end
+    local f = assert(io.open("spec/c/fixtures/quantity_vectors.json", "rb"))
+    local v = assert(codec.json_decode(f:read("a")))
+    f:close()
+
+    for _, p in ipairs(v.equal) do
+      it("returns 0 when given " .. p[1] .. " and " .. p[2], function()
+        assert.equal(0, quantity.compare(p[1], p[2]))
+      end)
+    end
+
+    for _, p in ipairs(v.less) do
+      it("returns -1 when given " .. p[1] .. " and " .. p[2], function()
+        assert.equal(-1, quantity.compare(p[1], p[2]))
+        assert.equal(1, quantity.compare(p[2], p[1]))
+      end)
+    end
+
+    for _, s in ipairs(v.invalid) do
+      it("returns nil, err when given \"" .. s .. "\"", function()
+        local q, err = quantity.parse(s)
+        assert.is_nil(q)
+        assert.is_string(err)
+      end)
+    end
+
+    for _, list in pairs(v.beyond_int64) do
+      for _, p in ipairs(list) do
+        it("refuses " .. p[1] .. ", beyond int64", function()
+          local c, err = quantity.compare(p[1], p[2])
+          assert.is_nil(c)
+          assert.matches("exceeds", err)
+        end)
+      end
+    end
+  end)
+
+
   describe("equal", function()
     it("returns true when two spellings have the same value", function()
       assert.is_true(quantity.equal("1Gi", "1024Mi"))
