@@ -711,3 +711,51 @@ int crd_push_embedded_schema(lua_State *L, struct dbuf *err)
     }
     return crd_push_schema(L, (const char *)f->data, f->len, CRD_VERSION, err);
 }
+
+/* --- the schema for the policies ------------------------------------------ */
+
+/* Registry key of the decoded, description-less schema (its address). */
+static const char schema_key = 'S';
+
+/* Removes every "description" key under the table at idx, in place. */
+static void strip_descriptions(lua_State *L, int idx, int depth)
+{
+    idx = lua_absindex(L, idx);
+    if (depth > CODEC_MAX_DEPTH)
+        luaL_error(L, "crd: schema nested too deeply");
+    lua_pushnil(L);
+    lua_setfield(L, idx, "description");
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { /* [k, v] */
+        if (lua_type(L, -1) == LUA_TTABLE)
+            strip_descriptions(L, -1, depth + 1);
+        lua_pop(L, 1);
+    }
+}
+
+int crd_l_schema(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &schema_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        struct dbuf err;
+        dbuf_init(&err, 1024);
+        int rc = crd_push_embedded_schema(L, &err);
+        if (rc != CRD_OK) {
+            lua_pushstring(L, dbuf_ptr(&err));
+            dbuf_free(&err);
+            return lua_error(L);
+        }
+        dbuf_free(&err);
+        strip_descriptions(L, -1, 0);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &schema_key);
+    }
+    push_copy(L, -1);
+    return 1;
+}
+
+void crd_register(lua_State *L)
+{
+    lua_pushcfunction(L, crd_l_schema);
+    lua_setfield(L, -2, "crd_schema");
+}

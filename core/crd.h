@@ -63,4 +63,19 @@ int crd_default(lua_State *L, int schema_idx, int obj_idx,
 int crd_validate(lua_State *L, int schema_idx, int obj_idx, const char *path,
                  struct dbuf *errors);
 
+/*
+ * codec.crd_schema(): a fresh copy of the embedded CRD's openAPIV3Schema
+ * (CRD_VERSION) without its descriptions, with the codec's markers: the
+ * one schema the policies read (dittoserver_schema.SPEC and .STATUS), so
+ * that crd/dittoserver.yaml is its only source. The schema is decoded once
+ * per Lua state (kept in the registry, out of the policies' reach); every
+ * call copies it, so what one caller changes no other sees. Raises when
+ * the embedded CRD is missing or cannot be decoded (a build error), and on
+ * memory errors.
+ */
+int crd_l_schema(lua_State *L);
+
+/* Adds crd_schema to the codec module table at the top of the stack. */
+void crd_register(lua_State *L);
+
 #endif

@@ -553,7 +553,7 @@ static const luaL_Reg codec_funcs[] = {
     {NULL, NULL},
 };
 
-int luaopen_codec(lua_State *L)
+int codec_open(lua_State *L)
 {
     luaL_newlib(L, codec_funcs);
     codec_push_null(L);

@@ -46,10 +46,12 @@ enum {
     CODEC_OBJECT = 2,
 };
 
-/* Opens the module: returns 1 with the `codec` table pushed. Raises only
+/* Opens the codecs: returns 1 with the `codec` table pushed. Raises only
  * on memory errors (it is a lua_CFunction, call it through luaL_requiref
- * or lua_pcall). */
-int luaopen_codec(lua_State *L);
+ * or lua_pcall). The Lua module "codec" (in the sandbox: policy.c; for
+ * busted: lcodec_module.c's luaopen_codec) is this table plus
+ * crd_schema (crd_register). */
+int codec_open(lua_State *L);
 
 /* Pushes the null sentinel. Never raises (needs one free stack slot). */
 void codec_push_null(lua_State *L);

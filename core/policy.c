@@ -26,6 +26,7 @@
 
 #include <lauxlib.h>
 
+#include "crd.h"
 #include "embedded.h"
 #include "json.h"
 #include "lcodec.h"
@@ -367,7 +368,8 @@ static void protect_marks(lua_State *L)
 static int open_codec(lua_State *L)
 {
     protect_marks(L);
-    luaopen_codec(L); /* [codec] */
+    codec_open(L); /* [codec] */
+    crd_register(L);
     static const char *const guarded[] = {"array", "object", NULL};
     for (int i = 0; guarded[i]; i++) {
         lua_getfield(L, -1, guarded[i]);

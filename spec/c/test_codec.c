@@ -741,7 +741,7 @@ static const char k8s_doc[] =
 static int fault_body(lua_State *L)
 {
     int *ok = lua_touserdata(L, 1);
-    luaL_requiref(L, "codec", luaopen_codec, 1);
+    luaL_requiref(L, "codec", codec_open, 1);
     lua_pop(L, 1);
     *ok = 1;
     return 0;
@@ -824,7 +824,7 @@ int main(void)
 {
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
-    luaL_requiref(L, "codec", luaopen_codec, 1);
+    luaL_requiref(L, "codec", codec_open, 1);
     lua_pop(L, 1);
 
     test_json_round_trips(L);

@@ -102,7 +102,7 @@ static void test_rbac(void)
     fclose(f);
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
-    luaL_requiref(L, "codec", luaopen_codec, 1);
+    luaL_requiref(L, "codec", codec_open, 1);
     lua_pop(L, 1);
     char err[256];
     if (yaml_push_all(L, text, len, NULL, err, sizeof(err)) != 0) {

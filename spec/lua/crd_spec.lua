@@ -1,10 +1,11 @@
 --- crd_spec: crd/dittoserver.yaml against the policy's schema table.
 --
 -- The CRD is the one source of truth for the DittoServer API. The policy
--- keeps a declarative copy of its schema (policies/dittoserver_schema.lua)
--- for defaulting and type checks; these specs fail on any disagreement
--- (a field, a type, a default, a limit present on one side only), and
--- check the CRD is something `kubectl explain` and a 1.20 apiserver like.
+-- reads its schema (policies/dittoserver_schema.lua) from the CRD the core
+-- embeds (codec.crd_schema) for defaulting and type checks; these specs
+-- fail on any disagreement with the file (a field, a type, a default, a
+-- limit present on one side only), and check the CRD is something
+-- `kubectl explain` and a 1.20 apiserver like.
 local codec = require("codec")
 local schema = require("dittoserver_schema")
 local policy = require("dittoserver")
