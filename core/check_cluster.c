@@ -16,12 +16,12 @@
 #include "cache.h"
 #include "check_cluster.h"
 #include "http.h"
-#include "json.h"
+#include "ljson.h"
 #include "kinds.h"
 #include "kubeconfig.h"
 #include "loop.h"
 #include "watch.h"
-#include "yaml.h"
+#include "lyaml.h"
 
 #define GROUP_VERSION KINDS_OWNER_API_VERSION
 #define API_PATH "/apis/" GROUP_VERSION

@@ -4,7 +4,8 @@
  * for its version, checks that the DittoServer CRD is served, and runs one
  * informer on dittoservers (watch.h) until it has synced, reporting each
  * DittoServer's phase and NFS endpoint. A one-shot program on its own
- * event loop. Uses kubeconfig, loop, http, watch, cache, json, yaml, dbuf.
+ * event loop. Uses kubeconfig, loop, http, watch, cache, ljson, lyaml, kinds,
+ * dbuf.
  */
 #ifndef DITTOFS_CHECK_CLUSTER_H
 #define DITTOFS_CHECK_CLUSTER_H

@@ -17,8 +17,8 @@
 
 #include "crd.h"
 #include "embedded.h"
-#include "lcodec.h"
-#include "yaml.h"
+#include "codec.h"
+#include "lyaml.h"
 
 #define PATH_MAX_LEN 1024
 

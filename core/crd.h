@@ -2,7 +2,7 @@
  * crd: what the kube-apiserver does to a custom resource on create, from
  * the CRD's structural schema, so that --script-test sees the object the
  * operator will see. Works on Lua values in the codec representation
- * (lcodec.h) in a trusted host state (never inside the sandbox):
+ * (codec.h) in a trusted host state (never inside the sandbox):
  *   crd_default: prunes unknown fields (each one a warning, like kubectl's)
  *                and nulls of non-nullable fields, then applies defaults
  *                (only where the parent exists, recursively into defaults);
@@ -12,7 +12,7 @@
  *   spec.nfsPort: Invalid value: 70000: spec.nfsPort in body should be less
  *   than or equal to 65535
  * Patterns are POSIX extended regular expressions (Go's RE2 agrees on the
- * patterns of our CRD). Uses yaml, lcodec, embedded, dbuf.
+ * patterns of our CRD). Uses lyaml, codec, embedded, dbuf.
  */
 #ifndef DITTOFS_CRD_H
 #define DITTOFS_CRD_H

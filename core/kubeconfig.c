@@ -21,17 +21,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-/* libyaml by absolute path: core/yaml.h (the Lua codec's YAML module) is
- * also named yaml.h and comes first on the include path. */
-#if defined(__has_include)
-#if __has_include(</usr/include/yaml.h>)
-#include </usr/include/yaml.h>
-#else
 #include <yaml.h>
-#endif
-#else
-#include <yaml.h>
-#endif
 
 #include "dbuf.h"
 #include "exec_cred.h"

@@ -1,50 +1,17 @@
 /*
- * lcodec: the one Lua representation of JSON/YAML data, and the Lua module
- * `codec` that exposes the JSON and YAML codecs (json.c, yaml.c) to Lua.
- *
- * Representation: JSON null is the lightuserdata `codec.null`; decoded
- * arrays carry the metatable `codec.array_mt`, decoded objects
- * `codec.object_mt` (both kept in the registry, created on first use).
- * An unmarked table encodes as an object when empty, as an array when its
- * keys are exactly 1..n, else as an object (string keys only).
- * Uses lua, dbuf. The helpers below the "shared by json.c and yaml.c"
- * line are internal to the codec stream.
+ * lcodec: the Lua module `codec`: the JSON and YAML codecs (ljson.h,
+ * lyaml.h) as Lua functions (json_decode, json_encode, yaml_decode,
+ * yaml_decode_all, yaml_encode, yaml_encode_all), the markers of the data
+ * representation (codec.h: null, array, object, is_array, is_object,
+ * is_null, array_mt, object_mt) and core helpers the policies share with
+ * the core (fnv1a64, utf8_cut). Uses codec, ljson, lyaml, text, dbuf.
  */
 #ifndef DITTOFS_LCODEC_H
 #define DITTOFS_LCODEC_H
 
-#include <stddef.h>
-
 #include <lua.h>
 
-/* Default limits: nesting depth, input size, nodes added by YAML aliases. */
-#define CODEC_MAX_DEPTH 128
-#define CODEC_MAX_SIZE ((size_t)16 << 20)
-#define CODEC_MAX_ALIAS_NODES ((size_t)100000)
-
-/* Limits of one decode or encode; zero fields mean "the default". */
-struct codec_limits {
-    int max_depth;          /* nesting of arrays/objects */
-    size_t max_size;        /* input bytes (decoders) */
-    size_t max_alias_nodes; /* YAML: nodes copied through aliases */
-};
-
-/* Return codes of every codec function (0 is success). */
-enum {
-    CODEC_OK = 0,
-    CODEC_EINPUT = -1,  /* malformed input: the message has line/column */
-    CODEC_ELIMIT = -2,  /* depth, size or alias limit exceeded */
-    CODEC_EVALUE = -3,  /* value cannot be encoded (NaN, function, ...) */
-    CODEC_ENOMEM = -4,  /* Lua or C allocation failed */
-    CODEC_ETOOBIG = -5, /* output passed the dbuf's maximum */
-};
-
-/* Kinds returned by codec_kind(). */
-enum {
-    CODEC_PLAIN = 0, /* not a table, or an unmarked table */
-    CODEC_ARRAY = 1,
-    CODEC_OBJECT = 2,
-};
+#include "codec.h"
 
 /* Opens the codecs: returns 1 with the `codec` table pushed. Raises only
  * on memory errors (it is a lua_CFunction, call it through luaL_requiref
@@ -52,82 +19,5 @@ enum {
  * busted: lcodec_module.c's luaopen_codec) is this table plus
  * crd_schema (crd_register). */
 int codec_open(lua_State *L);
-
-/* Pushes the null sentinel. Never raises (needs one free stack slot). */
-void codec_push_null(lua_State *L);
-/* Returns 1 when the value at idx is the null sentinel. Never raises. */
-int codec_is_null(lua_State *L, int idx);
-
-/* Gives the table at idx the marker metatable of `kind` (CODEC_ARRAY or
- * CODEC_OBJECT). May raise a memory error (first use creates the
- * metatables). */
-void codec_mark(lua_State *L, int idx, int kind);
-/* Returns CODEC_ARRAY, CODEC_OBJECT or CODEC_PLAIN for the value at idx.
- * Never raises. */
-int codec_kind(lua_State *L, int idx);
-
-/* Returns the message of a return code ("malformed input", ...). */
-const char *codec_strerror(int rc);
-
-/* ---- shared by json.c and yaml.c ---------------------------------------- */
-
-/* Fills in the defaults of `lim` (NULL -> all defaults) into `out`. */
-void codec_limits_resolve(const struct codec_limits *lim,
-                          struct codec_limits *out);
-
-/* Pushes [array_mt, object_mt] (2 slots). May raise a memory error. */
-void codec_push_marks(lua_State *L);
-
-/*
- * Runs f(L) protected with `ud` as its only argument (a lightuserdata) and
- * `extra` more arguments taken from the top of the stack; leaves f's
- * `nresults` results on success. Returns CODEC_OK, CODEC_ENOMEM, or the
- * code f stored through codec_fail() (its message in err). Never raises.
- */
-int codec_pcall(lua_State *L, lua_CFunction f, void *ud, int extra,
-                int nresults, int *code, char *err, size_t errlen);
-
-/* Inside a codec_pcall'd function: records `code` and the message in
- * err/errlen and raises. Does not return. */
-void codec_fail(lua_State *L, int *code, char *err, size_t errlen, int rc,
-                const char *fmt, ...) __attribute__((format(printf, 6, 7)))
-__attribute__((noreturn));
-/* Like codec_fail, for a message already in err (written by a helper such
- * as codec_table_entries): records `rc` and raises. Does not return. */
-void codec_raise(lua_State *L, int *code, int rc) __attribute__((noreturn));
-
-/* One key of an object being encoded: the key sits at stack index idx,
- * its value at idx + 1. */
-struct codec_key {
-    const char *s;
-    size_t len;
-    int idx;
-};
-
-/* A growable vector of keys (malloc-owned; free with codec_keys_free). */
-struct codec_keys {
-    struct codec_key *v;
-    size_t len;
-    size_t cap;
-};
-
-void codec_keys_free(struct codec_keys *k);
-
-/*
- * Classifies the table at idx (absolute) for encoding. For an object,
- * pushes every key and value on the stack and appends their entries to
- * `keys`, sorted bytewise; *n receives the entry count. For an array,
- * pushes nothing and *n is the length. Returns CODEC_ARRAY, CODEC_OBJECT,
- * or a negative code with the message in err (non-string key,
- * CODEC_ENOMEM). Raises only memory errors (call it protected).
- */
-int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
-                        struct codec_keys *keys, size_t *n, char *err,
-                        size_t errlen);
-
-/* Formats the number at idx into buf (at least 32 bytes): integers
- * exactly, floats shortest round-trip ("1", "0.1", "1e+300"). Returns the
- * length, or 0 for NaN and infinities. Never raises. */
-size_t codec_fmt_number(lua_State *L, int idx, char *buf);
 
 #endif

@@ -28,7 +28,7 @@
 
 #include "crd.h"
 #include "embedded.h"
-#include "json.h"
+#include "ljson.h"
 #include "lcodec.h"
 #include "log.h"
 #include "policy.h"

@@ -10,7 +10,7 @@
  * StatefulSet's pod template too, observedGeneration).
  * The sandbox is prepared once and reused; each evaluation runs the policy
  * and its modules afresh and nothing it makes survives it (sandbox.h).
- * Shared by --script-test and the controller. Uses sandbox, json, lcodec,
+ * Shared by --script-test and the controller. Uses sandbox, ljson, lcodec,
  * embedded, kinds, dbuf.
  */
 #ifndef DITTOFS_POLICY_H

@@ -15,12 +15,12 @@
 #include <lauxlib.h>
 
 #include "crd.h"
-#include "json.h"
+#include "ljson.h"
 #include "kinds.h"
 #include "lcodec.h"
 #include "policy.h"
 #include "script_test.h"
-#include "yaml.h"
+#include "lyaml.h"
 
 #define DS_API_VERSION KINDS_OWNER_API_VERSION
 #define DS_KIND KINDS_OWNER_KIND

@@ -6,7 +6,7 @@
  * would apply, then the derived status, as multi-document YAML or as one
  * JSON object {"objects": [...], "status": {...}}. Everything is buffered:
  * the caller prints `out` only when the exit code is 0.
- * Uses crd, policy, sandbox, json, yaml, dbuf.
+ * Uses crd, policy, sandbox, ljson, lyaml, kinds, dbuf.
  */
 #ifndef DITTOFS_SCRIPT_TEST_H
 #define DITTOFS_SCRIPT_TEST_H

@@ -26,9 +26,9 @@
 
 #include "crd.h"
 #include "embedded.h"
-#include "json.h"
+#include "ljson.h"
 #include "policy.h"
-#include "yaml.h"
+#include "lyaml.h"
 
 static double now_us(void)
 {

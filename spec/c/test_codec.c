@@ -1,5 +1,5 @@
 /*
- * test_codec: the JSON and YAML codecs (core/json.c, core/yaml.c,
+ * test_codec: the JSON and YAML codecs (core/ljson.c, core/lyaml.c,
  * core/lcodec.c): round trips, nulls, empty containers, unicode, int64
  * extremes, limits, malformed input with positions, the YAML quoting
  * table, multi-document streams, and a fault-injecting lua_Alloc that
@@ -14,11 +14,11 @@
 #include <lualib.h>
 
 #include "jscan.h"
-#include "json.h"
+#include "ljson.h"
 #include "lcodec.h"
 #include "testlib.h"
 #include "text.h"
-#include "yaml.h"
+#include "lyaml.h"
 
 static char err[256];
 
@@ -592,7 +592,7 @@ static void test_exact_integers(lua_State *L)
     cJSON_Delete(out);
 }
 
-/* core/text.c: the helpers json.c, jscan.c, yaml.c and log.c share. */
+/* core/text.c: the helpers ljson.c, jscan.c, lyaml.c and log.c share. */
 static void test_text(void)
 {
     static const struct {

@@ -18,7 +18,7 @@
 #include "kinds.h"
 #include "lcodec.h"
 #include "testlib.h"
-#include "yaml.h"
+#include "lyaml.h"
 
 #define ROLE_FILE "deploy/rbac/cluster_role.yaml"
 

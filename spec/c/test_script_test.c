@@ -23,11 +23,11 @@
 #include <lauxlib.h>
 
 #include "crd.h"
-#include "json.h"
+#include "ljson.h"
 #include "policy.h"
 #include "script_test.h"
 #include "testlib.h"
-#include "yaml.h"
+#include "lyaml.h"
 
 static char tmpdir[256];
 

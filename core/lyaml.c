@@ -1,8 +1,8 @@
 /*
- * yaml: libyaml events -> Lua values, and a deterministic block-style
- * emitter. See yaml.h.
+ * lyaml: libyaml events -> Lua values, and a deterministic block-style
+ * emitter. See lyaml.h.
  *
- * Like json.c, the Lua work runs inside codec_pcall(); the libyaml parser,
+ * Like ljson.c, the Lua work runs inside codec_pcall(); the libyaml parser,
  * its current event and the key vector belong to the context struct of
  * the unprotected outer function, which releases them on every path.
  */
@@ -15,8 +15,10 @@
 
 #include <lauxlib.h>
 
+#include <yaml.h>
+
+#include "lyaml.h"
 #include "text.h"
-#include "yaml.h" /* and libyaml's <yaml.h> */
 
 /* ---- plain scalar resolution (go-yaml v2 rules) --------------------------
  */

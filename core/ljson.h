@@ -1,15 +1,15 @@
 /*
- * json: JSON <-> Lua values in the representation of lcodec.h (null
+ * ljson: JSON <-> Lua values in the representation of codec.h (null
  * sentinel, array/object marker metatables), plus cJSON <-> Lua for the
  * modules that hold cJSON trees (check_cluster). The decoder parses
  * straight onto the Lua stack and keeps integers exact (int64); the encoder
  * writes compact JSON with bytewise-sorted keys into a dbuf.
  * None of these functions raises a Lua error: each runs its Lua work
  * protected and reports failure (including Lua memory errors) as a negative
- * CODEC_* code with a message in err. Uses lcodec, dbuf, cJSON.
+ * CODEC_* code with a message in err. Uses codec, jscan, dbuf, cJSON.
  */
-#ifndef DITTOFS_JSON_H
-#define DITTOFS_JSON_H
+#ifndef DITTOFS_LJSON_H
+#define DITTOFS_LJSON_H
 
 #include <stddef.h>
 
@@ -17,7 +17,7 @@
 #include <lua.h>
 
 #include "dbuf.h"
-#include "lcodec.h"
+#include "codec.h"
 
 /*
  * Decodes the JSON text s[0..len) (need not be NUL-terminated) and pushes

@@ -1,6 +1,6 @@
 /*
- * json: a direct JSON -> Lua stack parser (exact int64, strict UTF-8), a
- * JSON encoder into a dbuf, and cJSON <-> Lua. See json.h.
+ * ljson: a direct JSON -> Lua stack parser (exact int64, strict UTF-8), a
+ * JSON encoder into a dbuf, and cJSON <-> Lua. See ljson.h.
  *
  * Both directions run inside codec_pcall(): a Lua memory error or a
  * codec_fail() unwinds to it, and the C resources of a call (the scratch
@@ -17,7 +17,7 @@
 #include <lauxlib.h>
 
 #include "jscan.h"
-#include "json.h"
+#include "ljson.h"
 #include "text.h"
 
 /* ---- decoder ------------------------------------------------------------- */

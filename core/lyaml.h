@@ -1,5 +1,5 @@
 /*
- * yaml: YAML <-> Lua values in the representation of lcodec.h. Decoding
+ * lyaml: YAML <-> Lua values in the representation of codec.h. Decoding
  * uses libyaml's event parser and resolves plain scalars like Kubernetes'
  * go-yaml v2 (YAML 1.1 booleans, octal, underscores); encoding is our own
  * deterministic block-style emitter (sorted keys, 2-space indent,
@@ -7,24 +7,18 @@
  * quoting whenever YAML 1.1 or 1.2 would read a string as another type).
  * None of these functions raises a Lua error: Lua work runs protected and
  * failures (including Lua memory errors) come back as negative CODEC_*
- * codes with a message in err. Uses lcodec, dbuf, libyaml.
- *
- * core/ is on the include path, so this file shadows libyaml's <yaml.h>:
- * it pulls libyaml's header in first (outside the guard, so that it works
- * however this file was reached), and `#include <yaml.h>` anywhere in the
- * core gets both.
+ * codes with a message in err. Named lyaml so that it never shadows
+ * libyaml's <yaml.h>. Uses codec, dbuf, libyaml.
  */
-#include_next <yaml.h>
-
-#ifndef DITTOFS_YAML_H
-#define DITTOFS_YAML_H
+#ifndef DITTOFS_LYAML_H
+#define DITTOFS_LYAML_H
 
 #include <stddef.h>
 
 #include <lua.h>
 
 #include "dbuf.h"
-#include "lcodec.h"
+#include "codec.h"
 
 /*
  * Decodes every document of the YAML stream s[0..len) and pushes them as
