@@ -40,12 +40,12 @@
 #include "loop.h"
 #include "queue.h"
 #include "text.h"
+#include "tracking.h"
 #include "watch.h"
 
 #define CONTROLLER_NAME "dittoserver"
 #define APPLY_QUERY "?fieldManager=" POLICY_MANAGER "&force=true"
 #define MANAGED_SELECTOR POLICY_LABEL_MANAGED_BY "=" POLICY_MANAGER
-#define OVERLAY_TTL_MS 60000
 /* On every applied child: the hash of what the policy rendered for it. */
 #define APPLIED_HASH_ANNOTATION KINDS_GROUP "/applied-hash"
 #define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
@@ -62,59 +62,6 @@
 #define KIND_STS KINDS_STATEFULSET
 #define KIND_POD KINDS_POD
 #define KIND_DS KINDS_DITTOSERVER /* overlays of the DittoServer itself */
-
-/* --- per-key state -------------------------------------------------------
- */
-
-/* An object one of our writes returned, newer than the cache. */
-struct overlay {
-    int kind;
-    char *name;
-    struct cache_obj *obj;
-    uint64_t at_ms;
-};
-
-/* A rendered object the API refused (422): retried at most
- * CONTROLLER_MAX_REJECTS times while it renders the same. */
-struct reject {
-    int kind;
-    char *name;
-    uint64_t hash;
-    unsigned attempts;
-    char *message;
-};
-
-/* A cached child carrying the DittoServer's label (the owner index). */
-struct kchild {
-    int kind;
-    char *name;
-};
-
-/*
- * Status-only reconciles: a Pod event owes the DittoServer a new status,
- * not a new rendering. Every other cause of a reconcile (the DittoServer
- * or a rendered child changed, a resync, a retry, a requested requeue)
- * bumps full_seq and clears `clean`; a full reconcile that ends cleanly
- * (policy OK, every write done, nothing rejected) sets `clean` when no
- * such cause came meanwhile. While clean, a reconcile runs status()
- * only and writes nothing but a changed status.
- */
-struct kstate {
-    struct kstate *next;
-    char *key;
-    unsigned long full_seq; /* causes of a full reconcile so far */
-    int clean;              /* the last full reconcile ended cleanly and
-                               nothing but Pods changed since */
-    struct overlay *ov;
-    size_t n_ov;
-    struct reject *rej;
-    size_t n_rej;
-    struct kchild *kids; /* kept by the child informers' events, so a
-                          * reconcile finds its children without a scan */
-    size_t n_kids;
-};
-
-#define KBUCKETS 1024
 
 /* --- a reconcile in flight ---------------------------------------------- */
 
@@ -177,7 +124,7 @@ struct controller {
     struct watch *ds_watch;
     struct watch *child_watch[NKINDS];
     struct queue *q;
-    struct kstate *buckets[KBUCKETS];
+    struct tracking keys; /* per-key state (tracking.h) */
     struct rec *recs;
     size_t n_recs;
     int leading;
@@ -197,20 +144,6 @@ static const char *const ctl_label[] = {CONTROLLER_NAME, NULL};
 /* --- small helpers -------------------------------------------------------
  */
 
-/* Is resourceVersion a at least as new as b? etcd revisions are decimal
- * integers; anything else only compares equal. */
-static int rv_at_least(const char *a, const char *b)
-{
-    char *ea, *eb;
-    if (a == NULL || b == NULL || !*a || !*b)
-        return 0;
-    unsigned long long x = strtoull(a, &ea, 10);
-    unsigned long long y = strtoull(b, &eb, 10);
-    if (*ea || *eb)
-        return strcmp(a, b) == 0;
-    return x >= y;
-}
-
 /* The index of a kind a policy may render, or -1 (Pods included: they are
  * observed, never rendered). */
 static int kind_index(const char *api_version, const char *kind)
@@ -227,219 +160,8 @@ static void metric_inc1(struct metric *f, const char *v)
     metric_inc(f, 1, lv);
 }
 
-/* --- key state -----------------------------------------------------------
- */
-
-static struct kstate **kstate_slot(struct controller *c, const char *key)
-{
-    struct kstate **p =
-        &c->buckets[text_fnv1a32(TEXT_FNV1A32_INIT, key, strlen(key)) %
-                    KBUCKETS];
-    while (*p != NULL && strcmp((*p)->key, key) != 0)
-        p = &(*p)->next;
-    return p;
-}
-
-static struct kstate *kstate_get(struct controller *c, const char *key,
-                                 int create)
-{
-    struct kstate **p = kstate_slot(c, key);
-    if (*p != NULL || !create)
-        return *p;
-    struct kstate *k = calloc(1, sizeof(*k));
-    if (k == NULL || (k->key = strdup(key)) == NULL) {
-        free(k);
-        return NULL;
-    }
-    *p = k;
-    return k;
-}
-
-static void overlay_drop(struct kstate *k, size_t i)
-{
-    free(k->ov[i].name);
-    cache_obj_unref(k->ov[i].obj);
-    k->ov[i] = k->ov[--k->n_ov];
-}
-
-static void reject_drop(struct kstate *k, size_t i)
-{
-    free(k->rej[i].name);
-    free(k->rej[i].message);
-    k->rej[i] = k->rej[--k->n_rej];
-}
-
-static void kstate_free(struct kstate *k)
-{
-    while (k->n_ov > 0)
-        overlay_drop(k, 0);
-    while (k->n_rej > 0)
-        reject_drop(k, 0);
-    for (size_t i = 0; i < k->n_kids; i++)
-        free(k->kids[i].name);
-    free(k->kids);
-    free(k->ov);
-    free(k->rej);
-    free(k->key);
-    free(k);
-}
-
-/* The DittoServer is gone: forget what its reconciles kept, and the whole
- * entry once no cached child points at it any more. */
-static void kstate_release(struct controller *c, const char *key)
-{
-    struct kstate **p = kstate_slot(c, key);
-    struct kstate *k = *p;
-    if (k == NULL)
-        return;
-    while (k->n_ov > 0)
-        overlay_drop(k, 0);
-    while (k->n_rej > 0)
-        reject_drop(k, 0);
-    if (k->n_kids == 0) {
-        *p = k->next;
-        kstate_free(k);
-    }
-}
-
-static void kids_add(struct controller *c, const char *key, int kind,
-                     const char *name)
-{
-    struct kstate *k = kstate_get(c, key, 1);
-    if (k == NULL)
-        return;
-    for (size_t i = 0; i < k->n_kids; i++)
-        if (k->kids[i].kind == kind && strcmp(k->kids[i].name, name) == 0)
-            return;
-    struct kchild *v = realloc(k->kids, (k->n_kids + 1) * sizeof(*v));
-    char *dup = strdup(name);
-    if (v == NULL || dup == NULL) {
-        if (v != NULL)
-            k->kids = v;
-        free(dup);
-        log_error("out of memory indexing a child", "key", key, NULL);
-        return;
-    }
-    k->kids = v;
-    v[k->n_kids].kind = kind;
-    v[k->n_kids].name = dup;
-    k->n_kids++;
-}
-
-static void kids_remove(struct controller *c, const char *key, int kind,
-                        const char *name)
-{
-    struct kstate **p = kstate_slot(c, key);
-    struct kstate *k = *p;
-    for (size_t i = 0; k != NULL && i < k->n_kids; i++)
-        if (k->kids[i].kind == kind && strcmp(k->kids[i].name, name) == 0) {
-            free(k->kids[i].name);
-            k->kids[i] = k->kids[--k->n_kids];
-            break;
-        }
-}
-
-static struct overlay *overlay_find(struct kstate *k, int kind,
-                                    const char *name)
-{
-    for (size_t i = 0; k != NULL && i < k->n_ov; i++)
-        if (k->ov[i].kind == kind && strcmp(k->ov[i].name, name) == 0)
-            return &k->ov[i];
-    return NULL;
-}
-
-/* Keeps `obj` (a write's response) as the newest known state. */
-static void overlay_put(struct controller *c, const char *key, int kind,
-                        const char *name, struct cache_obj *obj)
-{
-    struct kstate *k = kstate_get(c, key, 1);
-    if (k == NULL)
-        return;
-    struct overlay *o = overlay_find(k, kind, name);
-    if (o == NULL) {
-        struct overlay *v = realloc(k->ov, (k->n_ov + 1) * sizeof(*v));
-        if (v == NULL)
-            return;
-        k->ov = v;
-        o = &k->ov[k->n_ov];
-        o->kind = kind;
-        o->name = strdup(name);
-        if (o->name == NULL)
-            return;
-        o->obj = NULL;
-        k->n_ov++;
-    }
-    cache_obj_unref(o->obj);
-    o->obj = cache_obj_ref(obj);
-    o->at_ms = loop_now_ms();
-}
-
-static void overlay_forget(struct controller *c, const char *key, int kind,
-                           const char *name)
-{
-    struct kstate *k = kstate_get(c, key, 0);
-    for (size_t i = 0; k != NULL && i < k->n_ov; i++)
-        if (k->ov[i].kind == kind && strcmp(k->ov[i].name, name) == 0) {
-            overlay_drop(k, i);
-            return;
-        }
-}
-
-/*
- * A watch event for an object: its overlay goes once the cache holds that
- * version or a newer one, or the object is gone (cached NULL). Returns 1
- * when the event is the echo of our own write (the cache now holds
- * exactly the version our write returned, which the reconcile that wrote
- * it has already taken into account): nothing new to reconcile.
- */
-static int overlay_settle(struct controller *c, const char *key, int kind,
-                          const char *name, const struct cache_obj *cached)
-{
-    struct kstate *k = kstate_get(c, key, 0);
-    struct overlay *o = overlay_find(k, kind, name);
-    if (o == NULL)
-        return 0;
-    int echo = cached != NULL &&
-               strcmp(cache_obj_rv(cached), cache_obj_rv(o->obj)) == 0;
-    if (cached == NULL ||
-        rv_at_least(cache_obj_rv(cached), cache_obj_rv(o->obj)))
-        overlay_drop(k, (size_t)(o - k->ov));
-    return echo;
-}
-
-/*
- * The newest state of an object: the cached one, unless one of our writes
- * returned a newer version the watch has not delivered yet. Drops overlays
- * the cache has caught up with (or that are too old to trust).
- */
-static const struct cache_obj *newest(struct kstate *k, int kind,
-                                      const char *name,
-                                      const struct cache_obj *cached)
-{
-    struct overlay *o = overlay_find(k, kind, name);
-    if (o == NULL)
-        return cached;
-    if ((cached != NULL &&
-         rv_at_least(cache_obj_rv(cached), cache_obj_rv(o->obj))) ||
-        loop_now_ms() - o->at_ms > OVERLAY_TTL_MS) {
-        overlay_drop(k, (size_t)(o - k->ov));
-        return cached;
-    }
-    return o->obj;
-}
-
 /* --- informer events -----------------------------------------------------
  */
-
-/* A full reconcile of `key` is owed (see struct kstate). */
-static void owe_full(struct controller *c, const char *key)
-{
-    struct kstate *k = kstate_get(c, key, 0);
-    if (k != NULL) {
-        k->full_seq++;
-        k->clean = 0;
-    }
-}
 
 /* Queues namespace/name; `full` 0 for a Pod event (a status-only
  * reconcile is enough when the last full one was clean). */
@@ -450,7 +172,7 @@ static void enqueue(struct controller *c, const char *ns, const char *name,
     if (snprintf(key, sizeof(key), "%s/%s", ns, name) >= (int)sizeof(key))
         return;
     if (full)
-        owe_full(c, key);
+        tracking_owe_full(&c->keys, key);
     if (queue_add(c->q, key, prio) != 0)
         log_error("cannot queue a DittoServer (out of memory)", "key", key,
                   NULL);
@@ -459,12 +181,13 @@ static void enqueue(struct controller *c, const char *ns, const char *name,
 static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
                   const struct cache_obj *new_obj, void *arg)
 {
+    struct controller *c = arg;
     const struct cache_obj *o = new_obj != NULL ? new_obj : old_obj;
     char key[320];
     snprintf(key, sizeof(key), "%s/%s", cache_obj_namespace(o),
              cache_obj_name(o));
-    if (overlay_settle(arg, key, KIND_DS, cache_obj_name(o),
-                       ev == CACHE_DELETED ? NULL : new_obj))
+    if (tracking_overlay_settle(&c->keys, key, KIND_DS, cache_obj_name(o),
+                                ev == CACHE_DELETED ? NULL : new_obj))
         return;
     enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_HIGH, 1);
 }
@@ -494,16 +217,16 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
     char key[320];
     if (was != NULL && (now == NULL || strcmp(was, now) != 0)) {
         snprintf(key, sizeof(key), "%s/%s", ns, was);
-        kids_remove(c, key, kind, name);
+        tracking_kids_remove(&c->keys, key, kind, name);
         if (full)
-            overlay_settle(c, key, kind, name, NULL);
+            tracking_overlay_settle(&c->keys, key, kind, name, NULL);
         enqueue(c, ns, was, prio, full);
     }
     if (now == NULL)
         return;
     snprintf(key, sizeof(key), "%s/%s", ns, now);
-    kids_add(c, key, kind, name);
-    if (full && overlay_settle(c, key, kind, name, new_obj))
+    tracking_kids_add(&c->keys, key, kind, name);
+    if (full && tracking_overlay_settle(&c->keys, key, kind, name, new_obj))
         return;
     enqueue(c, ns, now, prio, full);
 }
@@ -710,12 +433,12 @@ static void finish(struct rec *r, const char *result)
 
     /* A full reconcile that left nothing to retry lets Pod events
      * re-derive just the status; anything else owes a full one. */
-    struct kstate *ks = kstate_get(c, r->key, 0);
+    struct kstate *ks = tracking_get(&c->keys, r->key, 0);
     int clean = strcmp(result, "success") == 0 && !r->failed && !r->rejected &&
                 !r->gave_up && !r->request_failed &&
                 r->out.requeue_after_ms == 0;
     if (ks != NULL && !clean)
-        owe_full(c, r->key);
+        tracking_owe_full(&c->keys, r->key);
     else if (ks != NULL && !r->status_only && r->full_ok &&
              ks->full_seq == r->seq)
         ks->clean = 1;
@@ -778,24 +501,20 @@ static void on_op_done(struct http_response *resp, void *arg)
             char err[128];
             if (cache_obj_from_text(resp->body, resp->body_len, NULL, NULL,
                                     &obj, err, sizeof(err)) == CACHE_OK) {
-                overlay_put(c, r->key, op->kind, op->name, obj);
+                tracking_overlay_put(&c->keys, r->key, op->kind, op->name, obj,
+                                     loop_now_ms());
                 cache_obj_unref(obj);
             }
         }
         if (op->type == OP_DELETE) {
-            overlay_forget(c, r->key, op->kind, op->name);
+            tracking_overlay_forget(&c->keys, r->key, op->kind, op->name);
             list_add(&r->deleted, op->kind, op->name);
         } else if (op->type == OP_APPLY) {
             list_add(op->existed ? &r->updated : &r->created, op->kind,
                      op->name);
-            struct kstate *k =
-                op->substituted ? NULL : kstate_get(c, r->key, 0);
-            for (size_t i = 0; k != NULL && i < k->n_rej; i++)
-                if (k->rej[i].kind == op->kind &&
-                    strcmp(k->rej[i].name, op->name) == 0) {
-                    reject_drop(k, i);
-                    break;
-                }
+            if (!op->substituted)
+                tracking_reject_forget(tracking_get(&c->keys, r->key, 0),
+                                       op->kind, op->name);
         }
     } else {
         r->request_failed = 1;
@@ -810,26 +529,8 @@ static void on_op_done(struct http_response *resp, void *arg)
         if (rc == HTTP_EINVALID && op->type == OP_APPLY) {
             /* The API refuses this object as rendered: retry a few times
              * (a webhook or a quota may change its mind), then leave it. */
-            struct kstate *k = kstate_get(c, r->key, 1);
-            struct reject *rj = NULL;
-            for (size_t i = 0; k != NULL && i < k->n_rej; i++)
-                if (k->rej[i].kind == op->kind &&
-                    strcmp(k->rej[i].name, op->name) == 0)
-                    rj = &k->rej[i];
-            if (k != NULL && rj == NULL) {
-                struct reject *v = realloc(k->rej, (k->n_rej + 1) * sizeof(*v));
-                if (v != NULL) {
-                    k->rej = v;
-                    rj = &v[k->n_rej];
-                    memset(rj, 0, sizeof(*rj));
-                    rj->kind = op->kind;
-                    rj->name = strdup(op->name);
-                    if (rj->name != NULL)
-                        k->n_rej++;
-                    else
-                        rj = NULL;
-                }
-            }
+            struct reject *rj =
+                tracking_reject_get(&c->keys, r->key, op->kind, op->name);
             if (rj != NULL) {
                 if (rj->hash != op->hash)
                     rj->attempts = 0;
@@ -960,7 +661,7 @@ static const struct child *child_find(const struct children *ch, int kind,
 static int gather(struct rec *r, struct children *ch)
 {
     struct controller *c = r->c;
-    struct kstate *ks = kstate_get(c, r->key, 0);
+    struct kstate *ks = tracking_get(&c->keys, r->key, 0);
     for (size_t i = 0; ks != NULL && i < ks->n_kids; i++) {
         int kind = ks->kids[i].kind;
         const struct cache_obj *o = cache_get(watch_cache(c->child_watch[kind]),
@@ -969,14 +670,15 @@ static int gather(struct rec *r, struct children *ch)
             child_add(ch, kind, cache_obj_name(o), o);
     }
     for (size_t i = 0; i < ch->n; i++)
-        ch->v[i].obj = newest(ks, ch->v[i].kind, ch->v[i].name, ch->v[i].obj);
+        ch->v[i].obj = tracking_newest(ks, ch->v[i].kind, ch->v[i].name,
+                                       ch->v[i].obj, loop_now_ms());
     /* Overlays of objects the cache does not hold (yet). */
     for (size_t i = 0; ks != NULL && i < ks->n_ov; i++) {
         struct overlay *o = &ks->ov[i];
         if (o->kind == KIND_DS || child_find(ch, o->kind, o->name) != NULL)
             continue;
-        if (loop_now_ms() - o->at_ms > OVERLAY_TTL_MS) {
-            overlay_drop(ks, i--);
+        if (loop_now_ms() - o->at_ms > TRACKING_OVERLAY_TTL_MS) {
+            tracking_overlay_drop(ks, i--);
             continue;
         }
         child_add(ch, o->kind, o->name, o->obj);
@@ -1126,7 +828,7 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
         dbuf_adds(&r->err, "out of memory parsing the rendered objects");
         return -1;
     }
-    struct kstate *ks = kstate_get(c, r->key, 0);
+    struct kstate *ks = tracking_get(&c->keys, r->key, 0);
     cJSON *o;
     cJSON_ArrayForEach(o, objs)
     {
@@ -1162,11 +864,10 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
 
         const struct child *live = child_find(ch, kind, nm);
         cJSON *lj = live != NULL ? cache_obj_parse(live->obj) : NULL;
-        struct reject *rj = NULL;
-        for (size_t i = 0; ks != NULL && i < ks->n_rej; i++)
-            if (ks->rej[i].kind == kind && strcmp(ks->rej[i].name, nm) == 0 &&
-                ks->rej[i].hash == h)
-                rj = &ks->rej[i];
+        /* Refused before as rendered now (the same hash)? */
+        struct reject *rj = tracking_reject_find(ks, kind, nm);
+        if (rj != NULL && rj->hash != h)
+            rj = NULL;
         int skip = 0, substituted = 0;
         if (rj != NULL && rj->attempts >= CONTROLLER_MAX_REJECTS) {
             /* Refused as rendered, several times: report, not retry. */
@@ -1407,7 +1108,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
             free(r);
         }
         log_error("reconcile: out of memory", "key", key, NULL);
-        owe_full(c, key);
+        tracking_owe_full(&c->keys, key);
         queue_add_rate_limited(c->q, key);
         queue_done(c->q, key);
         return;
@@ -1427,7 +1128,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
     c->recs = r;
     c->n_recs++;
 
-    struct kstate *ks = kstate_get(c, key, 0);
+    struct kstate *ks = tracking_get(&c->keys, key, 0);
     r->seq = ks != NULL ? ks->full_seq : 0;
     /* Objects the API refused are reported by every full reconcile (in
      * Reconciled): a status-only one would lose that. */
@@ -1436,13 +1137,13 @@ static void reconcile(struct queue *q, const char *key, void *arg)
         cache_get(watch_cache(c->ds_watch), r->ns, r->name);
     if (ds == NULL) {
         /* Deleted (children go by garbage collection, PVCs stay). */
-        kstate_release(c, key);
+        tracking_release(&c->keys, key);
         if (c->ev != NULL)
             events_forget(c->ev, r->ns, r->name);
         finish(r, "success");
         return;
     }
-    ds = newest(ks, KIND_DS, r->name, ds);
+    ds = tracking_newest(ks, KIND_DS, r->name, ds, loop_now_ms());
     r->ds = cache_obj_ref((struct cache_obj *)ds);
     r->ds_json = cache_obj_parse(r->ds);
     if (r->ds_json == NULL) {
@@ -1706,12 +1407,7 @@ void controller_free(struct controller *c)
     for (size_t k = 0; k < NKINDS; k++)
         watch_free(c->child_watch[k]);
     queue_free(c->q);
-    for (size_t i = 0; i < KBUCKETS; i++)
-        while (c->buckets[i] != NULL) {
-            struct kstate *k = c->buckets[i];
-            c->buckets[i] = k->next;
-            kstate_free(k);
-        }
+    tracking_clear(&c->keys);
     free(c->namespace);
     free(c->selector);
     free(c->cluster_domain);

@@ -1,0 +1,267 @@
+/* tracking: per-key state of the controller; see tracking.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "text.h"
+#include "tracking.h"
+
+/* Is resourceVersion a at least as new as b? etcd revisions are decimal
+ * integers; anything else only compares equal. */
+static int rv_at_least(const char *a, const char *b)
+{
+    char *ea, *eb;
+    if (a == NULL || b == NULL || !*a || !*b)
+        return 0;
+    unsigned long long x = strtoull(a, &ea, 10);
+    unsigned long long y = strtoull(b, &eb, 10);
+    if (*ea || *eb)
+        return strcmp(a, b) == 0;
+    return x >= y;
+}
+
+/* The link that points (or would point) at key's entry. */
+static struct kstate **slot(struct tracking *t, const char *key)
+{
+    struct kstate **p =
+        &t->buckets[text_fnv1a32(TEXT_FNV1A32_INIT, key, strlen(key)) %
+                    TRACKING_BUCKETS];
+    while (*p != NULL && strcmp((*p)->key, key) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+struct kstate *tracking_get(struct tracking *t, const char *key, int create)
+{
+    struct kstate **p = slot(t, key);
+    if (*p != NULL || !create)
+        return *p;
+    struct kstate *k = calloc(1, sizeof(*k));
+    if (k == NULL || (k->key = strdup(key)) == NULL) {
+        free(k);
+        return NULL;
+    }
+    *p = k;
+    return k;
+}
+
+void tracking_overlay_drop(struct kstate *k, size_t i)
+{
+    free(k->ov[i].name);
+    cache_obj_unref(k->ov[i].obj);
+    k->ov[i] = k->ov[--k->n_ov];
+}
+
+/* Drops reject i of k (the last one takes its place). */
+static void reject_drop(struct kstate *k, size_t i)
+{
+    free(k->rej[i].name);
+    free(k->rej[i].message);
+    k->rej[i] = k->rej[--k->n_rej];
+}
+
+/* Frees an entry (unlinked by the caller) and all it holds. */
+static void kstate_free(struct kstate *k)
+{
+    while (k->n_ov > 0)
+        tracking_overlay_drop(k, 0);
+    while (k->n_rej > 0)
+        reject_drop(k, 0);
+    for (size_t i = 0; i < k->n_kids; i++)
+        free(k->kids[i].name);
+    free(k->kids);
+    free(k->ov);
+    free(k->rej);
+    free(k->key);
+    free(k);
+}
+
+void tracking_release(struct tracking *t, const char *key)
+{
+    struct kstate **p = slot(t, key);
+    struct kstate *k = *p;
+    if (k == NULL)
+        return;
+    while (k->n_ov > 0)
+        tracking_overlay_drop(k, 0);
+    while (k->n_rej > 0)
+        reject_drop(k, 0);
+    if (k->n_kids == 0) {
+        *p = k->next;
+        kstate_free(k);
+    }
+}
+
+void tracking_kids_add(struct tracking *t, const char *key, int kind,
+                       const char *name)
+{
+    struct kstate *k = tracking_get(t, key, 1);
+    if (k == NULL)
+        return;
+    for (size_t i = 0; i < k->n_kids; i++)
+        if (k->kids[i].kind == kind && strcmp(k->kids[i].name, name) == 0)
+            return;
+    struct kchild *v = realloc(k->kids, (k->n_kids + 1) * sizeof(*v));
+    char *dup = strdup(name);
+    if (v == NULL || dup == NULL) {
+        if (v != NULL)
+            k->kids = v;
+        free(dup);
+        log_error("out of memory indexing a child", "key", key, NULL);
+        return;
+    }
+    k->kids = v;
+    v[k->n_kids].kind = kind;
+    v[k->n_kids].name = dup;
+    k->n_kids++;
+}
+
+void tracking_kids_remove(struct tracking *t, const char *key, int kind,
+                          const char *name)
+{
+    struct kstate **p = slot(t, key);
+    struct kstate *k = *p;
+    for (size_t i = 0; k != NULL && i < k->n_kids; i++)
+        if (k->kids[i].kind == kind && strcmp(k->kids[i].name, name) == 0) {
+            free(k->kids[i].name);
+            k->kids[i] = k->kids[--k->n_kids];
+            break;
+        }
+}
+
+/* The overlay of kind/name in k (may be NULL), or NULL. */
+static struct overlay *overlay_find(struct kstate *k, int kind,
+                                    const char *name)
+{
+    for (size_t i = 0; k != NULL && i < k->n_ov; i++)
+        if (k->ov[i].kind == kind && strcmp(k->ov[i].name, name) == 0)
+            return &k->ov[i];
+    return NULL;
+}
+
+void tracking_overlay_put(struct tracking *t, const char *key, int kind,
+                          const char *name, struct cache_obj *obj,
+                          uint64_t now_ms)
+{
+    struct kstate *k = tracking_get(t, key, 1);
+    if (k == NULL)
+        return;
+    struct overlay *o = overlay_find(k, kind, name);
+    if (o == NULL) {
+        struct overlay *v = realloc(k->ov, (k->n_ov + 1) * sizeof(*v));
+        if (v == NULL)
+            return;
+        k->ov = v;
+        o = &k->ov[k->n_ov];
+        o->kind = kind;
+        o->name = strdup(name);
+        if (o->name == NULL)
+            return;
+        o->obj = NULL;
+        k->n_ov++;
+    }
+    cache_obj_unref(o->obj);
+    o->obj = cache_obj_ref(obj);
+    o->at_ms = now_ms;
+}
+
+void tracking_overlay_forget(struct tracking *t, const char *key, int kind,
+                             const char *name)
+{
+    struct kstate *k = tracking_get(t, key, 0);
+    for (size_t i = 0; k != NULL && i < k->n_ov; i++)
+        if (k->ov[i].kind == kind && strcmp(k->ov[i].name, name) == 0) {
+            tracking_overlay_drop(k, i);
+            return;
+        }
+}
+
+int tracking_overlay_settle(struct tracking *t, const char *key, int kind,
+                            const char *name, const struct cache_obj *cached)
+{
+    struct kstate *k = tracking_get(t, key, 0);
+    struct overlay *o = overlay_find(k, kind, name);
+    if (o == NULL)
+        return 0;
+    int echo = cached != NULL &&
+               strcmp(cache_obj_rv(cached), cache_obj_rv(o->obj)) == 0;
+    if (cached == NULL ||
+        rv_at_least(cache_obj_rv(cached), cache_obj_rv(o->obj)))
+        tracking_overlay_drop(k, (size_t)(o - k->ov));
+    return echo;
+}
+
+const struct cache_obj *tracking_newest(struct kstate *k, int kind,
+                                        const char *name,
+                                        const struct cache_obj *cached,
+                                        uint64_t now_ms)
+{
+    struct overlay *o = overlay_find(k, kind, name);
+    if (o == NULL)
+        return cached;
+    if ((cached != NULL &&
+         rv_at_least(cache_obj_rv(cached), cache_obj_rv(o->obj))) ||
+        now_ms - o->at_ms > TRACKING_OVERLAY_TTL_MS) {
+        tracking_overlay_drop(k, (size_t)(o - k->ov));
+        return cached;
+    }
+    return o->obj;
+}
+
+void tracking_owe_full(struct tracking *t, const char *key)
+{
+    struct kstate *k = tracking_get(t, key, 0);
+    if (k != NULL) {
+        k->full_seq++;
+        k->clean = 0;
+    }
+}
+
+void tracking_clear(struct tracking *t)
+{
+    for (size_t i = 0; i < TRACKING_BUCKETS; i++)
+        while (t->buckets[i] != NULL) {
+            struct kstate *k = t->buckets[i];
+            t->buckets[i] = k->next;
+            kstate_free(k);
+        }
+}
+
+struct reject *tracking_reject_find(struct kstate *k, int kind,
+                                    const char *name)
+{
+    for (size_t i = 0; k != NULL && i < k->n_rej; i++)
+        if (k->rej[i].kind == kind && strcmp(k->rej[i].name, name) == 0)
+            return &k->rej[i];
+    return NULL;
+}
+
+struct reject *tracking_reject_get(struct tracking *t, const char *key,
+                                   int kind, const char *name)
+{
+    struct kstate *k = tracking_get(t, key, 1);
+    if (k == NULL)
+        return NULL;
+    struct reject *rj = tracking_reject_find(k, kind, name);
+    if (rj != NULL)
+        return rj;
+    struct reject *v = realloc(k->rej, (k->n_rej + 1) * sizeof(*v));
+    if (v == NULL)
+        return NULL;
+    k->rej = v;
+    rj = &v[k->n_rej];
+    memset(rj, 0, sizeof(*rj));
+    rj->kind = kind;
+    rj->name = strdup(name);
+    if (rj->name == NULL)
+        return NULL;
+    k->n_rej++;
+    return rj;
+}
+
+void tracking_reject_forget(struct kstate *k, int kind, const char *name)
+{
+    struct reject *rj = tracking_reject_find(k, kind, name);
+    if (rj != NULL)
+        reject_drop(k, (size_t)(rj - k->rej));
+}

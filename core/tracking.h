@@ -1,0 +1,162 @@
+/*
+ * tracking: what the controller keeps per DittoServer key ("ns/name")
+ * between reconciles, in a hash table it owns: the objects our writes
+ * returned that the cache has not caught up with yet ("overlays": without
+ * them a reconcile that runs before the watch events arrive would see
+ * stale children and write again), the rendered objects the API refused
+ * with a 422 ("rejects": retried a bounded number of times while they
+ * render the same), the children carrying the DittoServer's label (the
+ * owner index, kept by the child informers' events, so a reconcile finds
+ * its children without a scan), and whether a status-only reconcile is
+ * enough. No I/O and no clock of its own: times come in as arguments, so
+ * a test drives it with any clock. Kinds are indices of kinds_table.
+ * Uses cache, log.
+ */
+#ifndef DITTOFS_TRACKING_H
+#define DITTOFS_TRACKING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+
+#define TRACKING_BUCKETS 1024
+/* An overlay older than this is not trusted any more (the watch has
+ * surely delivered something newer, or the write was lost). */
+#define TRACKING_OVERLAY_TTL_MS 60000
+
+/* An object one of our writes returned, newer than the cache. */
+struct overlay {
+    int kind;
+    char *name;
+    struct cache_obj *obj; /* a reference of ours */
+    uint64_t at_ms;        /* when the write returned it */
+};
+
+/* A rendered object the API refused (422): retried a bounded number of
+ * times while it renders the same (hash). */
+struct reject {
+    int kind;
+    char *name;
+    uint64_t hash;     /* FNV-1a of what was applied */
+    unsigned attempts; /* refusals of that hash in a row */
+    char *message;     /* the API's last message, or NULL */
+};
+
+/* A cached child carrying the DittoServer's label (the owner index). */
+struct kchild {
+    int kind;
+    char *name;
+};
+
+/*
+ * Status-only reconciles: a Pod event owes the DittoServer a new status,
+ * not a new rendering. Every other cause of a reconcile (the DittoServer
+ * or a rendered child changed, a resync, a retry, a requested requeue)
+ * bumps full_seq and clears `clean` (tracking_owe_full); a full reconcile
+ * that ends cleanly (policy OK, every write done, nothing rejected) sets
+ * `clean` when no such cause came meanwhile. While clean, a reconcile
+ * runs status() only and writes nothing but a changed status.
+ */
+struct kstate {
+    struct kstate *next;
+    char *key;
+    unsigned long full_seq; /* causes of a full reconcile so far */
+    int clean;              /* the last full reconcile ended cleanly and
+                               nothing but Pods changed since */
+    struct overlay *ov;
+    size_t n_ov;
+    struct reject *rej;
+    size_t n_rej;
+    struct kchild *kids;
+    size_t n_kids;
+};
+
+/* The table; zero-initialised it is empty and ready. */
+struct tracking {
+    struct kstate *buckets[TRACKING_BUCKETS];
+};
+
+/* --- entries ---------------------------------------------------------------
+ */
+
+/* Frees every entry (and the overlays' references); the table stays
+ * usable, empty. */
+void tracking_clear(struct tracking *t);
+
+/* The entry of `key` (borrowed: valid until tracking_release of that key
+ * or tracking_clear), created when absent and `create` is set. NULL when
+ * absent, or out of memory. */
+struct kstate *tracking_get(struct tracking *t, const char *key, int create);
+
+/* The DittoServer is gone: drops its overlays and rejects, and the whole
+ * entry once no cached child points at it any more. */
+void tracking_release(struct tracking *t, const char *key);
+
+/* A full reconcile of `key` is owed (see struct kstate): full_seq++,
+ * clean = 0. Nothing when the key has no entry. */
+void tracking_owe_full(struct tracking *t, const char *key);
+
+/* --- the owner index --------------------------------------------------------
+ */
+
+/* Records the child kind/name of `key` (once; the name is copied). Out of
+ * memory: logged, not recorded. */
+void tracking_kids_add(struct tracking *t, const char *key, int kind,
+                       const char *name);
+/* Forgets the child kind/name of `key`; nothing when it is not there. */
+void tracking_kids_remove(struct tracking *t, const char *key, int kind,
+                          const char *name);
+
+/* --- overlays ---------------------------------------------------------------
+ */
+
+/* Keeps `obj` (a write's response; a reference is taken) as the newest
+ * known state of kind/name, returned at now_ms. Out of memory: not kept
+ * (the next reconcile may write again, nothing worse). */
+void tracking_overlay_put(struct tracking *t, const char *key, int kind,
+                          const char *name, struct cache_obj *obj,
+                          uint64_t now_ms);
+/* Drops the overlay of kind/name (the object was deleted). */
+void tracking_overlay_forget(struct tracking *t, const char *key, int kind,
+                             const char *name);
+/* Drops overlay i of k (i < k->n_ov; the last one takes its place). */
+void tracking_overlay_drop(struct kstate *k, size_t i);
+
+/*
+ * A watch event for an object: its overlay goes once the cache holds that
+ * version or a newer one (resourceVersions compared as etcd's decimal
+ * revisions), or the object is gone (`cached` NULL). Returns 1 when the
+ * event is the echo of our own write (the cache now holds exactly the
+ * version our write returned, which the reconcile that wrote it has
+ * already taken into account): nothing new to reconcile; else 0.
+ */
+int tracking_overlay_settle(struct tracking *t, const char *key, int kind,
+                            const char *name, const struct cache_obj *cached);
+
+/*
+ * The newest state of kind/name in k (may be NULL): `cached`, unless one
+ * of our writes returned a newer version the watch has not delivered yet.
+ * Drops the overlay the cache has caught up with, or one older than
+ * TRACKING_OVERLAY_TTL_MS at now_ms. The result is borrowed.
+ */
+const struct cache_obj *tracking_newest(struct kstate *k, int kind,
+                                        const char *name,
+                                        const struct cache_obj *cached,
+                                        uint64_t now_ms);
+
+/* --- rejects ----------------------------------------------------------------
+ */
+
+/* The reject of kind/name in k (may be NULL), whatever its hash; NULL when
+ * there is none. Borrowed until the next change of k's rejects. */
+struct reject *tracking_reject_find(struct kstate *k, int kind,
+                                    const char *name);
+/* The reject of kind/name of `key`, created (attempts 0, no hash, no
+ * message) when absent; NULL out of memory. */
+struct reject *tracking_reject_get(struct tracking *t, const char *key,
+                                   int kind, const char *name);
+/* Forgets the reject of kind/name in k (may be NULL): applied at last. */
+void tracking_reject_forget(struct kstate *k, int kind, const char *name);
+
+#endif
