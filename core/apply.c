@@ -687,6 +687,85 @@ int apply_stamp_conditions(cJSON *desired_status, const cJSON *live_status,
     return 0;
 }
 
+/* --- shaping rendered objects and statuses ------------------------------ */
+
+int apply_owned_by(const cJSON *j, const char *uid)
+{
+    const cJSON *refs = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(j, "metadata"), "ownerReferences");
+    int yes = 0;
+    const cJSON *ref;
+    cJSON_ArrayForEach(ref, refs)
+    {
+        cJSON *u = cJSON_GetObjectItemCaseSensitive(ref, "uid");
+        cJSON *ctl = cJSON_GetObjectItemCaseSensitive(ref, "controller");
+        if (cJSON_IsString(u) && strcmp(u->valuestring, uid) == 0 &&
+            cJSON_IsTrue(ctl))
+            yes = 1;
+    }
+    return yes;
+}
+
+int apply_set_annotation(cJSON *o, const char *key, const char *value)
+{
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+    cJSON *ann = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+    if (!cJSON_IsObject(ann)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(md, "annotations");
+        ann = cJSON_AddObjectToObject(md, "annotations");
+        if (ann == NULL)
+            return -1;
+    }
+    cJSON *v = cJSON_CreateString(value);
+    if (v == NULL)
+        return -1;
+    if (cJSON_GetObjectItemCaseSensitive(ann, key) != NULL)
+        return cJSON_ReplaceItemInObjectCaseSensitive(ann, key, v) ? 0 : -1;
+    return cJSON_AddItemToObject(ann, key, v) ? 0 : -1;
+}
+
+int apply_keep_live_claims(cJSON *o, const cJSON *live)
+{
+    const cJSON *lv = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(live, "spec"), "volumeClaimTemplates");
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(o, "spec");
+    if (!cJSON_IsArray(lv) || !cJSON_IsObject(spec))
+        return -1;
+    cJSON *copy = cJSON_Duplicate(lv, 1);
+    if (copy == NULL)
+        return -1;
+    cJSON *t;
+    cJSON_ArrayForEach(t, copy)
+    {
+        cJSON_DeleteItemFromObjectCaseSensitive(t, "status");
+        cJSON_DeleteItemFromObjectCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(t, "metadata"),
+            "creationTimestamp");
+    }
+    if (cJSON_GetObjectItemCaseSensitive(spec, "volumeClaimTemplates"))
+        return cJSON_ReplaceItemInObjectCaseSensitive(
+                   spec, "volumeClaimTemplates", copy)
+                   ? 0
+                   : (cJSON_Delete(copy), -1);
+    return cJSON_AddItemToObject(spec, "volumeClaimTemplates", copy)
+               ? 0
+               : (cJSON_Delete(copy), -1);
+}
+
+int apply_condition_is(const cJSON *status, const char *type, const char *value)
+{
+    const cJSON *conds = cJSON_GetObjectItemCaseSensitive(status, "conditions");
+    const cJSON *cd;
+    cJSON_ArrayForEach(cd, conds)
+    {
+        const char *t = string_of(cd, "type");
+        const char *v = string_of(cd, "status");
+        if (t && v && strcmp(t, type) == 0 && strcmp(v, value) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 cJSON *apply_status_body(const char *name, const char *ns)
 {
     cJSON *o = cJSON_CreateObject();

@@ -91,6 +91,35 @@ int apply_quantity_cmp(const char *a, const char *b, int *cmp);
 int apply_stamp_conditions(cJSON *desired_status, const cJSON *live_status,
                            const char *now_rfc3339);
 
+/* --- shaping ---------------------------------------------------------------
+ */
+
+/* 1 when the object `o` (may be NULL) carries a controller ownerReference
+ * (controller: true) with `uid`; else 0. */
+int apply_owned_by(const cJSON *o, const char *uid);
+
+/*
+ * Sets metadata.annotations[key] = value on the object `o` (an
+ * annotations that is not an object is replaced; metadata must exist).
+ * Returns 0, or -1 out of memory (or without metadata): `o` may then lack
+ * the annotation, nothing else changes.
+ */
+int apply_set_annotation(cJSON *o, const char *key, const char *value);
+
+/*
+ * Replaces a rendered StatefulSet's volumeClaimTemplates with the live
+ * ones (a copy, without their status and creationTimestamp), so that an
+ * apply changes only what may change (the API refuses other changes).
+ * Returns 0, or -1 when the live object has none, `o` has no spec, or out
+ * of memory (then `o` is unchanged).
+ */
+int apply_keep_live_claims(cJSON *o, const cJSON *live);
+
+/* 1 when the status object holds a condition of `type` whose status is
+ * `value` ("True", "False"); else 0. */
+int apply_condition_is(const cJSON *status, const char *type,
+                       const char *value);
+
 /*
  * A new status apply body for the DittoServer ns/name: apiVersion, kind
  * and metadata (name, namespace), every addition checked; the caller adds

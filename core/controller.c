@@ -750,73 +750,24 @@ static int evaluate(struct rec *r, struct children *ch, int status_only)
 static int owned_by(const struct cache_obj *o, const char *uid)
 {
     cJSON *j = cache_obj_parse(o);
-    cJSON *refs = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(j, "metadata"), "ownerReferences");
-    int yes = 0;
-    cJSON *ref;
-    cJSON_ArrayForEach(ref, refs)
-    {
-        cJSON *u = cJSON_GetObjectItemCaseSensitive(ref, "uid");
-        cJSON *ctl = cJSON_GetObjectItemCaseSensitive(ref, "controller");
-        if (cJSON_IsString(u) && strcmp(u->valuestring, uid) == 0 &&
-            cJSON_IsTrue(ctl))
-            yes = 1;
-    }
+    int yes = apply_owned_by(j, uid);
     cJSON_Delete(j);
     return yes;
 }
 
-/* Sets metadata.annotations[key] = value on a rendered object. */
-static int set_annotation(cJSON *o, const char *key, const char *value)
-{
-    cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
-    cJSON *ann = cJSON_GetObjectItemCaseSensitive(md, "annotations");
-    if (!cJSON_IsObject(ann)) {
-        cJSON_DeleteItemFromObjectCaseSensitive(md, "annotations");
-        ann = cJSON_AddObjectToObject(md, "annotations");
-        if (ann == NULL)
-            return -1;
-    }
-    cJSON *v = cJSON_CreateString(value);
-    if (v == NULL)
-        return -1;
-    if (cJSON_GetObjectItemCaseSensitive(ann, key) != NULL)
-        return cJSON_ReplaceItemInObjectCaseSensitive(ann, key, v) ? 0 : -1;
-    return cJSON_AddItemToObject(ann, key, v) ? 0 : -1;
-}
-
-/* Replaces a rendered StatefulSet's volumeClaimTemplates with the live
- * ones (without their status), so that an apply changes only what may
- * change. Returns 0, or -1 when the live object has none. */
-static int keep_live_claims(cJSON *o, const cJSON *live)
-{
-    const cJSON *lv = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(live, "spec"), "volumeClaimTemplates");
-    cJSON *spec = cJSON_GetObjectItemCaseSensitive(o, "spec");
-    if (!cJSON_IsArray(lv) || !cJSON_IsObject(spec))
-        return -1;
-    cJSON *copy = cJSON_Duplicate(lv, 1);
-    if (copy == NULL)
-        return -1;
-    cJSON *t;
-    cJSON_ArrayForEach(t, copy)
-    {
-        cJSON_DeleteItemFromObjectCaseSensitive(t, "status");
-        cJSON_DeleteItemFromObjectCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(t, "metadata"),
-            "creationTimestamp");
-    }
-    if (cJSON_GetObjectItemCaseSensitive(spec, "volumeClaimTemplates"))
-        return cJSON_ReplaceItemInObjectCaseSensitive(
-                   spec, "volumeClaimTemplates", copy)
-                   ? 0
-                   : (cJSON_Delete(copy), -1);
-    return cJSON_AddItemToObject(spec, "volumeClaimTemplates", copy)
-               ? 0
-               : (cJSON_Delete(copy), -1);
-}
-
-/* Queues the applies of every rendered object the live one lacks. */
+/*
+ * Queues a server-side apply of every rendered object (r->out.objects, the
+ * result policy_eval checked: managed kinds only, each with a name) that
+ * the live child does not already hold (apply_is_subset), each stamped
+ * with the applied-hash annotation (FNV-1a of what the policy rendered).
+ * An object the API refused as rendered CONTROLLER_MAX_REJECTS times is
+ * not sent again while it renders the same: it is reported in
+ * r->apply_err (r->gave_up); a refused StatefulSet is applied with the
+ * live volumeClaimTemplates (which cannot change). *rendered receives the
+ * parsed list (the caller frees it; send_prunes reads it). Returns 0, or
+ * -1 with the reason in r->err (out of memory) before any request of the
+ * failing object; a request that cannot be queued sets r->failed.
+ */
 static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
 {
     struct controller *c = r->c;
@@ -857,7 +808,7 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
         free(text);
         char hex[17];
         snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
-        if (set_annotation(o, APPLIED_HASH_ANNOTATION, hex) != 0) {
+        if (apply_set_annotation(o, APPLIED_HASH_ANNOTATION, hex) != 0) {
             dbuf_adds(&r->err, "out of memory");
             return -1;
         }
@@ -881,7 +832,7 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             /* The API refused this StatefulSet: its volume claim templates
              * cannot change. Apply everything else with the live ones
              * (status() explains the storage change in Reconciled). */
-            substituted = keep_live_claims(o, lj) == 0;
+            substituted = apply_keep_live_claims(o, lj) == 0;
         }
         if (!skip && lj != NULL) {
             struct dbuf why;
@@ -918,7 +869,10 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
     return 0;
 }
 
-/* Deletes the children we own that the policy no longer renders. */
+/* Deletes the rendered-kind children whose controller ownerReference is
+ * ours (never a Pod, never another owner's object) that the policy no
+ * longer renders, each with a uid precondition (a recreated namesake is
+ * spared); a request that cannot be queued sets r->failed. */
 static void send_prunes(struct rec *r, struct children *ch,
                         const cJSON *rendered)
 {
@@ -998,19 +952,7 @@ static int send_status(struct rec *r, cJSON *st)
         return 0;
     }
     if (dbuf_len(&r->apply_err) > 0) {
-        const cJSON *conds = cJSON_GetObjectItemCaseSensitive(st, "conditions");
-        const cJSON *cd;
-        int policy_says_false = 0;
-        cJSON_ArrayForEach(cd, conds)
-        {
-            const char *t = cJSON_GetStringValue(
-                cJSON_GetObjectItemCaseSensitive(cd, "type"));
-            const char *s = cJSON_GetStringValue(
-                cJSON_GetObjectItemCaseSensitive(cd, "status"));
-            if (t && s && strcmp(t, "Reconciled") == 0 &&
-                strcmp(s, "False") == 0)
-                policy_says_false = 1;
-        }
+        int policy_says_false = apply_condition_is(st, "Reconciled", "False");
         /* The policy's own explanation (StorageImmutable) is the better
          * one; otherwise say what the API refused. */
         if (!policy_says_false &&
@@ -1095,6 +1037,20 @@ static void stage_done(struct rec *r)
         finish(r, result_of(r));
 }
 
+/*
+ * The queue's callback for one key ("ns/name"; the queue runs one
+ * reconcile per key at a time). Reads the DittoServer and its children
+ * from the caches (plus the overlays of our own writes), then: a deleted
+ * DittoServer forgets its tracking and Events; one being deleted is left
+ * alone; after a clean full reconcile, only Pods having changed since,
+ * status() alone runs and only the status may be written; otherwise the
+ * full policy runs (validate, render, status): InvalidSpec and
+ * PolicyError give a Warning Event and no write but the status, a good
+ * rendering sends its applies and prunes at once. The status stage and
+ * finish() follow once every request has answered; finish() calls
+ * queue_done (forget, requeue after, or a rate-limited retry). Never
+ * fails: out of memory is logged and retried with backoff.
+ */
 static void reconcile(struct queue *q, const char *key, void *arg)
 {
     (void)q;

@@ -614,6 +614,50 @@ static void *failing_malloc(size_t n)
     return ++alloc_n == alloc_fail_at ? NULL : malloc(n);
 }
 
+/* The shaping helpers the controller uses (moved from controller.c). */
+static void test_shaping(void)
+{
+    cJSON *o = cJSON_Parse(
+        "{\"metadata\":{\"name\":\"x\",\"annotations\":7,"
+        "\"ownerReferences\":[{\"uid\":\"u1\",\"controller\":false},"
+        "{\"uid\":\"u2\",\"controller\":true}]},\"spec\":{}}");
+    CHECK(apply_owned_by(o, "u2") == 1 && apply_owned_by(o, "u1") == 0 &&
+              apply_owned_by(NULL, "u2") == 0,
+          "owned_by: a controller reference with that uid only");
+    CHECK(apply_set_annotation(o, "a/b", "1") == 0 &&
+              apply_set_annotation(o, "a/b", "2") == 0,
+          "set_annotation: set, then replaced");
+    char *t = cJSON_PrintUnformatted(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(o, "metadata"), "annotations"));
+    CHECK_STR_EQ(t, "{\"a/b\":\"2\"}", "  a non-object annotations replaced");
+    free(t);
+    cJSON *live = cJSON_Parse(
+        "{\"spec\":{\"volumeClaimTemplates\":[{\"metadata\":{\"name\":"
+        "\"data\",\"creationTimestamp\":null},\"spec\":{},\"status\":"
+        "{\"phase\":\"Pending\"}}]}}");
+    CHECK(apply_keep_live_claims(o, live) == 0, "keep_live_claims");
+    t = cJSON_PrintUnformatted(cJSON_GetObjectItem(o, "spec"));
+    CHECK_STR_EQ(t,
+                 "{\"volumeClaimTemplates\":[{\"metadata\":{\"name\":"
+                 "\"data\"},\"spec\":{}}]}",
+                 "  the live templates without status and timestamp");
+    free(t);
+    CHECK(apply_keep_live_claims(o, o) == 0 &&
+              apply_keep_live_claims(live, cJSON_GetObjectItem(o, "x")) == -1,
+          "  replaced again; -1 without live templates");
+    cJSON_Delete(live);
+    cJSON_Delete(o);
+    cJSON *st = cJSON_Parse("{\"conditions\":[{\"type\":\"Ready\","
+                            "\"status\":\"True\"},{\"type\":\"Reconciled\","
+                            "\"status\":\"False\"}]}");
+    CHECK(apply_condition_is(st, "Reconciled", "False") == 1 &&
+              apply_condition_is(st, "Reconciled", "True") == 0 &&
+              apply_condition_is(st, "Other", "False") == 0 &&
+              apply_condition_is(NULL, "Ready", "True") == 0,
+          "condition_is");
+    cJSON_Delete(st);
+}
+
 /* Issue 11: integers beyond 2^53 compare by their digits. */
 static void test_subset_exact(void)
 {
@@ -717,5 +761,6 @@ int main(void)
     test_paths();
     test_set_reconciled();
     test_subset_exact();
+    test_shaping();
     return TEST_SUMMARY();
 }
