@@ -73,8 +73,9 @@ DIR=${DITTOFS_CLUSTER_DIR:-/tmp/dittofs-cluster}
 START_TIMEOUT=${DITTOFS_START_TIMEOUT:-60}
 NODE_NAME=${DITTOFS_NODE_NAME:-dittofs-node}
 # The controllers these tests and a one-node cluster need (a node: lifecycle,
-# Endpoints for Services, PV binding for dynamically provisioned PVCs).
-KCM_CONTROLLERS=${DITTOFS_KCM_CONTROLLERS:-statefulset,garbagecollector,namespace,serviceaccount,serviceaccount-token,replicaset,deployment,pvc-protection,pv-protection,nodelifecycle,endpoint,endpointslice,persistentvolume-binder,podgc,ttl,daemonset,job,tokencleaner}
+# Endpoints for Services, PV binding for dynamically provisioned PVCs, the
+# kube-root-ca.crt ConfigMap that every projected ServiceAccount token needs).
+KCM_CONTROLLERS=${DITTOFS_KCM_CONTROLLERS:-statefulset,garbagecollector,namespace,serviceaccount,serviceaccount-token,replicaset,deployment,pvc-protection,pv-protection,nodelifecycle,endpoint,endpointslice,persistentvolume-binder,podgc,ttl,daemonset,job,tokencleaner,root-ca-cert-publisher}
 SERVICE_CIDR=10.96.0.0/16
 ISSUER=https://kubernetes.default.svc
 # Go for the module builds (current): the one at /usr/local/go, never a toolchain download.
@@ -743,7 +744,9 @@ apiserver_args() {
   local args=(
     "$BIN/kube-apiserver"
     --etcd-servers="http://127.0.0.1:$etcd_port"
-    --bind-address=127.0.0.1
+    # All addresses: pods reach it as the kubernetes Service (10.96.0.1:443,
+    # routed to the advertised address, the host's default-route IP).
+    --bind-address=0.0.0.0
     --secure-port="$api_port"
     --cert-dir="$DIR/apiserver-certs"
     --tls-cert-file="$p/apiserver.crt"

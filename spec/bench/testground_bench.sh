@@ -50,7 +50,7 @@ deploy/local/cluster.sh sa-kubeconfig dittofs-system dittofs-operator "$work/sa.
   --health-probe-bind-address 127.0.0.1:0 >"$work/op.log" 2>&1 &
 op=$!
 "$kubectl" create --dry-run=client -o json -f deploy/samples/dittoserver.yaml |
-  jq --arg img "$STANDIN" '.spec.image = $img | del(.spec.resources)' >"$work/sample.json"
+  jq --arg img "$STANDIN" '.spec.image = $img | del(.spec.resources) | del(.metadata.namespace)' >"$work/sample.json"
 
 echo "# README sample applied -> first write through the Service succeeds"
 writes=()

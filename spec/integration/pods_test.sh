@@ -75,12 +75,15 @@ start_operator() {
   pids+=("$last_pid")
 }
 
-# sample FILE: the sample's documents as JSON, with the stand-in image and
-# without resource requests (one 2-core node hosts every sample at once).
+# sample FILE: the sample's documents as JSON, with the stand-in image,
+# without resource requests (one 2-core node hosts every sample at once) and
+# with the local StorageClass where a sample names a cloud one (gp3).
 sample() {
   "$KUBECTL" create --dry-run=client -o json -f "$1" |
     jq -c --arg img "${2:-$STANDIN}" '(if .kind == "List" then .items[] else . end) |
-      if .kind == "DittoServer" then .spec.image = $img | del(.spec.resources) else . end'
+      (if .kind == "DittoServer" then .spec.image = $img | del(.spec.resources) |
+        (if .spec.storage.storageClassName then .spec.storage.storageClassName = "standard" else . end)
+       else . end) | del(.metadata.namespace)'
 }
 phase() { jp "ditto/$1" '{.status.phase}'; }
 phase_is() { [ "$(phase "$1")" = "$2" ]; }
@@ -128,10 +131,10 @@ for s in "${samples[@]}"; do
     wait_for 20 sh -c "curl -sf --max-time 2 $(svc_url "$s")/metrics | grep -q '^dittofs_standin_up 1'"
 done
 echo "# all samples Running/Stopped after $(($(now_ms) - t0)) ms"
-port=$(k get configmap dittofs-custom-port-config -o jsonpath='{.data.config\.yaml}' 2>/dev/null |
-  sed -n 's/^    port: \([0-9]*\)$/\1/p' | head -n1)
-check "the custom-port sample's server listens on its port ($port) through the Service" \
-  sh -c "exec 3<>/dev/tcp/$(jp service/dittofs-custom-port '{.spec.clusterIP}')/$port"
+cp=$(jq -r 'select(.kind == "DittoServer") | .metadata.name' "$tmp/dittoserver-custom-port.json")
+port=$(jp "ditto/$cp" '{.spec.nfsPort}')
+check "the custom-port sample's server listens on its NFS port ($port) through the Service" \
+  bash -c "exec 3<>/dev/tcp/$(jp "service/$cp" '{.spec.clusterIP}')/$port"
 check "the S3 sample's pod gets the credentials from the Secret, not the ConfigMap" \
   sh -c "$KUBECTL -n $ns get pod dittofs-s3-0 -o json | jq -e '[.spec.containers[0].env[] | select(.valueFrom.secretKeyRef.name == \"dittofs-s3-credentials\")] | length == 2' &&
     ! $KUBECTL -n $ns get configmap dittofs-s3-config -o yaml | grep -q REPLACE_WITH"
