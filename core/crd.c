@@ -10,6 +10,7 @@
  */
 #include <regex.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -741,9 +742,11 @@ int crd_l_schema(lua_State *L)
         dbuf_init(&err, 1024);
         int rc = crd_push_embedded_schema(L, &err);
         if (rc != CRD_OK) {
-            lua_pushstring(L, dbuf_ptr(&err));
+            /* Copied out and freed before anything may raise. */
+            char msg[256];
+            snprintf(msg, sizeof(msg), "%s", dbuf_ptr(&err));
             dbuf_free(&err);
-            return lua_error(L);
+            return luaL_error(L, "%s", msg);
         }
         dbuf_free(&err);
         strip_descriptions(L, -1, 0);

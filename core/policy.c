@@ -671,15 +671,17 @@ static void check_kinds(lua_State *L, int list, int n)
         if (k < 0 || kinds_table[k].role != KIND_RENDERED) {
             raw_field(L, o, "metadata");
             const char *oname = raw_string(L, -1, "name");
-            struct dbuf allowed;
-            dbuf_init(&allowed, 1024);
-            kinds_describe_rendered(&allowed);
-            lua_pushlstring(L, dbuf_ptr(&allowed), dbuf_len(&allowed));
-            dbuf_free(&allowed);
+            /* Copied out and freed before anything may raise. */
+            char allowed[512];
+            struct dbuf b;
+            dbuf_init(&b, sizeof(allowed) - 1);
+            kinds_describe_rendered(&b);
+            snprintf(allowed, sizeof(allowed), "%s", dbuf_ptr(&b));
+            dbuf_free(&b);
             fail(L,
                  "render() object %d (%s %s \"%s\"): the operator manages "
                  "only %s",
-                 i, api, kind, oname, lua_tostring(L, -1));
+                 i, api, kind, oname, allowed);
         }
         lua_pop(L, 1);
     }
