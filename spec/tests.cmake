@@ -35,6 +35,11 @@ if(VALGRIND AND NOT SANITIZE)
                        TIMEOUT 1800)
 endif()
 set_tests_properties(lint PROPERTIES LABELS unit TIMEOUT 300)
+# The install bundle: deploy/install.yaml up to date, and the Deployment,
+# RBAC and Namespace as the README promises (kubectl kustomize, no cluster).
+add_test(NAME bundle_check COMMAND ${CMAKE_SOURCE_DIR}/spec/bundle_check.sh)
+set_tests_properties(bundle_check PROPERTIES LABELS unit TIMEOUT 120
+  ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>")
 
 if(INTEGRATION_TESTS)
   # The integration tests run once per Kubernetes version in KUBE_VERSIONS
