@@ -26,6 +26,8 @@
 struct walk {
     struct dbuf *msgs;
     int count;
+    int keep; /* defaulting for the policies (codec.crd_default): prune
+                 nothing, and a null counts as absent */
     char path[PATH_MAX_LEN];
     size_t plen;
     struct dbuf key; /* scratch: one list item's key (check_list_type) */
@@ -240,6 +242,56 @@ static void push_copy(lua_State *L, int idx)
 /* --- defaulting ------------------------------------------------------------
  */
 
+static void default_node(lua_State *L, struct walk *w, int s, int v, int root);
+
+/*
+ * The object part of default_node for the policies (w->keep): nothing is
+ * pruned, so nothing is reported and no order matters: the keys are
+ * walked as they come (no sorting, no path), which keeps a policy's
+ * defaulting cheap. A null counts as absent.
+ */
+static void default_keep(lua_State *L, struct walk *w, int s, int v)
+{
+    luaL_checkstack(L, 8, "crd: nesting too deep");
+    if (sget(L, s, "properties") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return;
+    }
+    int props = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, v) != 0) { /* [props, k, val] */
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+            lua_pushvalue(L, -2);
+            if (lua_rawget(L, props) == LUA_TTABLE) /* [.., val, ps] */
+                default_node(L, w, lua_gettop(L), lua_gettop(L) - 1, 0);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, props) != 0) { /* [props, k, ps] */
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+            int ps = lua_gettop(L);
+            lua_pushvalue(L, -2);
+            int t = lua_rawget(L, v);
+            int absent = t == LUA_TNIL || codec_is_null(L, -1);
+            lua_pop(L, 1);
+            if (absent && sget(L, ps, "default") != LUA_TNIL) {
+                push_copy(L, -1); /* [.., k, ps, default, copy] */
+                lua_pushvalue(L, -4);
+                lua_pushvalue(L, -2);
+                lua_rawset(L, v); /* v[k] = copy (v is not being walked) */
+                default_node(L, w, ps, lua_gettop(L), 0);
+                lua_pop(L, 2); /* copy, default */
+            } else if (absent) {
+                lua_pop(L, 1); /* sget's nil */
+            }
+        }
+        lua_pop(L, 1); /* [props, k] */
+    }
+    lua_pop(L, 1); /* props */
+}
+
 static void default_node(lua_State *L, struct walk *w, int s, int v, int root)
 {
     luaL_checkstack(L, 12, "crd: nesting too deep");
@@ -261,6 +313,10 @@ static void default_node(lua_State *L, struct walk *w, int s, int v, int root)
     }
     if (vt == NULL || strcmp(vt, "object") != 0)
         return;
+    if (w->keep) {
+        default_keep(L, w, s, v);
+        return;
+    }
 
     int preserve = sflag(L, s, "x-kubernetes-preserve-unknown-fields");
     sget(L, s, "properties");
@@ -278,12 +334,13 @@ static void default_node(lua_State *L, struct walk *w, int s, int v, int root)
         int val = lua_gettop(L);
         int ps = sget(L, props, k) == LUA_TTABLE ? lua_gettop(L) : 0;
         int sub = ps ? ps : (lua_type(L, addl) == LUA_TTABLE ? addl : 0);
-        if (codec_is_null(L, val) && sub && !sflag(L, sub, "nullable")) {
+        if (!w->keep && codec_is_null(L, val) && sub &&
+            !sflag(L, sub, "nullable")) {
             lua_pushnil(L);
             lua_setfield(L, v, k);
         } else if (sub) {
             default_node(L, w, sub, val, 0);
-        } else if (!preserve && !lua_toboolean(L, addl)) {
+        } else if (!w->keep && !preserve && !lua_toboolean(L, addl)) {
             dbuf_addf(w->msgs, "unknown field \"%s\"\n", w->path);
             w->count++;
             lua_pushnil(L);
@@ -301,7 +358,8 @@ static void default_node(lua_State *L, struct walk *w, int s, int v, int root)
             lua_getfield(L, props, k);
             int ps = lua_gettop(L);
             lua_getfield(L, v, k);
-            if (lua_isnil(L, -1) && lua_type(L, ps) == LUA_TTABLE &&
+            int absent = lua_isnil(L, -1) || (w->keep && codec_is_null(L, -1));
+            if (absent && lua_type(L, ps) == LUA_TTABLE &&
                 sget(L, ps, "default") != LUA_TNIL) {
                 push_copy(L, -1); /* [ps, nil, default, copy] */
                 lua_pushvalue(L, -1);
@@ -757,8 +815,23 @@ int crd_l_schema(lua_State *L)
     return 1;
 }
 
+int crd_l_default(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TTABLE) {
+        struct walk w;
+        memset(&w, 0, sizeof(w));
+        w.keep = 1;
+        default_node(L, &w, 2, 1, 0);
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
 void crd_register(lua_State *L)
 {
     lua_pushcfunction(L, crd_l_schema);
     lua_setfield(L, -2, "crd_schema");
+    lua_pushcfunction(L, crd_l_default);
+    lua_setfield(L, -2, "crd_default");
 }

@@ -75,7 +75,19 @@ int crd_validate(lua_State *L, int schema_idx, int obj_idx, const char *path,
  */
 int crd_l_schema(lua_State *L);
 
-/* Adds crd_schema to the codec module table at the top of the stack. */
+/*
+ * codec.crd_default(value, node): the apiserver's structural defaulting
+ * (crd_default's walk) of `value` in place against the schema node `node`
+ * (from crd_schema), for the policies: a default applies where its key is
+ * absent or null and its parent object exists, recursively into what it
+ * set; unlike crd_default nothing is pruned (unknown fields and nulls
+ * stay). Returns value (anything but a table, or a node that is not one,
+ * comes back untouched). Raises on memory errors and nesting too deep.
+ */
+int crd_l_default(lua_State *L);
+
+/* Adds crd_schema and crd_default to the codec module table at the top of
+ * the stack. */
 void crd_register(lua_State *L);
 
 #endif

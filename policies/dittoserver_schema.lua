@@ -21,8 +21,6 @@ local ipairs = ipairs
 local pairs = pairs
 local next = next
 local tostring = tostring
-local getmetatable = getmetatable
-local setmetatable = setmetatable
 local math_type = math.type
 local format = string.format
 local concat = table.concat
@@ -30,6 +28,7 @@ local sort = table.sort
 local codec_is_array = codec.is_array
 local codec_is_object = codec.is_object
 local null = codec.null
+local crd_default = codec.crd_default
 local deepcopy = tablex.deepcopy
 local contains = tablex.contains
 
@@ -86,100 +85,28 @@ M.is_array = is_array
 M.is_object = is_object
 
 
--- A fresh copy of prop.default, marked as the JSON kind prop declares.
-local function default_of(prop)
-  local d = deepcopy(prop.default)
-  if type(d) == "table" then
-    -- keep {} an object and {"a"} an array when encoded
-    if prop.type == "array" then
-      codec.array(d)
-    else
-      codec.object(d)
-    end
-  end
-  return d
-end
-
-
 --- Fill in absent fields from the schema defaults, in place, the way the
 -- apiserver does (apiextensions structural defaulting): a default applies
 -- when its key is absent (or JSON null) and its parent object is present;
 -- defaults are set first, then the walk descends into the (possibly new)
--- value, so `service: {}` gets `service.type` too.
+-- value, so `service: {}` gets `service.type` too. The walk is the core's
+-- (codec.crd_default, the one --script-test applies to a DittoServer),
+-- without its pruning: unknown fields stay for check() to report.
 -- @param value any decoded JSON value
 -- @param node table schema node (for example M.SPEC)
 -- @return value (the same table, defaulted)
 function M.apply_defaults(value, node)
-  if node == nil or type(value) ~= "table" then
-    return value
-  end
-  if node.properties and is_object(value) then
-    for key, prop in pairs(node.properties) do
-      local cur = value[key]
-      if prop.default ~= nil and (cur == nil or cur == null) then
-        value[key] = default_of(prop)
-      end
-    end
-    for key, v in pairs(value) do
-      local prop = node.properties[key]
-      if prop then
-        M.apply_defaults(v, prop)
-      end
-    end
-  elseif node.items and is_array(value) then
-    for _, v in ipairs(value) do
-      M.apply_defaults(v, node.items)
-    end
-  end
-  return value
+  return crd_default(value, node)
 end
 
 
 --- A defaulted deep copy: the value of
--- M.apply_defaults(tablex.deepcopy(value), node), built in one walk.
--- Tables the schema does not describe are copied by tablex.deepcopy; a
--- table that value holds at two places is copied twice (decoded JSON
--- never shares tables).
+-- M.apply_defaults(tablex.deepcopy(value), node).
 -- @param value any decoded JSON value (not modified)
 -- @param node table|nil schema node (for example M.SPEC)
 -- @return value a new, defaulted value
 function M.defaulted_copy(value, node)
-  if type(value) ~= "table" then
-    return value
-  end
-  local out = {}
-  if node ~= nil and node.properties and is_object(value) then
-    local props = node.properties
-    for key, v in pairs(value) do
-      local prop = props[key]
-      if prop then
-        out[key] = M.defaulted_copy(v, prop)
-      else
-        out[key] = deepcopy(v)
-      end
-    end
-    for key, prop in pairs(props) do
-      local cur = out[key]
-      if prop.default ~= nil and (cur == nil or cur == null) then
-        out[key] = M.apply_defaults(default_of(prop), prop)
-      end
-    end
-  elseif node ~= nil and node.items and is_array(value) then
-    local items = node.items
-    local n = 0
-    for i, v in ipairs(value) do
-      out[i] = M.defaulted_copy(v, items)
-      n = i
-    end
-    for key, v in pairs(value) do
-      if not (math_type(key) == "integer" and key >= 1 and key <= n) then
-        out[key] = deepcopy(v)
-      end
-    end
-  else
-    return deepcopy(value)
-  end
-  return setmetatable(out, getmetatable(value))
+  return crd_default(deepcopy(value), node)
 end
 
 

@@ -289,6 +289,24 @@ describe("crd/dittoserver.yaml", function()
       assert.equal("NodePort", spec.service.type)
     end)
 
+    it("keeps unknown fields and defaults a null (no pruning)", function()
+      local spec = { image = "x", storage = { metadataSize = "1Gi" },
+        replicas = codec.null, bogus = { a = 1 } }
+      schema.apply_defaults(spec, schema.SPEC)
+      assert.equal(1, spec.replicas)
+      assert.same({ a = 1 }, spec.bogus)
+    end)
+
+    it("is the core's walk (codec.crd_default), which passes non-tables",
+      function()
+        assert.equal(7, codec.crd_default(7, schema.SPEC))
+        local v = { image = "x" }
+        assert.equal(v, codec.crd_default(v, nil))
+        assert.is_nil(v.replicas)
+        assert.equal(v, codec.crd_default(v, schema.SPEC))
+        assert.equal(1, v.replicas)
+      end)
+
     it("produces a default config the schema accepts", function()
       local spec = { image = "x", storage = { metadataSize = "1Gi" } }
       schema.apply_defaults(spec, schema.SPEC)
