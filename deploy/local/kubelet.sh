@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# deploy/local/kubelet.sh: a kubelet stand-in for the local control plane.
-#
-# There is no kubelet in deploy/local: pods stay Pending. This script plays
+# deploy/local/kubelet.sh: a kubelet STAND-IN for the local control plane,
+# kept only where one node cannot host the pods (benchmarks with hundreds or
+# thousands of DittoServers). The test ground has a real node (node.sh); run
+# this only with the control plane alone (DITTOFS_NODE=0 cluster.sh start),
+# where pods stay Pending and unbound. This script plays
 # the kubelet's part that controllers can see: it writes pod status (phase
 # Running, conditions Initialized/Ready/ContainersReady/PodScheduled True,
 # running and ready containerStatuses, podIP, startTime) through the pods/status
