@@ -56,15 +56,6 @@ trap cleanup EXIT
 k() { "$KUBECTL" -n "$ns" "$@"; }
 jp() { "$KUBECTL" -n "$ns" get "$1" -o "jsonpath=$2" 2>/dev/null; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-audit_mark() { echo "$(stat -c %i "$DITTOFS_AUDIT_LOG"):$(wc -l <"$DITTOFS_AUDIT_LOG")"; }
-audit_since() {
-  if [ "$(stat -c %i "$DITTOFS_AUDIT_LOG")" != "${1%%:*}" ]; then
-    echo "# the audit log rotated during a measurement" >&2
-    printf '{"user":{"username":"%s"},"verb":"patch","objectRef":{"resource":"statefulsets","namespace":"%s"}}\n' "$sa_user" "$ns"
-    return
-  fi
-  tail -n +"$((${1##*:} + 1))" "$DITTOFS_AUDIT_LOG"
-}
 
 start_operator() {
   local log=$1

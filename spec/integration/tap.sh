@@ -53,6 +53,20 @@ wait_for() {
   done
 }
 
+# The apiserver's audit log since a mark (audit_mark). A rotation in between
+# cannot hide a request: then made-up entries (a patch and a get by $sa_user
+# in $ns, both set by the script) that every counting check counts.
+audit_mark() { echo "$(stat -c %i "$DITTOFS_AUDIT_LOG"):$(wc -l <"$DITTOFS_AUDIT_LOG")"; }
+audit_since() {
+  if [ "$(stat -c %i "$DITTOFS_AUDIT_LOG")" != "${1%%:*}" ]; then
+    echo "# the audit log rotated during a measurement" >&2
+    printf '{"user":{"username":"%s"},"verb":"patch","objectRef":{"resource":"statefulsets","namespace":"%s"}}\n' "$sa_user" "$ns"
+    printf '{"user":{"username":"%s"},"verb":"get","objectRef":{"resource":"statefulsets","namespace":"%s"}}\n' "$sa_user" "$ns"
+    return
+  fi
+  tail -n +"$((${1##*:} + 1))" "$DITTOFS_AUDIT_LOG"
+}
+
 tap_summary() {
   echo "$((n - failed)) passed, $failed failed"
   [ "$failed" -eq 0 ]
