@@ -71,8 +71,9 @@ if(INTEGRATION_TESTS)
              COMMAND ${CMAKE_SOURCE_DIR}/deploy/local/cluster.sh start)
     add_test(NAME cluster_down@${ver}
              COMMAND ${CMAKE_SOURCE_DIR}/deploy/local/cluster.sh stop)
+    # cold: the Kubernetes build, the images and the provisioner (tens of minutes)
     set_tests_properties(cluster_up@${ver} PROPERTIES FIXTURES_SETUP cluster@${ver}
-                         LABELS "integration;k${ver}" TIMEOUT 3600
+                         LABELS "integration;k${ver}" TIMEOUT 5400
                          ENVIRONMENT "${venv}")
     set_tests_properties(cluster_down@${ver} PROPERTIES
                          FIXTURES_CLEANUP cluster@${ver}
