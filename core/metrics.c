@@ -297,6 +297,17 @@ static struct series *series_get(struct metric *f, const char *const *values,
     return s;
 }
 
+void metric_clear(struct metric *f)
+{
+    if (f == NULL || f->nlabels == 0)
+        return;
+    for (size_t i = 0; i < f->nseries; i++)
+        free(f->series[i]);
+    f->nseries = 0;
+    if (f->nslots > 0)
+        memset(f->slots, 0, f->nslots * sizeof(*f->slots));
+}
+
 void metric_inc(struct metric *f, double v, const char *const *label_values)
 {
     if (f == NULL || f->type == METRIC_HISTOGRAM)

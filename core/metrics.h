@@ -62,6 +62,10 @@ void metric_set(struct metric *f, double v, const char *const *label_values);
  * sum and the count. */
 void metric_observe(struct metric *f, double v,
                     const char *const *label_values);
+/* Drops every series of a family with labels (an info metric whose
+ * labels changed: only the new series should be rendered); a no-op for a
+ * family without labels. */
+void metric_clear(struct metric *f);
 /* For tests: a counter's or gauge's value, a histogram's count; 0 when
  * the series does not exist. */
 double metric_value(struct metric *f, const char *const *label_values);

@@ -32,7 +32,8 @@ fi
 # graph (a module is core/<noun>.c + .h) has no circle.
 declare -A layer
 for m in dbuf text log jscan embedded dl metrics kinds; do layer[$m]=0; done
-for m in loop kubeconfig exec_cred http watch cache events leader serve; do
+for m in loop kubeconfig exec_cred http watch cache events leader serve \
+  reload; do
   layer[$m]=1
 done
 for m in policy sandbox lpattern codec lcodec lcodec_module ljson lyaml crd; do
