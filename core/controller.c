@@ -98,14 +98,15 @@ struct rec {
     struct dbuf apply_err;                 /* apply failures, "; "-joined */
     struct dbuf created, updated, deleted; /* for Events */
     unsigned n_writes;
-    int failed;         /* a request failed: requeue with backoff */
-    int rejected;       /* a 422 within the retry bound */
-    int gave_up;        /* a 422 past the bound (reported, not retried) */
-    int request_failed; /* a write failed in this reconcile */
-    int status_only;    /* only Pods changed: status() alone, no writes but
-                           the status */
-    int full_ok;        /* a full evaluation returned POLICY_OK */
-    unsigned long seq;  /* the key's full_seq when this reconcile began */
+    int failed;           /* a request failed: requeue with backoff */
+    int rejected;         /* a 422 within the retry bound */
+    int gave_up;          /* a 422 past the bound (reported, not retried) */
+    int request_failed;   /* a write failed in this reconcile */
+    int status_only;      /* only Pods changed: status() alone, no writes but
+                             the status */
+    int full_ok;          /* a full evaluation returned POLICY_OK */
+    unsigned long seq;    /* the key's full_seq when this reconcile began */
+    unsigned long ps_gen; /* the controller's ps_gen when it began */
 };
 
 /* --- the controller ----------------------------------------------------- */
@@ -113,7 +114,8 @@ struct rec {
 struct controller {
     struct http_client *http;
     struct loop *loop;
-    struct policy_set *ps;
+    struct policy_set *ps; /* borrowed; replaced by controller_set_policies */
+    unsigned long ps_gen;  /* bumped by every controller_set_policies */
     struct metrics *m;
     struct events *ev;
     char *namespace;
@@ -658,14 +660,20 @@ static const struct child *child_find(const struct children *ch, int kind,
     return NULL;
 }
 
-static int gather(struct rec *r, struct children *ch)
+/* Collects into ch the children of the DittoServer `key` in namespace
+ * `ns`: the cached objects its owner index names, each replaced by a
+ * newer overlay of our writes, then the overlays the cache does not hold
+ * yet (an overlay past its TTL is dropped). The entries are borrowed from
+ * the caches and the tracking table until either changes. Returns 0, or
+ * -1 out of memory (ch then holds what fitted; free ch->v either way). */
+static int gather(struct controller *c, const char *key, const char *ns,
+                  struct children *ch)
 {
-    struct controller *c = r->c;
-    struct kstate *ks = tracking_get(&c->keys, r->key, 0);
+    struct kstate *ks = tracking_get(&c->keys, key, 0);
     for (size_t i = 0; ks != NULL && i < ks->n_kids; i++) {
         int kind = ks->kids[i].kind;
-        const struct cache_obj *o = cache_get(watch_cache(c->child_watch[kind]),
-                                              r->ns, ks->kids[i].name);
+        const struct cache_obj *o =
+            cache_get(watch_cache(c->child_watch[kind]), ns, ks->kids[i].name);
         if (o != NULL)
             child_add(ch, kind, cache_obj_name(o), o);
     }
@@ -708,19 +716,30 @@ static int observed_json(const struct children *ch, struct dbuf *b)
     return dbuf_addc(b, '}');
 }
 
-/* Runs the policy on the DittoServer and the children now known. */
-static int evaluate(struct rec *r, struct children *ch, int status_only)
+/*
+ * Evaluates the policy set `ps` on the DittoServer `ds` and its children
+ * `ch`, with the controller's limits and cluster domain: what a reconcile
+ * evaluates, and what controller_try_policies evaluates for a candidate
+ * set. `out` (initialised) receives the result, `err` the failure; *secs
+ * the time policy_eval took. Returns policy_eval's status, or
+ * POLICY_ENOMEM ("out of memory" in err, *secs -1: nothing evaluated)
+ * when the observed JSON cannot be built.
+ */
+static int run_policy(struct controller *c, struct policy_set *ps,
+                      const struct cache_obj *ds, const struct children *ch,
+                      int status_only, struct policy_output *out,
+                      struct dbuf *err, double *secs)
 {
-    struct controller *c = r->c;
     struct dbuf obs;
     dbuf_init(&obs, (size_t)64 << 20);
+    *secs = -1;
     if (observed_json(ch, &obs) != 0) {
         dbuf_free(&obs);
-        dbuf_adds(&r->err, "out of memory");
+        dbuf_adds(err, "out of memory");
         return POLICY_ENOMEM;
     }
     size_t ds_len;
-    const char *ds_text = cache_obj_json(r->ds, &ds_len);
+    const char *ds_text = cache_obj_json(ds, &ds_len);
     struct policy_input in = {
         .ds_json = ds_text,
         .ds_len = ds_len,
@@ -730,10 +749,24 @@ static int evaluate(struct rec *r, struct children *ch, int status_only)
         .status_only = status_only,
     };
     uint64_t t0 = loop_now_us();
+    int rc = policy_eval(ps, &c->limits, &in, out, err);
+    *secs = (double)(loop_now_us() - t0) / 1e6;
+    dbuf_free(&obs);
+    return rc;
+}
+
+/* Runs the controller's policy set on the DittoServer and the children
+ * now known, into r->out and r->err (reset first), and counts it in the
+ * evaluation metrics. Returns policy_eval's status. */
+static int evaluate(struct rec *r, struct children *ch, int status_only)
+{
+    struct controller *c = r->c;
+    double secs;
     dbuf_reset(&r->err);
-    int rc = policy_eval(c->ps, &c->limits, &in, &r->out, &r->err);
-    if (c->m != NULL) {
-        metric_observe(c->m_eval, (double)(loop_now_us() - t0) / 1e6, NULL);
+    int rc =
+        run_policy(c, c->ps, r->ds, ch, status_only, &r->out, &r->err, &secs);
+    if (c->m != NULL && secs >= 0) {
+        metric_observe(c->m_eval, secs, NULL);
         if (rc < 0) {
             const char *lv[] = {rc == POLICY_ETIMEOUT  ? "timeout"
                                 : rc == POLICY_EMEMORY ? "memory"
@@ -742,7 +775,6 @@ static int evaluate(struct rec *r, struct children *ch, int status_only)
             metric_inc(c->m_eval_errors, 1, lv);
         }
     }
-    dbuf_free(&obs);
     return rc;
 }
 
@@ -1005,12 +1037,17 @@ static const char *result_of(const struct rec *r)
 /* The status stage: derive it again when our writes changed children. */
 static void status_stage(struct rec *r)
 {
+    struct controller *c = r->c;
     r->stage = 1;
     cJSON *desired = NULL;
     if (r->eval_rc >= 0) {
-        if (r->n_writes > 0) {
+        /* After a change of policy set meanwhile, the status derived
+         * before the writes stands: the new set's status() is not asked
+         * about a rendering of the old one (the full reconcile that
+         * controller_set_policies queued follows). */
+        if (r->n_writes > 0 && r->ps_gen == c->ps_gen) {
             struct children ch = {0};
-            if (gather(r, &ch) == 0) {
+            if (gather(r->c, r->key, r->ns, &ch) == 0) {
                 int rc = evaluate(r, &ch, 1);
                 if (rc >= 0)
                     r->eval_rc = rc;
@@ -1070,6 +1107,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
         return;
     }
     r->c = c;
+    r->ps_gen = c->ps_gen;
     r->start_us = loop_now_us();
     r->nsname[slash - key] = '\0';
     r->ns = r->nsname;
@@ -1114,7 +1152,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
     }
 
     struct children ch = {0};
-    if (gather(r, &ch) != 0) {
+    if (gather(r->c, r->key, r->ns, &ch) != 0) {
         free(ch.v);
         r->failed = 1;
         finish(r, "error");
@@ -1162,6 +1200,82 @@ static void reconcile(struct queue *q, const char *key, void *arg)
      * straight on; otherwise the last answer moves on (stage_done). */
     if (r->pending == 0)
         status_stage(r);
+}
+
+/* --- policy sets -----------------------------------------------------------
+ */
+
+struct trial {
+    struct controller *c;
+    struct policy_set *ps;
+    struct policy_output out;
+    struct dbuf msg;   /* the current evaluation's failure */
+    struct dbuf *err;  /* the caller's: the first failure */
+    unsigned failures; /* evaluations that failed */
+};
+
+/* One cached DittoServer under a candidate set (cache_list callback):
+ * what reconcile() would evaluate for it, nothing written. */
+static int try_one(const struct cache_obj *o, void *arg)
+{
+    struct trial *t = arg;
+    struct controller *c = t->c;
+    const char *ns = cache_obj_namespace(o);
+    const char *name = cache_obj_name(o);
+    char key[320];
+    if (snprintf(key, sizeof(key), "%s/%s", ns, name) >= (int)sizeof(key))
+        return 0; /* never queued either (enqueue) */
+    struct kstate *ks = tracking_get(&c->keys, key, 0);
+    const struct cache_obj *ds =
+        tracking_newest(ks, KIND_DS, name, o, loop_now_ms());
+    /* A DittoServer being deleted is not evaluated by a reconcile. */
+    cJSON *dj = cache_obj_parse(ds);
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(dj, "metadata");
+    int deleting = dj != NULL && cJSON_GetObjectItemCaseSensitive(
+                                     md, "deletionTimestamp") != NULL;
+    cJSON_Delete(dj);
+    if (deleting)
+        return 0;
+    struct children ch = {0};
+    int rc;
+    double secs;
+    dbuf_reset(&t->msg);
+    if (dj == NULL || gather(c, key, ns, &ch) != 0) {
+        dbuf_adds(&t->msg, "out of memory");
+        rc = POLICY_ENOMEM;
+    } else {
+        rc = run_policy(c, t->ps, ds, &ch, 0, &t->out, &t->msg, &secs);
+    }
+    free(ch.v);
+    if (rc == POLICY_OK || rc == POLICY_INVALID)
+        return 0;
+    if (t->failures++ == 0)
+        dbuf_addf(t->err, "%s: %s", key, dbuf_ptr(&t->msg));
+    return 0;
+}
+
+int controller_try_policies(struct controller *c, struct policy_set *ps,
+                            struct dbuf *err)
+{
+    struct trial t = {.c = c, .ps = ps, .err = err};
+    policy_output_init(&t.out);
+    dbuf_init(&t.msg, 64 * 1024);
+    cache_list(watch_cache(c->ds_watch), NULL, NULL, try_one, &t);
+    policy_output_free(&t.out);
+    dbuf_free(&t.msg);
+    if (t.failures > 1)
+        dbuf_addf(err, " (and %u more DittoServer%s failing)", t.failures - 1,
+                  t.failures > 2 ? "s" : "");
+    return t.failures == 0 ? 0 : -1;
+}
+
+void controller_set_policies(struct controller *c, struct policy_set *ps)
+{
+    c->ps = ps;
+    c->ps_gen++;
+    /* Every DittoServer owes a full reconcile under the new set (enqueue
+     * with full: a clean key loses its status-only shortcut). */
+    controller_resync(c);
 }
 
 /* --- metrics -------------------------------------------------------------

@@ -87,4 +87,46 @@ void controller_update_metrics(struct controller *c);
 /* Queues every cached DittoServer as a periodic resync would. */
 void controller_resync(struct controller *c);
 
+/* --- policy sets (live reload) ----------------------------------------------
+ */
+
+/*
+ * Tries the candidate policy set `ps` (borrowed) on every DittoServer in
+ * the cache, writing nothing: for each one a reconcile would evaluate
+ * (those being deleted are skipped), validate, render and status run
+ * with the controller's sandbox limits and cluster domain on the same
+ * inputs as a reconcile (the DittoServer and its observed children and
+ * Pods from the caches, with the objects our own writes returned that the
+ * watches have not delivered yet). No request, Event, status, metric or
+ * queue change results; the candidate's sandbox is prepared as a side
+ * effect. Synchronous: it blocks the loop for one evaluation per cached
+ * DittoServer (each bounded by POLICY_EVAL_BUDGETS timeouts); before the
+ * caches have synced (controller_synced) it sees only what is cached.
+ * Returns 0 when every evaluation is POLICY_OK or POLICY_INVALID (an
+ * invalid spec is the policy's verdict on it, not a broken policy), and
+ * also when nothing is cached. Returns -1 otherwise, with `err` holding
+ * "namespace/name: <policy_eval's message>" (the script's "file:line:
+ * message", a budget message, or a rendered object the core refuses,
+ * such as a kind outside the managed ones) for the first failure met (in
+ * no particular order) and " (and N more DittoServers failing)" when
+ * there are others.
+ */
+int controller_try_policies(struct controller *c, struct policy_set *ps,
+                            struct dbuf *err);
+
+/*
+ * Makes `ps` (borrowed, must stay valid until it is replaced again or the
+ * controller is freed) the policy set of every reconcile that starts from
+ * now on, and queues every cached DittoServer for a full reconcile (not a
+ * status-only one) under it; while not leading they run once leading.
+ * The set it replaces is no longer used once this returns: reconciles
+ * call the set only synchronously (policy_eval copies its results out)
+ * and never hold it across I/O; one in flight that started with the old
+ * set keeps the status that set derived before its writes instead of
+ * asking the new set, and is followed by the queued full reconcile. So
+ * the caller may free the old set right away, whatever
+ * controller_in_flight() says.
+ */
+void controller_set_policies(struct controller *c, struct policy_set *ps);
+
 #endif
