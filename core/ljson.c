@@ -224,7 +224,12 @@ static void parse_number(lua_State *L, struct jdec *d)
     }
     memcpy(buf, start, n);
     buf[n] = '\0';
-    lua_pushnumber(L, strtod(buf, NULL));
+    double v = strtod(buf, NULL);
+    /* 1e400 would become an infinity no encoder writes back (Go's
+     * encoding/json refuses it too) */
+    if (isinf(v))
+        dec_fail(L, d, start, "number out of range");
+    lua_pushnumber(L, v);
 }
 
 static void parse_value(lua_State *L, struct jdec *d);

@@ -23,8 +23,9 @@
  * Decodes the JSON text s[0..len) (need not be NUL-terminated) and pushes
  * one value. Rejects: syntax errors, trailing characters, invalid UTF-8,
  * raw control characters and lone surrogates in strings, duplicate object
- * keys, nesting deeper than lim->max_depth, input longer than
- * lim->max_size (lim may be NULL: defaults). Integers that fit int64 become
+ * keys, numbers beyond the range of a double (1e400), nesting deeper than
+ * lim->max_depth, input longer than lim->max_size (lim may be NULL:
+ * defaults). Integers that fit int64 become
  * Lua integers, other numbers floats. On failure pushes nothing and writes
  * "line L, column C: message" into err. Returns 0 or a negative CODEC_*.
  */
