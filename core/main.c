@@ -7,7 +7,7 @@
  * 2 usage, 3 invalid spec, 4 policy failure, 5 cannot connect or
  * authenticate, 6 the DittoServer CRD is missing, 7 cannot bind the
  * metrics/health addresses.
- * Uses operator, script_test, check_cluster, policy, sandbox, log.
+ * Uses operator, script_test, check_cluster, policy, reload, sandbox, log.
  */
 #include <ctype.h>
 #include <getopt.h>
@@ -25,6 +25,7 @@
 #include "log.h"
 #include "operator.h"
 #include "policy.h"
+#include "reload.h"
 #include "script_test.h"
 
 static const char usage_head[] =
@@ -75,6 +76,7 @@ enum {
     OPT_CHECK_CLUSTER,
     OPT_OUTPUT,
     OPT_POLICIES,
+    OPT_POLICIES_CONFIGMAP,
     OPT_CLUSTER_DOMAIN,
     OPT_TIMEOUT,
     OPT_MEMORY,
@@ -119,7 +121,16 @@ static const struct flag flags[] = {
                         "text, or the report as yaml or json"},
     [OPT_POLICIES - 1] = {"policies", "DIR", 1,
                           "policies from DIR (must hold dittoserver.lua)\n"
-                          "instead of the embedded ones"},
+                          "instead of the embedded ones. Run mode:\n"
+                          "a DIR without *.lua means the embedded\n"
+                          "ones, and a change to DIR (a ConfigMap\n"
+                          "volume updated by the kubelet) is reloaded\n"
+                          "live when it passes on every DittoServer"},
+    [OPT_POLICIES_CONFIGMAP - 1] = {"policies-configmap", "NAME", 1,
+                                    "the ConfigMap mounted at --policies\n"
+                                    "(NAME or NAMESPACE/NAME):\n"
+                                    "Events on it say whether a reload was\n"
+                                    "accepted (default NS: the operator's)"},
     [OPT_CLUSTER_DOMAIN - 1] = {"cluster-domain", "NAME", 1,
                                 "cluster DNS domain (default cluster.local)"},
     [OPT_TIMEOUT - 1] = {"policy-timeout", "MS", 1,
@@ -324,6 +335,34 @@ static int valid_namespace(const char *s)
     return 1;
 }
 
+/* A ConfigMap "NAME" or "NAMESPACE/NAME": the name a DNS subdomain
+ * (lower case letters, digits, '-' and '.', at most 253). */
+static int valid_configmap(const char *s)
+{
+    const char *slash = strchr(s, '/');
+    if (slash != NULL) {
+        char ns[64];
+        size_t n = (size_t)(slash - s);
+        if (n == 0 || n >= sizeof(ns))
+            return 0;
+        memcpy(ns, s, n);
+        ns[n] = '\0';
+        if (!valid_namespace(ns))
+            return 0;
+        s = slash + 1;
+    }
+    size_t n = strlen(s);
+    if (n == 0 || n > 253)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && ((c != '-' && c != '.') || i == 0 || i == n - 1))
+            return 0;
+    }
+    return 1;
+}
+
 /* A duration: a positive number with a unit ms, s, m or h ("90s", "10h");
  * a bare number is seconds. Returns 0 or -1. */
 static int parse_duration(const char *s, uint64_t *out_ms)
@@ -409,6 +448,13 @@ static int apply_flag(struct cli *c, int id, const char *arg)
         break;
     case OPT_POLICIES:
         c->st.policies_dir = arg;
+        break;
+    case OPT_POLICIES_CONFIGMAP:
+        if (!valid_configmap(arg))
+            return usage_error("--policies-configmap: '%s' is not a "
+                               "ConfigMap name, or NAMESPACE/NAME",
+                               arg);
+        c->op.policies_configmap = arg;
         break;
     case OPT_CLUSTER_DOMAIN:
         if (*arg == '\0')
@@ -673,6 +719,17 @@ int main(int argc, char **argv)
     }
     if (c.st.file == NULL)
         return run_operator(&c);
+    /* As in run mode: a policy directory without *.lua files (the bundle's
+     * empty ConfigMap) means the embedded policies. */
+    struct reload_print fp;
+    if (c.st.policies_dir != NULL &&
+        reload_fingerprint(c.st.policies_dir, &fp) == 0 && fp.n_lua == 0) {
+        fprintf(stderr,
+                "dittofs-operator: %s holds no *.lua file: the embedded "
+                "policies\n",
+                c.st.policies_dir);
+        c.st.policies_dir = NULL;
+    }
     c.st.json = c.output == 2;
     return run_script_test(&c.st);
 }

@@ -1,12 +1,15 @@
 /*
  * operator: run mode (see operator.h).
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "controller.h"
 #include "events.h"
@@ -18,6 +21,7 @@
 #include "metrics.h"
 #include "operator.h"
 #include "policy.h"
+#include "reload.h"
 #include "serve.h"
 
 #define DEFAULT_LEADER_ID "dittofs-operator-leader"
@@ -25,6 +29,9 @@
 #define RELEASE_TIMEOUT_MS 2000
 #define EVENTS_QPS 10
 #define EVENTS_BURST 25
+/* Reasons of the Events on the policies ConfigMap. */
+#define REASON_RELOADED "PolicyReloaded"
+#define REASON_REJECTED "PolicyRejected"
 
 /* Set by the signal handler; read by the loop after each iteration. */
 static volatile sig_atomic_t got_signal;
@@ -58,7 +65,12 @@ struct op_state {
     struct controller *ctl;
     struct leader *le;
     struct serve *srv;
-    struct metric *m_rest, *m_leader, *m_policy;
+    struct reload *rl;                  /* NULL without --policies */
+    struct policy_event *policy_events; /* waiting for the ConfigMap */
+    struct metric *m_rest, *m_leader, *m_policy, *m_reload;
+    char policy_hash[17];         /* of s->ps */
+    char cm_ns[64], cm_name[254]; /* the policies ConfigMap; "" none */
+    int leading;                  /* Events are only sent while leading */
     char host[256];
     const char *lease_name;
     int exit_code;
@@ -127,6 +139,7 @@ static void on_leading(struct leader *le, int leading, void *arg)
     (void)le;
     struct op_state *s = arg;
     set_leader_metric(s, leading);
+    s->leading = leading;
     if (leading) {
         events_set_enabled(s->ev, 1);
         controller_set_leading(s->ctl, 1);
@@ -143,6 +156,219 @@ static void on_leading(struct leader *le, int leading, void *arg)
         s->done = 1;
         loop_stop(s->loop);
     }
+}
+
+/* --- policy reload -------------------------------------------------------
+ */
+
+/*
+ * An Event about the policies ConfigMap. `kubectl describe configmap`
+ * lists the Events whose involvedObject.uid is the ConfigMap's, so the
+ * Event waits for one GET of the ConfigMap (on the Event client, the low
+ * priority lane) and goes out with its uid, or without one when the GET
+ * fails.
+ */
+struct policy_event {
+    struct policy_event *next;
+    struct op_state *s;
+    struct http_req *req;
+    const char *type, *reason; /* static strings */
+    char *message;
+};
+
+static void policy_event_free(struct op_state *s, struct policy_event *pe)
+{
+    for (struct policy_event **p = &s->policy_events; *p; p = &(*p)->next)
+        if (*p == pe) {
+            *p = pe->next;
+            break;
+        }
+    free(pe->message);
+    free(pe);
+}
+
+static void policy_event_emit(struct policy_event *pe, const char *uid)
+{
+    struct op_state *s = pe->s;
+    struct events_ref ref = {
+        .api_version = "v1",
+        .kind = "ConfigMap",
+        .namespace = s->cm_ns,
+        .name = s->cm_name,
+        .uid = uid,
+    };
+    events_emit(s->ev, &ref, pe->type, pe->reason, pe->message);
+}
+
+static void on_policies_configmap(struct http_response *r, void *arg)
+{
+    struct policy_event *pe = arg;
+    cJSON *cm = r->result == HTTP_OK ? cJSON_Parse(r->body) : NULL;
+    const char *uid = cJSON_GetStringValue(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cm, "metadata"), "uid"));
+    if (uid == NULL)
+        log_warn("policies ConfigMap not readable: its Event has no uid",
+                 "configmap", pe->s->cm_name, "namespace", pe->s->cm_ns,
+                 "error", r->message, NULL);
+    policy_event_emit(pe, uid);
+    cJSON_Delete(cm);
+    policy_event_free(pe->s, pe);
+}
+
+static void policy_event(struct op_state *s, const char *type,
+                         const char *reason, const char *message)
+{
+    if (s->cm_name[0] == '\0' || !s->leading)
+        return;
+    struct policy_event *pe = calloc(1, sizeof(*pe));
+    char *msg = strdup(message);
+    if (pe == NULL || msg == NULL) {
+        free(pe);
+        free(msg);
+        log_warn("out of memory: no Event for the policies", NULL);
+        return;
+    }
+    *pe = (struct policy_event){.next = s->policy_events,
+                                .s = s,
+                                .type = type,
+                                .reason = reason,
+                                .message = msg};
+    s->policy_events = pe;
+    char path[400];
+    snprintf(path, sizeof(path), "/api/v1/namespaces/%s/configmaps/%s",
+             s->cm_ns, s->cm_name);
+    struct http_call call = {
+        .method = HTTP_GET,
+        .path = path,
+        .on_done = on_policies_configmap,
+        .arg = pe,
+    };
+    if (http_send(s->ev_http, &call, &pe->req) != 0) {
+        policy_event_emit(pe, NULL);
+        policy_event_free(s, pe);
+    }
+}
+
+/* dittofs_policy_info{hash,origin} = 1 for the active set only. */
+static void set_policy_info(struct op_state *s)
+{
+    policy_set_hash(s->ps, s->policy_hash);
+    metric_clear(s->m_policy);
+    const char *pv[] = {s->policy_hash, policy_set_origin(s->ps), NULL};
+    metric_set(s->m_policy, 1, pv);
+}
+
+static void count_reload(struct op_state *s, const char *result)
+{
+    const char *lv[] = {result, NULL};
+    metric_inc(s->m_reload, 1, lv);
+}
+
+/* A candidate failed: the active set keeps running; say why. */
+static void refuse(struct op_state *s, const char *why, uint64_t t0_us)
+{
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%.1f", (double)(loop_now_us() - t0_us) / 1e3);
+    log_error("policies refused: the active ones stay", "dir",
+              s->o->policies_dir, "active", s->policy_hash, "error", why, "ms",
+              ms, NULL);
+    count_reload(s, "rejected");
+    char msg[1100];
+    snprintf(msg, sizeof(msg),
+             "policies refused, the active ones (%s) stay: %s", s->policy_hash,
+             why);
+    policy_event(s, "Warning", REASON_REJECTED, msg);
+}
+
+/*
+ * reload_fn: the policy directory changed. Loads the new set (the
+ * embedded one when the directory holds no *.lua), tries it on every
+ * cached DittoServer (controller_try_policies: no writes), and either
+ * makes it the active set (every DittoServer reconciled again) or refuses
+ * it. A set equal to the active one (same hash) changes nothing.
+ */
+static void on_policies_changed(struct reload *r, const struct reload_print *p,
+                                void *arg)
+{
+    struct op_state *s = arg;
+    const char *dir = s->o->policies_dir;
+    if (p->missing != 0) {
+        log_warn("policy directory unreadable: the active policies stay", "dir",
+                 dir, "error", strerror(p->missing), NULL);
+        return;
+    }
+    uint64_t t0 = loop_now_us();
+    struct dbuf err;
+    dbuf_init(&err, 64 * 1024);
+    struct policy_set *ps = NULL;
+    int rc = policy_set_load(p->n_lua > 0 ? dir : NULL, &ps, &err);
+    /* Read while the kubelet (or an editor) was still at it: a mix of two
+     * versions is judged on neither; read it again after a quiet time. */
+    struct reload_print now;
+    reload_fingerprint(dir, &now);
+    if (!reload_print_equal(p, &now)) {
+        log_debug("policy directory changed while loading; again", NULL);
+        reload_kick(r);
+        goto done;
+    }
+    if (rc != POLICY_OK) {
+        refuse(s, dbuf_ptr(&err), t0);
+        goto done;
+    }
+    char hash[17];
+    policy_set_hash(ps, hash);
+    if (strcmp(hash, s->policy_hash) == 0) {
+        log_info("policy directory changed, policies did not", "hash", hash,
+                 NULL);
+        goto done;
+    }
+    dbuf_reset(&err);
+    if (controller_try_policies(s->ctl, ps, &err) != 0) {
+        refuse(s, dbuf_ptr(&err), t0);
+        goto done;
+    }
+    controller_set_policies(s->ctl, ps);
+    char old[17];
+    memcpy(old, s->policy_hash, sizeof(old));
+    policy_set_free(s->ps);
+    s->ps = ps;
+    ps = NULL;
+    set_policy_info(s);
+    count_reload(s, "accepted");
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%.1f", (double)(loop_now_us() - t0) / 1e3);
+    log_info("policies reloaded: every DittoServer is reconciled again",
+             "origin", policy_set_origin(s->ps), "hash", s->policy_hash,
+             "previous", old, "ms", ms, NULL);
+    char msg[600];
+    snprintf(msg, sizeof(msg),
+             "policies %s from %s replace %s; every DittoServer is "
+             "reconciled again",
+             s->policy_hash, policy_set_origin(s->ps), old);
+    policy_event(s, "Normal", REASON_RELOADED, msg);
+
+done:
+    policy_set_free(ps);
+    dbuf_free(&err);
+}
+
+/* The policies ConfigMap's namespace and name from "[NS/]NAME". */
+static void policies_configmap(struct op_state *s)
+{
+    const char *v = s->o->policies_configmap;
+    if (v == NULL || *v == '\0' || s->o->policies_dir == NULL)
+        return;
+    const char *slash = strchr(v, '/');
+    if (slash != NULL) {
+        snprintf(s->cm_ns, sizeof(s->cm_ns), "%.*s", (int)(slash - v), v);
+        snprintf(s->cm_name, sizeof(s->cm_name), "%s", slash + 1);
+    } else {
+        snprintf(s->cm_ns, sizeof(s->cm_ns), "%s",
+                 kube_conn_namespace(s->conn));
+        snprintf(s->cm_name, sizeof(s->cm_name), "%s", v);
+    }
+    log_info("policy reloads are reported on", "configmap", s->cm_name,
+             "namespace", s->cm_ns, NULL);
 }
 
 /* --- shutdown ------------------------------------------------------------
@@ -232,16 +458,31 @@ static int setup(struct op_state *s)
     char e[1024];
     dbuf_init(&err, 64 * 1024);
 
-    int rc = policy_set_load(o->policies_dir, &s->ps, &err);
+    /* The fingerprint before the load: a change made while loading is
+     * then seen by the watcher. */
+    struct reload_print fp = {0};
+    const char *dir = o->policies_dir;
+    if (dir != NULL && reload_fingerprint(dir, &fp) != 0) {
+        log_error("cannot read the policy directory", "dir", dir, "error",
+                  strerror(fp.missing), NULL);
+        dbuf_free(&err);
+        return OPERATOR_EPOLICY;
+    }
+    if (dir != NULL && fp.n_lua == 0) {
+        log_info("no *.lua in the policy directory: the embedded policies "
+                 "until files appear",
+                 "dir", dir, NULL);
+        dir = NULL;
+    }
+    int rc = policy_set_load(dir, &s->ps, &err);
     if (rc != POLICY_OK) {
         log_error("cannot load the policies", "error", dbuf_ptr(&err), NULL);
         dbuf_free(&err);
         return OPERATOR_EPOLICY;
     }
-    char hash[17];
-    policy_set_hash(s->ps, hash);
+    policy_set_hash(s->ps, s->policy_hash);
     log_info("policies loaded", "origin", policy_set_origin(s->ps), "hash",
-             hash, NULL);
+             s->policy_hash, NULL);
 
     struct kubeconfig_opts ko = {.path = o->kubeconfig, .context = o->context};
     rc = kube_conn_load(&s->conn, &ko, e, sizeof(e));
@@ -276,6 +517,7 @@ static int setup(struct op_state *s)
     static const char *const l_rest[] = {"code", "method", "host", NULL};
     static const char *const l_name[] = {"name", NULL};
     static const char *const l_policy[] = {"hash", "origin", NULL};
+    static const char *const l_result[] = {"result", NULL};
     s->m_rest = metrics_add(s->m, METRIC_COUNTER, "rest_client_requests_total",
                             "Number of HTTP requests, partitioned by status "
                             "code, method, and host.",
@@ -291,8 +533,19 @@ static int setup(struct op_state *s)
                               "The active policy set: hash of its sources "
                               "and where it was loaded from",
                               l_policy, NULL, 0);
-    const char *pv[] = {hash, policy_set_origin(s->ps), NULL};
-    metric_set(s->m_policy, 1, pv);
+    set_policy_info(s);
+    s->m_reload =
+        metrics_add(s->m, METRIC_COUNTER, "dittofs_policy_reload_total",
+                    "Changes of the policy directory whose policies were "
+                    "tried: accepted (now active) or rejected (the active "
+                    "ones stayed)",
+                    l_result, NULL, 0);
+    if (o->policies_dir != NULL) { /* both series from the start, at 0 */
+        static const char *const acc[] = {"accepted", NULL};
+        static const char *const rej[] = {"rejected", NULL};
+        metric_inc(s->m_reload, 0, acc);
+        metric_inc(s->m_reload, 0, rej);
+    }
     http_client_set_observer(s->http, on_request, s);
     http_client_set_observer(s->ev_http, on_request, s);
 
@@ -301,6 +554,16 @@ static int setup(struct op_state *s)
         log_error("cannot start the controller", "error", dbuf_ptr(&err), NULL);
         dbuf_free(&err);
         return OPERATOR_EFATAL;
+    }
+    if (o->policies_dir != NULL) {
+        policies_configmap(s);
+        s->rl = reload_new(s->loop, o->policies_dir, &fp, NULL,
+                           on_policies_changed, s);
+        if (s->rl == NULL)
+            goto nomem;
+        log_info("watching the policy directory", "dir", o->policies_dir,
+                 "inotify", reload_inotify(s->rl) ? "yes" : "no (polling)",
+                 NULL);
     }
 
     struct serve_opts so = {
@@ -361,12 +624,16 @@ static void teardown(struct op_state *s)
     /* Users before what they use: the controller and the elector send
      * through the client, the client's handles use the connection. */
     serve_free(s->srv);
+    reload_free(s->rl);
     controller_free(s->ctl);
     leader_free(s->le);
     events_free(s->ev);
     http_client_free(s->le_http);
     http_client_free(s->ev_http);
     http_client_free(s->http);
+    /* The client is gone without calling back: what waited on it. */
+    while (s->policy_events != NULL)
+        policy_event_free(s, s->policy_events);
     metrics_free(s->m);
     loop_free(s->loop);
     kube_conn_free(s->conn);
@@ -405,6 +672,7 @@ int operator_run(const struct operator_opts *o)
             return OPERATOR_EFATAL;
         }
     } else {
+        s.leading = 1;
         events_set_enabled(s.ev, 1);
         controller_set_leading(s.ctl, 1);
     }

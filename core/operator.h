@@ -4,8 +4,15 @@
  * controller, the metrics and health endpoints and (optionally) leader
  * election, and handles SIGTERM/SIGINT: stop taking work, let the
  * reconciles in flight finish within a bound, release the lease, exit.
- * Uses controller, leader, events, serve, metrics, http, kubeconfig,
- * policy, loop, log.
+ * With a policy directory it also reloads the policies when the directory
+ * changes (a ConfigMap volume updated by the kubelet): a new set is
+ * compiled and tried on every cached DittoServer without writes, then
+ * either replaces the active one (every DittoServer reconciled again) or
+ * is refused while the active one keeps running; either way a log line,
+ * dittofs_policy_reload_total{result} and an Event on the policies
+ * ConfigMap tell. A directory without *.lua files means the embedded
+ * policies. Uses controller, reload, leader, events, serve, metrics, http,
+ * kubeconfig, policy, loop, log.
  */
 #ifndef DITTOFS_OPERATOR_H
 #define DITTOFS_OPERATOR_H
@@ -28,7 +35,13 @@ struct operator_opts {
     const char *context;
     double qps;               /* 0: 20; client-side rate limit */
     int burst;                /* 0: 30 */
-    const char *policies_dir; /* NULL: the embedded policies */
+    const char *policies_dir; /* NULL: the embedded policies; a directory
+                               * without *.lua: the embedded ones until
+                               * files appear (watched, reloaded) */
+    /* The ConfigMap mounted at policies_dir, "NAME" (in the connection's
+     * namespace) or "NAMESPACE/NAME": reload results become Events on it.
+     * NULL: none. */
+    const char *policies_configmap;
     struct controller_opts ctl;
     int leader_elect;
     const char *leader_ns;    /* NULL: the connection's namespace */
