@@ -185,13 +185,16 @@ static int p_docs(lua_State *L)
 /*
  * Protected: [st, ds] -> []. What the apiserver does to metadata on
  * create, and dropping status (reset on create under the status
- * subresource). Failures are invalid-spec failures.
+ * subresource; a live DittoServer (--diff) keeps it). Failures are
+ * invalid-spec failures.
  */
 static int p_metadata(lua_State *L)
 {
     struct st *st = lua_touserdata(L, 1);
-    lua_pushnil(L);
-    lua_setfield(L, 2, "status");
+    if (!st->o->live) {
+        lua_pushnil(L);
+        lua_setfield(L, 2, "status");
+    }
     if (lua_getfield(L, 2, "metadata") != LUA_TTABLE ||
         codec_kind(L, 3) == CODEC_ARRAY ||
         lua_getfield(L, 3, "name") != LUA_TSTRING) /* 3, 4 */
@@ -300,6 +303,49 @@ static int first_char(const char *s, size_t len)
     return 0;
 }
 
+/* Pushes the documents of s as one list: a JSON object (a list of one) or
+ * list, else a YAML stream. Returns 0 or SCRIPT_TEST_EINPUT (in errs). */
+static int decode_docs(lua_State *L, const char *s, size_t len,
+                       const char *display, struct dbuf *errs)
+{
+    char cerr[256];
+    int rc, c = first_char(s, len);
+    if (c == '{' || c == '[') {
+        rc = json_push(L, s, len, NULL, cerr, sizeof(cerr));
+        if (rc == 0 && c == '{') {
+            lua_createtable(L, 1, 0);
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, 1);
+        }
+    } else {
+        rc = yaml_push_all(L, s, len, NULL, cerr, sizeof(cerr));
+    }
+    if (rc != 0) {
+        dbuf_addf(errs, "%s: %s\n", display, cerr);
+        return SCRIPT_TEST_EINPUT;
+    }
+    return 0;
+}
+
+/* read_input into `buf` (emptied afterwards), then decode_docs. */
+static int read_docs(lua_State *L, const char *file, struct dbuf *buf,
+                     struct dbuf *errs)
+{
+    if (read_input(file, buf, errs) != 0)
+        return SCRIPT_TEST_EINPUT;
+    int rc = decode_docs(L, dbuf_ptr(buf), dbuf_len(buf),
+                         strcmp(file, "-") ? file : "<stdin>", errs);
+    dbuf_free(buf);
+    return rc;
+}
+
+int script_test_read_docs(lua_State *L, const char *file, struct dbuf *errs)
+{
+    struct dbuf buf;
+    dbuf_init(&buf, SCRIPT_TEST_MAX_INPUT);
+    return read_docs(L, file, &buf, errs);
+}
+
 int script_test_run(const struct script_test_options *o, struct dbuf *out,
                     struct dbuf *errs)
 {
@@ -309,6 +355,7 @@ int script_test_run(const struct script_test_options *o, struct dbuf *out,
     struct policy_output po;
     struct policy_set *ps = NULL;
     char cerr[256];
+    int rc;
     dbuf_init(&input, SCRIPT_TEST_MAX_INPUT);
     dbuf_init(&ds_json, SCRIPT_TEST_MAX_INPUT);
     dbuf_init(&obs_json, SCRIPT_TEST_MAX_INPUT);
@@ -323,26 +370,12 @@ int script_test_run(const struct script_test_options *o, struct dbuf *out,
     }
 
     /* 1. Read and decode: a JSON object or list, else a YAML stream. */
-    if (read_input(o->file, &input, errs) != 0)
+    if (o->input != NULL)
+        rc = decode_docs(L, o->input, o->input_len, st.display, errs);
+    else
+        rc = read_docs(L, o->file, &input, errs);
+    if (rc != 0)
         goto done;
-    int c = first_char(dbuf_ptr(&input), dbuf_len(&input));
-    int rc;
-    if (c == '{' || c == '[') {
-        rc = json_push(L, dbuf_ptr(&input), dbuf_len(&input), NULL, cerr,
-                       sizeof(cerr));
-        if (rc == 0 && c == '{') {
-            lua_createtable(L, 1, 0);
-            lua_insert(L, -2);
-            lua_rawseti(L, -2, 1);
-        }
-    } else {
-        rc = yaml_push_all(L, dbuf_ptr(&input), dbuf_len(&input), NULL, cerr,
-                           sizeof(cerr));
-    }
-    if (rc != 0) {
-        dbuf_addf(errs, "%s: %s\n", st.display, cerr);
-        goto done;
-    }
     dbuf_free(&input);
     code = call(L, p_docs, &st, 1, 2, errs); /* [ds, observed] */
     if (code)

@@ -32,6 +32,12 @@ struct script_test_options {
     const char *policies_dir;   /* NULL = the embedded policies */
     const char *cluster_domain; /* NULL = "cluster.local" */
     struct sandbox_limits limits;
+    /* --diff (script_diff.h): the input is this JSON list (`file` only
+     * names it in messages), and its DittoServer is a live one: its
+     * metadata and status are kept as they are, not reset as on create. */
+    const char *input;
+    size_t input_len;
+    int live;
 };
 
 /*
@@ -43,5 +49,15 @@ struct script_test_options {
  */
 int script_test_run(const struct script_test_options *o, struct dbuf *out,
                     struct dbuf *errs);
+
+/*
+ * Reads `file` ("-": standard input, at most SCRIPT_TEST_MAX_INPUT) and
+ * pushes its documents as one Lua list (a JSON object or list, else a YAML
+ * stream), exactly as script_test_run reads its input. Returns 0, or
+ * SCRIPT_TEST_EINPUT with the message in errs and nothing pushed.
+ */
+struct lua_State;
+int script_test_read_docs(struct lua_State *L, const char *file,
+                          struct dbuf *errs);
 
 #endif

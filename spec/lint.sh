@@ -40,7 +40,7 @@ for m in policy sandbox lpattern codec lcodec lcodec_module ljson lyaml crd; do
   layer[$m]=2
 done
 for m in controller queue apply tracking; do layer[$m]=3; done
-for m in main operator script_test check_cluster; do layer[$m]=4; done
+for m in main operator script_test script_diff check_cluster; do layer[$m]=4; done
 layers_ok=1
 edges=""
 for f in core/*.[ch]; do
