@@ -104,7 +104,26 @@ void loop_stop(struct loop *l);
  * (curl writes one byte to a socketpair) from a signal handler. */
 void loop_wakeup(struct loop *l);
 
-/* Monotonic clock in milliseconds (CLOCK_MONOTONIC). */
+/* --- the clock ----------------------------------------------------------- */
+
+/*
+ * Every duration the core measures or waits for (timers, queue delays and
+ * backoff, rate limits, overlay TTLs, watch idle checks, latencies) reads
+ * loop_now_us()/loop_now_ms(). By default that is CLOCK_MONOTONIC; a test
+ * installs its own clock with loop_set_clock() to drive delays of minutes
+ * in no time (for example CLOCK_MONOTONIC plus an offset it advances).
+ * Process-wide, since the modules read the clock without a loop at hand;
+ * wall-clock times (timestamps written to the API) are not affected.
+ */
+typedef uint64_t (*loop_clock_fn)(void *arg);
+
+/* Makes fn(arg) the clock, in microseconds; it must never go backwards.
+ * fn NULL restores CLOCK_MONOTONIC. Not thread-safe: set it before the
+ * loop runs. */
+void loop_set_clock(loop_clock_fn fn, void *arg);
+/* CLOCK_MONOTONIC in microseconds, whatever clock is installed. */
+uint64_t loop_real_us(void);
+/* The clock in milliseconds. */
 uint64_t loop_now_ms(void);
 /* The same in microseconds, for latency measurements. */
 uint64_t loop_now_us(void);

@@ -4,8 +4,9 @@
  * chunked streams of events (every change after the requested
  * resourceVersion, as it comes), server-side apply as "store what was
  * sent" (keeping the stored status), the status subresource, deletes,
- * and Events accepted as they are. Every request but a GET is recorded
- * (method, path, body) so a test counts and reads the writes; fa_fail
+ * and Events accepted as they are; a resource's watch events can be held
+ * back (fa_hold_watch) to play a lagging watch. Every request but a GET is
+ * recorded (method, path, body) so a test counts and reads the writes; fa_fail
  * scripts answers (a 422, a 500) for the writes whose path matches. The
  * API semantics themselves are the integration tests' business: this
  * server checks nothing. Also: the log to a file and counting its lines,
@@ -79,6 +80,7 @@ static struct {
     int nwrites;
     struct fa_rule rules[FA_MAX_RULES];
     int nrules;
+    char held[32]; /* watches of this resource deliver nothing meanwhile */
     char pod_paths[64][600]; /* every request on a pods path */
     int npod_paths;
     int stopping;
@@ -202,6 +204,17 @@ __attribute__((unused)) static void fa_put(const char *res, const char *json)
     pthread_mutex_unlock(&FA.mu);
 }
 
+/* Deletes the stored object res/name (a DELETED event); nothing when it
+ * is not there. */
+__attribute__((unused)) static void fa_delete(const char *res, const char *name)
+{
+    pthread_mutex_lock(&FA.mu);
+    struct fa_obj *f = fa_find(res, name);
+    if (f != NULL)
+        fa_store(res, cJSON_Duplicate(f->obj, 1), 1);
+    pthread_mutex_unlock(&FA.mu);
+}
+
 /* A copy of the stored object res/name (cJSON_Delete it), or NULL. */
 __attribute__((unused)) static cJSON *fa_get(const char *res, const char *name)
 {
@@ -226,6 +239,16 @@ __attribute__((unused)) static void fa_fail(const char *method,
         snprintf(r->message, sizeof(r->message), "%s", message);
         r->times = times;
     }
+    pthread_mutex_unlock(&FA.mu);
+}
+
+/* Holds back the watch events of `res` (NULL: releases them): the
+ * changes are stored and listed, the watches deliver them only once
+ * released, in order, as a lagging watch would. */
+__attribute__((unused)) static void fa_hold_watch(const char *res)
+{
+    pthread_mutex_lock(&FA.mu);
+    snprintf(FA.held, sizeof(FA.held), "%s", res ? res : "");
     pthread_mutex_unlock(&FA.mu);
 }
 
@@ -266,7 +289,7 @@ static int fa_serve_watch(int fd, const char *res, long from)
         char *lines[64];
         int n = 0;
         pthread_mutex_lock(&FA.mu);
-        for (; next < FA.nevents && n < 64; next++)
+        for (; strcmp(FA.held, res) != 0 && next < FA.nevents && n < 64; next++)
             if (strcmp(FA.events[next].res, res) == 0 &&
                 FA.events[next].rv > from)
                 lines[n++] = strdup(FA.events[next].line);

@@ -20,9 +20,15 @@
 #include "controller.h"
 #include "fakeapi.h"
 #include "log.h"
+#include "tracking.h"
 #include "testlib.h"
 
 /* --- fixtures ------------------------------------------------------------ */
+
+static int is_synced(void *arg)
+{
+    return controller_synced(arg);
+}
 
 static char policy_dir[256];
 
@@ -66,6 +72,15 @@ static void put_ds(const char *name, const char *extra)
     fa_put("dittoservers", buf);
 }
 
+/* Deletes DittoServer `name` and its ConfigMap from the fake apiserver. */
+static void cleanup(const char *name)
+{
+    char cm[160];
+    snprintf(cm, sizeof(cm), "%s-c", name);
+    fa_delete("dittoservers", name);
+    fa_delete("configmaps", cm);
+}
+
 /* A Pod of DittoServer `ds` (as the StatefulSet controller makes it). */
 static void put_pod(const char *ds, const char *name)
 {
@@ -80,15 +95,17 @@ static void put_pod(const char *ds, const char *name)
     fa_put("pods", buf);
 }
 
-static struct controller *start(struct policy_set *ps)
+/* A leading controller on set `ps` with a per-key backoff from base_ms
+ * (doubling, capped at 1000 s); waits for its informers to sync. */
+static struct controller *start_backoff(struct policy_set *ps, uint64_t base_ms)
 {
     struct dbuf err;
     dbuf_init(&err, 4096);
     struct controller_opts o = {
         .namespace = FA_NS,
         .limits = {.timeout_ms = test_ms(1000)},
-        .backoff_base_ms = 50,
-        .backoff_max_ms = 500,
+        .backoff_base_ms = base_ms,
+        .backoff_max_ms = base_ms > 500 ? 1000000 : 500,
     };
     struct controller *c = controller_new(FA.t.http, ps, NULL, NULL, &o, &err);
     if (c == NULL || controller_start(c) != 0) {
@@ -97,18 +114,54 @@ static struct controller *start(struct policy_set *ps)
     }
     dbuf_free(&err);
     controller_set_leading(c, 1);
+    if (!nt_wait(&FA.t, is_synced, c, test_ms(20000))) {
+        printf("Bail out! the informers do not sync\n");
+        exit(1);
+    }
     return c;
 }
 
-static int is_synced(void *arg)
+static struct controller *start(struct policy_set *ps)
 {
-    return controller_synced(arg);
+    return start_backoff(ps, 50);
+}
+
+/* The test clock: CLOCK_MONOTONIC plus what advance() added. */
+static uint64_t clock_offset_us;
+
+static uint64_t test_clock(void *arg)
+{
+    (void)arg;
+    return loop_real_us() + clock_offset_us;
+}
+
+/* Moves the clock `ms` ahead, then lets the loop run what fell due. */
+static void advance(uint64_t ms)
+{
+    clock_offset_us += ms * 1000;
+    nt_run_for(&FA.t, 50);
+}
+
+/* "reconciled" log lines of DittoServer `name`, with `what` (NULL: any),
+ * e.g. "eval=status" or "result=error". */
+static int reconciles(const char *name, const char *what)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "key=" FA_NS "/%s ", name);
+    return fa_log_count("msg=\"reconciled\"", key, what);
+}
+
+static int wait_reconciles(const char *name, const char *what, int want)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "key=" FA_NS "/%s ", name);
+    return fa_wait_log("msg=\"reconciled\"", key, what, want);
 }
 
 /* --- policy sets ---------------------------------------------------------- */
 
-/* Renders ConfigMap <name>-c with data.v = V; a spec with `bad` is
- * invalid. */
+/* Renders ConfigMap <name>-c with data.v = spec.v or V; a spec with `bad`
+ * is invalid; status() asks for a requeue after spec.requeue seconds. */
 #define POLICY_V(V)                                                            \
     "local M = {}\n"                                                           \
     "function M.validate(ds)\n"                                                \
@@ -118,10 +171,10 @@ static int is_synced(void *arg)
     "function M.render(ds, ctx)\n"                                             \
     "  return { { apiVersion = 'v1', kind = 'ConfigMap',\n"                    \
     "    metadata = { name = ds.metadata.name .. '-c' },\n"                    \
-    "    data = { v = '" V "' } } }\n"                                         \
+    "    data = { v = ds.spec.v or '" V "' } } }\n"                            \
     "end\n"                                                                    \
     "function M.status(ds, observed, ctx)\n"                                   \
-    "  return { phase = 'Pending' }\n"                                         \
+    "  return { phase = 'Pending' }, ds.spec.requeue\n"                        \
     "end\n"                                                                    \
     "return M\n"
 
@@ -182,7 +235,7 @@ static void test_policy_sets(void)
     put_ds("ds3", "");
     put_pod("ds1", "ds1-0");
     struct controller *c = start(a);
-    CHECK(nt_wait(&FA.t, is_synced, c, test_ms(20000)), "informers synced");
+    CHECK(controller_synced(c), "informers synced");
     CHECK(fa_wait_write(0, "/configmaps/ds1-c", "\"v\":\"a\"") &&
               fa_wait_write(0, "/configmaps/ds3-c", "\"v\":\"a\"") &&
               fa_wait_write(0, "/dittoservers/ds2/status", "Pending"),
@@ -255,13 +308,190 @@ static void test_policy_sets(void)
     controller_free(c);
     policy_set_free(b);
     dbuf_free(&err);
+    cleanup("ds1");
+    cleanup("ds2");
+    cleanup("ds3");
+    fa_delete("pods", "ds1-0");
+}
+
+/*
+ * Overlays: a reconcile that runs before the watch has delivered our own
+ * write sees what the write returned and does not write again; the echo
+ * of that write, once delivered, reconciles nothing; an overlay older
+ * than TRACKING_OVERLAY_TTL_MS (on the test clock) is not trusted.
+ */
+static void test_overlays(void)
+{
+    struct policy_set *ps = policy(POLICY_V("a"));
+    fa_hold_watch("configmaps");
+    put_ds("ov", "");
+    int w0 = fa_nwrites();
+    struct controller *c = start(ps);
+    CHECK(fa_wait_write(w0, "/configmaps/ov-c", NULL) &&
+              wait_reconciles("ov", NULL, 1),
+          "overlays: the ConfigMap is applied (its watch lagging)");
+    fa_settle(200);
+    /* A change of the DittoServer that renders the same ConfigMap. */
+    put_ds("ov", ",\"note\":\"x\"");
+    CHECK(wait_reconciles("ov", "eval=full", 2),
+          "... a DittoServer change: a full reconcile");
+    fa_settle(200);
+    CHECK(fa_count_writes(w0, "/configmaps/ov-c", NULL) == 1,
+          "... which sees the overlay: no second apply (%d)",
+          fa_count_writes(w0, "/configmaps/ov-c", NULL));
+    int n = reconciles("ov", NULL);
+    fa_hold_watch(NULL);
+    fa_settle(300);
+    CHECK(reconciles("ov", NULL) == n,
+          "the echo of our own write reconciles nothing (%d more)",
+          reconciles("ov", NULL) - n);
+
+    /* An overlay past its TTL: the cache (still lagging) is believed. */
+    fa_hold_watch("configmaps");
+    put_ds("ov", ",\"v\":\"b\"");
+    CHECK(fa_wait_write(w0, "/configmaps/ov-c", "\"v\":\"b\""),
+          "a new rendering is applied");
+    fa_settle(200);
+    int applies = fa_count_writes(w0, "/configmaps/ov-c", NULL);
+    advance(TRACKING_OVERLAY_TTL_MS + 1000);
+    put_ds("ov", ",\"v\":\"b\",\"note\":\"y\"");
+    CHECK(fa_wait_writes(w0, "/configmaps/ov-c", NULL, applies + 1),
+          "after the TTL the overlay is dropped: applied again (%d)",
+          fa_count_writes(w0, "/configmaps/ov-c", NULL) - applies);
+    fa_hold_watch(NULL);
+    fa_settle(300);
+    controller_free(c);
+    policy_set_free(ps);
+    cleanup("ov");
+}
+
+/*
+ * 422: an object the API refuses as rendered is retried until
+ * CONTROLLER_MAX_REJECTS refusals, then left alone and reported in the
+ * status; while it is reported a Pod event runs a full reconcile (not a
+ * status-only one) that still does not send it; a new rendering of it is
+ * sent again.
+ */
+static void test_rejects(void)
+{
+    struct policy_set *ps = policy(POLICY_V("a"));
+    fa_fail("PATCH", "/configmaps/rj-c", 422,
+            "ConfigMap rj-c is invalid: data.v: Invalid value", -1);
+    put_ds("rj", "");
+    int w0 = fa_nwrites();
+    struct controller *c = start(ps);
+    CHECK(fa_wait_writes(w0, "/configmaps/rj-c", NULL, CONTROLLER_MAX_REJECTS),
+          "422: the refused apply is retried");
+    CHECK(wait_reconciles("rj", "result=success", 1),
+          "... then given up: the reconcile succeeds, nothing to retry");
+    fa_settle(500);
+    CHECK(fa_count_writes(w0, "/configmaps/rj-c", NULL) ==
+              CONTROLLER_MAX_REJECTS,
+          "... after exactly CONTROLLER_MAX_REJECTS attempts (%d)",
+          fa_count_writes(w0, "/configmaps/rj-c", NULL));
+    CHECK(reconciles("rj", "result=error") == CONTROLLER_MAX_REJECTS - 1,
+          "... the earlier refusals were errors, retried with backoff (%d)",
+          reconciles("rj", "result=error"));
+    char *st = fa_last_write("/dittoservers/rj/status");
+    CHECK(st && strstr(st, "\"reason\":\"ApplyFailed\"") &&
+              strstr(st, "cannot apply ConfigMap rj-c: ") &&
+              strstr(st, "ConfigMap rj-c is invalid: data.v: Invalid value"),
+          "... and reported: Reconciled=False/ApplyFailed with the API's "
+          "message (%s)",
+          st ? st : "none");
+    free(st);
+
+    int full = reconciles("rj", "eval=full");
+    put_pod("rj", "rj-0");
+    CHECK(wait_reconciles("rj", "eval=full", full + 1),
+          "a Pod event while an object is refused: a full reconcile");
+    fa_settle(300);
+    CHECK(reconciles("rj", "eval=status") == 0, "... never a status-only one");
+    CHECK(fa_count_writes(w0, "/configmaps/rj-c", NULL) ==
+              CONTROLLER_MAX_REJECTS,
+          "... which does not send the refused object again");
+
+    fa_fail_clear();
+    w0 = fa_nwrites();
+    put_ds("rj", ",\"v\":\"short\"");
+    CHECK(fa_wait_write(w0, "/configmaps/rj-c", "\"v\":\"short\""),
+          "a new rendering of the refused object is sent");
+    fa_settle(300);
+    st = fa_last_write("/dittoservers/rj/status");
+    CHECK(st && strstr(st, "ApplyFailed") == NULL,
+          "... accepted: the ApplyFailed condition goes (%s)",
+          st ? st : "none");
+    free(st);
+    int status0 = reconciles("rj", "eval=status");
+    put_pod("rj", "rj-0"); /* an update of the Pod */
+    CHECK(wait_reconciles("rj", "eval=status", status0 + 1),
+          "clean again: a Pod event runs status() alone");
+    controller_free(c);
+    policy_set_free(ps);
+    cleanup("rj");
+    fa_delete("pods", "rj-0");
+}
+
+/*
+ * Requeues on the test clock: status()'s requeue-after comes due only
+ * when the clock reaches it; a failed write is retried after the per-key
+ * backoff (base, then twice base), not before.
+ */
+static void test_requeue(void)
+{
+    struct policy_set *ps = policy(POLICY_V("a"));
+    put_ds("rq", ",\"requeue\":120");
+    struct controller *c = start_backoff(ps, 60000);
+    CHECK(wait_reconciles("rq", "result=requeue_after", 1),
+          "requeue: status() asks for a reconcile in 120 s");
+    fa_settle(300);
+    int n = reconciles("rq", NULL);
+    advance(60000);
+    fa_settle(300);
+    CHECK(reconciles("rq", NULL) == n, "... not after 60 s (%d)",
+          reconciles("rq", NULL) - n);
+    advance(61000);
+    CHECK(wait_reconciles("rq", NULL, n + 1), "... after 121 s");
+    fa_settle(200);
+
+    fa_fail("PATCH", "/configmaps/bo-c", 500, "etcdserver: request timed out",
+            2);
+    int w0 = fa_nwrites();
+    put_ds("bo", "");
+    CHECK(fa_wait_write(w0, "/configmaps/bo-c", NULL) &&
+              wait_reconciles("bo", "result=error", 1),
+          "backoff: a failed apply is an error");
+    fa_settle(300);
+    CHECK(fa_count_writes(w0, "/configmaps/bo-c", NULL) == 1,
+          "... not retried before the backoff (60 s) passes");
+    advance(61000);
+    CHECK(fa_wait_writes(w0, "/configmaps/bo-c", NULL, 2) &&
+              wait_reconciles("bo", "result=error", 2),
+          "... retried after it, failing again");
+    advance(61000);
+    fa_settle(300);
+    CHECK(fa_count_writes(w0, "/configmaps/bo-c", NULL) == 2,
+          "... the second backoff is twice as long: nothing after 61 s");
+    advance(60000);
+    CHECK(fa_wait_writes(w0, "/configmaps/bo-c", NULL, 3) &&
+              wait_reconciles("bo", "result=success", 1),
+          "... retried after 121 s: applied");
+    controller_free(c);
+    policy_set_free(ps);
+    fa_fail_clear();
+    cleanup("rq");
+    cleanup("bo");
 }
 
 int main(void)
 {
+    loop_set_clock(test_clock, NULL);
     fa_start(NULL);
     fa_log_to_file("test_controller");
     test_policy_sets();
+    test_overlays();
+    test_rejects();
+    test_requeue();
     fa_log_restore();
     fa_stop();
     return TEST_SUMMARY();
