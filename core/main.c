@@ -26,11 +26,13 @@
 #include "operator.h"
 #include "policy.h"
 #include "reload.h"
+#include "script_diff.h"
 #include "script_test.h"
 
 static const char usage_head[] =
     "Usage: dittofs-operator [options]\n"
     "       dittofs-operator --script-test FILE|- [options]\n"
+    "       dittofs-operator --script-test FILE|- --diff [options]\n"
     "       dittofs-operator --check-cluster [options]\n"
     "\n"
     "Without a mode flag the operator runs: it watches DittoServers and\n"
@@ -42,6 +44,12 @@ static const char usage_head[] =
     "them, then the policy's validate, render and status in the Lua\n"
     "sandbox. FILE is a DittoServer (YAML or JSON), optionally followed by\n"
     "observed children in the same YAML stream; - reads standard input.\n"
+    "\n"
+    "--diff (with --script-test) reviews a change before it is rolled\n"
+    "out: it reads the DittoServer FILE names from the cluster, renders\n"
+    "FILE's spec with the given policies against the live children, and\n"
+    "prints a unified diff of what the operator would change (server-side\n"
+    "apply dry runs, the children it would delete, the status). Read-only.\n"
     "\n"
     "--check-cluster connects to Kubernetes as the operator will, prints\n"
     "where the configuration came from and the server's version, checks\n"
@@ -61,8 +69,8 @@ static const char usage_tail[] =
     "field), 4 policy failure (file:line and message, timeout, memory\n"
     "cap, unusable output), 5 cannot connect or authenticate (kubeconfig,\n"
     "network, TLS, 401/403: the precise message), 6 the DittoServer CRD is\n"
-    "not installed. Nothing is printed on standard output unless the exit\n"
-    "status is 0.\n";
+    "not installed, 8 (--diff) something would change. Nothing is printed\n"
+    "on standard output unless the exit status is 0 or 8.\n";
 
 /*
  * The flags, in --help order; the index is the getopt value minus one.
@@ -74,6 +82,7 @@ static const char usage_tail[] =
 enum {
     OPT_SCRIPT_TEST = 1,
     OPT_CHECK_CLUSTER,
+    OPT_DIFF,
     OPT_OUTPUT,
     OPT_POLICIES,
     OPT_POLICIES_CONFIGMAP,
@@ -113,6 +122,10 @@ static const struct flag flags[] = {
     [OPT_CHECK_CLUSTER - 1] = {"check-cluster", NULL, 0,
                                "check the connection to Kubernetes and\n"
                                "list the DittoServers"},
+    [OPT_DIFF - 1] = {"diff", NULL, 0,
+                      "with --script-test: what would change in the\n"
+                      "cluster (uses --kubeconfig, --context,\n"
+                      "--namespace)"},
     [OPT_OUTPUT - 1] = {"output", "yaml|json", 1,
                         "output format. --script-test: default yaml\n"
                         "(the objects, then the DittoServer status, as\n"
@@ -307,6 +320,7 @@ struct cli {
     struct operator_opts op;
     int check_cluster;
     int output; /* 0: the mode's default, 1: yaml, 2: json */
+    int diff;   /* --diff */
 };
 
 /* A positive number of requests per second (fractions allowed). */
@@ -434,6 +448,9 @@ static int apply_flag(struct cli *c, int id, const char *arg)
     switch (id) {
     case OPT_SCRIPT_TEST:
         c->st.file = arg;
+        break;
+    case OPT_DIFF:
+        c->diff = 1;
         break;
     case OPT_CHECK_CLUSTER:
         c->check_cluster = 1;
@@ -657,6 +674,30 @@ static int run_check_cluster(struct check_cluster_options *o)
     return code;
 }
 
+static int run_script_diff(struct cli *c)
+{
+    struct script_diff_options o = {.st = c->st,
+                                    .kubeconfig = c->cc.kubeconfig,
+                                    .context = c->cc.context,
+                                    .namespace = c->cc.namespace,
+                                    .qps = c->cc.qps,
+                                    .burst = c->cc.burst};
+    struct dbuf out, errs;
+    dbuf_init(&out, (size_t)64 << 20);
+    dbuf_init(&errs, (size_t)4 << 20);
+    int code = script_diff_run(&o, &out, &errs);
+    curl_global_cleanup(); /* loop_new initialised it */
+    fwrite(dbuf_ptr(&errs), 1, dbuf_len(&errs), stderr);
+    fwrite(dbuf_ptr(&out), 1, dbuf_len(&out), stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        perror("dittofs-operator: stdout");
+        code = SCRIPT_TEST_EINPUT;
+    }
+    dbuf_free(&out);
+    dbuf_free(&errs);
+    return code;
+}
+
 static int run_operator(struct cli *c)
 {
     struct operator_opts *o = &c->op;
@@ -717,6 +758,10 @@ int main(int argc, char **argv)
                                       : CHECK_CLUSTER_TEXT;
         return run_check_cluster(&c.cc);
     }
+    if (c.diff && c.st.file == NULL)
+        return usage_error("--diff needs --script-test FILE%s", "");
+    if (c.diff && c.output != 0)
+        return usage_error("--diff prints a unified diff: no --output%s", "");
     if (c.st.file == NULL)
         return run_operator(&c);
     /* As in run mode: a policy directory without *.lua files (the bundle's
@@ -730,6 +775,8 @@ int main(int argc, char **argv)
                 c.st.policies_dir);
         c.st.policies_dir = NULL;
     }
+    if (c.diff)
+        return run_script_diff(&c);
     c.st.json = c.output == 2;
     return run_script_test(&c.st);
 }
