@@ -11,8 +11,8 @@
 #   dittofs-local/debian:bookworm          mmdebstrap --variant=minbase bookworm, from
 #                                          the machine's apt sources (docker import)
 #   dittofs-local/pause:3.10               gcc -Os -static of Kubernetes' pause.c
-#   dittofs-local/dittofs-operator:dev     the project's Dockerfile, BASE_IMAGE and
-#                                          RUNTIME_IMAGE set to the local base
+#   dittofs-local/dittofs-operator:dev     the project's Dockerfile (its build stage
+#                                          FROM the local base; runtime: scratch)
 #   dittofs-local/dittofs-standin:0.1      deploy/local/standin: a STAND-IN for the
 #                                          DittoFS server (its source cannot be fetched)
 #   dittofs-local/dittofs-standin:crash    the same with STANDIN_FAIL set (exits 1)
@@ -123,8 +123,17 @@ docker_build() {
 
 # --- the apt sources of the base -------------------------------------------
 
+# A source file of the Debian archive (a *.debian.org host, a .../debian or
+# .../debian-security path, or Debian's keyring): only those go into the
+# base; a third-party repository (its key is not in the image) would make
+# every apt-get update in the operator's build fail.
+is_debian_source() {
+  grep -qE '://([^/[:space:]]*\.)?debian\.org(/|[[:space:]]|$)|://[^[:space:]]*/debian(-security)?/?([[:space:]]|$)|debian-archive-keyring' "$1"
+}
+
 # The mmdebstrap MIRROR arguments: DITTOFS_DEBIAN_MIRROR, else the machine's
-# own apt source files (deb822 .sources and one-line lists), pasted as is.
+# own apt source files of the Debian archive (deb822 .sources and one-line
+# lists), pasted as is.
 mirror_args() {
   if [ -n "${DITTOFS_DEBIAN_MIRROR:-}" ]; then
     printf '%s\n' "deb ${DITTOFS_DEBIAN_MIRROR} bookworm main" \
@@ -137,10 +146,11 @@ mirror_args() {
     # binary sources only: a deb-src-only file (cluster.sh adds one) would
     # make every apt-get update in the image fetch Sources indexes too
     grep -qE '^[[:space:]]*(deb[[:space:]]|Types:(.*[[:space:]])?deb([[:space:]]|$))' "$f" || continue
+    is_debian_source "$f" || continue
     printf '%s\n' "$f"
     found=1
   done
-  [ $found = 1 ] || die "no apt sources on this machine; set DITTOFS_DEBIAN_MIRROR"
+  [ $found = 1 ] || die "no apt sources of the Debian archive on this machine; set DITTOFS_DEBIAN_MIRROR"
 }
 
 # A host name and port of the first mirror (for the network probe).
@@ -149,8 +159,10 @@ mirror_host() {
   if [ -n "${DITTOFS_DEBIAN_MIRROR:-}" ]; then
     uri=$DITTOFS_DEBIAN_MIRROR
   else
-    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
-      2>/dev/null | grep -E '^[[:space:]]*(deb|URIs:)' | grep -oE 'https?://[^ ]+' | head -n1 || true)
+    local files=()
+    mapfile -t files < <(mirror_args)
+    uri=$(cat "${files[@]}" 2>/dev/null | grep -E '^[[:space:]]*(deb|URIs:)' |
+      grep -oE 'https?://[^ ]+' | head -n1 || true)
   fi
   [ -n "$uri" ] || uri=http://deb.debian.org/debian
   local scheme=${uri%%://*} rest=${uri#*://}
@@ -282,11 +294,13 @@ build_operator() {
   if up_to_date "$TAG_OPERATOR" "$hash"; then skipped operator "$TAG_OPERATOR" "$hash"; return; fi
   t0=$(date +%s)
   net=$(build_network)
-  say "operator: docker build $ROOT (network $net; a few minutes on 2 cores)"
+  say "operator: docker build $ROOT (network $net; cold ~8 min on 2 cores, ~1 min when only the operator's sources changed)"
   docker_build --network "$net" --label "$LABEL=$hash" \
     --build-arg BASE_IMAGE="$TAG_BASE" --build-arg RUNTIME_IMAGE="$TAG_BASE" \
     -f "$ROOT/Dockerfile" -t "$TAG_OPERATOR" "$ROOT"
   local out
+  docker run --rm "$TAG_OPERATOR" --version >/dev/null ||
+    reject "$TAG_OPERATOR" "operator: the image does not run --version"
   out=$(docker run --rm -i "$TAG_OPERATOR" --script-test - <"$ROOT/deploy/samples/dittoserver.yaml") ||
     reject "$TAG_OPERATOR" "operator: the image does not run --script-test"
   grep -q '^kind: StatefulSet' <<<"$out" ||
