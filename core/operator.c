@@ -32,6 +32,8 @@
 /* Reasons of the Events on the policies ConfigMap. */
 #define REASON_RELOADED "PolicyReloaded"
 #define REASON_REJECTED "PolicyRejected"
+/* How often a policy change waiting for the caches to sync looks again. */
+#define RELOAD_SYNC_WAIT_MS 500
 
 /* Set by the signal handler; read by the loop after each iteration. */
 static volatile sig_atomic_t got_signal;
@@ -78,6 +80,8 @@ struct op_state {
     int done;     /* the loop may end */
     uint64_t shutdown_deadline_ms;
     struct loop_timer shutdown_timer;
+    struct loop_timer reload_timer; /* a change waiting for synced caches */
+    int reload_waiting;
 };
 
 /* --- metrics and health --------------------------------------------------
@@ -292,6 +296,20 @@ static void on_policies_changed(struct reload *r, const struct reload_print *p,
 {
     struct op_state *s = arg;
     const char *dir = s->o->policies_dir;
+    if (s->stopping)
+        return;
+    /* A trial on half-filled caches would prove little: wait for them. */
+    if (!controller_synced(s->ctl)) {
+        if (!s->reload_waiting)
+            log_info("policy directory changed: tried once the caches have "
+                     "synced",
+                     NULL);
+        s->reload_waiting = 1;
+        loop_timer_start(s->loop, &s->reload_timer, RELOAD_SYNC_WAIT_MS);
+        return;
+    }
+    s->reload_waiting = 0;
+    loop_timer_stop(s->loop, &s->reload_timer);
     if (p->missing != 0) {
         log_warn("policy directory unreadable: the active policies stay", "dir",
                  dir, "error", strerror(p->missing), NULL);
@@ -350,6 +368,17 @@ static void on_policies_changed(struct reload *r, const struct reload_print *p,
 done:
     policy_set_free(ps);
     dbuf_free(&err);
+}
+
+/* The change that waited for the caches: judged on the directory as it
+ * is now. */
+static void on_reload_timer(struct loop_timer *t, void *arg)
+{
+    (void)t;
+    struct op_state *s = arg;
+    struct reload_print p;
+    reload_fingerprint(s->o->policies_dir, &p);
+    on_policies_changed(s->rl, &p, s);
 }
 
 /* The policies ConfigMap's namespace and name from "[NS/]NAME". */
@@ -555,6 +584,7 @@ static int setup(struct op_state *s)
         dbuf_free(&err);
         return OPERATOR_EFATAL;
     }
+    loop_timer_init(&s->reload_timer, on_reload_timer, s);
     if (o->policies_dir != NULL) {
         policies_configmap(s);
         s->rl = reload_new(s->loop, o->policies_dir, &fp, NULL,
@@ -624,6 +654,8 @@ static void teardown(struct op_state *s)
     /* Users before what they use: the controller and the elector send
      * through the client, the client's handles use the connection. */
     serve_free(s->srv);
+    if (s->rl != NULL) /* else the timer was never started (or inited) */
+        loop_timer_stop(s->loop, &s->reload_timer);
     reload_free(s->rl);
     controller_free(s->ctl);
     leader_free(s->le);
