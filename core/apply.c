@@ -18,18 +18,6 @@
 
 /* --- paths ---------------------------------------------------------------- */
 
-/* 1 when s may stand in a path segment as it is. */
-static int path_safe(const char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' ||
-            c == '%')
-            return 0;
-    }
-    return 1;
-}
-
 int apply_path(const char *api_version, const char *kind, const char *ns,
                const char *name, struct dbuf *out)
 {
@@ -43,24 +31,7 @@ int apply_path(const char *api_version, const char *kind, const char *ns,
         dbuf_addc(out, ')');
         return -1;
     }
-    const struct kind_info *k = &kinds_table[i];
-    int has_ns = ns != NULL && ns[0] != '\0';
-    if (name != NULL && (!has_ns || name[0] == '\0')) {
-        dbuf_addf(out, "%s \"%s\": a name needs a namespace", kind, name);
-        return -1;
-    }
-    if ((has_ns && !path_safe(ns)) || (name != NULL && !path_safe(name))) {
-        dbuf_addf(out, "%s: invalid namespace or name", kind);
-        return -1;
-    }
-    int rc;
-    if (has_ns)
-        rc = dbuf_addf(out, "%s/namespaces/%s/%s", k->api_path, ns, k->plural);
-    else
-        rc = dbuf_addf(out, "%s/%s", k->api_path, k->plural);
-    if (rc == 0 && name != NULL)
-        rc = dbuf_addf(out, "/%s", name);
-    return rc == 0 ? 0 : -1;
+    return kinds_path(i, ns, name, out);
 }
 
 /* --- quantities ----------------------------------------------------------- */
@@ -719,9 +690,26 @@ int apply_set_annotation(cJSON *o, const char *key, const char *value)
     cJSON *v = cJSON_CreateString(value);
     if (v == NULL)
         return -1;
-    if (cJSON_GetObjectItemCaseSensitive(ann, key) != NULL)
-        return cJSON_ReplaceItemInObjectCaseSensitive(ann, key, v) ? 0 : -1;
-    return cJSON_AddItemToObject(ann, key, v) ? 0 : -1;
+    int ok = cJSON_GetObjectItemCaseSensitive(ann, key) != NULL
+                 ? cJSON_ReplaceItemInObjectCaseSensitive(ann, key, v)
+                 : cJSON_AddItemToObject(ann, key, v);
+    if (!ok)
+        cJSON_Delete(v); /* not linked in: still ours */
+    return ok ? 0 : -1;
+}
+
+int apply_annotate_hash(cJSON *o, uint64_t *hash)
+{
+    char *text = cJSON_PrintUnformatted(o);
+    if (text == NULL)
+        return -1;
+    uint64_t h = text_fnv1a64(TEXT_FNV1A64_INIT, text, strlen(text));
+    free(text);
+    if (hash != NULL)
+        *hash = h;
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
+    return apply_set_annotation(o, APPLY_HASH_ANNOTATION, hex);
 }
 
 int apply_keep_live_claims(cJSON *o, const cJSON *live)

@@ -11,6 +11,8 @@
 #ifndef DITTOFS_APPLY_H
 #define DITTOFS_APPLY_H
 
+#include <stdint.h>
+
 #include <cjson/cJSON.h>
 
 #include "dbuf.h"
@@ -22,15 +24,12 @@
 /* --- paths ---------------------------------------------------------------- */
 
 /*
- * The API path of a kind in kinds_table (kinds.h: ConfigMap, Service, Pod,
- * Secret (v1), StatefulSet (apps/v1), DittoServer).
- * Appends e.g. "/apis/apps/v1/namespaces/NS/statefulsets/NAME" to `out` and
- * returns 0. `name` NULL: the collection path; `ns` NULL or "": every
- * namespace (".../statefulsets", a collection only). Returns -1 and
- * appends the reason to `out` instead (an unsupported apiVersion/kind,
- * naming the supported ones; or a name or namespace with characters that
- * would escape the path: '/', '?', '#', '%', space, control characters;
- * or a name without a namespace). A dbuf failure returns -1 too.
+ * The API path of apiVersion/kind, a kind in kinds_table (kinds.h), built
+ * and checked by kinds_path (see there: "/api/v1/namespaces/NS/
+ * configmaps/NAME"; `name` NULL: the collection; `ns` NULL or "": every
+ * namespace). Returns 0, or -1 with the reason appended to `out`: an
+ * apiVersion/kind outside the table (naming the ones in it), or what
+ * kinds_path refuses.
  */
 int apply_path(const char *api_version, const char *kind, const char *ns,
                const char *name, struct dbuf *out);
@@ -97,6 +96,20 @@ int apply_stamp_conditions(cJSON *desired_status, const cJSON *live_status,
 /* 1 when the object `o` (may be NULL) carries a controller ownerReference
  * (controller: true) with `uid`; else 0. */
 int apply_owned_by(const cJSON *o, const char *uid);
+
+/* On every applied child: the hash of what the policy rendered for it. */
+#define APPLY_HASH_ANNOTATION KINDS_GROUP "/applied-hash"
+
+/*
+ * Stamps a rendered object `o` (as the policy returned it, before any
+ * other change by the core) with APPLY_HASH_ANNOTATION: 16 hex digits of
+ * the FNV-1a 64 of its compact JSON (cJSON_PrintUnformatted), so that a
+ * rendering that changed (a field the policy stopped setting is invisible
+ * to apply_is_subset) tells itself from a stable one. *hash (may be NULL)
+ * receives the hash. Returns 0, or -1 out of memory (or without
+ * metadata): `o` may then lack the annotation, nothing else changes.
+ */
+int apply_annotate_hash(cJSON *o, uint64_t *hash);
 
 /*
  * Sets metadata.annotations[key] = value on the object `o` (an

@@ -46,8 +46,6 @@
 #define CONTROLLER_NAME "dittoserver"
 #define APPLY_QUERY "?fieldManager=" POLICY_MANAGER "&force=true"
 #define MANAGED_SELECTOR POLICY_LABEL_MANAGED_BY "=" POLICY_MANAGER
-/* On every applied child: the hash of what the policy rendered for it. */
-#define APPLIED_HASH_ANNOTATION KINDS_GROUP "/applied-hash"
 #define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
 #define TRIM_DELAY_MS 2000
 
@@ -559,8 +557,8 @@ static void on_op_done(struct http_response *resp, void *arg)
 /*
  * Sends the request of `op` (taken over: freed on failure, else when its
  * response is handled) on the object op->kind/r->ns/op->name, whose path
- * apply_path builds and checks, followed by `suffix` ("/status", a
- * query). Returns 0, or -1 with r->failed set (a path apply_path refuses,
+ * kinds_path builds and checks, followed by `suffix` ("/status", a
+ * query). Returns 0, or -1 with r->failed set (a path kinds_path refuses,
  * out of memory, the client refused the request).
  */
 static int send_op(struct rec *r, struct op *op, enum http_method m,
@@ -569,8 +567,7 @@ static int send_op(struct rec *r, struct op *op, enum http_method m,
 {
     struct dbuf path;
     dbuf_init(&path, 2048);
-    const struct kind_info *k = &kinds_table[op->kind];
-    if (apply_path(k->api_version, k->kind, r->ns, op->name, &path) != 0 ||
+    if (kinds_path(op->kind, r->ns, op->name, &path) != 0 ||
         dbuf_adds(&path, suffix) != DBUF_OK) {
         log_error("cannot build a request path", "key", r->key, "detail",
                   dbuf_ptr(&path), NULL);
@@ -828,19 +825,10 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             dbuf_adds(&r->err, "internal error: an unchecked rendering");
             return -1;
         }
-        /* What the policy rendered, before the core's annotation: its
-         * hash tells a changed rendering (a field the policy stopped
-         * setting is invisible to the subset test) from a stable one. */
-        char *text = cJSON_PrintUnformatted(o);
-        if (text == NULL) {
-            dbuf_adds(&r->err, "out of memory");
-            return -1;
-        }
-        uint64_t h = text_fnv1a64(TEXT_FNV1A64_INIT, text, strlen(text));
-        free(text);
-        char hex[17];
-        snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
-        if (apply_set_annotation(o, APPLIED_HASH_ANNOTATION, hex) != 0) {
+        /* The hash of what the policy rendered tells a changed rendering
+         * from a stable one (and a reject of it from one of another). */
+        uint64_t h;
+        if (apply_annotate_hash(o, &h) != 0) {
             dbuf_adds(&r->err, "out of memory");
             return -1;
         }

@@ -18,6 +18,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "kinds.h"
 #include "log.h"
 #include "text.h"
 
@@ -113,31 +114,39 @@ static void rec_drop(struct recent *rec)
 }
 
 /*
- * Sends a POST (body: the Event) or a count PATCH for `rec`; takes
- * ownership of `body`. Returns 0 or -ENOMEM (logged; the slot is dropped
- * for a POST, since that Event will not exist).
+ * Sends a POST (body: the Event) or a count PATCH for `rec` to the path
+ * kinds_path builds; takes ownership of `body`. Returns 0, -EINVAL (a
+ * namespace or name kinds_path refuses) or -ENOMEM (both logged; the slot
+ * is dropped for a POST, since that Event will not exist).
  */
 static int send_req(struct events *e, struct obj *o, struct recent *rec,
                     int patch, char *body)
 {
-    const char *ns = o->ev_ns;
-    char path[600];
+    struct dbuf path;
+    dbuf_init(&path, 1024);
+    if (kinds_path(KINDS_EVENT, o->ev_ns, patch ? rec->name : NULL, &path) !=
+        0) {
+        log_warn("event not recorded", "event", rec->name, "error",
+                 dbuf_ptr(&path), NULL);
+        dbuf_free(&path);
+        free(body);
+        if (!patch)
+            rec_drop(rec);
+        return -EINVAL;
+    }
     struct ev_req *q = body ? calloc(1, sizeof(*q)) : NULL;
-    if (patch)
-        snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events/%s", ns,
-                 rec->name);
-    else
-        snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events", ns);
     struct http_call call = {
         .method = patch ? HTTP_PATCH : HTTP_POST,
-        .path = path,
+        .path = dbuf_ptr(&path),
         .content_type = patch ? HTTP_CT_MERGE_PATCH : NULL,
         .body = body,
         .body_len = body ? strlen(body) : 0,
         .on_done = on_done,
         .arg = q,
     };
-    if (q == NULL || http_send(e->h, &call, &q->req) != 0) {
+    int sent = q != NULL && http_send(e->h, &call, &q->req) == 0;
+    dbuf_free(&path);
+    if (!sent) {
         free(q);
         free(body);
         log_warn("event not recorded", "event", rec->name, "error",
@@ -354,7 +363,8 @@ static char *event_body(struct events *e, const struct obj *o,
     memcpy(msg, message ? message : "", mlen);
     msg[mlen] = '\0';
     rfc3339(rec->last_wall, ts);
-    if (add_opt(ev, "apiVersion", "v1") || add_opt(ev, "kind", "Event") ||
+    if (add_opt(ev, "apiVersion", kinds_table[KINDS_EVENT].api_version) ||
+        add_opt(ev, "kind", kinds_table[KINDS_EVENT].kind) ||
         add_opt(md, "name", rec->name) || add_opt(md, "namespace", o->ev_ns) ||
         add_opt(inv, "apiVersion", ref->api_version) ||
         add_opt(inv, "kind", ref->kind) ||

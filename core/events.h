@@ -6,7 +6,7 @@
  * within 10 minutes PATCHes the existing Event's count and lastTimestamp).
  * Fire and forget: requests run on the loop and a failure is logged once,
  * never retried. The per-object state is an LRU map of bounded size.
- * Uses http, loop, log, dbuf, cJSON.
+ * Uses http, loop, kinds, log, dbuf, text, cJSON.
  */
 #ifndef DITTOFS_EVENTS_H
 #define DITTOFS_EVENTS_H
@@ -45,7 +45,8 @@ void events_free(struct events *e);
  * "Warning"; `message` is cut at 1024 bytes (on a UTF-8 boundary). Returns
  * 0 when sent, or dropped because the recorder is disabled (silently); 1
  * when dropped by the per-object rate limit; -EINVAL without a name, type
- * or reason; -ENOMEM. Never calls back.
+ * or reason, or with a namespace or name that kinds_path refuses in the
+ * Event's path (logged); -ENOMEM. Never calls back.
  */
 int events_emit(struct events *e, const struct events_ref *obj,
                 const char *type, const char *reason, const char *message);

@@ -23,6 +23,9 @@ const struct kind_info kinds_table[KINDS_N] = {
     [KINDS_DITTOSERVER] = NAMED(KINDS_OWNER_KIND, KINDS_OWNER_API_VERSION,
                                 KINDS_OWNER_PLURAL, KIND_OWNER),
     [KINDS_SECRET] = CORE("Secret", "v1", "secrets", KIND_REFERENCED),
+    [KINDS_EVENT] = CORE("Event", "v1", "events", KIND_RECORD),
+    [KINDS_LEASE] =
+        NAMED("Lease", "coordination.k8s.io/v1", "leases", KIND_RECORD),
 };
 
 int kinds_find(const char *api_version, const char *kind)
@@ -34,6 +37,47 @@ int kinds_find(const char *api_version, const char *kind)
             strcmp(kinds_table[i].kind, kind) == 0)
             return i;
     return -1;
+}
+
+/* 1 when s is a non-empty path segment that stays one: no '/', '?', '#',
+ * '%', space or control character. */
+static int path_safe(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' ||
+            c == '%')
+            return 0;
+    }
+    return 1;
+}
+
+int kinds_path(int kind, const char *ns, const char *name, struct dbuf *out)
+{
+    if (kind < 0 || kind >= KINDS_N) {
+        dbuf_addf(out, "no kind %d in the kinds table", kind);
+        return -1;
+    }
+    const struct kind_info *k = &kinds_table[kind];
+    int has_ns = ns != NULL && ns[0] != '\0';
+    if (name != NULL && (!has_ns || name[0] == '\0')) {
+        dbuf_addf(out, "%s \"%s\": a name needs a namespace", k->kind, name);
+        return -1;
+    }
+    if ((has_ns && !path_safe(ns)) || (name != NULL && !path_safe(name))) {
+        dbuf_addf(out, "%s: invalid namespace or name", k->kind);
+        return -1;
+    }
+    int rc;
+    if (has_ns)
+        rc = dbuf_addf(out, "%s/namespaces/%s/%s", k->api_path, ns, k->plural);
+    else
+        rc = dbuf_addf(out, "%s/%s", k->api_path, k->plural);
+    if (rc == DBUF_OK && name != NULL)
+        rc = dbuf_addf(out, "/%s", name);
+    return rc == DBUF_OK ? 0 : -1;
 }
 
 int kinds_describe_rendered(struct dbuf *out)

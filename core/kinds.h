@@ -3,10 +3,12 @@
  * group of the DittoServer. For each kind: apiVersion, plural, whether it
  * is namespaced and its role (the DittoServer itself; rendered by a policy,
  * so watched, applied and pruned; only observed, so watched and never
- * written; or only referenced by name). The controller's informers, the
- * API paths, the check of what render() returns (in the operator and in
- * --script-test alike), the kinds status() observes and the RBAC test all
- * read this table. Pure data, no allocation. Uses dbuf.
+ * written; only referenced by name; or the core's own records, Events and
+ * the leader Lease). The controller's informers, the API paths (built and
+ * checked by kinds_path alone), the check of what render() returns (in
+ * the operator and in --script-test alike), the kinds status() observes,
+ * the Event recorder, the leader elector and the RBAC test all read this
+ * table. Pure data, no allocation. Uses dbuf.
  */
 #ifndef DITTOFS_KINDS_H
 #define DITTOFS_KINDS_H
@@ -30,6 +32,9 @@ enum kind_role {
     KIND_REFERENCED, /* only named by rendered objects (a Secret holding S3
                         keys): the core neither reads nor writes it, and
                         RBAC grants nothing on it; known for its API path */
+    KIND_RECORD,     /* written by the core for itself, never rendered nor
+                        watched: the Events it records (events.c) and the
+                        leader-election Lease (leader.c) */
 };
 
 /* Indices into kinds_table. The children the controller watches come
@@ -41,6 +46,8 @@ enum {
     KINDS_POD,
     KINDS_DITTOSERVER,
     KINDS_SECRET,
+    KINDS_EVENT,
+    KINDS_LEASE,
     KINDS_N,
     KINDS_NCHILD = KINDS_DITTOSERVER,
 };
@@ -59,6 +66,18 @@ extern const struct kind_info kinds_table[KINDS_N];
 
 /* The index of apiVersion/kind in kinds_table, or -1 (either NULL: -1). */
 int kinds_find(const char *api_version, const char *kind);
+
+/*
+ * The one builder of API paths: appends the path of kinds_table[kind]
+ * to `out`, e.g. "/apis/apps/v1/namespaces/NS/statefulsets/NAME", and
+ * returns 0. `name` NULL: the collection path; `ns` NULL or "": every
+ * namespace (".../statefulsets", a collection only). Returns -1 and
+ * appends the reason to `out` instead: a kind outside the table, a name
+ * without a namespace, or a name or namespace with characters that would
+ * escape the path ('/', '?', '#', '%', space, control characters); a
+ * dbuf failure returns -1 too (dbuf_error tells).
+ */
+int kinds_path(int kind, const char *ns, const char *name, struct dbuf *out);
 
 /* Appends what a policy may render, for messages: "ConfigMaps, Services
  * and StatefulSets (v1 ConfigMap, v1 Service, apps/v1 StatefulSet)".

@@ -16,9 +16,9 @@
 
 #include <cjson/cJSON.h>
 
+#include "dbuf.h"
+#include "kinds.h"
 #include "log.h"
-
-#define LEASE_API "/apis/coordination.k8s.io/v1/namespaces/"
 
 enum op {
     OP_NONE = 0,
@@ -177,8 +177,10 @@ static char *lease_body(struct leader *le, const char *holder, long duration_s,
     if (le->lease == NULL) {
         cJSON *md = cJSON_AddObjectToObject(obj, "metadata");
         if (cJSON_AddStringToObject(obj, "apiVersion",
-                                    "coordination.k8s.io/v1") == NULL ||
-            cJSON_AddStringToObject(obj, "kind", "Lease") == NULL ||
+                                    kinds_table[KINDS_LEASE].api_version) ==
+                NULL ||
+            cJSON_AddStringToObject(obj, "kind",
+                                    kinds_table[KINDS_LEASE].kind) == NULL ||
             md == NULL ||
             cJSON_AddStringToObject(md, "name", le->name) == NULL ||
             cJSON_AddStringToObject(md, "namespace", le->ns) == NULL)
@@ -538,20 +540,33 @@ struct leader *leader_new(struct http_client *h, const struct leader_opts *o,
     le->name = strdup(o->name ? o->name : "");
     le->id = strdup(o->identity ? o->identity : "");
     le->holder = strdup("");
-    size_t n = strlen(LEASE_API) + strlen(le->ns ? le->ns : "") +
-               strlen(le->name ? le->name : "") + 16;
-    le->path = malloc(n);
-    le->collection = malloc(n);
     loop_timer_init(&le->tick, on_tick, le);
     loop_timer_init(&le->deadline, on_deadline, le);
     loop_timer_init(&le->rtimer, on_release_timer, le);
     if (le->ns == NULL || le->name == NULL || le->id == NULL ||
-        le->holder == NULL || le->path == NULL || le->collection == NULL) {
+        le->holder == NULL) {
         leader_free(le);
         return NULL;
     }
-    snprintf(le->collection, n, "%s%s/leases", LEASE_API, le->ns);
-    snprintf(le->path, n, "%s%s/leases/%s", LEASE_API, le->ns, le->name);
+    /* The Lease's paths; a namespace or name kinds_path refuses leaves
+     * them NULL, for leader_start to refuse (-EINVAL). */
+    struct dbuf p;
+    dbuf_init(&p, 1024);
+    int nomem = 0;
+    if (le->ns[0] != '\0' && le->name[0] != '\0' &&
+        kinds_path(KINDS_LEASE, le->ns, le->name, &p) == 0) {
+        le->path = dbuf_take(&p, NULL);
+        /* The namespace passed above: only memory can fail now. */
+        if (kinds_path(KINDS_LEASE, le->ns, NULL, &p) == 0)
+            le->collection = dbuf_take(&p, NULL);
+        nomem = le->path == NULL || le->collection == NULL;
+    }
+    nomem |= dbuf_error(&p) == DBUF_NOMEM;
+    dbuf_free(&p);
+    if (nomem) {
+        leader_free(le);
+        return NULL;
+    }
     return le;
 }
 
@@ -559,7 +574,7 @@ int leader_start(struct leader *le)
 {
     if (le->started || le->released)
         return -EALREADY;
-    if (le->ns[0] == '\0' || le->name[0] == '\0' || le->id[0] == '\0' ||
+    if (le->path == NULL || le->id[0] == '\0' ||
         le->lease_ms <= le->deadline_ms ||
         (double)le->deadline_ms <= 1.2 * (double)le->retry_ms)
         return -EINVAL;

@@ -7,7 +7,7 @@
  * the local monotonic clock from when this elector last saw the record
  * change, never by comparing remote timestamps. A leader that has not
  * renewed for renew_deadline stops leading at once, from a timer, even
- * while a request hangs. Uses http, loop, log, cJSON.
+ * while a request hangs. Uses http, loop, kinds, dbuf, log, cJSON.
  */
 #ifndef DITTOFS_LEADER_H
 #define DITTOFS_LEADER_H
@@ -55,7 +55,8 @@ struct leader *leader_new(struct http_client *h, const struct leader_opts *o,
  * sooner. The renew deadline counts from when the last successful write
  * was sent.
  * After losing the lease the elector stays a candidate and may lead again.
- * Returns 0; -EINVAL when a required option is missing or the durations
+ * Returns 0; -EINVAL when a required option is missing, the namespace or
+ * name cannot stand in the Lease's API path (kinds_path), or the durations
  * break client-go's rule lease > renew_deadline > 1.2 * retry; -EALREADY
  * when started already or released; -ENOMEM.
  */

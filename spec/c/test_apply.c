@@ -656,6 +656,23 @@ static void test_shaping(void)
               apply_condition_is(NULL, "Ready", "True") == 0,
           "condition_is");
     cJSON_Delete(st);
+
+    /* The applied-hash: FNV-1a 64 of the object's compact JSON as the
+     * policy rendered it (computed independently: 7468d10a8b6aefc3). */
+    o = cJSON_Parse("{\"metadata\":{\"name\":\"x\"}}");
+    uint64_t h = 0;
+    CHECK(apply_annotate_hash(o, &h) == 0 && h == 0x7468d10a8b6aefc3ULL,
+          "annotate_hash: FNV-1a 64 of the rendered JSON (%016llx)",
+          (unsigned long long)h);
+    t = cJSON_PrintUnformatted(o);
+    CHECK_STR_EQ(t,
+                 "{\"metadata\":{\"name\":\"x\",\"annotations\":{\""
+                 "dittofs.dittofs.com/applied-hash\":\"7468d10a8b6aefc3\"}}}",
+                 "  stamped as the annotation");
+    free(t);
+    CHECK(apply_annotate_hash(o, NULL) == 0,
+          "  a NULL hash pointer is allowed (the stamp is hashed too)");
+    cJSON_Delete(o);
 }
 
 /* Issue 11: integers beyond 2^53 compare by their digits. */
