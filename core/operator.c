@@ -1,7 +1,6 @@
 /*
  * operator: run mode (see operator.h).
  */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include "controller.h"
 #include "events.h"
 #include "http.h"
+#include "kinds.h"
 #include "kubeconfig.h"
 #include "leader.h"
 #include "log.h"
@@ -238,19 +238,21 @@ static void policy_event(struct op_state *s, const char *type,
                                 .reason = reason,
                                 .message = msg};
     s->policy_events = pe;
-    char path[400];
-    snprintf(path, sizeof(path), "/api/v1/namespaces/%s/configmaps/%s",
-             s->cm_ns, s->cm_name);
+    struct dbuf path;
+    dbuf_init(&path, 1024);
+    int rc =
+        kinds_path(kinds_find("v1", "ConfigMap"), s->cm_ns, s->cm_name, &path);
     struct http_call call = {
         .method = HTTP_GET,
-        .path = path,
+        .path = dbuf_ptr(&path),
         .on_done = on_policies_configmap,
         .arg = pe,
     };
-    if (http_send(s->ev_http, &call, &pe->req) != 0) {
+    if (rc != 0 || http_send(s->ev_http, &call, &pe->req) != 0) {
         policy_event_emit(pe, NULL);
         policy_event_free(s, pe);
     }
+    dbuf_free(&path);
 }
 
 /* dittofs_policy_info{hash,origin} = 1 for the active set only. */

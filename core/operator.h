@@ -12,7 +12,7 @@
  * dittofs_policy_reload_total{result} and an Event on the policies
  * ConfigMap tell. A directory without *.lua files means the embedded
  * policies. Uses controller, reload, leader, events, serve, metrics, http,
- * kubeconfig, policy, loop, log.
+ * kubeconfig, kinds, policy, loop, log.
  */
 #ifndef DITTOFS_OPERATOR_H
 #define DITTOFS_OPERATOR_H
