@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "apply.h"
 #include "text.h"
@@ -677,6 +676,45 @@ int apply_owned_by(const cJSON *j, const char *uid)
     return yes;
 }
 
+int apply_observed_json(const struct apply_child *v, size_t n, struct dbuf *out)
+{
+    dbuf_addc(out, '{');
+    for (int k = 0; k < KINDS_NCHILD; k++) {
+        dbuf_addf(out, "%s\"%s\":{", k ? "," : "", kinds_table[k].kind);
+        int first = 1;
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].kind != k)
+                continue;
+            if (!first)
+                dbuf_addc(out, ',');
+            text_json_quote(out, v[i].name, strlen(v[i].name));
+            dbuf_addc(out, ':');
+            dbuf_add(out, v[i].json, v[i].len);
+            first = 0;
+        }
+        dbuf_addc(out, '}');
+    }
+    /* The error is sticky: the last append reports any failure. */
+    return dbuf_addc(out, '}');
+}
+
+int apply_rendered_kind(const cJSON *o, const char **name)
+{
+    const char *av =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "apiVersion"));
+    const char *kd =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "kind"));
+    const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
+    int k = kinds_find(av, kd);
+    if (k < 0 || kinds_table[k].role != KIND_RENDERED || nm == NULL) {
+        *name = NULL;
+        return -1;
+    }
+    *name = nm;
+    return k;
+}
+
 int apply_set_annotation(cJSON *o, const char *key, const char *value)
 {
     cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
@@ -834,9 +872,5 @@ int apply_status_equal(const cJSON *a, const cJSON *b)
 
 void apply_rfc3339(long long unix_s, char out[32])
 {
-    struct tm tm;
-    time_t t = (time_t)unix_s;
-    if (gmtime_r(&t, &tm) == NULL ||
-        strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(out, 32, "1970-01-01T00:00:00Z");
+    text_rfc3339(unix_s, -1, out);
 }

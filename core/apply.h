@@ -93,6 +93,34 @@ int apply_stamp_conditions(cJSON *desired_status, const cJSON *live_status,
 /* --- shaping ---------------------------------------------------------------
  */
 
+/* One live child of a DittoServer, for apply_observed_json. */
+struct apply_child {
+    int kind;         /* index in kinds_table, < KINDS_NCHILD */
+    const char *name; /* metadata.name */
+    const char *json; /* the object's JSON text (need not end in NUL) */
+    size_t len;
+};
+
+/*
+ * Appends the `observed` argument of the policy's status() for the n
+ * children in v: {"ConfigMap": {"NAME": {...}}, "Service": {...},
+ * "StatefulSet": {...}, "Pod": {...}}, one member per child kind of
+ * kinds_table (0 .. KINDS_NCHILD-1, in that order, present even when
+ * empty), each mapping the names (JSON-quoted) to the objects' JSON text,
+ * copied as it is, in the order of v. A child of another kind is left
+ * out. Returns DBUF_OK or the dbuf's error (out is then empty).
+ */
+int apply_observed_json(const struct apply_child *v, size_t n,
+                        struct dbuf *out);
+
+/*
+ * The kinds_table index of a rendered object `o` whose apiVersion and
+ * kind are a kind a policy may render (KIND_RENDERED) and that has a
+ * string metadata.name (*name receives it, borrowed from `o`); -1
+ * otherwise (*name is then NULL). `o` may be NULL.
+ */
+int apply_rendered_kind(const cJSON *o, const char **name);
+
 /* 1 when the object `o` (may be NULL) carries a controller ownerReference
  * (controller: true) with `uid`; else 0. */
 int apply_owned_by(const cJSON *o, const char *uid);
@@ -160,7 +188,8 @@ int apply_set_reconciled(cJSON *status, const char *reason, const char *message,
  * ways); 0 otherwise (NULL equals only NULL). */
 int apply_status_equal(const cJSON *a, const cJSON *b);
 
-/* RFC 3339 UTC, second precision, of a Unix time: "2026-11-27T13:00:00Z". */
+/* RFC 3339 UTC, second precision, of a Unix time: "2026-11-27T13:00:00Z"
+ * (text_rfc3339 without microseconds). */
 void apply_rfc3339(long long unix_s, char out[32]);
 
 #endif

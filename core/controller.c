@@ -144,12 +144,20 @@ static const char *const ctl_label[] = {CONTROLLER_NAME, NULL};
 /* --- small helpers -------------------------------------------------------
  */
 
-/* The index of a kind a policy may render, or -1 (Pods included: they are
- * observed, never rendered). */
-static int kind_index(const char *api_version, const char *kind)
+/* Room for a key "namespace/name" (63 + 1 + 253 bytes and a NUL). */
+#define KEY_MAX 320
+
+/* The queue and tracking key of namespace/name into key. Returns 0, or -1
+ * (logged) when it does not fit: never for names the API accepts. */
+static int make_key(char key[KEY_MAX], const char *ns, const char *name)
 {
-    int k = kinds_find(api_version, kind);
-    return k >= 0 && kinds_table[k].role == KIND_RENDERED ? k : -1;
+    int n = snprintf(key, KEY_MAX, "%s/%s", ns, name);
+    if (n < 0 || n >= KEY_MAX) {
+        log_error("a DittoServer key too long, ignored", "namespace", ns,
+                  "name", name, NULL);
+        return -1;
+    }
+    return 0;
 }
 
 static void metric_inc1(struct metric *f, const char *v)
@@ -168,8 +176,8 @@ static void metric_inc1(struct metric *f, const char *v)
 static void enqueue(struct controller *c, const char *ns, const char *name,
                     enum queue_prio prio, int full)
 {
-    char key[320];
-    if (snprintf(key, sizeof(key), "%s/%s", ns, name) >= (int)sizeof(key))
+    char key[KEY_MAX];
+    if (make_key(key, ns, name) != 0)
         return;
     if (full)
         tracking_owe_full(&c->keys, key);
@@ -183,9 +191,9 @@ static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
 {
     struct controller *c = arg;
     const struct cache_obj *o = new_obj != NULL ? new_obj : old_obj;
-    char key[320];
-    snprintf(key, sizeof(key), "%s/%s", cache_obj_namespace(o),
-             cache_obj_name(o));
+    char key[KEY_MAX];
+    if (make_key(key, cache_obj_namespace(o), cache_obj_name(o)) != 0)
+        return;
     if (tracking_overlay_settle(&c->keys, key, KIND_DS, cache_obj_name(o),
                                 ev == CACHE_DELETED ? NULL : new_obj))
         return;
@@ -214,17 +222,16 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
     const char *now = new_obj != NULL && ev != CACHE_DELETED
                           ? cache_obj_label(new_obj, POLICY_LABEL_SERVER)
                           : NULL;
-    char key[320];
-    if (was != NULL && (now == NULL || strcmp(was, now) != 0)) {
-        snprintf(key, sizeof(key), "%s/%s", ns, was);
+    char key[KEY_MAX];
+    if (was != NULL && (now == NULL || strcmp(was, now) != 0) &&
+        make_key(key, ns, was) == 0) {
         tracking_kids_remove(&c->keys, key, kind, name);
         if (full)
             tracking_overlay_settle(&c->keys, key, kind, name, NULL);
         enqueue(c, ns, was, prio, full);
     }
-    if (now == NULL)
+    if (now == NULL || make_key(key, ns, now) != 0)
         return;
-    snprintf(key, sizeof(key), "%s/%s", ns, now);
     tracking_kids_add(&c->keys, key, kind, name);
     if (full && tracking_overlay_settle(&c->keys, key, kind, name, new_obj))
         return;
@@ -691,26 +698,21 @@ static int gather(struct controller *c, const char *key, const char *ns,
     return ch->nomem ? -1 : 0;
 }
 
-/* {"ConfigMap": {"name": {...}}, "Service": {...}, "StatefulSet": {...},
- *  "Pod": {...}} */
+/* The policy's `observed` for the children ch (apply_observed_json).
+ * Returns DBUF_OK, or DBUF_NOMEM / the dbuf's error. */
 static int observed_json(const struct children *ch, struct dbuf *b)
 {
-    dbuf_addc(b, '{');
-    for (size_t k = 0; k < NKINDS; k++) {
-        dbuf_addf(b, "%s\"%s\":{", k ? "," : "", kinds_table[k].kind);
-        int first = 1;
-        for (size_t i = 0; i < ch->n; i++) {
-            if (ch->v[i].kind != (int)k)
-                continue;
-            size_t len;
-            const char *j = cache_obj_json(ch->v[i].obj, &len);
-            dbuf_addf(b, "%s\"%s\":", first ? "" : ",", ch->v[i].name);
-            dbuf_add(b, j, len);
-            first = 0;
-        }
-        dbuf_addc(b, '}');
+    struct apply_child *v = malloc((ch->n ? ch->n : 1) * sizeof(*v));
+    if (v == NULL)
+        return DBUF_NOMEM;
+    for (size_t i = 0; i < ch->n; i++) {
+        v[i].kind = ch->v[i].kind;
+        v[i].name = ch->v[i].name;
+        v[i].json = cache_obj_json(ch->v[i].obj, &v[i].len);
     }
-    return dbuf_addc(b, '}');
+    int rc = apply_observed_json(v, ch->n, b);
+    free(v);
+    return rc;
 }
 
 /*
@@ -812,16 +814,11 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
     cJSON *o;
     cJSON_ArrayForEach(o, objs)
     {
-        const char *av = cJSON_GetStringValue(
-            cJSON_GetObjectItemCaseSensitive(o, "apiVersion"));
-        const char *kd =
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "kind"));
-        const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
+        const char *nm;
         /* policy_eval refused any other kind, and objects without a
          * name, before this (check_kinds in policy.c). */
-        int kind = kind_index(av, kd);
-        if (kind < 0 || nm == NULL) {
+        int kind = apply_rendered_kind(o, &nm);
+        if (kind < 0) {
             dbuf_adds(&r->err, "internal error: an unchecked rendering");
             return -1;
         }
@@ -844,7 +841,8 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             /* Refused as rendered, several times: report, not retry. */
             if (dbuf_len(&r->apply_err) > 0)
                 dbuf_adds(&r->apply_err, "; ");
-            dbuf_addf(&r->apply_err, "cannot apply %s %s: %s", kd, nm,
+            dbuf_addf(&r->apply_err, "cannot apply %s %s: %s",
+                      kinds_table[kind].kind, nm,
                       rj->message ? rj->message : "");
             r->gave_up = 1;
             skip = 1;
@@ -859,8 +857,9 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             dbuf_init(&why, 1024);
             int same = apply_is_subset(o, lj, &why) == 1;
             if (!same && log_enabled(LOG_DEBUG))
-                log_debug("child differs", "key", r->key, "kind", kd, "name",
-                          nm, "path", dbuf_ptr(&why), NULL);
+                log_debug("child differs", "key", r->key, "kind",
+                          kinds_table[kind].kind, "name", nm, "path",
+                          dbuf_ptr(&why), NULL);
             dbuf_free(&why);
             skip = same;
         }
@@ -903,14 +902,8 @@ static void send_prunes(struct rec *r, struct children *ch,
         const cJSON *o;
         cJSON_ArrayForEach(o, rendered)
         {
-            const char *av = cJSON_GetStringValue(
-                cJSON_GetObjectItemCaseSensitive(o, "apiVersion"));
-            const char *kd = cJSON_GetStringValue(
-                cJSON_GetObjectItemCaseSensitive(o, "kind"));
-            const char *nm =
-                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-                    cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name"));
-            if (av && kd && nm && kind_index(av, kd) == cd->kind &&
+            const char *nm;
+            if (apply_rendered_kind(o, &nm) == cd->kind &&
                 strcmp(nm, cd->name) == 0)
                 wanted = 1;
         }
@@ -1210,8 +1203,8 @@ static int try_one(const struct cache_obj *o, void *arg)
     struct controller *c = t->c;
     const char *ns = cache_obj_namespace(o);
     const char *name = cache_obj_name(o);
-    char key[320];
-    if (snprintf(key, sizeof(key), "%s/%s", ns, name) >= (int)sizeof(key))
+    char key[KEY_MAX];
+    if (make_key(key, ns, name) != 0)
         return 0; /* never queued either (enqueue) */
     struct kstate *ks = tracking_get(&c->keys, key, 0);
     const struct cache_obj *ds =

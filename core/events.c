@@ -87,13 +87,6 @@ static uint64_t fnv_str(uint64_t h, const char *s)
     return text_fnv1a64(h, s ? s : "", strlen(s ? s : "") + 1);
 }
 
-static void rfc3339(time_t t, char out[32])
-{
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* Length of `s` cut to at most `max` bytes without splitting a UTF-8
  * sequence. */
 static size_t utf8_cut(const char *s, size_t max)
@@ -178,7 +171,7 @@ static int send_patch(struct events *e, struct obj *o, struct recent *rec)
 {
     char ts[32];
     char body[128];
-    rfc3339(rec->last_wall, ts);
+    text_rfc3339((long long)rec->last_wall, -1, ts);
     snprintf(body, sizeof(body), "{\"count\":%u,\"lastTimestamp\":\"%s\"}",
              rec->count, ts);
     char *copy = strdup(body);
@@ -362,7 +355,7 @@ static char *event_body(struct events *e, const struct obj *o,
         goto done;
     memcpy(msg, message ? message : "", mlen);
     msg[mlen] = '\0';
-    rfc3339(rec->last_wall, ts);
+    text_rfc3339((long long)rec->last_wall, -1, ts);
     if (add_opt(ev, "apiVersion", kinds_table[KINDS_EVENT].api_version) ||
         add_opt(ev, "kind", kinds_table[KINDS_EVENT].kind) ||
         add_opt(md, "name", rec->name) || add_opt(md, "namespace", o->ev_ns) ||

@@ -19,6 +19,7 @@
 #include "dbuf.h"
 #include "kinds.h"
 #include "log.h"
+#include "text.h"
 
 enum op {
     OP_NONE = 0,
@@ -75,11 +76,8 @@ static void attempt(struct leader *le);
 void leader_microtime(char out[32])
 {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%06ldZ", ts.tv_nsec / 1000);
+    text_rfc3339((long long)ts.tv_sec, ts.tv_nsec / 1000, out);
 }
 
 static int set_str(char **dst, const char *s)

@@ -2,7 +2,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "text.h"
 
@@ -325,4 +327,22 @@ fail:
     explicit_bzero(p, cap);
     free(p);
     return -EINVAL;
+}
+
+/* ---- times ----------------------------------------------------------------
+ */
+
+void text_rfc3339(long long unix_s, long usec, char out[TEXT_RFC3339_MAX])
+{
+    struct tm tm;
+    time_t t = (time_t)unix_s;
+    size_t n = 0;
+    if (gmtime_r(&t, &tm) != NULL)
+        n = strftime(out, TEXT_RFC3339_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (n == 0)
+        n = (size_t)snprintf(out, TEXT_RFC3339_MAX, "1970-01-01T00:00:00");
+    if (usec >= 0)
+        snprintf(out + n, TEXT_RFC3339_MAX - n, ".%06ldZ", usec % 1000000);
+    else
+        snprintf(out + n, TEXT_RFC3339_MAX - n, "Z");
 }

@@ -2,9 +2,9 @@
  * text: the byte-level helpers that the JSON, YAML and log writers and the
  * JSON scanners share: hex digits, strict UTF-8 (no surrogates, no
  * overlongs), one JSON escape sequence decoded, and a string written as a
- * JSON string literal; FNV-1a hashes and base64, each written once for the
- * whole core. Nothing here allocates except text_json_quote (through its
- * dbuf) and the base64 functions. Uses dbuf.
+ * JSON string literal; FNV-1a hashes, base64 and RFC 3339 times, each
+ * written once for the whole core. Nothing here allocates except
+ * text_json_quote (through its dbuf) and the base64 functions. Uses dbuf.
  */
 #ifndef DITTOFS_TEXT_H
 #define DITTOFS_TEXT_H
@@ -86,5 +86,19 @@ char *text_base64_encode(const void *p, size_t n);
  */
 int text_base64_decode(const char *s, size_t n, unsigned char **out,
                        size_t *outlen);
+
+/* ---- times ----------------------------------------------------------------
+ */
+
+/* Room for any text_rfc3339 result, NUL included. */
+#define TEXT_RFC3339_MAX 32
+
+/*
+ * RFC 3339 UTC of a Unix time: "2026-11-27T13:00:00Z" (metav1.Time) when
+ * `usec` < 0, else with the microseconds `usec` (0 .. 999999),
+ * "2026-11-27T13:00:00.000123Z" (metav1.MicroTime). A time gmtime cannot
+ * represent gives the epoch.
+ */
+void text_rfc3339(long long unix_s, long usec, char out[TEXT_RFC3339_MAX]);
 
 #endif

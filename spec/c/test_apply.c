@@ -13,6 +13,7 @@
 #include "apply.h"
 #include "jscan.h"
 #include "testlib.h"
+#include "text.h"
 
 #define QTY_VECTORS "spec/c/fixtures/quantity_vectors.json"
 
@@ -541,6 +542,13 @@ static void test_rfc3339(void)
     CHECK_STR_EQ(t, "2026-11-27T13:00:00Z", "rfc3339 2026");
     apply_rfc3339(951868799LL, t);
     CHECK_STR_EQ(t, "2000-02-29T23:59:59Z", "rfc3339 leap day");
+    /* The one implementation (text.c), with Kubernetes' MicroTime too. */
+    text_rfc3339(1795784400LL, 123, t);
+    CHECK_STR_EQ(t, "2026-11-27T13:00:00.000123Z", "rfc3339 microseconds");
+    text_rfc3339(0, 0, t);
+    CHECK_STR_EQ(t, "1970-01-01T00:00:00.000000Z", "rfc3339 zero microseconds");
+    text_rfc3339(951868799LL, -1, t);
+    CHECK_STR_EQ(t, "2000-02-29T23:59:59Z", "rfc3339 without microseconds");
 }
 
 /* --- paths ---------------------------------------------------------------- */
@@ -675,6 +683,58 @@ static void test_shaping(void)
     cJSON_Delete(o);
 }
 
+/* The policy's `observed` argument and the identity of a rendered object
+ * (moved from controller.c). */
+static void test_observed(void)
+{
+    struct dbuf b;
+    dbuf_init(&b, 4096);
+    CHECK(apply_observed_json(NULL, 0, &b) == DBUF_OK, "observed: none");
+    CHECK_STR_EQ(dbuf_ptr(&b),
+                 "{\"ConfigMap\":{},\"Service\":{},\"StatefulSet\":{},"
+                 "\"Pod\":{}}",
+                 "  every child kind present, empty");
+    const char *cm = "{\"kind\":\"ConfigMap\"}xx"; /* len stops at } */
+    struct apply_child v[] = {
+        {KINDS_POD, "p-0", "{\"a\":1}", 7},
+        {KINDS_CONFIGMAP, "c", cm, 20},
+        {KINDS_POD, "we\"ird", "{}", 2},
+        {KINDS_SECRET, "s", "{}", 2},
+    };
+    dbuf_reset(&b);
+    CHECK(apply_observed_json(v, 4, &b) == DBUF_OK, "observed: four");
+    CHECK_STR_EQ(dbuf_ptr(&b),
+                 "{\"ConfigMap\":{\"c\":{\"kind\":\"ConfigMap\"}},"
+                 "\"Service\":{},\"StatefulSet\":{},\"Pod\":{\"p-0\":"
+                 "{\"a\":1},\"we\\\"ird\":{}}}",
+                 "  by kind in table order, names quoted, texts as they are, "
+                 "a Secret left out");
+    dbuf_free(&b);
+    dbuf_init(&b, 40);
+    CHECK(apply_observed_json(v, 4, &b) == DBUF_TOOBIG && dbuf_len(&b) == 0,
+          "observed: too big for the buffer: the dbuf error, nothing left");
+    dbuf_free(&b);
+
+    cJSON *o = cJSON_Parse("[{\"apiVersion\":\"apps/v1\",\"kind\":"
+                           "\"StatefulSet\",\"metadata\":{\"name\":\"s\"}},"
+                           "{\"apiVersion\":\"v1\",\"kind\":\"Pod\","
+                           "\"metadata\":{\"name\":\"p\"}},"
+                           "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+                           "\"metadata\":{}}]");
+    const char *nm = "x";
+    CHECK(apply_rendered_kind(cJSON_GetArrayItem(o, 0), &nm) ==
+                  KINDS_STATEFULSET &&
+              nm != NULL && strcmp(nm, "s") == 0,
+          "rendered_kind: a StatefulSet and its name");
+    CHECK(apply_rendered_kind(cJSON_GetArrayItem(o, 1), &nm) == -1 &&
+              nm == NULL,
+          "rendered_kind: a Pod is observed, never rendered");
+    CHECK(apply_rendered_kind(cJSON_GetArrayItem(o, 2), &nm) == -1 &&
+              apply_rendered_kind(NULL, &nm) == -1,
+          "rendered_kind: no name, or no object: -1");
+    cJSON_Delete(o);
+}
+
 /* Issue 11: integers beyond 2^53 compare by their digits. */
 static void test_subset_exact(void)
 {
@@ -779,5 +839,6 @@ int main(void)
     test_set_reconciled();
     test_subset_exact();
     test_shaping();
+    test_observed();
     return TEST_SUMMARY();
 }
