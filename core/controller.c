@@ -160,6 +160,8 @@ static int make_key(char key[KEY_MAX], const char *ns, const char *name)
     return 0;
 }
 
+/* Counts one in the counter family f (may be NULL: no metrics) under
+ * the labels {controller, v}. */
 static void metric_inc1(struct metric *f, const char *v)
 {
     if (f == NULL)
@@ -186,6 +188,9 @@ static void enqueue(struct controller *c, const char *ns, const char *name,
                   NULL);
 }
 
+/* A DittoServer event: queues it for a full reconcile at high priority,
+ * unless the event is the echo of our own status write (the reconcile
+ * that wrote it has taken that version into account). */
 static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
                   const struct cache_obj *new_obj, void *arg)
 {
@@ -238,6 +243,8 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
     enqueue(c, ns, now, prio, full);
 }
 
+/* The child informers' callbacks: on_child with the kind (cache_notify_fn
+ * carries no kind of its own). */
 static void on_configmap(enum cache_event ev, const struct cache_obj *a,
                          const struct cache_obj *b, void *arg)
 {
@@ -272,6 +279,8 @@ static const cache_notify_fn child_notify[NKINDS] = {
 /* --- running the queue ---------------------------------------------------
  */
 
+/* cache_list callback of controller_resync: a full reconcile of every
+ * DittoServer, at low priority (behind changes). */
 static int list_key(const struct cache_obj *o, void *arg)
 {
     enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_LOW, 1);
@@ -283,6 +292,9 @@ void controller_resync(struct controller *c)
     cache_list(watch_cache(c->ds_watch), NULL, NULL, list_key, c);
 }
 
+/* Runs the queue exactly while leading, synced and not draining; every
+ * DittoServer is queued when it starts (what happened while not running
+ * was not reconciled). */
 static void update_running(struct controller *c)
 {
     int run = c->leading && !c->draining && controller_synced(c);
@@ -299,6 +311,15 @@ static void update_running(struct controller *c)
     }
 }
 
+/* The next periodic resync: resync_ms plus up to 10% jitter, so that
+ * replicas and restarts do not resync in step. */
+static uint64_t resync_delay(const struct controller *c)
+{
+    return c->resync_ms + (uint64_t)((double)c->resync_ms * 0.1 *
+                                     ((double)rand() / ((double)RAND_MAX + 1)));
+}
+
+/* The periodic resync (only while running), then the next one. */
 static void on_resync_timer(struct loop_timer *t, void *arg)
 {
     struct controller *c = arg;
@@ -308,11 +329,12 @@ static void on_resync_timer(struct loop_timer *t, void *arg)
         log_info("periodic resync", "dittoservers", n, NULL);
         controller_resync(c);
     }
-    uint64_t jitter = (uint64_t)((double)c->resync_ms * 0.1 *
-                                 ((double)rand() / ((double)RAND_MAX + 1)));
-    loop_timer_start(c->loop, t, c->resync_ms + jitter);
+    loop_timer_start(c->loop, t, resync_delay(c));
 }
 
+/* An informer's notices: a first sync may start the queue; a failed
+ * watch is only logged (the watch retries with its own backoff, the
+ * cache keeps serving what it holds). */
 static void on_notice(struct watch *w, enum watch_notice n, const char *detail,
                       void *arg)
 {
@@ -329,6 +351,8 @@ static void on_notice(struct watch *w, enum watch_notice n, const char *detail,
 /* --- a reconcile ---------------------------------------------------------
  */
 
+/* Frees a reconcile, cancelling its requests in flight (their callbacks
+ * do not run). The caller has unlinked it, or is freeing them all. */
 static void rec_free(struct rec *r)
 {
     while (r->ops != NULL) {
@@ -352,6 +376,7 @@ static void rec_free(struct rec *r)
     free(r);
 }
 
+/* Takes r out of the controller's list of reconciles in flight. */
 static void rec_unlink(struct rec *r)
 {
     struct rec **p = &r->c->recs;
@@ -363,6 +388,8 @@ static void rec_unlink(struct rec *r)
     }
 }
 
+/* An Event on the reconciled DittoServer (none without a recorder, or
+ * before the DittoServer was read). */
 static void emit(struct rec *r, const char *type, const char *reason,
                  const char *message)
 {
@@ -464,6 +491,8 @@ static void finish(struct rec *r, const char *result)
     loop_timer_start(c->loop, &c->trim_timer, TRIM_DELAY_MS);
 }
 
+/* Idle for TRIM_DELAY_MS: returns freed heap to the system (glibc keeps
+ * it otherwise, and a burst of reconciles leaves megabytes behind). */
 static void on_trim_timer(struct loop_timer *t, void *arg)
 {
     (void)t;
@@ -475,6 +504,7 @@ static void on_trim_timer(struct loop_timer *t, void *arg)
 #endif
 }
 
+/* Takes op out of r's requests and frees it. */
 static void op_unlink(struct rec *r, struct op *op)
 {
     struct op **p = &r->ops;
@@ -492,6 +522,16 @@ static int send_op(struct rec *r, struct op *op, enum http_method m,
                    const char *suffix, const char *ctype, const char *body,
                    size_t len);
 
+/*
+ * A request of a reconcile answered. Success (a delete of an object
+ * already gone included): counted as a write, the returned object kept
+ * as an overlay (tracking_overlay_put) and listed for the Events; an
+ * apply that went through unchanged by the core clears the object's
+ * reject. Failure: reported in r->apply_err; a 422 on an apply counts a
+ * refusal of that rendering (rejected, or gave_up at
+ * CONTROLLER_MAX_REJECTS), anything else sets r->failed (retry). The
+ * last answer of a stage moves the reconcile on (stage_done).
+ */
 static void on_op_done(struct http_response *resp, void *arg)
 {
     struct op *op = arg;
@@ -609,6 +649,7 @@ static int send_op(struct rec *r, struct op *op, enum http_method m,
     return 0;
 }
 
+/* A request of type t on kind/name (copied); NULL out of memory. */
 static struct op *op_new(enum op_type t, int kind, const char *name)
 {
     struct op *op = calloc(1, sizeof(*op));
@@ -638,6 +679,8 @@ struct children {
     int nomem;
 };
 
+/* Appends a child (name and obj borrowed). Returns 0, or 1 out of memory
+ * (ch->nomem set; the child is left out). */
 static int child_add(struct children *ch, int kind, const char *name,
                      const struct cache_obj *obj)
 {
@@ -655,6 +698,8 @@ static int child_add(struct children *ch, int kind, const char *name,
     return 0;
 }
 
+/* The child kind/name of ch, or NULL. Linear: a DittoServer has a
+ * handful of children. */
 static const struct child *child_find(const struct children *ch, int kind,
                                       const char *name)
 {
@@ -720,9 +765,10 @@ static int observed_json(const struct children *ch, struct dbuf *b)
  * `ch`, with the controller's limits and cluster domain: what a reconcile
  * evaluates, and what controller_try_policies evaluates for a candidate
  * set. `out` (initialised) receives the result, `err` the failure; *secs
- * the time policy_eval took. Returns policy_eval's status, or
- * POLICY_ENOMEM ("out of memory" in err, *secs -1: nothing evaluated)
- * when the observed JSON cannot be built.
+ * the time policy_eval took. Returns policy_eval's status, or, when the
+ * observed JSON cannot be built (*secs -1: nothing evaluated),
+ * POLICY_ENOMEM or POLICY_EFAIL (past its 64 MiB) with "the observed
+ * children: <dbuf_strerror>" in err.
  */
 static int run_policy(struct controller *c, struct policy_set *ps,
                       const struct cache_obj *ds, const struct children *ch,
@@ -732,10 +778,11 @@ static int run_policy(struct controller *c, struct policy_set *ps,
     struct dbuf obs;
     dbuf_init(&obs, (size_t)64 << 20);
     *secs = -1;
-    if (observed_json(ch, &obs) != 0) {
+    int orc = observed_json(ch, &obs);
+    if (orc != DBUF_OK) {
         dbuf_free(&obs);
-        dbuf_adds(err, "out of memory");
-        return POLICY_ENOMEM;
+        dbuf_addf(err, "the observed children: %s", dbuf_strerror(orc));
+        return orc == DBUF_NOMEM ? POLICY_ENOMEM : POLICY_EFAIL;
     }
     size_t ds_len;
     const char *ds_text = cache_obj_json(ds, &ds_len);
@@ -929,6 +976,7 @@ static void send_prunes(struct rec *r, struct children *ch,
     }
 }
 
+/* metadata.generation of the DittoServer, or 0 when absent. */
 static double ds_generation(const cJSON *ds)
 {
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(
@@ -1008,6 +1056,11 @@ static int send_status(struct rec *r, cJSON *st)
     return sent;
 }
 
+/* The result label of a finished reconcile: "error" (retried with
+ * backoff) for a failed request, a refusal within the retry bound or a
+ * policy failure; else "requeue_after" when status() asked for one, or
+ * "success". An object given up after its refusals is not an error: it
+ * is reported in the status and not retried until it renders anew. */
 static const char *result_of(const struct rec *r)
 {
     if (r->failed || r->rejected || r->eval_rc < 0)
@@ -1047,6 +1100,8 @@ static void status_stage(struct rec *r)
         finish(r, result_of(r));
 }
 
+/* The last request of a stage answered: the writes lead to the status
+ * stage, the status write to finish(). */
 static void stage_done(struct rec *r)
 {
     if (r->stage == 0)
@@ -1262,6 +1317,7 @@ void controller_set_policies(struct controller *c, struct policy_set *ps)
 /* --- metrics -------------------------------------------------------------
  */
 
+/* The queue's durations into the workqueue histograms. */
 static void on_queue_observe(int kind, double seconds, void *arg)
 {
     struct controller *c = arg;
@@ -1270,6 +1326,9 @@ static void on_queue_observe(int kind, double seconds, void *arg)
     metric_observe(kind == 0 ? c->m_qdur : c->m_wdur, seconds, ctl_label);
 }
 
+/* The controller-runtime compatible metric families (reconcile totals,
+ * errors and times, the workqueue's), the policy evaluation histogram and
+ * error counter, and the cache gauges; nothing without a registry. */
 static void register_metrics(struct controller *c)
 {
     static const char *const l_ctl[] = {"controller", NULL};
@@ -1472,9 +1531,7 @@ int controller_start(struct controller *c)
     for (size_t k = 0; k < NKINDS; k++)
         if (watch_start(c->child_watch[k]) != 0)
             return -1;
-    uint64_t jitter = (uint64_t)((double)c->resync_ms * 0.1 *
-                                 ((double)rand() / ((double)RAND_MAX + 1)));
-    loop_timer_start(c->loop, &c->resync_timer, c->resync_ms + jitter);
+    loop_timer_start(c->loop, &c->resync_timer, resync_delay(c));
     return 0;
 }
 

@@ -13,8 +13,13 @@
  * without validate and render) once a full reconcile has converged.
  * Results go to metrics, Events and one log line per reconcile. Writes
  * happen only while the controller is leading (see
- * controller_set_leading). Uses queue, watch, cache, http, policy, apply,
- * events, metrics, log.
+ * controller_set_leading). The policy set can be tried and replaced while
+ * running (controller_try_policies, controller_set_policies). Seams for
+ * tests: the transport is the HTTP client passed in, every time comes
+ * from the loop's clock (loop_set_clock), so spec/c/test_controller
+ * drives overlays, 422 refusals, requeues, backoff and status-only passes
+ * against an in-memory apiserver. Uses queue, watch, cache, tracking,
+ * http, loop, policy, apply, kinds, events, metrics, log.
  */
 #ifndef DITTOFS_CONTROLLER_H
 #define DITTOFS_CONTROLLER_H

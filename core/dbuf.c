@@ -46,6 +46,20 @@ int dbuf_error(const struct dbuf *b)
     return b->error;
 }
 
+const char *dbuf_strerror(int rc)
+{
+    switch (rc) {
+    case DBUF_OK:
+        return "ok";
+    case DBUF_NOMEM:
+        return "out of memory";
+    case DBUF_TOOBIG:
+        return "too large";
+    default:
+        return "unknown dbuf error";
+    }
+}
+
 /* Makes room for `extra` more bytes plus the terminator. */
 static int grow(struct dbuf *b, size_t extra)
 {

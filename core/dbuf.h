@@ -45,6 +45,9 @@ void dbuf_reset(struct dbuf *b);
 /* DBUF_OK, or the error of the first append that failed since the last
  * init, reset, free or take (the contents are then empty). */
 int dbuf_error(const struct dbuf *b);
+/* "out of memory" (DBUF_NOMEM), "too large" (DBUF_TOOBIG), "ok" or
+ * "unknown dbuf error": static strings. */
+const char *dbuf_strerror(int rc);
 
 int dbuf_add(struct dbuf *b, const void *mem, size_t len);
 int dbuf_adds(struct dbuf *b, const char *s);

@@ -711,8 +711,12 @@ static void test_observed(void)
                  "a Secret left out");
     dbuf_free(&b);
     dbuf_init(&b, 40);
-    CHECK(apply_observed_json(v, 4, &b) == DBUF_TOOBIG && dbuf_len(&b) == 0,
+    int rc = apply_observed_json(v, 4, &b);
+    CHECK(rc == DBUF_TOOBIG && dbuf_len(&b) == 0,
           "observed: too big for the buffer: the dbuf error, nothing left");
+    CHECK_STR_EQ(dbuf_strerror(rc), "too large", "  dbuf_strerror names it");
+    CHECK_STR_EQ(dbuf_strerror(DBUF_NOMEM), "out of memory",
+                 "  and out of memory");
     dbuf_free(&b);
 
     cJSON *o = cJSON_Parse("[{\"apiVersion\":\"apps/v1\",\"kind\":"
