@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <lauxlib.h>
@@ -19,6 +20,7 @@
 
 #include "apply.h"
 #include "http.h"
+#include "jscan.h"
 #include "kinds.h"
 #include "kubeconfig.h"
 #include "ljson.h"
@@ -42,7 +44,8 @@ struct sd {
     struct http_client *http;
     struct http_response *resp; /* the last response, freed before the next */
     struct dbuf path, body, rendered, a, b;
-    cJSON *cj;
+    cJSON *cj;   /* a live object or status, converted for apply.c */
+    cJSON *root; /* what the controller would render */
     char ns[64], name[254], uid[128];
     int code;    /* exit code of a raised failure */
     int refused; /* the apiserver refused a rendered object */
@@ -62,6 +65,7 @@ static void sd_free(struct sd *s)
     dbuf_free(&s->a);
     dbuf_free(&s->b);
     cJSON_Delete(s->cj);
+    cJSON_Delete(s->root);
 }
 
 /* Records the exit code and raises the message. */
@@ -366,6 +370,21 @@ static void copy_field(lua_State *L, struct sd *s, int t, const char *k,
     memcpy(buf, v, strlen(v) + 1);
 }
 
+/* A dry-run server-side apply of `ob` (kind k, name nm), as the
+ * controller's apply but for dryRun=All; returns the request's result. */
+static int dry_run(lua_State *L, struct sd *s, int k, const char *nm,
+                   const cJSON *ob)
+{
+    set_path(L, s, k, nm);
+    check_dbuf(L, s, dbuf_adds(&s->path, DRY_RUN_QUERY));
+    char *text = cJSON_PrintUnformatted(ob);
+    dbuf_reset(&s->body);
+    int rc = text ? dbuf_adds(&s->body, text) : DBUF_NOMEM;
+    free(text);
+    check_dbuf(L, s, rc);
+    return request(L, s, HTTP_PATCH, HTTP_CT_APPLY_PATCH, &s->body);
+}
+
 /* [sd, docs] -> []: everything, protected. */
 static int p_main(lua_State *L)
 {
@@ -486,7 +505,7 @@ static int p_main(lua_State *L)
         lua_settop(L, 6);
     }
 
-    /* 7: what the controller would render ({objects, status}). */
+    /* What the controller would render ({objects, status}). */
     if (json_encode(L, 5, &s->body, err, sizeof(err)) != 0)
         fail(L, s, SCRIPT_TEST_EINPUT, "%s", err);
     struct script_test_options st = o->st;
@@ -497,42 +516,65 @@ static int p_main(lua_State *L)
     rc = script_test_run(&st, &s->rendered, s->errs);
     if (rc != SCRIPT_TEST_OK)
         fail(L, s, rc, "");
-    if (json_push(L, dbuf_ptr(&s->rendered), dbuf_len(&s->rendered), NULL, err,
-                  sizeof(err)) != 0)
-        fail(L, s, SCRIPT_TEST_EINPUT, "%s", err);
+    s->root = jscan_cjson_parse(dbuf_ptr(&s->rendered), dbuf_len(&s->rendered));
+    if (s->root == NULL)
+        fail(L, s, SCRIPT_TEST_EINPUT, "out of memory");
+    lua_settop(L, 6);
 
-    /* Each rendered object against its dry-run apply. 8: rendered names
-     * by kind. */
-    lua_newtable(L);
-    lua_getfield(L, 7, "objects"); /* 9 */
-    size_t n = lua_type(L, 9) == LUA_TTABLE ? lua_rawlen(L, 9) : 0;
-    for (size_t i = 1; i <= n; i++) {
-        lua_settop(L, 9);
-        lua_rawgeti(L, 9, (lua_Integer)i); /* 10 */
-        const char *kind = field_string(L, 10, "kind");
-        int k = kinds_find(field_string(L, 10, "apiVersion"), kind);
-        lua_getfield(L, 10, "metadata");
-        const char *nm = field_string(L, -1, "name");
-        lua_pop(L, 1);
+    /* Each rendered object as the controller sends it (send_applies):
+     * the applied-hash annotation; unchanged when the live object already
+     * holds it all; else what a dry-run apply of it would leave. */
+    lua_newtable(L); /* 7: the rendered names by kind */
+    const cJSON *obj;
+    cJSON_ArrayForEach(obj,
+                       cJSON_GetObjectItemCaseSensitive(s->root, "objects"))
+    {
+        lua_settop(L, 7);
+        cJSON *ob = (cJSON *)obj;
+        const char *kind =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ob, "kind"));
+        const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(ob, "metadata"), "name"));
+        int k =
+            kinds_find(cJSON_GetStringValue(
+                           cJSON_GetObjectItemCaseSensitive(ob, "apiVersion")),
+                       kind);
         if (k < 0 || nm == NULL) /* script_test_run checked both */
-            fail(L, s, SCRIPT_TEST_EPOLICY, "rendered object %d unusable",
-                 (int)i);
-        if (lua_getfield(L, 8, kind) != LUA_TTABLE) { /* 11 */
+            fail(L, s, SCRIPT_TEST_EPOLICY, "an unchecked rendering");
+        if (lua_getfield(L, 7, kind) != LUA_TTABLE) { /* 8 */
             lua_pop(L, 1);
             lua_newtable(L);
             lua_pushvalue(L, -1);
-            lua_setfield(L, 8, kind);
+            lua_setfield(L, 7, kind);
         }
         lua_pushboolean(L, 1);
-        lua_setfield(L, 11, nm);
+        lua_setfield(L, 8, nm);
+        if (apply_annotate_hash(ob, NULL) != 0)
+            fail(L, s, SCRIPT_TEST_EINPUT, "out of memory");
         char id[400];
         snprintf(id, sizeof(id), "%s/%s/%s", kind, s->ns, nm);
-        set_path(L, s, k, nm);
-        check_dbuf(L, s, dbuf_adds(&s->path, DRY_RUN_QUERY));
-        dbuf_reset(&s->body);
-        if (json_encode(L, 10, &s->body, err, sizeof(err)) != 0)
+        lua_getfield(L, 6, kind);
+        lua_getfield(L, -1, nm); /* 10: the live one, or nil */
+        int live = !lua_isnil(L, 10);
+        cJSON_Delete(s->cj);
+        s->cj = NULL;
+        if (live && json_to_cjson(L, 10, &s->cj, err, sizeof(err)) != 0)
             fail(L, s, SCRIPT_TEST_EINPUT, "%s", err);
-        rc = request(L, s, HTTP_PATCH, HTTP_CT_APPLY_PATCH, &s->body);
+        if (live && apply_is_subset(ob, s->cj, NULL) == 1)
+            continue;
+        rc = dry_run(L, s, k, nm, ob);
+        if (rc != HTTP_OK && rc != HTTP_ENOMEM && live &&
+            k == KINDS_STATEFULSET && apply_keep_live_claims(ob, s->cj) == 0) {
+            /* As the controller does once the API has refused it: the
+             * claim templates cannot change, everything else can. */
+            check_dbuf(L, s,
+                       dbuf_addf(s->errs,
+                                 "Warning: %s: refused as rendered (%s); "
+                                 "the controller applies it with the live "
+                                 "volumeClaimTemplates\n",
+                                 id, s->resp ? s->resp->message : ""));
+            rc = dry_run(L, s, k, nm, ob);
+        }
         if (rc != HTTP_OK) {
             s->refused = 1;
             check_dbuf(L, s,
@@ -542,13 +584,10 @@ static int p_main(lua_State *L)
                                  s->resp ? s->resp->message : ""));
             continue;
         }
-        push_body(L, s); /* 12: what the apply would leave */
-        lua_getfield(L, 6, kind);
-        lua_getfield(L, -1, nm); /* 14: the live one, or nil */
-        int live = !lua_isnil(L, 14);
-        normalize(L, 12, 1);
-        normalize(L, 14, 1);
-        if (diff_values(L, s, 14, 12, "dry-run/", id)) {
+        push_body(L, s); /* 11: what the apply would leave */
+        normalize(L, 10, 1);
+        normalize(L, 11, 1);
+        if (diff_values(L, s, 10, 11, "dry-run/", id)) {
             if (live)
                 s->n_change++;
             else
@@ -556,27 +595,27 @@ static int p_main(lua_State *L)
         }
     }
 
-    /* The children the controller would delete: owned, labelled, of a
-     * kind it renders, and no longer rendered. */
+    /* The children the controller would delete (send_prunes): owned,
+     * labelled, of a kind it renders, and no longer rendered. */
     for (int k = 0; k < KINDS_NCHILD; k++) {
         if (kinds_table[k].role != KIND_RENDERED)
             continue;
-        lua_settop(L, 8);
-        lua_getfield(L, 6, kinds_table[k].kind); /* 9 */
-        lua_getfield(L, 8, kinds_table[k].kind); /* 10 */
+        lua_settop(L, 7);
+        lua_getfield(L, 6, kinds_table[k].kind); /* 8 */
+        lua_getfield(L, 7, kinds_table[k].kind); /* 9 */
         lua_pushnil(L);
-        while (lua_next(L, 9)) { /* 11: name, 12: obj */
-            int keep = lua_type(L, 10) == LUA_TTABLE &&
-                       lua_getfield(L, 10, lua_tostring(L, 11)) != LUA_TNIL;
-            if (lua_type(L, 10) == LUA_TTABLE)
+        while (lua_next(L, 8)) { /* 10: name, 11: obj */
+            int keep = lua_type(L, 9) == LUA_TTABLE &&
+                       lua_getfield(L, 9, lua_tostring(L, 10)) != LUA_TNIL;
+            if (lua_type(L, 9) == LUA_TTABLE)
                 lua_pop(L, 1);
-            if (!keep && owned(L, s, 12)) {
+            if (!keep && owned(L, s, 11)) {
                 char id[400];
                 snprintf(id, sizeof(id), "%s/%s/%s", kinds_table[k].kind, s->ns,
-                         lua_tostring(L, 11));
-                normalize(L, 12, 1);
+                         lua_tostring(L, 10));
+                normalize(L, 11, 1);
                 lua_pushnil(L);
-                diff_values(L, s, 12, -1, "dry-run/", id);
+                diff_values(L, s, 11, -1, "dry-run/", id);
                 lua_pop(L, 1);
                 s->n_delete++;
             }
@@ -584,15 +623,30 @@ static int p_main(lua_State *L)
         }
     }
 
-    /* The status the controller would write. */
-    lua_settop(L, 8);
-    lua_getfield(L, 4, "status");  /* 9 */
-    lua_getfield(L, 7, "status");  /* 10: the status document */
-    lua_getfield(L, 10, "status"); /* 11 */
-    char id[400];
-    snprintf(id, sizeof(id), "%s/%s/%s/status", KINDS_OWNER_KIND, s->ns,
-             s->name);
-    s->status_changed = diff_values(L, s, 9, 11, "rendered/", id);
+    /* The status the controller would write (status_stage): the
+     * conditions' lastTransitionTime kept where their status holds, and
+     * nothing written when it equals the live one. */
+    lua_settop(L, 7);
+    cJSON *desired = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(s->root, "status"), "status");
+    cJSON_Delete(s->cj);
+    s->cj = NULL;
+    lua_getfield(L, 4, "status"); /* 8 */
+    if (!lua_isnil(L, 8) && json_to_cjson(L, 8, &s->cj, err, sizeof(err)) != 0)
+        fail(L, s, SCRIPT_TEST_EINPUT, "%s", err);
+    char now[32];
+    apply_rfc3339((long long)time(NULL), now);
+    if (!cJSON_IsObject(desired) ||
+        apply_stamp_conditions(desired, s->cj, now) != 0)
+        fail(L, s, SCRIPT_TEST_EPOLICY, "status(): no status object");
+    if (s->cj == NULL || !apply_status_equal(desired, s->cj)) {
+        if (json_push_cjson(L, desired, err, sizeof(err)) != 0) /* 9 */
+            fail(L, s, SCRIPT_TEST_EINPUT, "%s", err);
+        char id[400];
+        snprintf(id, sizeof(id), "%s/%s/%s/status", KINDS_OWNER_KIND, s->ns,
+                 s->name);
+        s->status_changed = diff_values(L, s, 8, 9, "rendered/", id);
+    }
     return 0;
 }
 
