@@ -5,8 +5,10 @@
 set -uo pipefail
 build=${1:?usage: spec/memcheck.sh BUILD_DIR}
 cd "$(dirname "$0")/.." || exit
-# valgrind runs code ~30-50x slower: CPU-time bounds in the tests scale up.
-export LPATTERN_TEST_MAX_MS=5000 DITTOFS_TEST_TIME_SCALE=20
+# valgrind runs code ~30-50x slower, and up to 90x on a machine busy with
+# other work (7-9 s seen for a 100 ms bound): the CPU-time bounds in the
+# tests scale up. The run without valgrind (ctest's c_test_*) checks them.
+export LPATTERN_TEST_MAX_MS=20000 DITTOFS_TEST_TIME_SCALE=20
 pass=0
 fail=0
 for t in "$build"/test_*; do
