@@ -238,13 +238,13 @@ local function interpret(suffix)
       return nil
     end
     digits = strip_leading_zeros(digits)
-    -- The exponent must fit in [-MaxInt32, MaxInt32] (apimachinery rejects
-    -- rather than truncates it).
+    -- The exponent must fit in an int32, [-2^31, 2^31 - 1] (apimachinery
+    -- rejects rather than truncates it).
     if #digits > 10 then
       return nil
     end
     local v = tonumber(digits ~= "" and digits or "0")
-    if v > MAX_INT32 then
+    if v > MAX_INT32 + (sign == "-" and 1 or 0) then
       return nil
     end
     if sign == "-" then
