@@ -1026,7 +1026,12 @@ static int send_status(struct rec *r, cJSON *st)
     }
     char now[32];
     apply_rfc3339((long long)time(NULL), now);
-    apply_stamp_conditions(st, live_status, now);
+    /* A condition without its time would be written as it is. */
+    if (apply_stamp_conditions(st, live_status, now) != 0) {
+        cJSON_Delete(desired);
+        r->failed = 1;
+        return 0;
+    }
     if (live_status != NULL && apply_status_equal(st, live_status)) {
         cJSON_Delete(desired);
         return 0;

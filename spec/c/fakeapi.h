@@ -5,7 +5,8 @@
  * resourceVersion, as it comes), server-side apply as "store what was
  * sent" (keeping the stored status), the status subresource, deletes,
  * and Events accepted as they are; a resource's watch events can be held
- * back (fa_hold_watch) to play a lagging watch. Every request but a GET is
+ * back (fa_hold_watch) to play a lagging watch, and writes stalled
+ * (fa_stall) to keep a reconcile in flight. Every request but a GET is
  * recorded (method, path, body) so a test counts and reads the writes; fa_fail
  * scripts answers (a 422, a 500) for the writes whose path matches. The
  * API semantics themselves are the integration tests' business: this
@@ -80,7 +81,8 @@ static struct {
     int nwrites;
     struct fa_rule rules[FA_MAX_RULES];
     int nrules;
-    char held[32]; /* watches of this resource deliver nothing meanwhile */
+    char held[32];     /* watches of this resource deliver nothing meanwhile */
+    char stalled[256]; /* writes whose path contains this wait meanwhile */
     char pod_paths[64][600]; /* every request on a pods path */
     int npod_paths;
     int stopping;
@@ -252,6 +254,15 @@ __attribute__((unused)) static void fa_hold_watch(const char *res)
     pthread_mutex_unlock(&FA.mu);
 }
 
+/* Stalls the writes whose path contains `path_sub` (NULL: lets them go):
+ * their answers wait until released, as a slow apiserver's would. */
+__attribute__((unused)) static void fa_stall(const char *path_sub)
+{
+    pthread_mutex_lock(&FA.mu);
+    snprintf(FA.stalled, sizeof(FA.stalled), "%s", path_sub ? path_sub : "");
+    pthread_mutex_unlock(&FA.mu);
+}
+
 /* Drops every scripted answer. */
 __attribute__((unused)) static void fa_fail_clear(void)
 {
@@ -391,6 +402,15 @@ static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
         return fa_serve_list(fd, res);
     }
     int w = fa_record(r);
+    for (;;) {
+        pthread_mutex_lock(&FA.mu);
+        int stall = FA.stalled[0] != '\0' && !FA.stopping &&
+                    strstr(r->path, FA.stalled) != NULL;
+        pthread_mutex_unlock(&FA.mu);
+        if (!stall)
+            break;
+        usleep(5000);
+    }
     pthread_mutex_lock(&FA.mu);
     const struct fa_rule *u = fa_rule_for(r);
     char fail[1024] = "";

@@ -171,7 +171,7 @@ static int wait_reconciles(const char *name, const char *what, int want)
     "function M.render(ds, ctx)\n"                                             \
     "  return { { apiVersion = 'v1', kind = 'ConfigMap',\n"                    \
     "    metadata = { name = ds.metadata.name .. '-c' },\n"                    \
-    "    data = { v = ds.spec.v or '" V "' } } }\n"                            \
+    "    data = { v = ds.spec.v or '" V "', p = '" V "' } } }\n"               \
     "end\n"                                                                    \
     "function M.status(ds, observed, ctx)\n"                                   \
     "  return { phase = 'Pending' }, ds.spec.requeue\n"                        \
@@ -312,6 +312,115 @@ static void test_policy_sets(void)
     cleanup("ds2");
     cleanup("ds3");
     fa_delete("pods", "ds1-0");
+}
+
+/*
+ * A set replaced while a reconcile is in flight (its apply stalled): the
+ * old set is freed at once, as controller.h allows; the reconcile ends
+ * without it and the new set's full reconcile follows.
+ */
+static void test_set_in_flight(void)
+{
+    struct policy_set *a = policy(POLICY_V("a"));
+    put_ds("fl", "");
+    int w0 = fa_nwrites();
+    struct controller *c = start(a);
+    CHECK(fa_wait_write(w0, "/configmaps/fl-c", "\"p\":\"a\"") &&
+              wait_reconciles("fl", NULL, 1),
+          "in flight: set a renders");
+    fa_settle(200);
+    int n = reconciles("fl", NULL);
+    fa_stall("/configmaps/fl-c");
+    w0 = fa_nwrites();
+    put_ds("fl", ",\"v\":\"x\"");
+    CHECK(fa_wait_write(w0, "/configmaps/fl-c", "\"v\":\"x\""),
+          "... an apply of set a is in flight");
+    nt_run_for(&FA.t, 50);
+    CHECK(controller_in_flight(c) == 1, "... one reconcile in flight (%zu)",
+          controller_in_flight(c));
+    struct policy_set *b = policy(POLICY_V("b"));
+    controller_set_policies(c, b);
+    policy_set_free(a); /* at once, whatever is in flight */
+    fa_stall(NULL);
+    CHECK(fa_wait_write(w0, "/configmaps/fl-c", "\"p\":\"b\""),
+          "... set b renders once the stalled apply answered");
+    CHECK(wait_reconciles("fl", NULL, n + 2),
+          "... after the reconcile in flight ended (%d reconciles)",
+          reconciles("fl", NULL) - n);
+    fa_settle(200);
+    CHECK(reconciles("fl", "result=error") == 0, "... no error on the way");
+    controller_free(c);
+    policy_set_free(b);
+    cleanup("fl");
+}
+
+/* A StatefulSet renders volumeClaimTemplates of spec.size (default 1Gi). */
+static const char *const POLICY_STS =
+    "local M = {}\n"
+    "function M.render(ds, ctx)\n"
+    "  return { { apiVersion = 'apps/v1', kind = 'StatefulSet',\n"
+    "    metadata = { name = ds.metadata.name },\n"
+    "    spec = { serviceName = ds.metadata.name, replicas = 1,\n"
+    "      selector = { matchLabels = { app = 'd' } },\n"
+    "      template = { metadata = { labels = { app = 'd' } },\n"
+    "        spec = { containers = { { name = 'c', image = 'i' } } } },\n"
+    "      volumeClaimTemplates = { { metadata = { name = 'data' },\n"
+    "        spec = { resources = { requests = {\n"
+    "          storage = ds.spec.size or '1Gi' } } } } } } } }\n"
+    "end\n"
+    "function M.status(ds, observed, ctx)\n"
+    "  return { phase = 'Pending' }\n"
+    "end\n"
+    "return M\n";
+
+/*
+ * A StatefulSet the API refuses (its claim templates cannot change): the
+ * retry applies everything else with the live templates, and once that
+ * is applied nothing more is sent while it renders the same.
+ */
+static void test_sts_claims(void)
+{
+    struct policy_set *ps = policy(POLICY_STS);
+    put_ds("st", "");
+    int w0 = fa_nwrites();
+    struct controller *c = start(ps);
+    CHECK(fa_wait_write(w0, "/statefulsets/st", "\"storage\":\"1Gi\""),
+          "claims: the StatefulSet is applied with 1Gi");
+    fa_settle(200);
+    fa_fail("PATCH", "/statefulsets/st", 422,
+            "StatefulSet.apps st is invalid: spec: Forbidden: updates to "
+            "statefulset spec for fields other than replicas, template are "
+            "forbidden",
+            1);
+    w0 = fa_nwrites();
+    put_ds("st", ",\"size\":\"2Gi\"");
+    CHECK(fa_wait_writes(w0, "/statefulsets/st", NULL, 2),
+          "... 2Gi refused, then retried");
+    fa_settle(300);
+    char *body = fa_last_write("/statefulsets/st");
+    CHECK(body && strstr(body, "\"storage\":\"1Gi\"") && !strstr(body, "2Gi"),
+          "... with the live claim templates (%s)", body ? body : "none");
+    free(body);
+    CHECK(fa_count_writes(w0, "/statefulsets/st", NULL) == 2,
+          "... and then left alone: it matches the live one (%d writes)",
+          fa_count_writes(w0, "/statefulsets/st", NULL));
+    cJSON *live = fa_get("statefulsets", "st");
+    const cJSON *st = cJSON_GetObjectItem(
+        cJSON_GetArrayItem(
+            cJSON_GetObjectItem(cJSON_GetObjectItem(live, "spec"),
+                                "volumeClaimTemplates"),
+            0),
+        "spec");
+    char *t = cJSON_PrintUnformatted(st);
+    CHECK_STR_EQ(t, "{\"resources\":{\"requests\":{\"storage\":\"1Gi\"}}}",
+                 "... the stored templates unchanged");
+    free(t);
+    cJSON_Delete(live);
+    controller_free(c);
+    policy_set_free(ps);
+    fa_fail_clear();
+    fa_delete("dittoservers", "st");
+    fa_delete("statefulsets", "st");
 }
 
 /*
@@ -489,6 +598,8 @@ int main(void)
     fa_start(NULL);
     fa_log_to_file("test_controller");
     test_policy_sets();
+    test_set_in_flight();
+    test_sts_claims();
     test_overlays();
     test_rejects();
     test_requeue();
