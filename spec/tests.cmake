@@ -41,6 +41,19 @@ add_test(NAME bundle_check COMMAND ${CMAKE_SOURCE_DIR}/spec/bundle_check.sh)
 set_tests_properties(bundle_check PROPERTIES LABELS unit TIMEOUT 120
   ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>")
 
+# Fuzz smoke (spec/fuzz.sh --smoke): the harnesses of spec/fuzz built with
+# clang (ASan+UBSan, libFuzzer) in their own directory, each replaying its
+# seeds and spec/fuzz/regressions, then fuzzing 4 s; fails on any crash.
+# Needs clang and libclang-rt-14-dev (deploy/local/deps.sh). One fuzz
+# build per build tree, outside the repository (~/.cache).
+if(NOT FUZZ)
+  string(MD5 fuzz_key "${CMAKE_BINARY_DIR}")
+  string(SUBSTRING "${fuzz_key}" 0 12 fuzz_key)
+  add_test(NAME fuzz_smoke COMMAND ${CMAKE_SOURCE_DIR}/spec/fuzz.sh --smoke)
+  set_tests_properties(fuzz_smoke PROPERTIES LABELS "unit;fuzz" TIMEOUT 600
+    ENVIRONMENT "FUZZ_BUILD_DIR=$ENV{HOME}/.cache/dittofs-operator/fuzz-smoke-${fuzz_key}")
+endif()
+
 if(INTEGRATION_TESTS)
   # The integration tests run once per Kubernetes version in KUBE_VERSIONS
   # (deploy/local/cluster.sh: "current" is the newest release we build, 1.20
