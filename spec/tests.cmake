@@ -54,6 +54,12 @@ if(NOT FUZZ)
     ENVIRONMENT "FUZZ_BUILD_DIR=$ENV{HOME}/.cache/dittofs-operator/fuzz-smoke-${fuzz_key}")
 endif()
 
+# The container image (Dockerfile) as a pod runs it; needs the Docker Engine
+# (and, cold, the Debian archive: ~10 min to build the base and the image).
+add_test(NAME image_check COMMAND ${CMAKE_SOURCE_DIR}/spec/image_check.sh)
+set_tests_properties(image_check PROPERTIES LABELS "unit;image" TIMEOUT 1800
+  ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>")
+
 if(INTEGRATION_TESTS)
   # The integration tests run once per Kubernetes version in KUBE_VERSIONS
   # (deploy/local/cluster.sh: "current" is the newest release we build, 1.20

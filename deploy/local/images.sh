@@ -296,7 +296,7 @@ build_operator() {
   net=$(build_network)
   say "operator: docker build $ROOT (network $net; cold ~8 min on 2 cores, ~1 min when only the operator's sources changed)"
   docker_build --network "$net" --label "$LABEL=$hash" \
-    --build-arg BASE_IMAGE="$TAG_BASE" --build-arg RUNTIME_IMAGE="$TAG_BASE" \
+    --build-arg BASE_IMAGE="$TAG_BASE" \
     -f "$ROOT/Dockerfile" -t "$TAG_OPERATOR" "$ROOT"
   local out
   docker run --rm "$TAG_OPERATOR" --version >/dev/null ||
