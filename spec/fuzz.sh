@@ -146,7 +146,8 @@ run_libfuzzer() {
 }
 
 run_afl() {
-  local h=$1 in=$build/afl-in/$h
+  local h=$1
+  local in=$build/afl-in/$h
   rm -rf "$in"
   mkdir -p "$in" "$build/afl-out"
   cp "$seeds/$h"/* "$in/" 2>/dev/null || true
@@ -160,14 +161,13 @@ run_afl() {
   ! ls "$build/afl-out/$h"/default/crashes/id:* >/dev/null 2>&1
 }
 
-declare -A status
-pids=()
 start=$(date +%s)
 for h in "${harnesses[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
-  ( if [ "$engine" = afl ]; then run_afl "$h"; else run_libfuzzer "$h"; fi
-    echo $? >"$build/logs/$h.rc" ) &
-  pids+=($!)
+  rm -f "$build/logs/$h.rc"
+  ( rc=0
+    if [ "$engine" = afl ]; then run_afl "$h" || rc=$?; else run_libfuzzer "$h" || rc=$?; fi
+    echo $rc >"$build/logs/$h.rc" ) &
 done
 wait
 elapsed=$(($(date +%s) - start))
