@@ -26,6 +26,7 @@
 --   container_security_context(spec), s3_env_name(backend, key)
 --   parameters(ds)             -> spec.policy defaulted by PARAMETERS
 --   PARAMETERS                 -> schema of spec.policy (none by default)
+--   children(r)                -> the {kind, name} list Reconciled waits for
 --   pod_problems(observed, ds), POD_WAITING_REASONS, UNSCHEDULABLE_PHASE
 -- Uses: codec, dittoserver_schema, dittoserver.common, .config,
 -- .validation, .pod, .services, .status, k8s.tablex.
@@ -156,7 +157,7 @@ local BOUND = {
   service_ports = services, config_map = services, service = services,
   headless_service = services, statefulset = pod, pod_template = pod,
   container = pod, volume_claims = pod, liveness_probe = pod,
-  readiness_probe = pod,
+  readiness_probe = pod, children = status,
 }
 
 
@@ -169,7 +170,11 @@ function M.new()
   for _, k in ipairs(CONSTANTS) do
     p[k] = common[k]
   end
-  p.POD_WAITING_REASONS = tablex.deepcopy(status.POD_WAITING_REASONS)
+  local reasons = {}
+  for k, v in pairs(status.POD_WAITING_REASONS) do
+    reasons[k] = v
+  end
+  p.POD_WAITING_REASONS = reasons
   p.UNSCHEDULABLE_PHASE = status.UNSCHEDULABLE_PHASE
   --- Schema of spec.policy (the CRD keeps that object as it is): the
   -- structural subset dittoserver_schema.check knows (type, properties,

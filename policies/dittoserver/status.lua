@@ -2,8 +2,9 @@
 -- children and pods: phase, availableReplicas, nfsEndpoint and the Ready
 -- and Reconciled conditions. The functions take the policy `p`: they read
 -- p.POD_WAITING_REASONS and p.UNSCHEDULABLE_PHASE, and ask p.validate,
--- p.prepare, p.render and p.config_file what the spec wants.
+-- p.prepare, p.children and p.config_file what the spec wants.
 --   POD_WAITING_REASONS, UNSCHEDULABLE_PHASE  (defaults, copied by new())
+--   children(p, r)                -> the {kind, name} Reconciled waits for
 --   pod_problems(p, observed, ds) -> list of {reason=, phase=, message=}
 --   status(p, ds, observed, ctx)  -> the status
 -- Uses: codec, dittoserver.common, k8s.conditions, k8s.quantity,
@@ -250,6 +251,23 @@ local function pods_condition(problems)
     cut(concat(msgs, "; "), MAX_MESSAGE)), problems[lead].phase
 end
 
+--- The children whose absence keeps Reconciled False (ChildrenMissing), in
+-- the order of p.objects: the ConfigMap, both Services, the StatefulSet. A
+-- custom policy that renders more objects adds them here too (status()
+-- does not render: it runs after every write of the operator, and a
+-- render would double its cost).
+-- @param p table the policy
+-- @param r table the render input
+-- @return table list of {kind, name}
+function M.children(_, r)
+  local name = r.name
+  return {
+    { "ConfigMap", name .. "-config" }, { "Service", name },
+    { "Service", name .. "-headless" }, { "StatefulSet", name },
+  }
+end
+
+
 -- Upstream's Ready condition (reference §1.10), texts kept.
 local function ready_condition(desired, ready)
   if desired == 0 then
@@ -304,9 +322,9 @@ local function storage_changes(spec, sts)
   return changes
 end
 
--- Reconciled: are the children the policy renders there (p.render, so a
--- custom policy's extra objects count), and do they carry the current
--- spec?
+-- Reconciled: are the children there (p.children: a custom policy that
+-- renders more objects lists them there too), and do they carry the
+-- current spec?
 local function reconciled_condition(p, r, errs, observed)
   local name, spec = r.name, r.spec
   if #errs > 0 then
@@ -314,11 +332,10 @@ local function reconciled_condition(p, r, errs, observed)
     return conditions.new("Reconciled", "False", "InvalidSpec", msg)
   end
   local missing = {}
-  for _, o in ipairs(p.render(r.ds, r.ctx)) do
-    local oname = tablex.get(o, "metadata", "name")
-    if observed_of(observed, o.kind, oname) == nil then
-      missing[#missing + 1] = format("%s %q", tostring(o.kind),
-        tostring(oname))
+  for _, c in ipairs(p.children(r)) do
+    if observed_of(observed, c[1], c[2]) == nil then
+      missing[#missing + 1] = format("%s %q", tostring(c[1]),
+        tostring(c[2]))
     end
   end
   if #missing > 0 then
@@ -377,7 +394,7 @@ end
 -- except that while not every replica is ready a pod problem replaces
 -- StatefulSetNotReady: Ready=False with the kubelet's reason and message,
 -- prefixed "pod P, container C: " (p.pod_problems).
--- Reconciled: InvalidSpec, ChildrenMissing (an object p.render returns is
+-- Reconciled: InvalidSpec, ChildrenMissing (a child p.children lists is
 -- not observed), StorageImmutable, ChildrenOutOfDate, ChildrenUpToDate.
 -- @param p table the policy
 -- @param ds table the DittoServer

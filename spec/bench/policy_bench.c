@@ -148,37 +148,20 @@ done:
     return rc;
 }
 
-/* Writes the embedded policies/ into a new directory under /tmp, the main
- * module renamed to dittoserver_full.lua and replaced by one that exports
- * only render and status. Returns 0 with the directory in dir. */
+/* Makes a policies directory under /tmp whose dittoserver.lua builds the
+ * default policy (dittoserver.default, embedded behind the directory) and
+ * exports only render and status. Returns 0 with the directory in dir. */
 static int render_status_dir(char *dir, size_t n)
 {
     snprintf(dir, n, "/tmp/policy-bench-XXXXXX");
     if (mkdtemp(dir) == NULL)
         return -1;
-    for (size_t i = 0; i < embedded_files_count; i++) {
-        const struct embedded_file *f = &embedded_files[i];
-        if (strncmp(f->name, "policies/", 9) != 0)
-            continue;
-        char path[512];
-        if (strcmp(f->name, "policies/dittoserver.lua") == 0)
-            snprintf(path, sizeof(path), "%s/dittoserver_full.lua", dir);
-        else
-            snprintf(path, sizeof(path), "%s/%s", dir, f->name + 9);
-        FILE *o = fopen(path, "wb");
-        if (o == NULL || fwrite(f->data, 1, f->len, o) != f->len) {
-            if (o)
-                fclose(o);
-            return -1;
-        }
-        fclose(o);
-    }
     char path[512];
     snprintf(path, sizeof(path), "%s/dittoserver.lua", dir);
     FILE *o = fopen(path, "wb");
     if (o == NULL)
         return -1;
-    fputs("local M = require(\"dittoserver_full\")\n"
+    fputs("local M = require(\"dittoserver.default\").new()\n"
           "return { render = M.render, status = M.status }\n",
           o);
     fclose(o);
