@@ -16,7 +16,7 @@ for f in core/*.[ch] spec/c/*.[ch] spec/bench/*.c; do
     echo "not formatted: $f (clang-format -i $f)"
   fi
 done
-if luacheck --no-color -q --std lua54 lua policies; then
+if luacheck --no-color -q --std lua54 lua policies deploy/examples; then
   pass=$((pass + 1))
 else
   fail=$((fail + 1))

@@ -248,7 +248,11 @@ function M.new()
     -- copies: the memoized lists stay as they are whatever the caller does
     errs = array(table.move(errs, 1, #errs, 1, {}))
     warns = array(table.move(warns, 1, #warns, 1, {}))
+    -- absent counts as {}, so that PARAMETERS.required holds without it
     local params = schema.is_object(ds.spec) and ds.spec.policy or nil
+    if params == nil or params == codec.null then
+      params = {}
+    end
     if schema.is_object(params) then
       local perrs, pwarns = schema.check(params, p.PARAMETERS,
         "spec.policy")
