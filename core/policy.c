@@ -380,8 +380,10 @@ static int open_codec(lua_State *L)
 }
 
 /* sandbox_loader_fn: the policy directory, then (behind --policies) the
- * embedded policies/ (so a custom dittoserver.lua can keep requiring
- * dittoserver_schema), then embedded lua/, then "codec". */
+ * embedded policies/ (so a custom dittoserver.lua can build on
+ * dittoserver.default and its modules, and require dittoserver_schema;
+ * only the embedded dittoserver itself is shadowed), then embedded lua/,
+ * then "codec". */
 static int loader(lua_State *L, const char *name, void *ud)
 {
     const struct policy_set *ps = ud;

@@ -1,7 +1,9 @@
 /*
  * policy: a compiled policy set and the evaluation of one DittoServer.
  * Loading reads the embedded policies/ and lua/ (embedded.h) or a
- * `--policies DIR` override (plus the embedded lua/), compiles every file
+ * `--policies DIR` whose modules come first (the embedded policies/ and
+ * lua/ stay reachable behind it: a custom dittoserver.lua builds on
+ * require("dittoserver.default"), policies/README.md), compiles every file
  * once as text (syntax errors come back as "file:line: message") and keeps
  * the bytecode the host itself dumped. Evaluating runs validate, render and
  * status of the main policy in the set's sandbox (JSON text in, JSON text
