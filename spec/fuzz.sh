@@ -28,7 +28,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fz=$root/spec/fuzz
 harnesses=(json yaml jscan watch kubeconfig exec_cred quantity lpattern crd
-           script_test)
+           script_test dittoserver)
 
 smoke=0
 seconds=60
@@ -112,7 +112,7 @@ dicts() { # dicts HARNESS: the dictionaries it gets
   yaml | crd | script_test | kubeconfig) echo yaml k8s ;;
   quantity) echo quantity ;;
   lpattern) echo lpattern ;;
-  esac
+  esac # dittoserver: its input is choices, not text
 }
 for h in "${harnesses[@]}"; do
   for d in $(dicts "$h"); do cat "$fz/dict/$d.dict"; done >"$build/dict/$h.dict"
@@ -120,7 +120,7 @@ done
 maxlen() {
   case $1 in
   quantity) echo 300 ;;
-  lpattern | exec_cred) echo 4096 ;;
+  lpattern | exec_cred | dittoserver) echo 4096 ;;
   *) echo 65536 ;;
   esac
 }
@@ -134,20 +134,22 @@ if [ $smoke -eq 1 ]; then
 fi
 
 run_libfuzzer() {
-  local h=$1 corpus=$build/corpus/$1 regs=()
+  local h=$1 corpus=$build/corpus/$1 regs=() dict=()
   [ -n "$tmpcorpus" ] && corpus=$tmpcorpus/$h
   mkdir -p "$corpus" "$build/artifacts/$h"
   [ -d "$fz/regressions/$h" ] && regs=("$fz/regressions/$h")
+  [ -s "$build/dict/$h.dict" ] && dict=(-dict="$build/dict/$h.dict")
   # stdin from /dev/null: a kubeconfig naming /dev/stdin must not block
   nice -n 10 "$build/fuzz_$h" -max_total_time="$seconds" -timeout=25 \
     -rss_limit_mb=2560 -max_len="$(maxlen "$h")" -print_final_stats=1 \
-    -dict="$build/dict/$h.dict" -artifact_prefix="$build/artifacts/$h/" \
+    "${dict[@]}" -artifact_prefix="$build/artifacts/$h/" \
     "$corpus" "$seeds/$h" "${regs[@]}" </dev/null >"$build/logs/$h.log" 2>&1
 }
 
 run_afl() {
   local h=$1
-  local in=$build/afl-in/$h
+  local in=$build/afl-in/$h dict=()
+  [ -s "$build/dict/$h.dict" ] && dict=(-x "$build/dict/$h.dict")
   rm -rf "$in"
   mkdir -p "$in" "$build/afl-out"
   cp "$seeds/$h"/* "$in/" 2>/dev/null || true
@@ -155,7 +157,7 @@ run_afl() {
   [ -d "$build/corpus/$h" ] && cp "$build/corpus/$h"/* "$in/" 2>/dev/null
   AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
     AFL_NO_AFFINITY=1 nice -n 10 afl-fuzz -V "$seconds" -m none -t 25000 \
-    -i "$in" -o "$build/afl-out/$h" -x "$build/dict/$h.dict" \
+    -i "$in" -o "$build/afl-out/$h" "${dict[@]}" \
     -- "$build/fuzz_$h" </dev/null >"$build/logs/$h.log" 2>&1 || return 1
   # afl-fuzz exits 0 after -V whatever it found: crashes fail the run
   ! ls "$build/afl-out/$h"/default/crashes/id:* >/dev/null 2>&1

@@ -104,10 +104,10 @@ static inline void fuzz_lua_done(lua_State *L, int keep)
 
 /*
  * 1 when the values at a and b (absolute indices) are equal in the codec
- * representation: same type, numbers by value (an integer equals only an
- * integral float below 2^53 in magnitude; NaN equals NaN), the same null
- * sentinel, the same
- * array/object marker, and tables with the same keys holding equal values.
+ * representation: same type, numbers by exact value (an integer equals an
+ * integral float of the same value; NaN equals NaN), the same null
+ * sentinel, the same array/object marker, and tables with the same keys
+ * holding equal values.
  * Never raises on trees of decoded data (needs stack room: checked).
  */
 static inline int fuzz_equal(lua_State *L, int a, int b, int depth)
@@ -129,14 +129,10 @@ static inline int fuzz_equal(lua_State *L, int a, int b, int depth)
             double x = lua_tonumber(L, a), y = lua_tonumber(L, b);
             return x == y || (x != x && y != y);
         }
-        {
-            /* the encoders write an integral float below 2^53 as an
-             * integer (codec_fmt_number): it comes back as one */
-            int fi = lua_isinteger(L, a) ? b : a;
-            double f = lua_tonumber(L, fi);
-            return f == (double)lua_tointeger(L, fi == a ? b : a) &&
-                   f > -9007199254740992.0 && f < 9007199254740992.0;
-        }
+        /* the encoders write an integral float as an integer (below 2^53
+         * by design, codec_fmt_number; above it "%.17g" has no exponent
+         * either): it comes back as one, of exactly the same value */
+        return lua_rawequal(L, a, b);
     case LUA_TSTRING: {
         size_t la, lb;
         const char *sa = lua_tolstring(L, a, &la);

@@ -7,7 +7,7 @@
  * lines of the stream (CR stripped, empty ones skipped) whatever the
  * chunking, up to the first one longer than the maximum, which must fail
  * with WATCH_LINES_TOOBIG; a stored object's text is valid JSON without
- * metadata.managedFields and parses back.
+ * metadata.managedFields and parses back when the event's object does.
  */
 #include <cjson/cJSON.h>
 
@@ -86,9 +86,14 @@ static void event(struct ref *r, const char *line, size_t len)
     mdv = md.value;
     FUZZ_CHECK(jscan_find(mdv, "managedFields", &mf, err, sizeof(err)) == 0,
                "managedFields kept: %.*s", (int)jlen, json);
+    /* cutting managedFields loses nothing cJSON needs: the stored text
+     * parses whenever the event's object does (jscan, which accepted it,
+     * does not check escapes such as a lone \ud800 that cJSON refuses) */
+    cJSON *orig = jscan_cjson_parse(obj.p, obj.len);
     cJSON *tree = cache_obj_parse(o);
-    FUZZ_CHECK(tree != NULL, "stored text does not parse");
+    FUZZ_CHECK(tree != NULL || orig == NULL, "stored text does not parse");
     cJSON_Delete(tree);
+    cJSON_Delete(orig);
     FUZZ_CHECK(cache_obj_name(o)[0] != '\0', "stored object without name");
     if (jscan_str_eq(type, "DELETED")) {
         cache_delete(r->cache, cache_obj_namespace(o), cache_obj_name(o), o);
