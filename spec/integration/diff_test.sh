@@ -125,8 +125,12 @@ jq '.spec.resources.limits.memory = "8Gi"' "$tmp/cr.json" >"$tmp/cr8.json"
 mark=$(audit_mark)
 diff_run mem "$tmp/cr8.json"
 expect_eq "a memory limit change: exit 8" 8 "$rc"
-check "the StatefulSet's limit: -4Gi" grep -qxF -- "-              memory: 4Gi" "$tmp/mem.out"
-check "the StatefulSet's limit: +8Gi" grep -qxF -- "+              memory: 8Gi" "$tmp/mem.out"
+check "the StatefulSet's limit: -4Gi" grep -qE -- "^- +memory: 4Gi$" "$tmp/mem.out"
+check "the StatefulSet's limit: +8Gi" grep -qE -- "^\+ +memory: 8Gi$" "$tmp/mem.out"
+expect_eq "and its applied-hash annotation: the only other change" 2 \
+  "$(grep -cE '^[-+] +dittofs.dittofs.com/applied-hash: ' "$tmp/mem.out")"
+expect_eq "two lines out, two in" "2 2" \
+  "$(grep -c '^-[^-]' "$tmp/mem.out") $(grep -c '^+[^+]' "$tmp/mem.out")"
 expect_eq "only the StatefulSet changes" "+++ dry-run/StatefulSet/$ns/$ds" \
   "$(grep '^+++ ' "$tmp/mem.out")"
 expect_eq "one object to change" \
