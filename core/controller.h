@@ -103,18 +103,18 @@ void controller_resync(struct controller *c);
  * inputs as a reconcile (the DittoServer and its observed children and
  * Pods from the caches, with the objects our own writes returned that the
  * watches have not delivered yet). No request, Event, status, metric or
- * queue change results; the candidate's sandbox is prepared as a side
- * effect. Synchronous: it blocks the loop for one evaluation per cached
- * DittoServer (each bounded by POLICY_EVAL_BUDGETS timeouts); before the
- * caches have synced (controller_synced) it sees only what is cached.
- * Returns 0 when every evaluation is POLICY_OK or POLICY_INVALID (an
- * invalid spec is the policy's verdict on it, not a broken policy), and
- * also when nothing is cached. Returns -1 otherwise, with `err` holding
- * "namespace/name: <policy_eval's message>" (the script's "file:line:
- * message", a budget message, or a rendered object the core refuses,
- * such as a kind outside the managed ones) for the first failure met (in
- * no particular order) and " (and N more DittoServers failing)" when
- * there are others.
+ * queue change results; the candidate's sandbox is prepared, and
+ * overlays past their TTL are dropped, as a reconcile would. Synchronous: it
+ * blocks the loop for one evaluation per cached DittoServer (each bounded by
+ * POLICY_EVAL_BUDGETS timeouts); before the caches have synced
+ * (controller_synced) it sees only what is cached. Returns 0 when every
+ * evaluation is POLICY_OK or POLICY_INVALID (an invalid spec is the policy's
+ * verdict on it, not a broken policy), and also when nothing is cached. Returns
+ * -1 otherwise, with `err` holding "namespace/name: <policy_eval's message>"
+ * (the script's "file:line: message", a budget message, or a rendered object
+ * the core refuses, such as a kind outside the managed ones) for the first
+ * failure met (in no particular order) and " (and N more DittoServers failing)"
+ * when there are others.
  */
 int controller_try_policies(struct controller *c, struct policy_set *ps,
                             struct dbuf *err);

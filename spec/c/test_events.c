@@ -4,7 +4,8 @@
  * path, the merge-patch of a repeat, repeats folded while a request is in
  * flight, the per-object bucket, the LRU bound on the object map, forget,
  * disabled, a 404 on PATCH starting a new Event, cluster-scoped objects,
- * and freeing with requests in flight.
+ * a namespace the path builder refuses, and freeing with requests in
+ * flight.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -282,6 +283,15 @@ static void test_disabled_and_misc(void)
               "namespace") == NULL,
           "no involvedObject.namespace for it");
     cJSON_Delete(ev);
+
+    /* The path comes from kinds_path, which refuses what would escape it. */
+    reset();
+    struct events_ref bad = {"v1", "ConfigMap", "a/b", "x", NULL, NULL};
+    int rc = events_emit(E, &bad, "Normal", "A", "b");
+    settle();
+    CHECK(rc == -EINVAL && nreq() == 0 && events_pending(E) == 0,
+          "a namespace that would escape the path: -EINVAL, no request (%d)",
+          rc);
 
     /* Freed with requests queued: cancelled, nothing leaks. */
     for (int i = 0; i < 5; i++) {
