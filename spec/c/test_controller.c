@@ -6,7 +6,18 @@
  *    nothing, passes an InvalidSpec verdict and fails on a script error
  *    or a refused kind with "ns/name: message" and a count of the
  *    others; controller_set_policies switches to a set (the old one freed
- *    at once) and reconciles every DittoServer fully under it.
+ *    at once, also while a reconcile is in flight) and reconciles every
+ *    DittoServer fully under it;
+ *  - overlays: a reconcile before the watch delivers our write does not
+ *    write again, the echo reconciles nothing, the TTL (test clock);
+ *  - 422 refusals: CONTROLLER_MAX_REJECTS attempts, then reported
+ *    (ApplyFailed) and not sent while rendered the same; full reconciles
+ *    meanwhile, status-only ones once clean; a refused StatefulSet retried
+ *    with the live claim templates;
+ *  - requeues: status()'s requeue-after and the per-key backoff of a
+ *    failed write, each due only when the test clock (loop_set_clock)
+ *    reaches it;
+ *  - Events: InvalidSpec, PolicyError, Created.
  * Uses the controller, policy sets from a temporary --policies directory.
  */
 #include <stdio.h>
@@ -18,6 +29,7 @@
 #include <cjson/cJSON.h>
 
 #include "controller.h"
+#include "events.h"
 #include "fakeapi.h"
 #include "log.h"
 #include "tracking.h"
@@ -424,6 +436,62 @@ static void test_sts_claims(void)
 }
 
 /*
+ * Events: an invalid spec gives a Warning InvalidSpec Event with the
+ * messages, a policy failure a Warning PolicyError one with the policy's
+ * file:line, a created child a Normal Created one; all on the
+ * DittoServer.
+ */
+static void test_events(void)
+{
+    struct events *ev = events_new(FA.t.http, "dittofs-operator", "host-1");
+    struct policy_set *a = policy(POLICY_V("a"));
+    put_ds("evb", ",\"bad\":true");
+    put_ds("evg", "");
+    int w0 = fa_nwrites();
+    struct dbuf err;
+    dbuf_init(&err, 4096);
+    struct controller_opts o = {
+        .namespace = FA_NS,
+        .limits = {.timeout_ms = test_ms(1000)},
+        .backoff_base_ms = 50,
+        .backoff_max_ms = 500,
+    };
+    struct controller *c = controller_new(FA.t.http, a, NULL, ev, &o, &err);
+    if (c == NULL || controller_start(c) != 0) {
+        printf("Bail out! controller: %s\n", dbuf_ptr(&err));
+        exit(1);
+    }
+    controller_set_leading(c, 1);
+    CHECK(fa_wait_write(w0, "/events", "\"reason\":\"InvalidSpec\""),
+          "events: an invalid spec: Warning InvalidSpec");
+    char *e = fa_last_write("/events");
+    CHECK(e && strstr(e, "spec.bad: not allowed") &&
+              strstr(e, "\"type\":\"Warning\"") &&
+              strstr(e, "\"name\":\"evb\""),
+          "... with the message, on the DittoServer (%s)", e ? e : "none");
+    free(e);
+    CHECK(fa_wait_write(w0, "/events", "Created ConfigMap evg-c"),
+          "events: a created child: Normal Created");
+    fa_settle(300);
+
+    struct policy_set *broken = policy(POLICY_BROKEN);
+    controller_set_policies(c, broken);
+    policy_set_free(a);
+    CHECK(fa_wait_write(w0, "/events", "\"reason\":\"PolicyError\""),
+          "events: a failing policy: Warning PolicyError");
+    CHECK(fa_count_writes(w0, "/events", "dittoserver.lua:7: boom in render") >=
+              1,
+          "... with the policy's file:line");
+    fa_settle(300);
+    controller_free(c);
+    events_free(ev);
+    policy_set_free(broken);
+    dbuf_free(&err);
+    cleanup("evb");
+    cleanup("evg");
+}
+
+/*
  * Overlays: a reconcile that runs before the watch has delivered our own
  * write sees what the write returned and does not write again; the echo
  * of that write, once delivered, reconciles nothing; an overlay older
@@ -600,6 +668,7 @@ int main(void)
     test_policy_sets();
     test_set_in_flight();
     test_sts_claims();
+    test_events();
     test_overlays();
     test_rejects();
     test_requeue();
