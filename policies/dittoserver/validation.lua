@@ -2,7 +2,17 @@
 -- schema expresses. The upstream webhook's rules come first with their
 -- texts, then the rules the server itself would enforce at start. Every
 -- message starts with the field it is about; all problems are reported,
--- not only the first.
+-- not only the first. A backend's config keys are named as Kubernetes
+-- names map keys (config[bucket]).
+--
+-- Some rules are also x-kubernetes-validations (CEL) rules of
+-- crd/dittoserver.yaml, so a 1.25+ apiserver refuses the DittoServer at
+-- `kubectl apply` with the same field and text: nfsPort 9090, a zero
+-- storage size, dumpRestricted without dumpAllowedClients, inline
+-- credentials, credentialsSecretRef off s3, an s3 backend without bucket,
+-- force_path_style, a relative config[path]. Their texts are the CRD's
+-- `message`s (spec/cel_check.sh fails when the two differ); they stay here
+-- for older clusters and for --script-test.
 --   check(name, spec, config_of) -> errors, warnings (codec arrays)
 --   check_name(name, errs)       -> appends the metadata.name rules
 -- Uses: codec, dittoserver_schema, dittoserver.common, k8s.quantity,
@@ -128,10 +138,10 @@ local function check_backend(spec, b, at, errs, warns)
   local cfg = type(b.config) == "table" and b.config or {}
   for _, key in ipairs(CREDENTIAL_KEYS) do
     if cfg[key] ~= nil then
-      errs[#errs + 1] = format("%s.config.%s: credentials must not be "
+      errs[#errs + 1] = format("%s.config[%s]: credentials must not be "
         .. "written inline (they would land in the ConfigMap); put them in "
-        .. "a Secret and reference it with %s.credentialsSecretRef", at,
-        key, at)
+        .. "a Secret and reference it with the backend's "
+        .. "credentialsSecretRef", at, key)
     end
   end
   if b.credentialsSecretRef ~= nil and b.type ~= "s3" then
@@ -143,19 +153,19 @@ local function check_backend(spec, b, at, errs, warns)
     if not known[key] and key ~= "access_key_id"
         and key ~= "secret_access_key" then
       local names = sorted_keys(known)
-      warns[#warns + 1] = format("%s.config.%s: not a setting of a %s "
+      warns[#warns + 1] = format("%s.config[%s]: not a setting of a %s "
         .. "backend, ignored (known: %s)", at, key, tostring(b.type),
         concat(names, ", "))
     end
   end
   if b.type == "s3" then
     if cfg.bucket == nil or cfg.bucket == "" then
-      errs[#errs + 1] = at .. ".config.bucket: required for an s3 backend"
+      errs[#errs + 1] = at .. ".config[bucket]: required for an s3 backend"
     end
     local fps = cfg.force_path_style
     if fps ~= nil and fps ~= "true" and fps ~= "false" then
-      errs[#errs + 1] = format("%s.config.force_path_style: must be "
-        .. "\"true\" or \"false\", got %q", at, tostring(fps))
+      errs[#errs + 1] = at .. ".config[force_path_style]: must be \"true\" "
+        .. "or \"false\""
     end
     return
   end
@@ -164,15 +174,15 @@ local function check_backend(spec, b, at, errs, warns)
     return
   end
   if path:sub(1, 1) ~= "/" then
-    errs[#errs + 1] = format("%s.config.path: must be an absolute path, "
-      .. "got %q", at, path)
+    errs[#errs + 1] = at .. ".config[path]: must be an absolute path "
+      .. "(starting with \"/\")"
     return
   end
   local on_volume = common.is_under(path, common.METADATA_DIR)
     or (spec.storage.contentSize ~= nil
       and common.is_under(path, common.CONTENT_DIR))
   if not on_volume then
-    warns[#warns + 1] = format("%s.config.path: %q is not on a persistent "
+    warns[#warns + 1] = format("%s.config[path]: %q is not on a persistent "
       .. "volume (%s%s); its data is lost when the pod restarts", at, path,
       common.METADATA_DIR, spec.storage.contentSize
         and ", " .. common.CONTENT_DIR

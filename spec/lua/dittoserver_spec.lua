@@ -746,14 +746,14 @@ describe("dittoserver policy", function()
           ds.spec.config.backends[3].config.access_key_id = "AKIA"
           ds.spec.config.backends[3].config.secret_access_key = "s"
         end,
-        { "spec.config.backends[2].config.access_key_id: credentials must "
+        { "spec.config.backends[2].config[access_key_id]: credentials must "
           .. "not be written inline (they would land in the ConfigMap); put "
-          .. "them in a Secret and reference it with "
-          .. "spec.config.backends[2].credentialsSecretRef",
-          "spec.config.backends[2].config.secret_access_key: credentials "
+          .. "them in a Secret and reference it with the backend's "
+          .. "credentialsSecretRef",
+          "spec.config.backends[2].config[secret_access_key]: credentials "
           .. "must not be written inline (they would land in the ConfigMap); "
-          .. "put them in a Secret and reference it with "
-          .. "spec.config.backends[2].credentialsSecretRef" }, {} },
+          .. "put them in a Secret and reference it with the backend's "
+          .. "credentialsSecretRef" }, {} },
       { "credentials on a non-s3 backend",
         function(ds)
           ds.spec.config.backends[2].credentialsSecretRef = { name = "x" }
@@ -765,11 +765,11 @@ describe("dittoserver policy", function()
           ds.spec.config.backends[3].config = { force_path_style = "yes",
             part_size = "5Mi" }
         end,
-        { "spec.config.backends[2].config.bucket: required for an s3 "
+        { "spec.config.backends[2].config[bucket]: required for an s3 "
           .. "backend",
-          "spec.config.backends[2].config.force_path_style: must be "
-          .. "\"true\" or \"false\", got \"yes\"" },
-        { "spec.config.backends[2].config.part_size: not a setting of a s3 "
+          "spec.config.backends[2].config[force_path_style]: must be "
+          .. "\"true\" or \"false\"" },
+        { "spec.config.backends[2].config[part_size]: not a setting of a s3 "
           .. "backend, ignored (known: bucket, endpoint, force_path_style, "
           .. "key_prefix, region)" } },
       { "relative and off-volume paths",
@@ -778,11 +778,11 @@ describe("dittoserver policy", function()
           ds.spec.config.backends[2].config = { path = "/tmp/files",
             mode = "x" }
         end,
-        { "spec.config.backends[0].config.path: must be an absolute path, "
-          .. "got \"data\"" },
-        { "spec.config.backends[1].config.mode: not a setting of a local "
+        { "spec.config.backends[0].config[path]: must be an absolute path "
+          .. "(starting with \"/\")" },
+        { "spec.config.backends[1].config[mode]: not a setting of a local "
           .. "backend, ignored (known: path)",
-          "spec.config.backends[1].config.path: \"/tmp/files\" is not on a "
+          "spec.config.backends[1].config[path]: \"/tmp/files\" is not on a "
           .. "persistent volume (/data/metadata, /data/content); its data is "
           .. "lost when the pod restarts" } },
       { "content path without a content volume",
@@ -791,7 +791,7 @@ describe("dittoserver policy", function()
           ds.spec.config.backends[2].config = { path = "/data/content/x" }
         end,
         {},
-        { "spec.config.backends[1].config.path: \"/data/content/x\" is not "
+        { "spec.config.backends[1].config[path]: \"/data/content/x\" is not "
           .. "on a persistent volume (/data/metadata, or /data/content with "
           .. "spec.storage.contentSize); its data is lost when the pod "
           .. "restarts" } },
