@@ -40,6 +40,11 @@ set_tests_properties(lint PROPERTIES LABELS unit TIMEOUT 300)
 add_test(NAME bundle_check COMMAND ${CMAKE_SOURCE_DIR}/spec/bundle_check.sh)
 set_tests_properties(bundle_check PROPERTIES LABELS unit TIMEOUT 120
   ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>")
+# The CRD's CEL rules against validate(): each bad DittoServer of spec/cel
+# gets through --script-test exactly the message of its CRD rule.
+add_test(NAME cel_check COMMAND ${CMAKE_SOURCE_DIR}/spec/cel_check.sh)
+set_tests_properties(cel_check PROPERTIES LABELS unit TIMEOUT 120
+  ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>")
 
 # Fuzz smoke (spec/fuzz.sh --smoke): the harnesses of spec/fuzz built with
 # clang (ASan+UBSan, libFuzzer) in their own directory, each replaying its
