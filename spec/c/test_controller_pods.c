@@ -216,7 +216,8 @@ static void test_pods(void)
     put_sts_status(1);
     CHECK(fa_wait_write(w0, "/dittoservers/ds/status", "\"phase\":\"Running\""),
           "a StatefulSet with a ready replica: Running");
-    CHECK(fa_log_count("msg=\"reconciled\"", "eval=full", NULL) > full1,
+    /* The status write is seen before the reconcile logs its end. */
+    CHECK(fa_wait_log("msg=\"reconciled\"", "eval=full", NULL, full1 + 1),
           "... from a full reconcile");
     fa_settle(500);
 
