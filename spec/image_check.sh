@@ -16,7 +16,8 @@
 #   4. The operator started as in a pod (in-cluster: KUBERNETES_SERVICE_HOST
 #      and _PORT, the ServiceAccount's token, ca.crt and namespace mounted at
 #      /var/run/secrets/kubernetes.io/serviceaccount; read-only root, no
-#      capabilities): it connects in-cluster, /healthz answers 200, /metrics
+#      capabilities; only DittoServers of an empty namespace with a label
+#      nobody sets, so it writes nothing): it connects in-cluster, /healthz answers 200, /metrics
 #      200, /readyz 200 against the local control plane or not 200 against
 #      an API server that refuses connections; it runs as uid 65532; it logs
 #      to stderr only; its idle RSS is at most 10 MiB (printed per mapping);
@@ -160,7 +161,11 @@ if [ "$mode" = unreachable ]; then
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/ca.key" -out "$tmp/sa/ca.crt" \
     -days 1 -subj /CN=image-check-ca >/dev/null 2>&1 || die "openssl req failed"
 fi
-printf 'dittofs-image-check' >"$tmp/sa/namespace"
+# A namespace and a selector no DittoServer has: on a shared control plane
+# this operator must not reconcile (write) what a test's operator manages.
+ns=dittofs-image-check
+selector=dittofs.dittofs.com/image-check=$$
+printf '%s' "$ns" >"$tmp/sa/namespace"
 chmod 755 "$tmp" "$tmp/sa"
 chmod 644 "$tmp/sa/"*
 metrics_port=$(free_port)
@@ -173,7 +178,7 @@ docker run -d --name "$name" --network host --read-only --cap-drop ALL \
   -e KUBERNETES_SERVICE_HOST=127.0.0.1 -e KUBERNETES_SERVICE_PORT="$api_port" \
   -e DITTOFS_OPERATOR_METRICS_BIND_ADDRESS="127.0.0.1:$metrics_port" \
   -e DITTOFS_OPERATOR_HEALTH_PROBE_BIND_ADDRESS="127.0.0.1:$health_port" \
-  -v "$tmp/sa:$SA:ro" "$image" >/dev/null
+  -v "$tmp/sa:$SA:ro" "$image" --namespace "$ns" --selector "$selector" >/dev/null
 
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true; }
 wait_code() { # wait_code URL CODE SECONDS
