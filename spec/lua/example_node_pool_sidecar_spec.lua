@@ -110,9 +110,11 @@ describe("example node-pool-sidecar", function()
       function()
         local errs, warns = policy.validate(ds_with({ nodePool = 5,
           zone = "a" }))
-        assert.same({ "spec.policy.nodePool: must be a string, got integer" },
-          errs)
-        assert.same({ "spec.policy.zone: unknown field, ignored" }, warns)
+        assert.equal(1, #errs)
+        assert.matches("^spec%.policy%.nodePool: .*string", errs[1])
+        assert.equal(1, #warns)
+        assert.matches("unknown field", warns[1])
+        assert.matches("spec.policy.zone", warns[1], 1, true)
       end)
 
     it("keeps the default rules", function()
