@@ -1272,8 +1272,9 @@ static int try_one(const struct cache_obj *o, void *arg)
     /* A DittoServer being deleted is not evaluated by a reconcile. */
     cJSON *dj = cache_obj_parse(ds);
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(dj, "metadata");
-    int deleting = dj != NULL && cJSON_GetObjectItemCaseSensitive(
-                                     md, "deletionTimestamp") != NULL;
+    int parsed = dj != NULL;
+    int deleting = parsed && cJSON_GetObjectItemCaseSensitive(
+                                 md, "deletionTimestamp") != NULL;
     cJSON_Delete(dj);
     if (deleting)
         return 0;
@@ -1281,7 +1282,7 @@ static int try_one(const struct cache_obj *o, void *arg)
     int rc;
     double secs;
     dbuf_reset(&t->msg);
-    if (dj == NULL || gather(c, key, ns, &ch) != 0) {
+    if (!parsed || gather(c, key, ns, &ch) != 0) {
         dbuf_adds(&t->msg, "out of memory");
         rc = POLICY_ENOMEM;
     } else {
