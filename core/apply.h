@@ -4,9 +4,13 @@
  * object (from the cache, after the apiserver's defaulting and
  * normalisation) already holds everything a rendered object sets; the
  * Kubernetes quantity parser behind it is exact (big decimals, never
- * floats). Also: stamping and comparing status conditions, RFC 3339
- * times, and the API paths of the kinds the core manages. No I/O.
- * Uses kinds, text, jscan, dbuf and cJSON.
+ * floats). Also the cJSON shaping the controller (and --diff) needs:
+ * the applied-hash stamp, ownership, annotations, the live claim
+ * templates, the identity of a rendered object, the policy's `observed`
+ * argument, the status body and its Reconciled condition, stamping and
+ * comparing conditions, RFC 3339 times; and the API path of an
+ * apiVersion/kind (kinds_path). No I/O, no clock. Uses kinds, text,
+ * jscan, dbuf and cJSON.
  */
 #ifndef DITTOFS_APPLY_H
 #define DITTOFS_APPLY_H

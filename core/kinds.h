@@ -8,7 +8,8 @@
  * checked by kinds_path alone), the check of what render() returns (in
  * the operator and in --script-test alike), the kinds status() observes,
  * the Event recorder, the leader elector and the RBAC test all read this
- * table. Pure data, no allocation. Uses dbuf.
+ * table. No allocation of its own (kinds_path and kinds_describe_rendered
+ * append to the caller's dbuf). Uses dbuf.
  */
 #ifndef DITTOFS_KINDS_H
 #define DITTOFS_KINDS_H
