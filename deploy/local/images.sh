@@ -294,7 +294,7 @@ build_operator() {
   if up_to_date "$TAG_OPERATOR" "$hash"; then skipped operator "$TAG_OPERATOR" "$hash"; return; fi
   t0=$(date +%s)
   net=$(build_network)
-  say "operator: docker build $ROOT (network $net; cold ~8 min on 2 cores, ~1 min when only the operator's sources changed)"
+  say "operator: docker build $ROOT (network $net; cold 8-16 min on 2 cores, 2-4 min when only the operator's sources changed)"
   docker_build --network "$net" --label "$LABEL=$hash" \
     --build-arg BASE_IMAGE="$TAG_BASE" \
     -f "$ROOT/Dockerfile" -t "$TAG_OPERATOR" "$ROOT"
