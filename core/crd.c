@@ -26,8 +26,9 @@
 struct walk {
     struct dbuf *msgs;
     int count;
-    int keep; /* defaulting for the policies (codec.crd_default): prune
+    int keep; /* for the policies (codec.crd_default, crd_validate): prune
                  nothing, and a null counts as absent */
+    struct dbuf *warns; /* codec.crd_validate: unknown fields, or NULL */
     char path[PATH_MAX_LEN];
     size_t plen;
     struct dbuf key; /* scratch: one list item's key (check_list_type) */
@@ -561,9 +562,19 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
     const char *vt = value_type(L, v);
     if (vt == NULL || lua_type(L, s) != LUA_TTABLE)
         return;
-    if (strcmp(vt, "null") == 0 && sflag(L, s, "nullable"))
+    if (strcmp(vt, "null") == 0 && (w->keep || sflag(L, s, "nullable")))
         return;
     const char *t = sstring(L, s, "type");
+    /* A policy's own unmarked {} is an empty list too. */
+    if (w->keep && t && strcmp(t, "array") == 0 && strcmp(vt, "object") == 0 &&
+        codec_kind(L, v) == CODEC_PLAIN) {
+        lua_pushnil(L);
+        int empty = lua_next(L, v) == 0;
+        if (!empty)
+            lua_pop(L, 2);
+        if (empty)
+            vt = "array";
+    }
     int ios = sflag(L, s, "x-kubernetes-int-or-string");
     const char *want = ios ? "integer,string" : t;
     int ok = ios ? strcmp(vt, "integer") == 0 || strcmp(vt, "string") == 0
@@ -621,7 +632,11 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
             for (size_t i = 1; i <= n; i++) {
                 lua_rawgeti(L, req, (lua_Integer)i);
                 const char *k = lua_tostring(L, -1);
-                if (k && lua_getfield(L, v, k) == LUA_TNIL) {
+                int kt = k ? lua_getfield(L, v, k) : LUA_TNONE;
+                if (!k)
+                    lua_pushnil(L); /* popped with k below */
+                if (k &&
+                    (kt == LUA_TNIL || (w->keep && codec_is_null(L, -1)))) {
                     size_t old = path_field(w, k);
                     msg_begin(w);
                     dbuf_adds(w->msgs, "Required value");
@@ -647,6 +662,11 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
             if (sub) {
                 size_t old = path_field(w, keys[i]);
                 validate_node(L, w, sub, val);
+                path_pop(w, old);
+            } else if (w->warns != NULL &&
+                       !sflag(L, s, "x-kubernetes-preserve-unknown-fields")) {
+                size_t old = path_field(w, keys[i]);
+                dbuf_addf(w->warns, "unknown field \"%s\"\n", w->path);
                 path_pop(w, old);
             }
             lua_settop(L, val - 1);
@@ -828,10 +848,69 @@ int crd_l_default(lua_State *L)
     return 1;
 }
 
+/* Pushes the lines of b as a codec array of strings. */
+static void push_lines(lua_State *L, const struct dbuf *b)
+{
+    lua_newtable(L);
+    codec_mark(L, -1, CODEC_ARRAY);
+    const char *p = dbuf_ptr(b);
+    lua_Integer i = 0;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        lua_pushlstring(L, p, n);
+        lua_rawseti(L, -2, ++i);
+        p += n + (nl ? 1 : 0);
+    }
+}
+
+/* Protected: [walk, schema, value] -> errors, warnings. */
+static int p_validate_lists(lua_State *L)
+{
+    struct walk *w = lua_touserdata(L, 1);
+    validate_node(L, w, 2, 3);
+    if (dbuf_error(w->msgs) != DBUF_OK || dbuf_error(w->warns) != DBUF_OK)
+        return luaL_error(L, "not enough memory");
+    push_lines(L, w->msgs);
+    push_lines(L, w->warns);
+    return 2;
+}
+
+int crd_l_validate(lua_State *L)
+{
+    luaL_checktype(L, 2, LUA_TTABLE);
+    const char *path = luaL_optstring(L, 3, "");
+    struct walk w;
+    struct dbuf errs, warns;
+    memset(&w, 0, sizeof(w));
+    w.keep = 1;
+    dbuf_init(&errs, (size_t)1 << 20);
+    dbuf_init(&warns, (size_t)1 << 20);
+    w.msgs = &errs;
+    w.warns = &warns;
+    snprintf(w.path, sizeof(w.path), "%s", path);
+    w.plen = strlen(w.path);
+    dbuf_init(&w.key, 4096);
+    lua_pushcfunction(L, p_validate_lists);
+    lua_pushlightuserdata(L, &w);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 1);
+    /* Everything malloc'd is freed before a failure is raised again. */
+    int rc = lua_pcall(L, 3, 2, 0);
+    dbuf_free(&w.key);
+    dbuf_free(&errs);
+    dbuf_free(&warns);
+    if (rc != LUA_OK)
+        return lua_error(L);
+    return 2;
+}
+
 void crd_register(lua_State *L)
 {
     lua_pushcfunction(L, crd_l_schema);
     lua_setfield(L, -2, "crd_schema");
     lua_pushcfunction(L, crd_l_default);
     lua_setfield(L, -2, "crd_default");
+    lua_pushcfunction(L, crd_l_validate);
+    lua_setfield(L, -2, "crd_validate");
 }

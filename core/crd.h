@@ -86,8 +86,21 @@ int crd_l_schema(lua_State *L);
  */
 int crd_l_default(lua_State *L);
 
-/* Adds crd_schema and crd_default to the codec module table at the top of
- * the stack. */
+/*
+ * codec.crd_validate(value, node [, path]): crd_validate's checks of
+ * `value` against the schema node `node` (from crd_schema, or a table of
+ * the same shape: a custom policy's PARAMETERS), for the policies, with
+ * the apiserver's messages ("spec.replicas: Invalid value: -1:
+ * spec.replicas in body should be greater than or equal to 0"). As in
+ * crd_default for the policies, a null counts as absent. Returns two codec
+ * arrays of strings: the violations, and the unknown fields (`unknown
+ * field "spec.x"`, as crd_default words the ones it prunes) of objects
+ * that do not preserve them. Raises on memory errors.
+ */
+int crd_l_validate(lua_State *L);
+
+/* Adds crd_schema, crd_default and crd_validate to the codec module table
+ * at the top of the stack. */
 void crd_register(lua_State *L);
 
 #endif

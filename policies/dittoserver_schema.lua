@@ -8,29 +8,24 @@
 --   * apply_defaults(): the apiserver's defaulting algorithm, so a spec the
 --     policy sees outside the cluster (busted) is defaulted exactly as one
 --     read from the apiserver;
---   * check(): types, required keys, enums and numeric limits, so render()
---     never meets a value of the wrong shape (the apiserver checks the same,
---     but the policy must not depend on it).
+--   * check(): the apiserver's structural checks with its messages
+--     (codec.crd_validate, the core's walk), so render() never meets a
+--     value of the wrong shape (the apiserver checks the same, but the
+--     policy must not depend on it), and a custom policy's PARAMETERS are
+--     checked the same way.
 local codec = require("codec")
 local tablex = require("k8s.tablex")
 
 -- Inside the sandbox a global read misses the empty _ENV and is found
 -- through its __index (the library table): the hot ones are locals.
 local type = type
-local ipairs = ipairs
 local pairs = pairs
 local next = next
-local tostring = tostring
-local math_type = math.type
-local format = string.format
-local concat = table.concat
-local sort = table.sort
 local codec_is_array = codec.is_array
 local codec_is_object = codec.is_object
-local null = codec.null
 local crd_default = codec.crd_default
+local crd_validate = codec.crd_validate
 local deepcopy = tablex.deepcopy
-local contains = tablex.contains
 
 local M = {}
 
@@ -110,190 +105,20 @@ function M.defaulted_copy(value, node)
 end
 
 
-local TYPE_NAMES = {
-  string = "string", integer = "integer", boolean = "boolean",
-  object = "object", array = "array", number = "number",
-}
-
-local function type_of(v)
-  local t = type(v)
-  if t == "string" or t == "boolean" then
-    return t
-  end
-  if t == "number" then
-    return math_type(v) == "integer" and "integer" or "number"
-  end
-  if v == null then
-    return "null"
-  end
-  -- decoded values carry a marker
-  if codec_is_object(v) then
-    return "object"
-  end
-  if codec_is_array(v) then
-    return "array"
-  end
-  if is_array(v) and (codec_is_array(v) or next(v) ~= nil) then
-    return "array"
-  end
-  if is_object(v) then
-    return "object"
-  end
-  return t
-end
-
-local function matches_type(v, want)
-  local got = type_of(v)
-  if got == want then
-    return true
-  end
-  -- an unmarked empty table is both {} and []
-  return want == "array" and type(v) == "table" and next(v) == nil
-end
-
-local function quote(v)
-  if type(v) == "string" then
-    return format("%q", v)
-  end
-  return tostring(v)
-end
-
-local function enum_text(enum)
-  local parts = {}
-  for i, e in ipairs(enum) do
-    parts[i] = quote(e)
-  end
-  return concat(parts, ", ")
-end
-
--- Keys of a decoded object in bytewise order (not tablex.sorted_keys: the
--- keys are strings, and a plain sort without a codec array is cheaper on
--- this path, once per object of every spec).
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    keys[#keys + 1] = tostring(k)
-  end
-  sort(keys)
-  return keys
-end
-
-local check_node
-
--- True when v is a scalar that check_node would accept without a message:
--- the common case, checked without building the field's path.
-local function leaf_ok(v, node)
-  if node.enum then
-    return false
-  end
-  local t = node.type
-  if t == "string" then
-    return type(v) == "string"
-      and not (node.minLength and #v < node.minLength)
-      and not (node.maxLength and #v > node.maxLength)
-  end
-  if t == "integer" then
-    return math_type(v) == "integer"
-      and not (node.minimum and v < node.minimum)
-      and not (node.maximum and v > node.maximum)
-  end
-  return t == "boolean" and type(v) == "boolean"
-end
-
--- Walks value against node; appends "path: message" strings to errs and
--- unknown-field notices to warns.
-check_node = function(value, node, path, errs, warns)
-  if value == nil then
-    return
-  end
-  if value == null then
-    -- the apiserver drops nulls of non-nullable fields
-    return
-  end
-  if node.anyOf then
-    local ok = false
-    for _, alt in ipairs(node.anyOf) do
-      ok = ok or matches_type(value, alt.type)
-    end
-    if not ok then
-      errs[#errs + 1] = path .. ": must be an integer or a string"
-    end
-    return
-  end
-  if node.type and not matches_type(value, node.type) then
-    errs[#errs + 1] = format("%s: must be %s %s, got %s", path,
-      node.type == "integer" and "an" or "a", TYPE_NAMES[node.type],
-      type_of(value))
-    return
-  end
-  if node.enum and not contains(node.enum, value) then
-    errs[#errs + 1] = format("%s: unsupported value %s: must be one "
-      .. "of %s", path, quote(value), enum_text(node.enum))
-  end
-  if node.minimum and type(value) == "number" and value < node.minimum then
-    errs[#errs + 1] = format("%s: must be >= %d, got %s", path,
-      node.minimum, tostring(value))
-  end
-  if node.maximum and type(value) == "number" and value > node.maximum then
-    errs[#errs + 1] = format("%s: must be <= %d, got %s", path,
-      node.maximum, tostring(value))
-  end
-  if node.minLength and type(value) == "string"
-      and #value < node.minLength then
-    errs[#errs + 1] = path .. ": must not be empty"
-  end
-  if node.maxLength and type(value) == "string"
-      and #value > node.maxLength then
-    errs[#errs + 1] = format("%s: must be at most %d characters",
-      path, node.maxLength)
-  end
-  if node.type == "array" then
-    if node.minItems and #value < node.minItems then
-      errs[#errs + 1] = format("%s: must have at least %d item%s",
-        path, node.minItems, node.minItems == 1 and "" or "s")
-    end
-    local items = node.items
-    for i, v in ipairs(value) do
-      if not leaf_ok(v, items) then
-        check_node(v, items, format("%s[%d]", path, i - 1), errs,
-          warns)
-      end
-    end
-    return
-  end
-  if node.type ~= "object" or node["x-kubernetes-preserve-unknown-fields"]
-  then
-    return
-  end
-  for _, key in ipairs(node.required or {}) do
-    if value[key] == nil or value[key] == null then
-      errs[#errs + 1] = format("%s.%s: required", path, key)
-    end
-  end
-  local props = node.properties
-  local additional = node.additionalProperties
-  for _, key in ipairs(sorted_keys(value)) do
-    local sub_node = props and props[key] or additional
-    local v = value[key]
-    if sub_node == nil then
-      warns[#warns + 1] = path .. "." .. key .. ": unknown field, ignored"
-    elseif not leaf_ok(v, sub_node) then
-      check_node(v, sub_node, path .. "." .. key, errs, warns)
-    end
-  end
-end
-
---- Check a value against a schema node: types, required keys, enums,
--- numeric and length limits (patterns are left to the policy's own rules,
--- since JSON Schema regexes are not Lua patterns).
+--- Check a value against a schema node: the apiserver's structural checks
+-- (types, required keys, enums, patterns, numeric, length and item limits,
+-- list-map keys), done by the core's walk (codec.crd_validate, the one
+-- --script-test applies to a DittoServer), with the apiserver's messages,
+-- for example "spec.replicas: Invalid value: -1: spec.replicas in body
+-- should be greater than or equal to 0". A null counts as absent; an
+-- unmarked empty table as an empty list where the schema wants one.
 -- @param value any decoded JSON value
--- @param node table schema node
+-- @param node table schema node (M.SPEC, or a policy's PARAMETERS)
 -- @param path string field path of value, for example "spec"
--- @return table errors ("path: message"), table warnings
+-- @return table errors ("path: message"), table warnings (the unknown
+-- fields: `unknown field "spec.x"`), codec arrays
 function M.check(value, node, path)
-  local errs, warns = {}, {}
-  check_node(value, node, path, errs, warns)
-  return errs, warns
+  return crd_validate(value, node, path)
 end
 
 

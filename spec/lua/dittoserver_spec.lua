@@ -686,13 +686,14 @@ describe("dittoserver policy", function()
       -- server-side rules
       { "export path without leading /",
         function(ds) ds.spec.config.shares[1].exportPath = "a" end,
-        { S0 .. ".exportPath: must start with \"/\"" }, {} },
+        { S0 .. ".exportPath: Invalid value: \"a\": " .. S0
+          .. ".exportPath in body should match '^/'" }, {} },
       { "auth method other than anonymous/unix",
         function(ds)
           ds.spec.config.shares[1].allowedAuthMethods = { "unix", "krb5" }
         end,
-        { S0 .. ".allowedAuthMethods[1]: unsupported value \"krb5\": must "
-          .. "be one of \"anonymous\", \"unix\"" }, {} },
+        { S0 .. ".allowedAuthMethods[1]: Unsupported value: \"krb5\": "
+          .. "supported values: \"anonymous\", \"unix\"" }, {} },
       { "dumpRestricted without dumpAllowedClients",
         function(ds) ds.spec.config.shares[1].dumpRestricted = true end,
         { S0 .. ".dumpAllowedClients: must not be empty when dumpRestricted "
@@ -701,13 +702,15 @@ describe("dittoserver policy", function()
         function(ds)
           ds.spec.config.shares[1].rootDirectoryAttributes = { mode = 512 }
         end,
-        { S0 .. ".rootDirectoryAttributes.mode: must be <= 511, got 512" },
+        { S0 .. ".rootDirectoryAttributes.mode: Invalid value: 512: " .. S0
+          .. ".rootDirectoryAttributes.mode in body should be less than or "
+          .. "equal to 511" },
         {} },
       { "metadataSize that does not parse",
         function(ds) ds.spec.storage.metadataSize = "10GB" end,
-        { "spec.storage.metadataSize: invalid quantity \"10GB\": quantities "
-          .. "must match the regular expression "
-          .. "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'" }, {} },
+        { "spec.storage.metadataSize: Invalid value: \"10GB\": "
+          .. "spec.storage.metadataSize in body should match "
+          .. "'^[0-9]+(Mi|Gi|Ti)$'" }, {} },
       { "zero contentSize",
         function(ds) ds.spec.storage.contentSize = "0Gi" end,
         { "spec.storage.contentSize: must be greater than zero" }, {} },
@@ -729,18 +732,21 @@ describe("dittoserver policy", function()
           ds.spec.resources = { limits = { cpu = "two", memory = "4Gi" },
             requests = { cpu = 1 } }
         end,
-        { "spec.resources.limits.cpu: invalid quantity \"two\": quantities "
-          .. "must match the regular expression "
-          .. "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'" }, {} },
+        { "spec.resources.limits.cpu: Invalid value: \"two\": "
+          .. "spec.resources.limits.cpu in body should match "
+          .. "'^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
+          .. "|([eE](\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))))?$'" }, {} },
       { "flusher durations that do not parse",
         function(ds)
           ds.spec.config.caches[1].flusher = { interval = "soon",
             flushTimeout = "1.m" }
         end,
-        { "spec.config.caches[0].flusher.interval: \"soon\" is not a "
-          .. "duration (for example 10s or 1m30s)",
-          "spec.config.caches[0].flusher.flushTimeout: \"1.m\" is not a "
-          .. "duration (for example 10s or 1m30s)" }, {} },
+        { "spec.config.caches[0].flusher.flushTimeout: Invalid value: "
+          .. "\"1.m\": spec.config.caches[0].flusher.flushTimeout in body "
+          .. "should match '^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$'",
+          "spec.config.caches[0].flusher.interval: Invalid value: \"soon\": "
+          .. "spec.config.caches[0].flusher.interval in body should match "
+          .. "'^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$'" }, {} },
       { "inline S3 credentials",
         function(ds)
           ds.spec.config.backends[3].config.access_key_id = "AKIA"
@@ -852,7 +858,8 @@ describe("dittoserver policy", function()
         function(ds) ds.spec = nil end, { "spec: required" }, {} },
       { "missing image and storage",
         function(ds) ds.spec.image = nil; ds.spec.storage = nil end,
-        { "spec.image: required", "spec.storage: required" }, {} },
+        { "spec.image: Required value", "spec.storage: Required value" },
+        {} },
       { "wrong types",
         function(ds)
           ds.spec.replicas = "one"
@@ -860,12 +867,19 @@ describe("dittoserver policy", function()
           ds.spec.config.shares[1].readOnly = "yes"
           ds.spec.service = { type = "ExternalName", annotations = { a = 1 } }
         end,
-        { "spec.config.shares[0].readOnly: must be a boolean, got string",
-          "spec.nfsPort: must be an integer, got number",
-          "spec.replicas: must be an integer, got string",
-          "spec.service.annotations.a: must be a string, got integer",
-          "spec.service.type: unsupported value \"ExternalName\": must be "
-            .. "one of \"ClusterIP\", \"NodePort\", \"LoadBalancer\"" },
+        { "spec.config.shares[0].readOnly: Invalid value: \"string\": "
+            .. "spec.config.shares[0].readOnly in body must be of type "
+            .. "boolean: \"string\"",
+          "spec.nfsPort: Invalid value: \"number\": spec.nfsPort in body "
+            .. "must be of type integer: \"number\"",
+          "spec.replicas: Invalid value: \"string\": spec.replicas in body "
+            .. "must be of type integer: \"string\"",
+          "spec.service.annotations.a: Invalid value: \"integer\": "
+            .. "spec.service.annotations.a in body must be of type string: "
+            .. "\"integer\"",
+          "spec.service.type: Unsupported value: \"ExternalName\": "
+            .. "supported values: \"ClusterIP\", \"NodePort\", "
+            .. "\"LoadBalancer\"" },
         {} },
       { "limits: minimum, minLength, maxLength, int-or-string",
         function(ds)
@@ -874,26 +888,33 @@ describe("dittoserver policy", function()
           ds.spec.config.caches[1].name = string.rep("c", 64)
           ds.spec.resources = { requests = { cpu = true } }
         end,
-        { "spec.config.caches[0].name: must be at most 63 characters",
-          "spec.image: must not be empty",
-          "spec.replicas: must be >= 0, got -1",
-          "spec.resources.requests.cpu: must be an integer or a string" },
+        { "spec.config.caches[0].name: Invalid value: \"" .. string.rep("c",
+            64) .. "\": spec.config.caches[0].name in body should be at most "
+            .. "63 chars long",
+          "spec.image: Invalid value: \"\": spec.image in body should be at "
+            .. "least 1 chars long",
+          "spec.replicas: Invalid value: -1: spec.replicas in body should be "
+            .. "greater than or equal to 0",
+          "spec.resources.requests.cpu: Invalid value: \"boolean\": "
+            .. "spec.resources.requests.cpu in body must be of type "
+            .. "integer,string: \"boolean\"" },
         {} },
       { "empty shares and a backend without type",
         function(ds)
           ds.spec.config.shares = {}
           ds.spec.config.backends[1].type = nil
         end,
-        { "spec.config.backends[0].type: required",
-          "spec.config.shares: must have at least 1 item" }, {} },
+        { "spec.config.backends[0].type: Required value",
+          "spec.config.shares: Invalid value: 0: spec.config.shares in body "
+            .. "should have at least 1 items" }, {} },
       { "unknown fields are reported and ignored",
         function(ds)
           ds.spec.replica = 2
           ds.spec.storage.size = "1Gi"
         end,
         {},
-        { "spec.replica: unknown field, ignored",
-          "spec.storage.size: unknown field, ignored" } },
+        { "unknown field \"spec.replica\"",
+          "unknown field \"spec.storage.size\"" } },
     }
 
     for _, case in ipairs(cases) do
@@ -916,7 +937,7 @@ describe("dittoserver policy", function()
     it("reports every problem, not only the first", function()
       local ds = base_ds()
       ds.spec.config.shares[1].metadataStore = "x"
-      ds.spec.config.shares[2].exportPath = "b"
+      ds.spec.config.shares[2].dumpRestricted = true
       ds.spec.replicas = 2
       local errs = policy.validate(ds)
       assert.equal(3, #errs)
