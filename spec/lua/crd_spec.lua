@@ -359,4 +359,43 @@ describe("crd/dittoserver.yaml", function()
       assert.same({}, errs)
     end)
   end)
+
+  describe("checking (codec.crd_validate, the core's walk)", function()
+    local node = { type = "object", required = { "team" },
+      properties = { team = { type = "string", pattern = "^[a-z]+$" },
+        zones = { type = "array", items = { type = "string" } },
+        size = { type = "integer", minimum = 1 } } }
+
+    it("speaks the apiserver's messages, patterns included", function()
+      local errs, warns = codec.crd_validate({ team = "A", size = 0 }, node,
+        "spec.policy")
+      assert.same({
+        "spec.policy.size: Invalid value: 0: spec.policy.size in body should "
+          .. "be greater than or equal to 1",
+        "spec.policy.team: Invalid value: \"A\": spec.policy.team in body "
+          .. "should match '^[a-z]+$'" }, errs)
+      assert.same({}, warns)
+      assert.is_true(codec.is_array(errs) and codec.is_array(warns))
+    end)
+
+    it("counts a null as absent and a plain {} as an empty list", function()
+      local errs = codec.crd_validate({ team = codec.null, zones = {} }, node,
+        "p")
+      assert.same({ "p.team: Required value" }, errs)
+    end)
+
+    it("reports unknown fields as warnings, as crd_default words them",
+      function()
+        local errs, warns = codec.crd_validate({ team = "a", x = { y = 1 } },
+          node, "spec.policy")
+        assert.same({}, errs)
+        assert.same({ 'unknown field "spec.policy.x"' }, warns)
+      end)
+
+    it("is what dittoserver_schema.check runs", function()
+      local v = { image = "", storage = { metadataSize = "1Gi" } }
+      assert.same({ codec.crd_validate(v, schema.SPEC, "spec") },
+        { schema.check(v, schema.SPEC, "spec") })
+    end)
+  end)
 end)
