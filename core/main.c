@@ -628,6 +628,27 @@ static int apply_env(struct cli *c)
     return 0;
 }
 
+/*
+ * Writes what a one-shot mode produced: errs to stderr, then out to stdout
+ * when show_out (a failed write of it turns `code` into `write_fail`), and
+ * frees both. Returns the exit code.
+ */
+static int finish_output(struct dbuf *out, struct dbuf *errs, int show_out,
+                         int code, int write_fail)
+{
+    fwrite(dbuf_ptr(errs), 1, dbuf_len(errs), stderr);
+    if (show_out) {
+        fwrite(dbuf_ptr(out), 1, dbuf_len(out), stdout);
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            perror("dittofs-operator: stdout");
+            code = write_fail;
+        }
+    }
+    dbuf_free(out);
+    dbuf_free(errs);
+    return code;
+}
+
 static int run_script_test(struct script_test_options *o)
 {
     /* Every budget one evaluation may spend, plus a generous margin for
@@ -639,17 +660,8 @@ static int run_script_test(struct script_test_options *o)
     dbuf_init(&errs, (size_t)4 << 20);
     int code = script_test_run(o, &out, &errs);
     arm_watchdog(0);
-    fwrite(dbuf_ptr(&errs), 1, dbuf_len(&errs), stderr);
-    if (code == SCRIPT_TEST_OK) {
-        fwrite(dbuf_ptr(&out), 1, dbuf_len(&out), stdout);
-        if (fflush(stdout) != 0 || ferror(stdout)) {
-            perror("dittofs-operator: stdout");
-            code = SCRIPT_TEST_EINPUT;
-        }
-    }
-    dbuf_free(&out);
-    dbuf_free(&errs);
-    return code;
+    return finish_output(&out, &errs, code == SCRIPT_TEST_OK, code,
+                         SCRIPT_TEST_EINPUT);
 }
 
 static int run_check_cluster(struct check_cluster_options *o)
@@ -661,17 +673,8 @@ static int run_check_cluster(struct check_cluster_options *o)
     /* The event loop initialised libcurl once (loop_new); everything that
      * used it is gone now, so this is the one matching cleanup. */
     curl_global_cleanup();
-    fwrite(dbuf_ptr(&errs), 1, dbuf_len(&errs), stderr);
-    if (code == CHECK_CLUSTER_OK) {
-        fwrite(dbuf_ptr(&out), 1, dbuf_len(&out), stdout);
-        if (fflush(stdout) != 0 || ferror(stdout)) {
-            perror("dittofs-operator: stdout");
-            code = CHECK_CLUSTER_EOTHER;
-        }
-    }
-    dbuf_free(&out);
-    dbuf_free(&errs);
-    return code;
+    return finish_output(&out, &errs, code == CHECK_CLUSTER_OK, code,
+                         CHECK_CLUSTER_EOTHER);
 }
 
 static int run_script_diff(struct cli *c)
@@ -687,15 +690,8 @@ static int run_script_diff(struct cli *c)
     dbuf_init(&errs, (size_t)4 << 20);
     int code = script_diff_run(&o, &out, &errs);
     curl_global_cleanup(); /* loop_new initialised it */
-    fwrite(dbuf_ptr(&errs), 1, dbuf_len(&errs), stderr);
-    fwrite(dbuf_ptr(&out), 1, dbuf_len(&out), stdout);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        perror("dittofs-operator: stdout");
-        code = SCRIPT_TEST_EINPUT;
-    }
-    dbuf_free(&out);
-    dbuf_free(&errs);
-    return code;
+    /* A diff (8) is printed as well as an empty one (0). */
+    return finish_output(&out, &errs, 1, code, SCRIPT_TEST_EINPUT);
 }
 
 static int run_operator(struct cli *c)
