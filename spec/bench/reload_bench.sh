@@ -16,7 +16,9 @@
 #                            the N DittoServers (log time stamps, ms);
 #             then every StatefulSet is checked for the new value, and the
 #             operator's writes (the apiserver's audit log, Events aside)
-#             are counted: N expected, one StatefulSet patch each.
+#             are counted: N expected, one StatefulSet patch each; also
+#             the CPU the operator used meanwhile and the p50 and max
+#             duration of a reconcile that wrote.
 #   rejected  a set with a runtime error in render, then one with an endless
 #             loop: the operator's writes over SETTLE s after the refusal
 #             (0 expected) and the time it spent on the refusal (the log's
@@ -118,6 +120,10 @@ wait_until() { # SECONDS CMD...
     sleep 0.1
   done
 }
+# cpu_ms PID: user + system CPU time of a process in ms
+cpu_ms() {
+  awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"
+}
 count_lines() { grep -c "$1" "$tmp/op.log" || true; }
 converged() {
   "$KUBECTL" -n "$ns" get ditto -o json | jq -e --argjson n "$N" '[.items[] |
@@ -183,13 +189,14 @@ end
 return policy
 EOF
 }
-detects=() converges=() wcounts=()
+detects=() converges=() wcounts=() cpus=()
 for run in $(seq 1 "$RUNS"); do
   policy "$tmp/v$run" "run-$run"
   wait_until 60 quiet || true
   before=$(count_lines 'msg="policies reloaded')
   lines_before=$(wc -l <"$tmp/op.log")
   mark=$(audit_mark)
+  c0=$(cpu_ms "$op")
   cm_write "$pol" "$tmp/v$run"
   t0=$swapped_ms
   wait_until 30 sh -c "[ \$(grep -c 'msg=\"policies reloaded' '$tmp/op.log') -gt $before ]" ||
@@ -210,10 +217,16 @@ for run in $(seq 1 "$RUNS"); do
     exit 1
   fi
   converge=$(($(log_ms "$last") - t0))
+  cpu=$(($(cpu_ms "$op") - c0))
+  durs=$(sed -n '/msg="policies reloaded/,$p' "$tmp/run$run.log" |
+    grep 'msg="reconciled"' | grep -v ' writes=0 ' |
+    sed -n 's/.*duration=\([0-9.]*\)ms.*/\1/p' | sort -n |
+    awk '{ a[NR] = $1 } END { printf "%d %d", a[int((NR + 1) / 2)], a[NR] }')
   wait_until 60 quiet || true
   w=$(writes "$mark")
-  echo "# run $run: detect_ms=$detect converge_ms=$converge writes=$w ($(sed -n 's/.* ms=\([0-9.]*\).*/\1/p' <<<"$rl") ms to load and try)"
-  detects+=("$detect") converges+=("$converge") wcounts+=("$w")
+  read -r dur_p50 dur_max <<<"$durs"
+  echo "# run $run: detect_ms=$detect converge_ms=$converge writes=$w ($(sed -n 's/.* ms=\([0-9.]*\).*/\1/p' <<<"$rl") ms to load and try; operator CPU ${cpu} ms; reconcile with a write p50 ${dur_p50} ms, max ${dur_max} ms)"
+  detects+=("$detect") converges+=("$converge") wcounts+=("$w") cpus+=("$cpu")
 done
 
 # --- rejected sets -----------------------------------------------------------
@@ -255,10 +268,11 @@ max() { printf '%s\n' "$@" | sort -n | tail -n1; }
 echo "n=$N runs=$RUNS qps=$QPS burst=$BURST workers=$WORKERS"
 echo "detect_ms_median=$(median "${detects[@]}") detect_ms_max=$(max "${detects[@]}")"
 echo "converge_ms_median=$(median "${converges[@]}") converge_ms_max=$(max "${converges[@]}")"
-echo "writes_per_swap=${wcounts[*]}"
+echo "writes_per_swap=${wcounts[*]} operator_cpu_ms=${cpus[*]}"
+echo "load_average=$(cut -d' ' -f1-3 /proc/loadavg) cpus=$(nproc)"
 echo "rejected_runtime_writes=$rej_writes rejected_runtime_ms=$rej_ms"
 echo "rejected_loop_writes=$loop_writes rejected_loop_ms=$loop_ms"
 echo "active_set_kept=$still"
-printf '{"n":%s,"runs":%s,"qps":%s,"detect_ms":[%s],"converge_ms":[%s],"writes":[%s],"rejected_runtime":{"writes":%s,"ms":%s},"rejected_loop":{"writes":%s,"ms":%s},"active_set_kept":"%s"}\n' \
+printf '{"n":%s,"runs":%s,"qps":%s,"detect_ms":[%s],"converge_ms":[%s],"writes":[%s],"operator_cpu_ms":[%s],"rejected_runtime":{"writes":%s,"ms":%s},"rejected_loop":{"writes":%s,"ms":%s},"active_set_kept":"%s"}\n' \
   "$N" "$RUNS" "$QPS" "$(IFS=,; echo "${detects[*]}")" "$(IFS=,; echo "${converges[*]}")" \
-  "$(IFS=,; echo "${wcounts[*]}")" "$rej_writes" "${rej_ms:-null}" "$loop_writes" "${loop_ms:-null}" "$still"
+  "$(IFS=,; echo "${wcounts[*]}")" "$(IFS=,; echo "${cpus[*]}")" "$rej_writes" "${rej_ms:-null}" "$loop_writes" "${loop_ms:-null}" "$still"
