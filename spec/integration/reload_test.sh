@@ -105,11 +105,14 @@ labelled() {
   [ "$(k get "$1" -l 'example.com/policy=v2,app.kubernetes.io/managed-by=dittofs-operator' \
     -o name | wc -l)" = "$2" ]
 }
-# operator_writes MARK: mutating requests of the operator since MARK, but
-# Events (the reload reports itself through them)
+# operator_writes MARK: mutating requests of the operator in $ns since
+# MARK, but Events (the reload reports itself through them). Other tests
+# may run operators under the same ServiceAccount at the same time: only
+# this namespace counts (this operator watches nothing else).
 operator_writes() {
   audit_since "$1" |
     jq -c "select(.user.username == \"$sa_user\" and
+      .objectRef.namespace == \"$ns\" and
       (.verb | test(\"create|update|patch|delete\")) and
       .objectRef.resource != \"events\")" | wc -l
 }
