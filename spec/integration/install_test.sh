@@ -39,7 +39,8 @@
 #      change made right after the delete is not lost, one made after the
 #      takeover is written from the new leader's pod IP (audit log); the
 #      Deployment is back to 2 Ready, still one leader;
-#   7. uninstall in the README's order: the DittoServers (children
+#   7. uninstall in the README's order: the DittoServers (this test's
+#      namespace's: the README's command takes every namespace; children
 #      collected), then `kubectl delete -f deploy/install.yaml`: nothing of
 #      the bundle left (namespace, Lease, CRD, ClusterRoles and bindings,
 #      the aggregated rules gone from `view`), the PVCs kept.
