@@ -1252,7 +1252,9 @@ struct trial {
     struct policy_output out;
     struct dbuf msg;   /* the current evaluation's failure */
     struct dbuf *err;  /* the caller's: the first failure */
-    unsigned failures; /* evaluations that failed */
+    unsigned failures; /* evaluations that failed (0 or 1: the first stops) */
+    unsigned tried;    /* DittoServers evaluated */
+    uint64_t t0_us;    /* when the trial began */
 };
 
 /* One cached DittoServer under a candidate set (cache_list callback):
@@ -1289,25 +1291,37 @@ static int try_one(const struct cache_obj *o, void *arg)
         rc = run_policy(c, t->ps, ds, &ch, 0, &t->out, &t->msg, &secs);
     }
     free(ch.v);
-    if (rc == POLICY_OK || rc == POLICY_INVALID)
-        return 0;
-    if (t->failures++ == 0)
+    t->tried++;
+    if (rc != POLICY_OK && rc != POLICY_INVALID) {
+        /* One failure refuses the set: stop, so that a policy that spends
+         * its whole budget on every DittoServer cannot hold the loop (and
+         * the Lease's renewals) for budget x fleet. */
+        t->failures++;
         dbuf_addf(t->err, "%s: %s", key, dbuf_ptr(&t->msg));
+        return 1;
+    }
+    uint64_t spent_ms = (loop_now_us() - t->t0_us) / 1000;
+    if (spent_ms > CONTROLLER_TRIAL_MAX_MS) {
+        t->failures++;
+        dbuf_addf(t->err,
+                  "the trial took longer than %u ms (%u DittoServers "
+                  "evaluated): a policy this slow would hold the operator's "
+                  "loop for too long; it was not tried on the others",
+                  (unsigned)CONTROLLER_TRIAL_MAX_MS, t->tried);
+        return 1;
+    }
     return 0;
 }
 
 int controller_try_policies(struct controller *c, struct policy_set *ps,
                             struct dbuf *err)
 {
-    struct trial t = {.c = c, .ps = ps, .err = err};
+    struct trial t = {.c = c, .ps = ps, .err = err, .t0_us = loop_now_us()};
     policy_output_init(&t.out);
     dbuf_init(&t.msg, 64 * 1024);
     cache_list(watch_cache(c->ds_watch), NULL, NULL, try_one, &t);
     policy_output_free(&t.out);
     dbuf_free(&t.msg);
-    if (t.failures > 1)
-        dbuf_addf(err, " (and %u more DittoServer%s failing)", t.failures - 1,
-                  t.failures > 2 ? "s" : "");
     return t.failures == 0 ? 0 : -1;
 }
 

@@ -39,6 +39,11 @@
  * Reconciled condition) until what the policy renders for it changes. */
 #define CONTROLLER_MAX_REJECTS 3
 
+/* The longest a trial of a new policy set may hold the loop
+ * (controller_try_policies): half the Lease's renew deadline. About 25,000
+ * DittoServers at the default policy's ~0.2 ms each. */
+#define CONTROLLER_TRIAL_MAX_MS 5000
+
 struct controller_opts {
     const char *namespace;      /* NULL or "": all namespaces */
     const char *selector;       /* label selector on DittoServers; NULL: all */
@@ -113,8 +118,11 @@ void controller_resync(struct controller *c);
  * -1 otherwise, with `err` holding "namespace/name: <policy_eval's message>"
  * (the script's "file:line: message", a budget message, or a rendered object
  * the core refuses, such as a kind outside the managed ones) for the first
- * failure met (in no particular order) and " (and N more DittoServers failing)"
- * when there are others.
+ * failure met (in no particular order): the trial stops there, so a policy
+ * that spends its whole time budget blocks the loop for one evaluation, not
+ * one per DittoServer. A trial that passes CONTROLLER_TRIAL_MAX_MS stops too
+ * and fails ("the trial took longer than ..."): the Lease is renewed from the
+ * same loop, and its renew deadline is 10 s.
  */
 int controller_try_policies(struct controller *c, struct policy_set *ps,
                             struct dbuf *err);
