@@ -17,7 +17,9 @@
 #      rules) and is Established, and the file as written is refused as
 #      1.20 refuses it (so the stripping is needed, not a habit);
 #   2. each bad sample is admitted: only validate() refuses it there (the
-#      operator then reports Reconciled=False, InvalidSpec);
+#      operator then reports Reconciled=False, InvalidSpec); but bucket: ""
+#      1.20 refuses on its own (its schema check reads "" in a string map
+#      as null);
 #   3. good.yaml is accepted.
 # Everything happens in a fresh namespace, deleted on exit; the CRD stays.
 # Output: TAP lines and a summary; exit status 1 when any check failed.
@@ -155,6 +157,11 @@ for f in "$root"/spec/cel/*.yaml; do
   else
     if ((rc == 0)); then
       ok "$name is admitted (no CEL on 1.$minor)"
+    elif [[ $out == *'.config.bucket in body must be of type string: "null"'* ]]
+    then
+      # 1.20's own schema check reads an empty string in a string map as
+      # null and refuses it (bucket: ""), CEL or not
+      ok "$name is refused by 1.$minor's schema (\"\" in a map read as null)"
     else
       not_ok "$name is admitted (no CEL on 1.$minor)" "$out"
     fi
