@@ -25,6 +25,8 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tap.sh
 . "$root/spec/integration/tap.sh"
+# shellcheck source=crd_install.sh
+. "$root/spec/integration/crd_install.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 : "${KUBECONFIG:?run through spec/integration/with-cluster}"
@@ -119,7 +121,7 @@ else
   run -- --check-cluster
   expect "missing CRD -> exit 6 with the install hint" 6 \
     "the DittoServer CRD is not installed: kubectl apply -f crd/dittoserver.yaml"
-  "$KUBECTL" apply --server-side -f "$root/crd/dittoserver.yaml" >/dev/null
+  crd_install >/dev/null # without its CEL rules below 1.28
   "$KUBECTL" wait --for condition=established --timeout=60s "crd/$CRD" \
     >/dev/null
 fi

@@ -29,6 +29,8 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tap.sh
 . "$root/spec/integration/tap.sh"
+# shellcheck source=crd_install.sh
+. "$root/spec/integration/crd_install.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 STANDIN=${DITTOFS_STANDIN_IMAGE:-dittofs-local/dittofs-standin:0.1}
@@ -110,8 +112,8 @@ check "usage: \$DITTOFS_OPERATOR_LEADER_ELECT=maybe" env_usage_fails
 check "--help lists every run-mode flag" sh -c "'$BIN' --help | grep -q -- --health-probe-bind-address && '$BIN' --help | grep -q DITTOFS_OPERATOR_RESYNC_PERIOD"
 
 # --- setup: CRD, RBAC, the ServiceAccount's kubeconfig ---------------------
-check "CRD installed" "$KUBECTL" apply --server-side --force-conflicts \
-  -f "$root/crd/dittoserver.yaml"
+# the CRD as this apiserver takes it (without its CEL rules below 1.28)
+check "CRD installed" crd_install --force-conflicts
 "$KUBECTL" wait --for condition=established --timeout=60s \
   crd/dittoservers.dittofs.dittofs.com >/dev/null
 check "RBAC of deploy/rbac installed" "$KUBECTL" apply --server-side \

@@ -19,6 +19,8 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tap.sh
 . "$root/spec/integration/tap.sh"
+# shellcheck source=crd_install.sh
+. "$root/spec/integration/crd_install.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 STANDIN=${DITTOFS_STANDIN_IMAGE:-dittofs-local/dittofs-standin:0.1}
@@ -64,7 +66,8 @@ writes_since() {
     | [.verb, .objectRef.resource, .objectRef.name]'
 }
 
-"$KUBECTL" apply --server-side --force-conflicts -f "$root/crd/dittoserver.yaml" >/dev/null
+# the CRD as this apiserver takes it (without its CEL rules below 1.28)
+crd_install --force-conflicts >/dev/null
 "$KUBECTL" wait --for condition=established --timeout=60s \
   crd/dittoservers.dittofs.dittofs.com >/dev/null
 "$KUBECTL" create namespace "$ns" >/dev/null

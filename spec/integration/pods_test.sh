@@ -25,6 +25,8 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tap.sh
 . "$root/spec/integration/tap.sh"
+# shellcheck source=crd_install.sh
+. "$root/spec/integration/crd_install.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 STANDIN=${DITTOFS_STANDIN_IMAGE:-dittofs-local/dittofs-standin:0.1}
@@ -87,7 +89,8 @@ node=${DITTOFS_NODE_NAME:-dittofs-node}
 check "the node $node is Ready" wait_for 60 sh -c \
   "[ \"\$($KUBECTL get node $node -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}')\" = True ]"
 check "a default StorageClass 'standard'" "$KUBECTL" get storageclass standard
-"$KUBECTL" apply --server-side --force-conflicts -f "$root/crd/dittoserver.yaml" >/dev/null
+# the CRD as this apiserver takes it (without its CEL rules below 1.28)
+crd_install --force-conflicts >/dev/null
 "$KUBECTL" wait --for condition=established --timeout=60s crd/dittoservers.dittofs.dittofs.com >/dev/null
 "$KUBECTL" apply --server-side --force-conflicts -k "$root/deploy/rbac" >/dev/null
 check "the ServiceAccount's kubeconfig" "$root/deploy/local/cluster.sh" \

@@ -30,6 +30,8 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tap.sh
 . "$root/spec/integration/tap.sh"
+# shellcheck source=crd_install.sh
+. "$root/spec/integration/crd_install.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 : "${KUBECONFIG:?run through spec/integration/with-cluster}"
 : "${DITTOFS_APISERVER:?}" "${DITTOFS_CA_CERT:?}" "${DITTOFS_ADMIN_TOKEN_FILE:?}"
@@ -57,7 +59,7 @@ else
   not_ok "kubectl apply --server-side -k deploy/rbac" "$out"
 fi
 "$KUBECTL" get crd dittoservers.dittofs.dittofs.com >/dev/null 2>&1 ||
-  "$KUBECTL" apply -f "$root/crd/dittoserver.yaml" >/dev/null
+  crd_install >/dev/null # without its CEL rules below 1.28
 "$KUBECTL" wait --for condition=established --timeout=30s \
   crd/dittoservers.dittofs.dittofs.com >/dev/null 2>&1 || true
 "$KUBECTL" create namespace "$ns" >/dev/null

@@ -28,6 +28,8 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tap.sh
 . "$root/spec/integration/tap.sh"
+# shellcheck source=crd_install.sh
+. "$root/spec/integration/crd_install.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 STANDIN=${DITTOFS_STANDIN_IMAGE:-dittofs-local/dittofs-standin:0.1}
@@ -152,8 +154,8 @@ check "--script-test with a policy directory without *.lua: the embedded policie
   sh -c "[ \"\$('$BIN' --script-test '$root/deploy/samples/dittoserver.yaml' --policies '$tmp/empty' 2>/dev/null)\" = \"\$1\" ]" _ "$embedded"
 
 # --- setup: CRD, RBAC, the ServiceAccount's kubeconfig ---------------------
-check "CRD installed" "$KUBECTL" apply --server-side --force-conflicts \
-  -f "$root/crd/dittoserver.yaml"
+# the CRD as this apiserver takes it (without its CEL rules below 1.28)
+check "CRD installed" crd_install --force-conflicts
 "$KUBECTL" wait --for condition=established --timeout=60s \
   crd/dittoservers.dittofs.dittofs.com >/dev/null
 check "RBAC of deploy/rbac installed" "$KUBECTL" apply --server-side \
