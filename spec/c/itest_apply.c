@@ -3,7 +3,8 @@
  * (v1.20.2, with kube-controller-manager) stores, in a namespace of its
  * own (created here, deleted at the end):
  *  - every deploy/samples/ file: the DittoServer is created (server-side
- *    apply; the CRD is installed the same way when missing), rendered with
+ *    apply; the CRD is installed the same way when missing, as
+ *    spec/integration/crd_install.sh gives it), rendered with
  *    its real uid by script_test_run() (the --script-test path), each
  *    object server-side applied as the controller will, read back as the
  *    cache holds it (managedFields dropped) and found a subset: no drift
@@ -161,6 +162,34 @@ static char *read_file(const char *path)
     return dbuf_take(&b, NULL);
 }
 
+/* The CRD as this apiserver takes it, from spec/integration/crd_install.sh
+ * (without its CEL rules below Kubernetes 1.28, which 1.20 refuses in a
+ * server-side apply: "field not declared in schema"); NULL on failure. */
+static char *crd_manifest(void)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "root='%s' KUBECTL=\"${DITTOFS_KUBECTL:-kubectl}\" bash -c "
+             "'. \"$root/spec/integration/crd_install.sh\" && crd_manifest'",
+             SRC);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return NULL;
+    struct dbuf b;
+    dbuf_init(&b, 16 << 20);
+    char buf[4096];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0)
+        if (dbuf_add(&b, buf, n) != 0)
+            rc = -1;
+    if (pclose(p) != 0 || rc != 0) {
+        dbuf_free(&b);
+        return NULL;
+    }
+    return dbuf_take(&b, NULL);
+}
+
 /* --- setup ---------------------------------------------------------------- */
 
 static int ensure_crd(void)
@@ -171,9 +200,8 @@ static int ensure_crd(void)
     int rc = request(HTTP_GET, path, NULL, NULL, &body);
     free(body);
     if (rc == HTTP_ENOTFOUND) {
-        char file[1024], full[1200];
-        snprintf(file, sizeof(file), "%s/crd/dittoserver.yaml", SRC);
-        char *yaml = read_file(file);
+        char full[1200];
+        char *yaml = crd_manifest();
         if (yaml == NULL)
             return -1;
         snprintf(full, sizeof(full), "%s?fieldManager=itest-apply", path);
