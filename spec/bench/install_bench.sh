@@ -34,7 +34,7 @@ for i in $(seq 1 "$RUNS"); do
   rc=0
   "$root/spec/integration/with-cluster" "$root/spec/integration/install_test.sh" \
     >"$out/run$i.tap" 2>&1 || rc=$?
-  echo "# run $i: $(tail -n1 "$out/run$i.tap") in $(($(date +%s) - t0)) s$([ "$rc" = 0 ] || echo " (FAILED: timings of a failed run)")"
+  echo "# run $i: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out/run$i.tap" || echo "no summary") in $(($(date +%s) - t0)) s$([ "$rc" = 0 ] || echo " (FAILED: timings of a failed run)")"
   if [ "$rc" != 0 ]; then grep '^not ok' "$out/run$i.tap" | sed 's/^/#   /' || true; fi
   [ "${KEEP_LOGS:-0}" = 1 ] && cp "$out/run$i.tap" "/tmp/install_bench.$i.tap"
   sed -n 's/^# time \(.*\): \([0-9-]*\) ms$/\1\t\2/p' "$out/run$i.tap" >"$out/times$i"

@@ -303,7 +303,7 @@ refused() {
   local out
   if out=$("$KUBECTL" -n "$1" create -f "$tmp/privileged.yaml" 2>&1); then
     "$KUBECTL" -n "$1" delete pod privileged --wait=false >/dev/null 2>&1
-    echo "admitted: $out"
+    echo "admitted: $out; the namespace's labels now: $("$KUBECTL" get namespace "$1" -o jsonpath='{.metadata.labels}')"
     return 1
   fi
   grep -q 'violates PodSecurity "restricted:latest"' <<<"$out" || { echo "$out"; return 1; }
@@ -627,7 +627,7 @@ patched_from() {
 if [ -n "$new" ]; then
   new_ip=$(pod_ip "$new")
   check "... by the new leader (the Service patch came from its pod IP $new_ip)" patched_from "$new_ip"
-  check "$new reports leader_election_master_status 1" is_master "$new"
+  check "$new reports leader_election_master_status 1" wait_for 10 is_master "$new"
 fi
 if wait_for 120 two_ready; then
   ok "the Deployment is back to 2 Ready pods"
