@@ -294,10 +294,16 @@ static double now_ms(void)
 
 /* CPU time limit of one pathological call: 100 ms, or LPATTERN_TEST_MAX_MS
  * (raise it under valgrind). */
+/* The CPU-time bound of a stopped match. The step budget is the bound that
+ * holds everywhere (checked exactly, lpattern_last_steps); the time is a
+ * sanity bound on what the budget costs: 8M steps take 60-100 ms of CPU on
+ * these 2-core VMs when idle and 105-175 ms when the machine is busy, so
+ * 250 ms keeps it from failing on load while still catching a budget that
+ * stopped bounding anything (seconds). */
 static double max_ms(void)
 {
     const char *e = getenv("LPATTERN_TEST_MAX_MS");
-    return e && atof(e) > 0 ? atof(e) : 100.0;
+    return e && atof(e) > 0 ? atof(e) : 250.0;
 }
 
 /* Protected part of new_state(): saves the stock functions as the global
@@ -423,10 +429,10 @@ static void pathological(lua_State *L)
         double t = run(L, cases[i], err, sizeof(err));
         TEST_NOTE("%.1f ms, %llu steps: %s", t,
                   (unsigned long long)lpattern_last_steps(L), cases[i]);
-        CHECK(strstr(err, "pattern too complex (step limit)") != NULL &&
-                  t < limit,
-              "stops with the step limit in %.1f ms: %s (%s)", t, cases[i],
-              err);
+        CHECK(
+            strstr(err, "pattern too complex (step limit)") != NULL &&
+                lpattern_last_steps(L) <= LPATTERN_DEFAULT_BUDGET && t < limit,
+            "stops with the step limit in %.1f ms: %s (%s)", t, cases[i], err);
     }
 
     /* Plain finds are linear (memmem), so the quadratic input of lstrlib's
