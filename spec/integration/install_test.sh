@@ -197,7 +197,7 @@ fi
 apply_file=$bundle
 if [ "${DITTOFS_INSTALL_TEST_SCOPED:-0}" = 1 ]; then
   echo "# scoped: the operator watches $ns only (not the bundle as shipped)"
-  "$KUBECTL" create --dry-run=client -o json -f "$bundle" |
+  "$KUBECTL" create --dry-run=client --validate=false -o json -f "$bundle" |
     jq -s --arg ns "$ns" '{apiVersion: "v1", kind: "List", items: .} |
       (.items[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].env) +=
       [{name: "DITTOFS_OPERATOR_NAMESPACE", value: $ns}]' >"$tmp/scoped.json"
