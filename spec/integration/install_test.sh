@@ -171,7 +171,9 @@ else
 fi
 timed "image build+import" $(($(now_ms) - t0))
 image=$(sed -n 's/^ *image: \(dittofs-local\/dittofs-operator:.*\)$/\1/p' "$bundle" | head -n1)
-in_containerd() { ctr -a "$sock" -n k8s.io images ls -q | grep -qx "docker.io/$1"; }
+# grep reads the whole list (no -q): with pipefail, a grep that exits at the
+# first match can make ctr die of SIGPIPE and the pipeline fail.
+in_containerd() { ctr -a "$sock" -n k8s.io images ls -q | grep -x "docker.io/$1" >/dev/null; }
 check "the bundle's image $image is in the node's containerd" in_containerd "$image"
 
 # A Deployment left by an interrupted run would not restart on apply: start
@@ -186,7 +188,7 @@ fi
 # the CRD: DittoServers of other tests would be reconciled and deleted. Wait
 # (up to 120 s) until none is left (an earlier test's namespace still
 # terminating), and say so otherwise.
-foreign() { "$KUBECTL" get "$DSR" --all-namespaces -o name 2>/dev/null | grep -q .; }
+foreign() { "$KUBECTL" get "$DSR" --all-namespaces -o name 2>/dev/null | grep . >/dev/null; }
 if [ "${DITTOFS_INSTALL_TEST_SCOPED:-0}" != 1 ] && ! wait_for 120 not foreign; then
   echo "# DittoServers of others exist, the in-cluster operator will reconcile them:"
   "$KUBECTL" get "$DSR" --all-namespaces --no-headers 2>&1 | sed 's/^/#   /'
@@ -250,7 +252,7 @@ timed "apply -> 2 pods Ready" $(($(now_ms) - t0))
 holder() { kop get lease "$lease" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 pod_ip() { kop get pod "$1" -o jsonpath='{.status.podIP}'; }
 metrics_of() { curl -sf --max-time 3 "http://$(pod_ip "$1"):8080/metrics"; }
-is_master() { metrics_of "$1" | grep -q '^leader_election_master_status{.*} 1$'; }
+is_master() { metrics_of "$1" | grep '^leader_election_master_status{.*} 1$' >/dev/null; }
 # leader: the pod the Lease names (the identity is "<hostname>_<random>",
 # the hostname being the pod's name)
 leader() { local h; h=$(holder); echo "${h%_*}"; }
@@ -260,7 +262,7 @@ one_leader() {
   local l p masters=0
   l=$(leader)
   [ -n "$l" ] || return 1
-  ready_pods | grep -qx "$l" || return 1
+  ready_pods | grep -x "$l" >/dev/null || return 1
   for p in $(ready_pods); do
     if is_master "$p"; then
       masters=$((masters + 1))
@@ -278,7 +280,7 @@ fi
 timed "apply -> one leader" $(($(now_ms) - t0))
 lead=$(leader)
 # logged POD MSG: POD's log has a line with that msg (a prefix of it)
-logged() { kop logs "$1" | jq -r --arg m "$2" 'select(.msg | startswith($m)) | .msg' 2>/dev/null | grep -q .; }
+logged() { kop logs "$1" | jq -r --arg m "$2" 'select(.msg | startswith($m)) | .msg' 2>/dev/null | grep . >/dev/null; }
 check "the leader's log says it became leader (in-cluster credentials)" logged "$lead" "became leader"
 
 # --- 2. Pod Security --------------------------------------------------------
@@ -368,7 +370,7 @@ events() {
     "involvedObject.kind=ConfigMap,involvedObject.name=$cm,involvedObject.uid=$(cm_uid),type=$1,reason=$2" \
     -o jsonpath='{range .items[*]}{.message}{"\n"}{end}'
 }
-has_event() { events "$1" "$2" | grep -qF -- "$3"; }
+has_event() { events "$1" "$2" | grep -F -- "$3" >/dev/null; }
 # operator_writes MARK: the operator's mutating requests since MARK, but
 # Events and its Lease renewals; from its pods' addresses (other tests on
 # the cluster may use the same ServiceAccount from the host)
@@ -546,7 +548,7 @@ want="$mountdir/dittoserver.lua:2: unexpected symbol near '='"
 check "a Warning PolicyRejected Event with file:line" \
   wait_for 20 has_event Warning PolicyRejected "$want"
 refusal_logged() {
-  kop logs "$(leader)" | jq -r 'select(.msg | startswith("policies refused")) | .error' | grep -qF -- "$1"
+  kop logs "$(leader)" | jq -r 'select(.msg | startswith("policies refused")) | .error' | grep -F -- "$1" >/dev/null
 }
 check "the leader's log line says why" refusal_logged "$want"
 sleep 2 # what a wrongly accepted set would write, by now
@@ -641,7 +643,7 @@ check "... and one master_status 1" one_leader
 # --- 7. uninstall: the DittoServers, then the bundle -------------------------
 # Deleting the CRD deletes every DittoServer: wait a while for those of
 # others (a test sharing the cluster) to go first.
-others_ds() { "$KUBECTL" get "$DSR" --all-namespaces --no-headers 2>/dev/null | awk -v ns="$ns" '$1 != ns' | grep -q .; }
+others_ds() { "$KUBECTL" get "$DSR" --all-namespaces --no-headers 2>/dev/null | awk -v ns="$ns" '$1 != ns' | grep . >/dev/null; }
 if ! wait_for "$([ "${DITTOFS_INSTALL_TEST_SCOPED:-0}" = 1 ] && echo 600 || echo 120)" not others_ds; then
   echo "# DittoServers of others are still there: deleting the CRD removes them"
 fi
