@@ -183,7 +183,8 @@ static void test_pods(void)
     CHECK(fa_count_writes(w0, "", NULL) == 1,
           "... and nothing else is written (%d writes)",
           fa_count_writes(w0, "", NULL));
-    CHECK(fa_log_count("msg=\"reconciled\"", "eval=status", "writes=1") == 1 &&
+    /* The write can arrive before the reconcile logs its end: wait. */
+    CHECK(fa_wait_log("msg=\"reconciled\"", "eval=status", "writes=1", 1) &&
               fa_log_count("msg=\"reconciled\"", "eval=full", NULL) == full0,
           "... by a status-only reconcile");
 
