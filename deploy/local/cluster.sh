@@ -975,8 +975,14 @@ cmd_start() {
 
 stop_all() {
   local c
-  # The node first: its kubelet and kube-proxy talk to this apiserver.
-  if [[ -x $HERE/node.sh ]]; then "$HERE/node.sh" stop || log "node.sh stop failed"; fi
+  # The node first: its kubelet and kube-proxy talk to this apiserver. The
+  # node is one per machine (node.sh stop stops whichever runs): only when it
+  # was started for this state dir (node.sh leaves node.version here), so a
+  # second control plane (another DITTOFS_CLUSTER_DIR, DITTOFS_NODE=0) never
+  # stops the node of the first.
+  if [[ -x $HERE/node.sh ]] && [[ -f $DIR/node.version || $DIR == /tmp/dittofs-cluster ]]; then
+    "$HERE/node.sh" stop || log "node.sh stop failed"
+  fi
   for ((c = ${#COMPONENTS[@]} - 1; c >= 0; c--)); do stop_component "${COMPONENTS[c]}"; done
 }
 
