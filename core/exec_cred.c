@@ -23,6 +23,7 @@
 
 #include "dbuf.h"
 #include "exec_cred.h"
+#include "loop.h"
 
 extern char **environ;
 
@@ -287,28 +288,24 @@ static char *resolve_command(const char *cmd)
     return NULL;
 }
 
-static long elapsed_ms(const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start->tv_sec) * 1000L +
-           (now.tv_nsec - start->tv_nsec) / 1000000L;
-}
+/* --- spawning (shared by the blocking and the loop runner) ---------------- */
 
-int exec_cred_run(const struct exec_cred_config *cfg,
-                  struct exec_cred_result *out, char *err, size_t errlen)
+/*
+ * Starts the plugin: stdin /dev/null, stdout a pipe whose read end (close-
+ * on-exec, non-blocking when `nonblock`) goes to *fd, our stderr, the env
+ * of build_env, in a process group of its own so that a kill at the
+ * deadline also reaches what it started (a shell script's `sleep`).
+ * Returns 0 with *pid and *fd set, or -1 with err set (nothing to reap).
+ */
+static int spawn_plugin(const struct exec_cred_config *cfg, int nonblock,
+                        pid_t *pid, int *fd, char *err, size_t errlen)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
-    struct timespec start;
-    struct dbuf buf;
     char *info = NULL, **argv = NULL, **envp = NULL, *resolved = NULL;
-    int pipefd[2] = {-1, -1}, status = 0, rc = -1, spawned = 0;
-    int fa_ok = 0, attr_ok = 0;
-    pid_t pid = -1;
+    int pipefd[2] = {-1, -1}, rc = -1, fa_ok = 0, attr_ok = 0;
     const char *name = cfg->command;
 
-    dbuf_init(&buf, EXEC_CRED_OUTPUT_MAX);
     if (asprintf(
             &info,
             "KUBERNETES_EXEC_INFO={\"kind\":\"ExecCredential\","
@@ -334,6 +331,11 @@ int exec_cred_run(const struct exec_cred_config *cfg,
                  strerror(errno));
         goto done;
     }
+    if (nonblock && fcntl(pipefd[0], F_SETFL, O_NONBLOCK) < 0) {
+        snprintf(err, errlen, "exec plugin \"%s\": fcntl: %s", name,
+                 strerror(errno));
+        goto done;
+    }
     if (posix_spawn_file_actions_init(&fa) != 0 ||
         posix_spawnattr_init(&attr) != 0) {
         snprintf(err, errlen, "exec plugin \"%s\": out of memory", name);
@@ -353,8 +355,10 @@ int exec_cred_run(const struct exec_cred_config *cfg,
         posix_spawn_file_actions_addclosefrom_np(&fa, 3) != 0 ||
         posix_spawnattr_setsigmask(&attr, &none) != 0 ||
         posix_spawnattr_setsigdefault(&attr, &dfl) != 0 ||
+        posix_spawnattr_setpgroup(&attr, 0) != 0 ||
         posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
-                                            POSIX_SPAWN_SETSIGDEF) != 0) {
+                                            POSIX_SPAWN_SETSIGDEF |
+                                            POSIX_SPAWN_SETPGROUP) != 0) {
         snprintf(err, errlen, "exec plugin \"%s\": spawn setup failed", name);
         goto done;
     }
@@ -363,7 +367,7 @@ int exec_cred_run(const struct exec_cred_config *cfg,
     resolved = resolve_command(cfg->command);
     int se = resolved == NULL
                  ? errno
-                 : posix_spawn(&pid, resolved, &fa, &attr, argv, envp);
+                 : posix_spawn(pid, resolved, &fa, &attr, argv, envp);
     if (se != 0) {
         snprintf(err, errlen, "exec plugin \"%s\": %s%s%s", name,
                  se == ENOENT   ? "executable not found"
@@ -373,15 +377,110 @@ int exec_cred_run(const struct exec_cred_config *cfg,
                  cfg->install_hint ? cfg->install_hint : "");
         goto done;
     }
+    *fd = pipefd[0];
+    pipefd[0] = -1;
+    rc = 0;
+done:
+    if (pipefd[0] >= 0)
+        close(pipefd[0]);
+    if (pipefd[1] >= 0)
+        close(pipefd[1]);
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    if (attr_ok)
+        posix_spawnattr_destroy(&attr);
+    free(argv);
+    free(envp);
+    free(info);
+    free(resolved);
+    return rc;
+}
+
+/* Kills the plugin's process group (and the plugin, should it have left
+ * the group) and reaps the plugin. Only while it is not reaped yet: until
+ * then its pid, which is also the group id, cannot be reused. A SIGKILLed
+ * child is reaped at once, so the wait does not block for long. */
+static void kill_and_reap(pid_t pid)
+{
+    int status;
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Appends `n` bytes of output. Returns 0, or -1 with err set. */
+static int add_output(struct dbuf *buf, char *chunk, size_t n, const char *name,
+                      char *err, size_t errlen)
+{
+    int ar = dbuf_add(buf, chunk, n);
+    explicit_bzero(chunk, n);
+    if (ar == DBUF_OK)
+        return 0;
+    snprintf(err, errlen, "exec plugin \"%s\": %s", name,
+             ar == DBUF_TOOBIG ? "output larger than 1 MiB" : "out of memory");
+    return -1;
+}
+
+/* The verdict on a reaped plugin: its exit status, then its output.
+ * Returns 0 and fills *out, or -1 with err set. */
+static int judge(const struct exec_cred_config *cfg, int status,
+                 const struct dbuf *buf, struct exec_cred_result *out,
+                 char *err, size_t errlen)
+{
+    const char *name = cfg->command;
+    if (WIFSIGNALED(status)) {
+        snprintf(err, errlen, "exec plugin \"%s\": killed by signal %d", name,
+                 WTERMSIG(status));
+        return -1;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        snprintf(err, errlen,
+                 "exec plugin \"%s\": exited with status %d (its stderr, if "
+                 "any, is above)",
+                 name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        return -1;
+    }
+    return exec_cred_parse(dbuf_ptr(buf), dbuf_len(buf), cfg->api_version, name,
+                           out, err, errlen);
+}
+
+static void wipe_dbuf(struct dbuf *buf)
+{
+    if (buf->ptr != NULL)
+        explicit_bzero(buf->ptr, buf->len);
+    dbuf_free(buf);
+}
+
+/* --- the blocking runner ------------------------------------------------- */
+
+static long elapsed_ms(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000L +
+           (now.tv_nsec - start->tv_nsec) / 1000000L;
+}
+
+int exec_cred_run(const struct exec_cred_config *cfg,
+                  struct exec_cred_result *out, char *err, size_t errlen)
+{
+    struct timespec start;
+    struct dbuf buf;
+    int fd = -1, status = 0, rc = -1, spawned = 0;
+    pid_t pid = -1;
+    const char *name = cfg->command;
+
+    dbuf_init(&buf, EXEC_CRED_OUTPUT_MAX);
+    if (spawn_plugin(cfg, 0, &pid, &fd, err, errlen) < 0)
+        goto done;
     spawned = 1;
-    close(pipefd[1]);
-    pipefd[1] = -1;
 
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
         char chunk[4096];
         long left = cfg->timeout_ms - elapsed_ms(&start);
-        struct pollfd pfd = {pipefd[0], POLLIN, 0};
+        struct pollfd pfd = {fd, POLLIN, 0};
         if (left <= 0) {
             snprintf(err, errlen, "exec plugin \"%s\": timed out after %d ms",
                      name, cfg->timeout_ms);
@@ -397,7 +496,7 @@ int exec_cred_run(const struct exec_cred_config *cfg,
         }
         if (pr == 0)
             continue; /* the deadline check above reports it */
-        ssize_t n = read(pipefd[0], chunk, sizeof chunk);
+        ssize_t n = read(fd, chunk, sizeof chunk);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n < 0) {
@@ -407,14 +506,8 @@ int exec_cred_run(const struct exec_cred_config *cfg,
         }
         if (n == 0)
             break;
-        int ar = dbuf_add(&buf, chunk, (size_t)n);
-        explicit_bzero(chunk, sizeof chunk);
-        if (ar != DBUF_OK) {
-            snprintf(err, errlen, "exec plugin \"%s\": %s", name,
-                     ar == DBUF_TOOBIG ? "output larger than 1 MiB"
-                                       : "out of memory");
+        if (add_output(&buf, chunk, (size_t)n, name, err, errlen) < 0)
             goto done;
-        }
     }
     /* stdout closed; the plugin should exit now. Keep to the deadline. */
     for (;;) {
@@ -436,41 +529,204 @@ int exec_cred_run(const struct exec_cred_config *cfg,
         nanosleep(&ts, NULL);
     }
     spawned = 0;
-    if (WIFSIGNALED(status)) {
-        snprintf(err, errlen, "exec plugin \"%s\": killed by signal %d", name,
-                 WTERMSIG(status));
-        goto done;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        snprintf(err, errlen,
-                 "exec plugin \"%s\": exited with status %d (its stderr, if "
-                 "any, is above)",
-                 name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        goto done;
-    }
-    rc = exec_cred_parse(dbuf_ptr(&buf), dbuf_len(&buf), cfg->api_version, name,
-                         out, err, errlen);
+    rc = judge(cfg, status, &buf, out, err, errlen);
 done:
-    if (spawned) {
-        /* Failed while it ran: kill and reap so no zombie is left. */
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-    }
-    if (pipefd[0] >= 0)
-        close(pipefd[0]);
-    if (pipefd[1] >= 0)
-        close(pipefd[1]);
-    if (fa_ok)
-        posix_spawn_file_actions_destroy(&fa);
-    if (attr_ok)
-        posix_spawnattr_destroy(&attr);
-    if (buf.ptr != NULL)
-        explicit_bzero(buf.ptr, buf.len);
-    dbuf_free(&buf);
-    free(argv);
-    free(envp);
-    free(info);
-    free(resolved);
+    if (spawned) /* failed while it ran: no zombie is left */
+        kill_and_reap(pid);
+    if (fd >= 0)
+        close(fd);
+    wipe_dbuf(&buf);
     return rc;
+}
+
+/* --- the runner on the event loop ---------------------------------------- */
+
+/*
+ * A job reads the plugin's stdout from an fd watch, so the loop never
+ * waits for the plugin. After EOF the plugin is reaped with
+ * waitpid(WNOHANG), polled from a timer at 1, 2, 4 ... 64 ms (a plugin
+ * exits right after closing its stdout, so the first poll nearly always
+ * finds it); no SIGCHLD handler is installed and no other child is waited
+ * for. The deadline timer kills it. Every end goes through job_end(),
+ * which frees the job before it calls done, so done may start another.
+ */
+struct exec_cred_job {
+    struct loop *l;
+    const struct exec_cred_config *cfg; /* borrowed */
+    exec_cred_done_fn done;
+    void *arg;
+    pid_t pid; /* -1 once reaped */
+    int fd;    /* -1 after EOF */
+    struct dbuf buf;
+    struct loop_timer deadline;
+    struct loop_timer reap;
+    unsigned reap_ms;
+};
+
+/* Stops everything and frees the job; kills and reaps a running plugin. */
+static void job_free(struct exec_cred_job *j)
+{
+    loop_timer_stop(j->l, &j->deadline);
+    loop_timer_stop(j->l, &j->reap);
+    if (j->fd >= 0) {
+        loop_fd_del(j->l, j->fd);
+        close(j->fd);
+    }
+    if (j->pid > 0)
+        kill_and_reap(j->pid);
+    wipe_dbuf(&j->buf);
+    free(j);
+}
+
+/* Ends the job with rc, the result in *res (rc 0) or the error `err`. */
+static void job_end(struct exec_cred_job *j, int rc,
+                    struct exec_cred_result *res, const char *err)
+{
+    exec_cred_done_fn done = j->done;
+    void *arg = j->arg;
+    job_free(j);
+    done(rc, res, rc < 0 ? err : "", arg);
+}
+
+static void job_fail(struct exec_cred_job *j, const char *err)
+{
+    job_end(j, -1, NULL, err);
+}
+
+/* The plugin was reaped with `status`: judge it. */
+static void job_reaped(struct exec_cred_job *j, int status)
+{
+    struct exec_cred_result r;
+    char err[512];
+    j->pid = -1;
+    memset(&r, 0, sizeof r);
+    int rc = judge(j->cfg, status, &j->buf, &r, err, sizeof err);
+    job_end(j, rc, rc == 0 ? &r : NULL, err);
+    exec_cred_result_free(&r); /* whatever done left in it */
+}
+
+static void job_try_reap(struct exec_cred_job *j)
+{
+    char err[512];
+    int status = 0;
+    pid_t w;
+    do
+        w = waitpid(j->pid, &status, WNOHANG);
+    while (w < 0 && errno == EINTR);
+    if (w == j->pid) {
+        job_reaped(j, status);
+        return;
+    }
+    if (w < 0) {
+        /* ECHILD: someone else reaped it (SIGCHLD set to SIG_IGN?). */
+        snprintf(err, sizeof err, "exec plugin \"%s\": waitpid: %s",
+                 j->cfg->command, strerror(errno));
+        j->pid = -1; /* nothing left to reap */
+        job_fail(j, err);
+        return;
+    }
+    if (loop_timer_start(j->l, &j->reap, j->reap_ms) < 0) {
+        snprintf(err, sizeof err, "exec plugin \"%s\": out of memory",
+                 j->cfg->command);
+        job_fail(j, err);
+        return;
+    }
+    if (j->reap_ms < 64)
+        j->reap_ms *= 2;
+}
+
+static void on_reap(struct loop_timer *t, void *arg)
+{
+    (void)t;
+    job_try_reap(arg);
+}
+
+static void on_deadline(struct loop_timer *t, void *arg)
+{
+    struct exec_cred_job *j = arg;
+    char err[512];
+    (void)t;
+    snprintf(err, sizeof err, "exec plugin \"%s\": timed out after %d ms",
+             j->cfg->command, j->cfg->timeout_ms);
+    job_fail(j, err);
+}
+
+/* stdout is readable (or closed): take what is there without blocking. */
+static void on_output(int fd, short revents, void *arg)
+{
+    struct exec_cred_job *j = arg;
+    char chunk[4096], err[512];
+    (void)revents;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0) {
+            snprintf(err, sizeof err, "exec plugin \"%s\": read: %s",
+                     j->cfg->command, strerror(errno));
+            job_fail(j, err);
+            return;
+        }
+        if (n == 0)
+            break;
+        if (add_output(&j->buf, chunk, (size_t)n, j->cfg->command, err,
+                       sizeof err) < 0) {
+            job_fail(j, err);
+            return;
+        }
+    }
+    loop_fd_del(j->l, j->fd);
+    close(j->fd);
+    j->fd = -1;
+    j->reap_ms = 1;
+    job_try_reap(j);
+}
+
+int exec_cred_start(struct loop *l, const struct exec_cred_config *cfg,
+                    exec_cred_done_fn done, void *arg,
+                    struct exec_cred_job **out, char *err, size_t errlen)
+{
+    struct exec_cred_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        snprintf(err, errlen, "exec plugin \"%s\": out of memory",
+                 cfg->command);
+        return -1;
+    }
+    j->l = l;
+    j->cfg = cfg;
+    j->done = done;
+    j->arg = arg;
+    j->pid = -1;
+    j->fd = -1;
+    dbuf_init(&j->buf, EXEC_CRED_OUTPUT_MAX);
+    loop_timer_init(&j->deadline, on_deadline, j);
+    loop_timer_init(&j->reap, on_reap, j);
+    if (spawn_plugin(cfg, 1, &j->pid, &j->fd, err, errlen) < 0) {
+        j->pid = -1;
+        job_free(j);
+        return -1;
+    }
+    int rc = loop_fd_add(l, j->fd, POLLIN, on_output, j);
+    if (rc < 0) { /* not watched: job_free must not unwatch it */
+        close(j->fd);
+        j->fd = -1;
+    } else {
+        rc = loop_timer_start(l, &j->deadline, (uint64_t)cfg->timeout_ms);
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "exec plugin \"%s\": cannot watch it: %s",
+                 cfg->command, strerror(-rc));
+        job_free(j);
+        return -1;
+    }
+    *out = j;
+    return 0;
+}
+
+void exec_cred_cancel(struct exec_cred_job *j)
+{
+    if (j != NULL)
+        job_free(j);
 }

@@ -3,8 +3,9 @@
  * (client.authentication.k8s.io v1 and v1beta1 ExecCredential) and parses
  * what it prints. The plugin gets stdin from /dev/null, our stderr, the
  * configured env plus KUBERNETES_EXEC_INFO, and a deadline after which it is
- * killed. Errors name the plugin, never its output. Used by kubeconfig;
- * uses cJSON and dbuf.
+ * killed. It runs either blocking (exec_cred_run) or as a child process
+ * watched by the event loop (exec_cred_start). Errors name the plugin,
+ * never its output. Used by kubeconfig; uses cJSON, dbuf and loop.
  */
 #ifndef DITTOFS_EXEC_CRED_H
 #define DITTOFS_EXEC_CRED_H
@@ -41,10 +42,45 @@ struct exec_cred_result {
  * Runs the plugin (blocking, at most cfg->timeout_ms) and parses its
  * output. Returns 0 and fills *out, or -1 with err set: not found (with
  * the install hint), timed out, killed, non-zero exit, output too large,
- * malformed output. `out` must be zeroed by the caller.
+ * malformed output. `out` must be zeroed by the caller. For callers
+ * without an event loop; the operator uses exec_cred_start.
  */
 int exec_cred_run(const struct exec_cred_config *cfg,
                   struct exec_cred_result *out, char *err, size_t errlen);
+
+/* --- running on the event loop ------------------------------------------ */
+
+struct loop;
+struct exec_cred_job; /* one plugin run; opaque */
+
+/*
+ * The end of a run, called once from the loop: rc 0 and `res` filled (the
+ * callee may take its strings, setting them to NULL; the rest is wiped and
+ * freed after the call), or rc -1, `res` NULL and `err` as precise as
+ * exec_cred_run's. The job is already freed: do not cancel it; the
+ * callback may start another.
+ */
+typedef void (*exec_cred_done_fn)(int rc, struct exec_cred_result *res,
+                                  const char *err, void *arg);
+
+/*
+ * Starts the plugin without waiting for it: its stdout is read from an fd
+ * watch on `l`, a loop timer kills it at cfg->timeout_ms (SIGKILL to its
+ * process group: the plugin runs in a group of its own), and it is reaped
+ * with waitpid(WNOHANG) after its stdout closes. No SIGCHLD handler is
+ * installed, but SIGCHLD must not be SIG_IGN. `cfg` is borrowed and must
+ * stay unchanged until the job ends. Returns 0 and sets *out (valid until
+ * done is called or the job is cancelled); done is never called from
+ * within this call. Or -1 with err set (not found with the install hint,
+ * spawn failure, out of memory): done is then never called.
+ */
+int exec_cred_start(struct loop *l, const struct exec_cred_config *cfg,
+                    exec_cred_done_fn done, void *arg,
+                    struct exec_cred_job **out, char *err, size_t errlen);
+
+/* Kills the plugin, reaps it and frees the job without calling done.
+ * NULL is a no-op. */
+void exec_cred_cancel(struct exec_cred_job *j);
 
 /*
  * Parses an ExecCredential (`len` bytes of JSON) that must carry

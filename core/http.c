@@ -35,11 +35,12 @@ enum req_state {
     REQ_WAITING, /* waiting out a Retry-After */
     REQ_RUNNING, /* on the multi handle */
     REQ_REAPING, /* cancelled inside a libcurl callback; freed by reap */
+    REQ_CRED,    /* waiting for the exec credential plugin's run */
 };
 
 struct http_req {
     struct http_client *c;
-    struct http_req *qnext; /* rate-limiter queue, or the reap list */
+    struct http_req *qnext; /* rate-limiter queue, reap or cred list */
     struct http_req *anext; /* all requests of the client */
     struct http_req *aprev;
     enum req_state state;
@@ -85,6 +86,11 @@ struct http_client {
     struct http_req *qtail;
     struct http_req *all;
     struct http_req *reap;
+    /* REQ_CRED requests in arrival order, and how the connection tells
+     * us that the exec plugin's run ended (one waiter per client). */
+    struct http_req *credq;
+    struct http_req *credq_tail;
+    struct kube_conn_waiter cred_waiter;
     size_t pending;
     struct loop_timer kick;
     struct loop_timer reap_timer;
@@ -270,13 +276,17 @@ unsigned http_parse_retry_after(const char *value, long long now)
  * A request moves QUEUED (rate limiter) -> RUNNING (on the multi handle)
  * -> done; a 401 goes back to QUEUED once, a 429 (or a 5xx carrying
  * Retry-After) to WAITING for the Retry-After delay and then QUEUED again,
- * each retry taking a new token. Only finish() calls on_done, and it frees
- * the request first, so a callback may send new requests freely.
+ * each retry taking a new token. A request whose credential is being
+ * fetched by an exec plugin (kube_conn_authorization_async) waits in CRED
+ * with its token and starts, or fails with the plugin's error, when the
+ * run ends; the loop goes on meanwhile. Only finish() calls on_done, and
+ * it frees the request first, so a callback may send new requests freely.
  */
 
 static void kick_cb(struct loop_timer *t, void *arg);
 static void req_timer_cb(struct loop_timer *t, void *arg);
 static void xfer_done(struct loop_xfer *x, CURLcode result);
+static void start_attempt(struct http_req *r);
 
 static void req_free(struct http_req *r)
 {
@@ -524,8 +534,71 @@ static int add_header(struct http_req *r, const char *line)
     return 0;
 }
 
+/* --- waiting for an exec credential plugin ------------------------------ */
+
+/* Parks `r` (its token taken) until the plugin's run ends. */
+static void cred_park(struct http_req *r)
+{
+    struct http_client *c = r->c;
+    r->state = REQ_CRED;
+    r->qnext = NULL;
+    if (c->credq_tail != NULL)
+        c->credq_tail->qnext = r;
+    else
+        c->credq = r;
+    c->credq_tail = r;
+    kube_conn_wait(c->conn, &c->cred_waiter);
+}
+
+static void cred_unlink(struct http_req *r)
+{
+    struct http_client *c = r->c;
+    struct http_req **pp = &c->credq, *prev = NULL;
+    while (*pp != NULL && *pp != r) {
+        prev = *pp;
+        pp = &(*pp)->qnext;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = r->qnext;
+    if (c->credq_tail == r)
+        c->credq_tail = prev;
+    r->qnext = NULL;
+}
+
+/*
+ * The plugin's run ended (kube_conn_waiter): the requests parked until
+ * now start (a request that must wait again, for a later run, goes to the
+ * back and is not seen twice), or fail with the plugin's error. A
+ * callback may cancel any of them meanwhile: each is taken off the queue
+ * before it is handled.
+ */
+static void cred_ready(struct kube_conn_waiter *w, int rc, const char *err)
+{
+    struct http_client *c =
+        (struct http_client *)((char *)w -
+                               offsetof(struct http_client, cred_waiter));
+    size_t n = 0;
+    for (struct http_req *r = c->credq; r != NULL; r = r->qnext)
+        n++;
+    if (rc < 0 && n > 0)
+        log_warn("cannot prepare credentials", "error", err, NULL);
+    while (n-- > 0 && c->credq != NULL) {
+        struct http_req *r = c->credq;
+        cred_unlink(r);
+        r->state = REQ_QUEUED;
+        if (rc == 0)
+            start_attempt(r);
+        else
+            finish(r, HTTP_EAUTH, err);
+    }
+}
+
+/* --- attempts ------------------------------------------------------------ */
+
 /* Starts one attempt of `r` (state QUEUED, token taken). Completes the
- * request with an error when it cannot start. */
+ * request with an error when it cannot start, or parks it (CRED) while an
+ * exec plugin runs for its credential. */
 static void start_attempt(struct http_req *r)
 {
     struct http_client *c = r->c;
@@ -533,8 +606,24 @@ static void start_attempt(struct http_req *r)
     struct dbuf url;
     const char *what = "curl option";
 
-    dbuf_init(&url, 64 * 1024);
     attempt_reset(r);
+    /* First the credential: an exec plugin may have to run for it (then
+     * the request waits without a curl handle), or it may return a client
+     * certificate that kube_conn_setup_tls sets. */
+    const char *auth = NULL;
+    err[0] = '\0';
+    int ar = kube_conn_authorization_async(c->conn, c->loop, &auth, err,
+                                           sizeof(err));
+    if (ar == KUBE_CONN_PENDING) {
+        cred_park(r);
+        return;
+    }
+    if (ar < 0) {
+        log_warn("cannot prepare credentials", "error", err, NULL);
+        finish(r, HTTP_EAUTH, err);
+        return;
+    }
+    dbuf_init(&url, 64 * 1024);
     r->attempts++;
     r->attempt_us = loop_now_us();
     r->last_rx_ms = loop_now_ms();
@@ -546,8 +635,11 @@ static void start_attempt(struct http_req *r)
         return;
     }
     r->easy = e;
-    err[0] = '\0';
-    if (kube_conn_prepare(c->conn, e, &r->headers, err, sizeof(err)) != 0) {
+    if (auth != NULL && add_header(r, auth) != 0) {
+        finish(r, HTTP_ENOMEM, "out of memory");
+        return;
+    }
+    if (kube_conn_setup_tls(c->conn, e, err, sizeof(err)) != 0) {
         log_warn("cannot prepare credentials", "error", err, NULL);
         finish(r, HTTP_EAUTH, err);
         return;
@@ -798,6 +890,10 @@ void http_cancel(struct http_client *c, struct http_req *r)
     case REQ_WAITING:
         req_free(r);
         break;
+    case REQ_CRED:
+        cred_unlink(r);
+        req_free(r);
+        break;
     case REQ_RUNNING:
         loop_timer_stop(c->loop, &r->timer);
         if (c->in_cb > 0) {
@@ -848,6 +944,7 @@ struct http_client *http_client_new(struct loop *loop, struct kube_conn *conn,
     http_ratelimit_init(&c->rl, c->o.qps, c->o.burst, loop_now_us());
     loop_timer_init(&c->kick, kick_cb, c);
     loop_timer_init(&c->reap_timer, reap_cb, c);
+    c->cred_waiter.fn = cred_ready;
     CURLM *m = loop_multi(loop);
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, 64L);
     if (c->o.http2)
@@ -860,6 +957,7 @@ void http_client_free(struct http_client *c)
     if (c == NULL)
         return;
     reap_cb(&c->reap_timer, c);
+    kube_conn_wait_cancel(&c->cred_waiter);
     while (c->all != NULL) {
         struct http_req *r = c->all;
         if (r->state == REQ_RUNNING)

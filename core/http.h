@@ -2,7 +2,9 @@
  * http: the Kubernetes API client. Asynchronous requests over libcurl's
  * multi interface on the event loop (loop.h): keep-alive connections reused
  * across requests (HTTP/1.1, or HTTP/2 multiplexing when asked), TLS set up
- * and verified by kube_conn (kubeconfig.h), connect and total timeouts,
+ * and verified by kube_conn (kubeconfig.h), credentials that never block
+ * the loop (requests wait, queued, while an exec plugin runs for a
+ * credential they lack), connect and total timeouts,
  * TCP keepalive, a client-side token-bucket rate limit, results typed by
  * HTTP status with the apiserver's Status message kept, one retry after a
  * 401 (credential refreshed), retries after 429 (and 5xx with Retry-After)

@@ -85,13 +85,22 @@ struct kube_conn {
 
     struct exec_cred_config exec;
     int exec_have;
-    time_t exec_expiry; /* 0: no expiry */
+    time_t exec_expiry;   /* 0: no expiry */
+    time_t exec_obtained; /* when the current credential came */
     /* After a failed run the plugin is not run again before exec_retry_at
-     * (1 s, doubling to 30 s): it blocks the event loop while it runs. */
+     * (1 s, doubling to 30 s): a broken plugin is not hammered. */
     int exec_failures;
     double exec_retry_at;
     char exec_err[512];
     struct blob exec_cert, exec_key;
+    /* The run on the event loop (kube_conn_authorization_async), at most
+     * one, and the waiters told when it ends. While they are told,
+     * exec_handout is set: the new credential then serves the requests
+     * that waited for it even if the plugin stamped it expired already
+     * (else they would start the plugin again at once, forever). */
+    struct exec_cred_job *exec_job;
+    struct kube_conn_waiter *waiters;
+    int exec_handout;
 };
 
 /* --- small helpers ------------------------------------------------------- */
@@ -1434,31 +1443,80 @@ const char *kube_conn_source(const struct kube_conn *c)
     return c->source;
 }
 
-/* Runs the exec plugin when there is no credential, it expired, or a 401
- * was seen. */
+/* A failed run: the plugin waits 1 s, doubling to 30 s, before the next
+ * one; `err` is kept for the requests refused meanwhile. */
+static void exec_failed(struct kube_conn *c, const char *err)
+{
+    int shift = c->exec_failures < 5 ? c->exec_failures : 5;
+    c->exec_failures++;
+    c->exec_retry_at = mono_now() + (shift < 5 ? (1 << shift) : 30);
+    snprintf(c->exec_err, sizeof c->exec_err, "%s", err ? err : "");
+}
+
+static int exec_backing_off(const struct kube_conn *c)
+{
+    return c->exec_failures > 0 && mono_now() < c->exec_retry_at;
+}
+
+static int exec_expired(const struct kube_conn *c, time_t now)
+{
+    return c->exec_expiry != 0 && now >= c->exec_expiry;
+}
+
+/* Takes the strings of `r` (a successful run) as the credential.
+ * Returns 0 or KUBE_CONN_ENOMEM (the old credential stays). */
+static int exec_install(struct kube_conn *c, struct exec_cred_result *r)
+{
+    int rc = set_token(c, r->token);
+    r->token = NULL;
+    if (rc < 0)
+        return rc;
+    blob_free(&c->exec_cert);
+    blob_free(&c->exec_key);
+    c->exec_cert.ptr = (unsigned char *)r->cert;
+    c->exec_cert.len = r->cert ? strlen(r->cert) : 0;
+    c->exec_key.ptr = (unsigned char *)r->key;
+    c->exec_key.len = r->key ? strlen(r->key) : 0;
+    r->cert = r->key = NULL;
+    c->exec_expiry = r->expiry;
+    c->exec_obtained = time(NULL);
+    c->exec_have = 1;
+    c->exec_failures = 0;
+    c->stale = 0;
+    if (c->exec_expiry != 0 && c->exec_expiry <= c->exec_obtained)
+        log_warn("exec credential plugin returned a credential that has "
+                 "already expired; using it once",
+                 "plugin", c->exec.command, NULL);
+    return 0;
+}
+
+/* Runs the exec plugin (blocking) when there is no credential, it
+ * expired, or a 401 was seen. */
 static int refresh_exec(struct kube_conn *c, char *err, size_t errlen)
 {
     struct exec_cred_result r;
-    time_t now = time(NULL);
-    int expired = c->exec_expiry != 0 && now >= c->exec_expiry;
+    int expired = exec_expired(c, time(NULL));
     int rc;
 
     if (c->exec_have && !c->stale && !expired)
         return 0;
-    if (c->exec_failures > 0 && mono_now() < c->exec_retry_at) {
+    if (c->exec_job != NULL || exec_backing_off(c)) {
         if (c->exec_have && !expired)
             return 0;
-        seterr(err, errlen, "%s (not retried yet)", c->exec_err);
+        if (c->exec_job != NULL)
+            seterr(err, errlen,
+                   "exec plugin \"%s\": a run on the event loop is in "
+                   "progress",
+                   c->exec.command);
+        else
+            seterr(err, errlen, "%s (not retried yet)", c->exec_err);
         return KUBE_CONN_EEXEC;
     }
     memset(&r, 0, sizeof r);
     rc = exec_cred_run(&c->exec, &r, err, errlen);
     if (rc < 0) {
         exec_cred_result_free(&r);
-        int shift = c->exec_failures < 5 ? c->exec_failures : 5;
-        c->exec_failures++;
-        c->exec_retry_at = mono_now() + (shift < 5 ? (1 << shift) : 30);
-        snprintf(c->exec_err, sizeof c->exec_err, "%s", err ? err : "");
+        exec_failed(c, err);
         if (c->exec_have && !expired) {
             log_warn("exec credential plugin failed; keeping the previous "
                      "credential",
@@ -1468,25 +1526,9 @@ static int refresh_exec(struct kube_conn *c, char *err, size_t errlen)
         }
         return KUBE_CONN_EEXEC;
     }
-    rc = set_token(c, r.token);
-    r.token = NULL;
-    if (rc < 0) {
-        exec_cred_result_free(&r);
-        return rc;
-    }
-    blob_free(&c->exec_cert);
-    blob_free(&c->exec_key);
-    c->exec_cert.ptr = (unsigned char *)r.cert;
-    c->exec_cert.len = r.cert ? strlen(r.cert) : 0;
-    c->exec_key.ptr = (unsigned char *)r.key;
-    c->exec_key.len = r.key ? strlen(r.key) : 0;
-    r.cert = r.key = NULL;
-    c->exec_expiry = r.expiry;
-    c->exec_have = 1;
-    c->exec_failures = 0;
-    c->stale = 0;
+    rc = exec_install(c, &r);
     exec_cred_result_free(&r);
-    return 0;
+    return rc;
 }
 
 int kube_conn_authorization(struct kube_conn *c, const char **header, char *err,
@@ -1514,6 +1556,167 @@ int kube_conn_authorization(struct kube_conn *c, const char **header, char *err,
         return rc;
     *header = c->header;
     return 0;
+}
+
+/* --- exec plugins on the event loop --------------------------------------- */
+
+static void waiter_unlink(struct kube_conn_waiter *w)
+{
+    if (w->pprev == NULL)
+        return;
+    *w->pprev = w->next;
+    if (w->next != NULL)
+        w->next->pprev = w->pprev;
+    w->next = NULL;
+    w->pprev = NULL;
+}
+
+void kube_conn_wait(struct kube_conn *c, struct kube_conn_waiter *w)
+{
+    if (w->pprev != NULL)
+        return;
+    w->next = c->waiters;
+    if (w->next != NULL)
+        w->next->pprev = &w->next;
+    w->pprev = &c->waiters;
+    c->waiters = w;
+}
+
+void kube_conn_wait_cancel(struct kube_conn_waiter *w)
+{
+    waiter_unlink(w);
+}
+
+/*
+ * Tells every waiter how the run ended. The list is moved aside first:
+ * a callback may register again (for a later run) or cancel any waiter,
+ * including one not told yet, since each is unlinked before its call.
+ */
+static void notify(struct kube_conn *c, int rc, const char *err)
+{
+    struct kube_conn_waiter *list = c->waiters;
+    c->waiters = NULL;
+    if (list != NULL)
+        list->pprev = &list;
+    if (rc == 0)
+        c->exec_handout++;
+    while (list != NULL) {
+        struct kube_conn_waiter *w = list;
+        waiter_unlink(w);
+        w->fn(w, rc, err);
+    }
+    if (rc == 0)
+        c->exec_handout--;
+}
+
+/* The end of a run on the loop (exec_cred_done_fn). */
+static void exec_done(int rc, struct exec_cred_result *res, const char *err,
+                      void *arg)
+{
+    struct kube_conn *c = arg;
+    c->exec_job = NULL;
+    if (rc == 0) {
+        rc = exec_install(c, res);
+        if (rc == 0) {
+            log_debug("exec credential plugin succeeded", "plugin",
+                      c->exec.command, NULL);
+            notify(c, 0, "");
+            return;
+        }
+        err = "out of memory";
+    } else {
+        rc = KUBE_CONN_EEXEC;
+    }
+    exec_failed(c, err);
+    if (c->exec_have && !exec_expired(c, time(NULL))) {
+        log_warn("exec credential plugin failed; keeping the previous "
+                 "credential",
+                 "plugin", c->exec.command, "error", err, NULL);
+        c->stale = 0;
+        notify(c, 0, "");
+        return;
+    }
+    notify(c, rc, err);
+}
+
+/* Starts a run on `l`. Returns 0, or -1 with err set and the failure
+ * counted (exec_failed). */
+static int exec_begin(struct kube_conn *c, struct loop *l, const char *why,
+                      char *err, size_t errlen)
+{
+    log_debug("running the exec credential plugin", "plugin", c->exec.command,
+              "reason", why, NULL);
+    if (exec_cred_start(l, &c->exec, exec_done, c, &c->exec_job, err, errlen) <
+        0) {
+        c->exec_job = NULL;
+        exec_failed(c, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* A credential with an expiry is renewed ahead of it: once less than the
+ * plugin's timeout plus 10 s is left (at most half its lifetime), so a run
+ * that takes its whole timeout still ends before the old one expires. */
+static int exec_renew_due(const struct kube_conn *c, time_t now)
+{
+    if (c->exec_expiry == 0 || c->exec_expiry <= c->exec_obtained)
+        return 0;
+    time_t margin = c->exec.timeout_ms / 1000 + 10;
+    time_t half = (c->exec_expiry - c->exec_obtained) / 2;
+    return now >= c->exec_expiry - (margin < half ? margin : half);
+}
+
+int kube_conn_authorization_async(struct kube_conn *c, struct loop *l,
+                                  const char **header, char *err, size_t errlen)
+{
+    if (c->kind != CRED_EXEC)
+        return kube_conn_authorization(c, header, err, errlen);
+    *header = NULL;
+    time_t now = time(NULL);
+    int expired = exec_expired(c, now);
+    if (c->exec_have && (c->exec_handout > 0 || (!c->stale && !expired))) {
+        if (c->exec_job == NULL && c->exec_handout == 0 &&
+            exec_renew_due(c, now) && !exec_backing_off(c)) {
+            char e[512];
+            if (exec_begin(c, l, "expires soon", e, sizeof e) < 0)
+                log_warn("cannot run the exec credential plugin; keeping the "
+                         "current credential until it expires",
+                         "plugin", c->exec.command, "error", e, NULL);
+        }
+        *header = c->header;
+        return 0;
+    }
+    if (c->exec_job != NULL)
+        return KUBE_CONN_PENDING;
+    if (exec_backing_off(c)) {
+        if (c->exec_have && !expired) {
+            *header = c->header;
+            return 0;
+        }
+        seterr(err, errlen, "%s (not retried yet)", c->exec_err);
+        return KUBE_CONN_EEXEC;
+    }
+    const char *why = !c->exec_have ? "no credential"
+                      : c->stale    ? "unauthorized"
+                                    : "expired";
+    if (exec_begin(c, l, why, err, errlen) < 0) {
+        if (c->exec_have && !expired) {
+            log_warn("exec credential plugin failed; keeping the previous "
+                     "credential",
+                     "plugin", c->exec.command, "error", err, NULL);
+            c->stale = 0;
+            *header = c->header;
+            return 0;
+        }
+        return KUBE_CONN_EEXEC;
+    }
+    return KUBE_CONN_PENDING;
+}
+
+int kube_conn_refreshing(const struct kube_conn *c)
+{
+    return c->exec_job != NULL;
 }
 
 int kube_conn_setup_tls(struct kube_conn *c, CURL *easy, char *err,
@@ -1601,6 +1804,9 @@ void kube_conn_free(struct kube_conn *c)
     wipe_str(&c->token);
     wipe_str(&c->header);
     free(c->token_path);
+    exec_cred_cancel(c->exec_job);
+    while (c->waiters != NULL) /* left behind by a careless caller */
+        waiter_unlink(c->waiters);
     exec_cred_config_free(&c->exec);
     blob_free(&c->exec_cert);
     blob_free(&c->exec_key);
