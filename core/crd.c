@@ -227,7 +227,16 @@ static void push_copy(lua_State *L, int idx)
         lua_pushvalue(L, idx);
         return;
     }
-    lua_newtable(L);
+    /* Sized up front: a table that grows is rehashed at every power of
+     * two, which made copying the schema cost five times its size. */
+    lua_Unsigned narr = lua_rawlen(L, idx);
+    lua_Unsigned n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        n++;
+    }
+    lua_createtable(L, (int)narr, n > narr ? (int)(n - narr) : 0);
     int c = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
@@ -379,6 +388,110 @@ static void default_node(lua_State *L, struct walk *w, int s, int v, int root)
 /* --- validation ------------------------------------------------------------
  */
 
+/*
+ * Compiled patterns. regcomp builds an automaton and regexec its
+ * transition tables on first use, which cost far more than the match
+ * itself (most of a policy's validate() when compiled per call), so each
+ * state keeps the patterns it met compiled, in a registry table (out of
+ * the policies' reach): pattern text -> struct regex userdata, whose __gc
+ * frees it. A compiled pattern is a pure function of its text, so the
+ * cache is as good across evaluations as within one. It is bounded (a
+ * policy's PARAMETERS may hold patterns of its own): past REGEX_CACHE_MAX
+ * entries, or for a pattern longer than REGEX_CACHE_MAX_LEN, a pattern is
+ * compiled for the one match and freed, as without the cache. The
+ * automata live in libc's heap, outside the sandbox's memory cap, as the
+ * one-shot ones always did; the bound keeps that small.
+ */
+#define REGEX_CACHE_MAX 64
+#define REGEX_CACHE_MAX_LEN 1024
+#define REGEX_META "dittofs.crd.regex"
+
+struct regex {
+    int state; /* 0: empty, 1: re compiled (freed by __gc), -1: invalid */
+    regex_t re;
+};
+
+/* Registry key of the cache (its address); its integer key 0 holds the
+ * number of patterns in it (the other keys are strings). */
+static const char regex_key = 'R';
+
+static int regex_gc(lua_State *L)
+{
+    struct regex *r = luaL_checkudata(L, 1, REGEX_META);
+    if (r->state == 1)
+        regfree(&r->re);
+    r->state = 0;
+    return 0;
+}
+
+/* Pushes the cached struct regex of pat (compiling it now if the cache
+ * has room) and returns it, or returns NULL with nothing pushed when pat
+ * is not cached and cannot be. May raise a memory error; a compiled
+ * pattern is owned by its userdata by then. */
+static struct regex *cached_regex(lua_State *L, const char *pat)
+{
+    luaL_checkstack(L, 4, "crd: nesting too deep");
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &regex_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &regex_key);
+    }
+    int cache = lua_gettop(L);
+    if (lua_getfield(L, cache, pat) == LUA_TUSERDATA) {
+        lua_remove(L, cache); /* [regex] */
+        return lua_touserdata(L, -1);
+    }
+    lua_pop(L, 1);
+    lua_rawgeti(L, cache, 0);
+    lua_Integer n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (n >= REGEX_CACHE_MAX || strlen(pat) > REGEX_CACHE_MAX_LEN) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    /* The userdata first, empty: a memory error cannot leak the regex. */
+    struct regex *r = lua_newuserdatauv(L, sizeof(*r), 0);
+    r->state = 0;
+    if (luaL_newmetatable(L, REGEX_META)) {
+        lua_pushcfunction(L, regex_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2); /* [cache, regex] */
+    r->state = regcomp(&r->re, pat, REG_EXTENDED | REG_NOSUB) == 0 ? 1 : -1;
+    lua_pushvalue(L, -1);
+    lua_setfield(L, cache, pat);
+    lua_pushinteger(L, n + 1);
+    lua_rawseti(L, cache, 0);
+    lua_remove(L, cache); /* [regex] */
+    return r;
+}
+
+/* Whether the string s (len bytes) matches the POSIX extended pattern pat:
+ * 0 for a match, REG_NOMATCH, or -1 when pat does not compile (then the
+ * pattern is not checked). A string holding a NUL never matches. May
+ * raise a memory error. */
+static int pattern_match(lua_State *L, const char *pat, const char *s,
+                         size_t len)
+{
+    struct regex *r = cached_regex(L, pat);
+    if (r != NULL) {
+        int valid = r->state == 1;
+        int m = valid && strlen(s) == len ? regexec(&r->re, s, 0, NULL, 0)
+                                          : REG_NOMATCH;
+        lua_pop(L, 1);
+        if (!valid)
+            return -1;
+        return m == 0 ? 0 : REG_NOMATCH;
+    }
+    regex_t re;
+    if (regcomp(&re, pat, REG_EXTENDED | REG_NOSUB) != 0)
+        return -1;
+    int m = strlen(s) == len ? regexec(&re, s, 0, NULL, 0) : REG_NOMATCH;
+    regfree(&re);
+    return m == 0 ? 0 : REG_NOMATCH;
+}
+
 static int type_ok(const char *want, const char *got)
 {
     if (strcmp(want, "number") == 0)
@@ -421,20 +534,12 @@ static void check_string(lua_State *L, struct walk *w, int s, int v)
     }
     lua_pop(L, 1);
     const char *pat = sstring(L, s, "pattern");
-    if (pat) {
-        regex_t re;
-        if (regcomp(&re, pat, REG_EXTENDED | REG_NOSUB) == 0) {
-            int m = strlen(str) == len ? regexec(&re, str, 0, NULL, 0)
-                                       : REG_NOMATCH;
-            regfree(&re);
-            if (m != 0) {
-                struct dbuf *b = msg_begin(w);
-                dbuf_adds(b, "Invalid value: ");
-                add_quoted(b, str, len);
-                dbuf_addf(b, ": %s in body should match '%s'", w->path, pat);
-                msg_end(w);
-            }
-        }
+    if (pat && pattern_match(L, pat, str, len) == REG_NOMATCH) {
+        struct dbuf *b = msg_begin(w);
+        dbuf_adds(b, "Invalid value: ");
+        add_quoted(b, str, len);
+        dbuf_addf(b, ": %s in body should match '%s'", w->path, pat);
+        msg_end(w);
     }
 }
 

@@ -95,7 +95,8 @@ int crd_l_default(lua_State *L);
  * crd_default for the policies, a null counts as absent. Returns two codec
  * arrays of strings: the violations, and the unknown fields (`unknown
  * field "spec.x"`, as crd_default words the ones it prunes) of objects
- * that do not preserve them. Raises on memory errors.
+ * that do not preserve them. Raises on memory errors. Each state keeps
+ * the patterns it met compiled (in its registry, at most 64; crd.c).
  */
 int crd_l_validate(lua_State *L);
 

@@ -392,6 +392,39 @@ describe("crd/dittoserver.yaml", function()
         assert.same({ 'unknown field "spec.policy.x"' }, warns)
       end)
 
+    it("gives a pattern the same verdict on every use (kept compiled)",
+      function()
+        for _ = 1, 3 do
+          assert.same({}, (codec.crd_validate({ team = "abc" }, node, "p")))
+          assert.same({ "p.team: Invalid value: \"a1\": p.team in body "
+            .. "should match '^[a-z]+$'" },
+            (codec.crd_validate({ team = "a1" }, node, "p")))
+        end
+      end)
+
+    it("skips a pattern that does not compile, every time", function()
+      local n = { type = "string", pattern = "([" }
+      for _ = 1, 2 do
+        assert.same({}, (codec.crd_validate("anything", n, "p")))
+      end
+    end)
+
+    it("checks patterns past the number the state keeps compiled",
+      function()
+        -- 200 distinct patterns: more than the core keeps compiled per
+        -- state, so the later ones are compiled for one match each
+        for i = 1, 200 do
+          local n = { type = "string", pattern = "^x{" .. i .. "}$" }
+          local long = string.rep("x", i + 1)
+          assert.same({}, (codec.crd_validate(string.rep("x", i), n, "p")))
+          assert.same({ "p: Invalid value: \"" .. long .. "\": p in body "
+            .. "should match '^x{" .. i .. "}$'" },
+            (codec.crd_validate(long, n, "p")))
+        end
+        local bad = { type = "string", pattern = "(x[" }
+        assert.same({}, (codec.crd_validate("anything", bad, "p")))
+      end)
+
     it("is what dittoserver_schema.check runs", function()
       local v = { image = "", storage = { metadataSize = "1Gi" } }
       assert.same({ codec.crd_validate(v, schema.SPEC, "spec") },
