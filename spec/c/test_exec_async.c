@@ -177,6 +177,12 @@ static int gone(int pid)
 /* --- a 50 ms ticker: how late does the loop run it? -------------------- */
 
 #define TICK_MS 50
+/* The lateness that would mean the loop waited for a plugin that ran
+ * `ms`: half of it. Well above the jitter of a busy 2-core machine
+ * (0.5-50 ms seen, once 500 ms with a Go build alongside), well below the
+ * stall itself (the blocking path shows about `ms`). Not scaled for
+ * valgrind: the plugin runs at full speed there too. */
+#define STALL_MS(ms) ((ms) / 2.0)
 
 static struct ticker {
     struct loop_timer t;
@@ -294,7 +300,7 @@ static void test_job(void)
           "hanging plugin: done once with the timeout error (%s)", e.err);
     CHECK(e.at - t0 >= 0.95 && e.at - t0 < 1.0 + test_ms(500) / 1000.0,
           "killed at its deadline (%.3f s)", e.at - t0);
-    CHECK(T.ticks >= 15 && late < test_ms(250),
+    CHECK(T.ticks >= 10 && late < STALL_MS(1000),
           "the loop was not stalled: %d ticks of 50 ms, worst lateness "
           "%.1f ms",
           T.ticks, late);
@@ -307,7 +313,7 @@ static void test_job(void)
     CHECK_INT_EQ(children(), 0, "hanging plugin reaped: no zombie");
 
     /* Succeeds after a delay, with 200 KB of output read in pieces. */
-    plugin_script("big 0.3 tok-job-ok\n");
+    plugin_script("big 1 tok-job-ok\n");
     cfg_init(&cfg, 5000);
     memset(&e, 0, sizeof e);
     ticker_start();
@@ -318,7 +324,7 @@ static void test_job(void)
     CHECK(rc == 0 && e.called == 1 && e.rc == 0 &&
               strcmp(e.token, "tok-job-ok") == 0,
           "slow plugin with a large output: credential parsed (%s)", e.err);
-    CHECK(e.at - t0 >= 0.29 && late < test_ms(250),
+    CHECK(e.at - t0 >= 0.99 && late < STALL_MS(1000),
           "after %.2f s; the loop ran meanwhile (%d ticks, worst %.1f ms "
           "late)",
           e.at - t0, T.ticks, late);
@@ -509,32 +515,37 @@ static void test_wait_then_go(void)
     struct kube_conn *c = conn_open(5000);
     struct http_opts ho = {.qps = -1};
     struct http_client *h = http_client_new(L, c, &ho);
-    struct req q[3];
-    struct reqs all = {q, 3};
+    struct http_client *h2 = http_client_new(L, c, &ho);
+    struct req q[4];
+    struct reqs all = {q, 4};
 
-    plugin_script("ok 0.5 tok-delayed\n");
+    plugin_script("ok 1 tok-delayed\n");
     int base = served();
     ticker_start();
     for (int i = 0; i < 3; i++)
         send_get(h, &q[i]);
+    send_get(h2, &q[3]);
     run_until(never, NULL, 250);
-    CHECK(none_done(q, 3) && served() == base && http_client_pending(h) == 3 &&
-              kube_conn_refreshing(c),
-          "no credential yet: the 3 requests wait, none failed or sent");
+    CHECK(none_done(q, 4) && served() == base && http_client_pending(h) == 3 &&
+              http_client_pending(h2) == 1 && kube_conn_refreshing(c),
+          "no credential yet: the 4 requests of two clients wait, none "
+          "failed or sent");
     run_until(all_done, &all, test_ms(5000));
     double late = ticker_stop();
     int ok = 1;
-    for (int i = 0; i < 3; i++)
-        ok &= q[i].done && q[i].result == HTTP_OK && q[i].took >= 0.45;
-    CHECK(ok && served() - base == 3 && served_with(base, "tok-delayed") == 3,
-          "then all 3 go with the new token (after %.2f s)", q[0].took);
-    CHECK_INT_EQ(runs(), 1, "one plugin run for all the waiting requests");
-    CHECK(late < test_ms(250),
-          "loop not stalled meanwhile (%d ticks, worst "
-          "%.1f ms late)",
+    for (int i = 0; i < 4; i++)
+        ok &= q[i].done && q[i].result == HTTP_OK && q[i].took >= 0.95;
+    CHECK(ok && served() - base == 4 && served_with(base, "tok-delayed") == 4,
+          "then all 4 go with the new token (after %.2f s)", q[0].took);
+    CHECK_INT_EQ(runs(), 1,
+                 "one plugin run per connection for all the waiting requests");
+    CHECK(late < STALL_MS(1000),
+          "loop not stalled during the 1 s run (%d ticks, worst %.1f ms "
+          "late)",
           T.ticks, late);
     CHECK_INT_EQ(children(), 0, "no child left");
     http_client_free(h);
+    http_client_free(h2);
     kube_conn_free(c);
 }
 
@@ -609,25 +620,25 @@ static void test_unauthorized(void)
 
 static void test_renew_ahead_hangs(void)
 {
-    struct kube_conn *c = conn_open(1000);
+    struct kube_conn *c = conn_open(2000);
     struct http_opts ho = {.qps = -1};
     struct http_client *h = http_client_new(L, c, &ho);
     struct req q;
     struct reqs one = {&q, 1};
 
-    /* Expires in 8 s: renewed 4 s before (half its life; the timeout
-     * plus 10 s would be more). That run hangs for its 1 s timeout; after
-     * the 1 s backoff the next run succeeds, before the expiry. (The
-     * expiry has whole seconds: "4 s" is 3 to 4 s.) */
-    plugin_script("ok 0 tok-ttl-1 8\nhang\nok 0 tok-ttl-2 600\n");
+    /* Expires in 10 s: renewed 5 s before (half its life; the timeout
+     * plus 10 s would be more). That run hangs for its 2 s timeout; after
+     * the 1 s backoff the next run succeeds, before the expiry. (Expiry
+     * and clock have whole seconds: "5 s" is 4 to 5 s.) */
+    plugin_script("ok 0 tok-ttl-1 10\nhang\nok 0 tok-ttl-2 600\n");
     send_get(h, &q);
     run_until(all_done, &one, test_ms(5000));
-    CHECK(q.result == HTTP_OK && runs() == 1, "first token (expires in 8 s)");
+    CHECK(q.result == HTTP_OK && runs() == 1, "first token (expires in 10 s)");
     int base = served(), n = 0, failed = 0, hang_seen = 0, during_hang = 0;
     double worst = 0;
     ticker_start();
     double t0 = now_s();
-    while (now_s() - t0 < 7.5) {
+    while (now_s() - t0 < 9.5) {
         int refreshing = kube_conn_refreshing(c);
         int hanging = refreshing && runs() == 2;
         send_get(h, &q);
@@ -646,13 +657,13 @@ static void test_renew_ahead_hangs(void)
     CHECK(hang_seen && during_hang >= 3 && failed == 0,
           "%d requests, %d of them while the renewal hung: none failed", n,
           during_hang);
-    CHECK(worst < test_ms(200) / 1000.0,
+    CHECK(worst < STALL_MS(2000) / 1000.0,
           "none waited for the plugin (slowest %.1f ms)", worst * 1000);
     CHECK(served_with(base, "tok-ttl-1") >= during_hang &&
               served_with(base, "tok-ttl-2") >= 1 && runs() == 3,
           "old token used during the hang, the renewed one after (%d runs)",
           runs());
-    CHECK(late < test_ms(250),
+    CHECK(late < STALL_MS(2000),
           "loop not stalled (%d ticks, worst %.1f ms late)", T.ticks, late);
     CHECK(strstr(slurp(path("stderr.log")),
                  "exec credential plugin failed; keeping the previous "
@@ -677,6 +688,11 @@ static void test_cancel_and_free(void)
     http_cancel(h, r0);
     CHECK(http_client_pending(h) == 1 && kube_conn_refreshing(c),
           "a waiting request can be cancelled");
+    const char *hd = NULL;
+    char err[512];
+    CHECK(kube_conn_authorization(c, &hd, err, sizeof err) == KUBE_CONN_EEXEC &&
+              strstr(err, "a run on the event loop is in progress"),
+          "the blocking call does not start a second run (%s)", err);
     http_client_free(h);
     while (atoi(slurp(path("sleep.pid"))) == 0)
         loop_run_once(L, 10);
