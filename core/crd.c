@@ -917,32 +917,71 @@ static void strip_descriptions(lua_State *L, int idx, int depth)
     }
 }
 
+/* Pushes the state's decoded schema (decoding it on first use). Raises. */
+static void push_state_schema(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &schema_key) == LUA_TTABLE)
+        return;
+    lua_pop(L, 1);
+    struct dbuf err;
+    dbuf_init(&err, 1024);
+    int rc = crd_push_embedded_schema(L, &err);
+    if (rc != CRD_OK) {
+        /* Copied out and freed before anything may raise. */
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s", dbuf_ptr(&err));
+        dbuf_free(&err);
+        luaL_error(L, "%s", msg);
+    }
+    dbuf_free(&err);
+    strip_descriptions(L, -1, 0);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &schema_key);
+}
+
 int crd_l_schema(lua_State *L)
 {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &schema_key) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        struct dbuf err;
-        dbuf_init(&err, 1024);
-        int rc = crd_push_embedded_schema(L, &err);
-        if (rc != CRD_OK) {
-            /* Copied out and freed before anything may raise. */
-            char msg[256];
-            snprintf(msg, sizeof(msg), "%s", dbuf_ptr(&err));
-            dbuf_free(&err);
-            return luaL_error(L, "%s", msg);
-        }
-        dbuf_free(&err);
-        strip_descriptions(L, -1, 0);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &schema_key);
-    }
+    push_state_schema(L);
     push_copy(L, -1);
     return 1;
+}
+
+/*
+ * A schema node argument of crd_default/crd_validate: a table is used as
+ * is; a string is the dotted path of a field of the embedded CRD ("spec",
+ * "spec.config"), whose node in the state's own decoded schema replaces it
+ * at idx. That node is only read (defaults are copied into the value), so
+ * no policy ever holds a table of it. Raises for a path the schema lacks.
+ */
+static void resolve_node(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return;
+    const char *path = lua_tostring(L, idx);
+    push_state_schema(L);
+    const char *p = path;
+    while (*p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (sget(L, lua_gettop(L), "properties") != LUA_TTABLE)
+            break;
+        lua_pushlstring(L, p, n);
+        lua_rawget(L, -2); /* [.., node, props, sub] */
+        lua_remove(L, -2);
+        lua_remove(L, -2);
+        if (lua_type(L, -1) != LUA_TTABLE)
+            break;
+        p += n + (dot ? 1 : 0);
+    }
+    if (*p || lua_type(L, -1) != LUA_TTABLE)
+        luaL_error(L, "crd: the schema has no field \"%s\"", path);
+    lua_replace(L, idx);
 }
 
 int crd_l_default(lua_State *L)
 {
     lua_settop(L, 2);
+    resolve_node(L, 2);
     if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TTABLE) {
         struct walk w;
         memset(&w, 0, sizeof(w));
@@ -983,6 +1022,7 @@ static int p_validate_lists(lua_State *L)
 
 int crd_l_validate(lua_State *L)
 {
+    resolve_node(L, 2);
     luaL_checktype(L, 2, LUA_TTABLE);
     const char *path = luaL_optstring(L, 3, "");
     struct walk w;

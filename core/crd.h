@@ -77,26 +77,32 @@ int crd_l_schema(lua_State *L);
 
 /*
  * codec.crd_default(value, node): the apiserver's structural defaulting
- * (crd_default's walk) of `value` in place against the schema node `node`
- * (from crd_schema), for the policies: a default applies where its key is
- * absent or null and its parent object exists, recursively into what it
- * set; unlike crd_default nothing is pruned (unknown fields and nulls
- * stay). Returns value (anything but a table, or a node that is not one,
- * comes back untouched). Raises on memory errors and nesting too deep.
+ * (crd_default's walk) of `value` in place against the schema node `node`,
+ * for the policies: a default applies where its key is absent or null and
+ * its parent object exists, recursively into what it set; unlike
+ * crd_default nothing is pruned (unknown fields and nulls stay). `node` is
+ * a table (from crd_schema), or a string naming a field of the embedded
+ * CRD by its dotted path ("spec", "spec.config"; "" is the root): then
+ * that field's node in the state's own decoded schema is used in place,
+ * without the copy crd_schema makes (it is only read: defaults are copied
+ * into the value). Returns value (anything but a table, or a node that is
+ * neither, comes back untouched). Raises for a path the schema lacks, on
+ * memory errors and nesting too deep.
  */
 int crd_l_default(lua_State *L);
 
 /*
  * codec.crd_validate(value, node [, path]): crd_validate's checks of
- * `value` against the schema node `node` (from crd_schema, or a table of
- * the same shape: a custom policy's PARAMETERS), for the policies, with
- * the apiserver's messages ("spec.replicas: Invalid value: -1:
- * spec.replicas in body should be greater than or equal to 0"). As in
- * crd_default for the policies, a null counts as absent. Returns two codec
- * arrays of strings: the violations, and the unknown fields (`unknown
- * field "spec.x"`, as crd_default words the ones it prunes) of objects
- * that do not preserve them. Raises on memory errors. Each state keeps
- * the patterns it met compiled (in its registry, at most 64; crd.c).
+ * `value` against the schema node `node` (a table from crd_schema, or of
+ * the same shape: a custom policy's PARAMETERS; or a field path, as in
+ * crd_default), for the policies, with the apiserver's messages
+ * ("spec.replicas: Invalid value: -1: spec.replicas in body should be
+ * greater than or equal to 0"). As in crd_default for the policies, a null
+ * counts as absent. Returns two codec arrays of strings: the violations,
+ * and the unknown fields (`unknown field "spec.x"`, as crd_default words
+ * the ones it prunes) of objects that do not preserve them. Raises on
+ * memory errors. Each state keeps the patterns it met compiled (in its
+ * registry, at most 64; crd.c).
  */
 int crd_l_validate(lua_State *L);
 

@@ -13,6 +13,8 @@
 --     value of the wrong shape (the apiserver checks the same, but the
 --     policy must not depend on it), and a custom policy's PARAMETERS are
 --     checked the same way.
+-- Their node is a table (M.SPEC, M.STATUS, PARAMETERS) or what node(path)
+-- returns.
 local codec = require("codec")
 local tablex = require("k8s.tablex")
 
@@ -33,13 +35,48 @@ local M = {}
 -- The schema is the CRD's: codec.crd_schema() is the openAPIV3Schema of the
 -- embedded crd/dittoserver.yaml without descriptions (decoded by the core,
 -- a fresh copy each time), so the CRD file is its only source.
-local ROOT = codec.crd_schema()
+--
+-- M.SPEC and M.STATUS are that copy's nodes of .spec and .status, made
+-- when one of them is first read: the copy cost more than anything else
+-- the default policy does with the schema, and it needs none (see node()).
+local FIELDS = { spec = "SPEC", status = "STATUS" }
 
---- Schema of .spec.
-M.SPEC = ROOT.properties.spec
+--- M.SPEC: schema of .spec. M.STATUS: schema of .status (written by the
+-- core from status()). Both made on first read.
+setmetatable(M, {
+  __index = function(t, k)
+    if k ~= "SPEC" and k ~= "STATUS" then
+      return nil
+    end
+    local root = codec.crd_schema()
+    for field, name in pairs(FIELDS) do
+      if rawget(t, name) == nil then
+        rawset(t, name, root.properties[field])
+      end
+    end
+    return rawget(t, k)
+  end,
+})
 
---- Schema of .status (written by the core from status()).
-M.STATUS = ROOT.properties.status
+
+--- The schema node of a field, for check(), apply_defaults() and
+-- defaulted_copy(): its node in M.SPEC or M.STATUS once they are made (a
+-- policy that read them may have changed them), else the path itself,
+-- which the core resolves in its own decoded copy of the CRD (the schema
+-- M.SPEC would be) without copying it.
+-- @param path string dotted field path: "spec", "spec.config", "status"
+-- @return table|string the node, or path
+function M.node(path)
+  local top, rest = path:match("^([^.]*)%.?(.*)$")
+  local node = FIELDS[top] and rawget(M, FIELDS[top])
+  if not node then
+    return path
+  end
+  for name in rest:gmatch("[^.]+") do
+    node = node.properties[name]
+  end
+  return node
+end
 
 
 -- A JSON array: marked by the codec, or a plain table whose keys are exactly
@@ -88,7 +125,7 @@ M.is_object = is_object
 -- (codec.crd_default, the one --script-test applies to a DittoServer),
 -- without its pruning: unknown fields stay for check() to report.
 -- @param value any decoded JSON value
--- @param node table schema node (for example M.SPEC)
+-- @param node table|string schema node (for example M.SPEC, node("spec"))
 -- @return value (the same table, defaulted)
 function M.apply_defaults(value, node)
   return crd_default(value, node)
@@ -98,7 +135,8 @@ end
 --- A defaulted deep copy: the value of
 -- M.apply_defaults(tablex.deepcopy(value), node).
 -- @param value any decoded JSON value (not modified)
--- @param node table|nil schema node (for example M.SPEC)
+-- @param node table|string|nil schema node (for example M.SPEC,
+-- node("spec"))
 -- @return value a new, defaulted value
 function M.defaulted_copy(value, node)
   return crd_default(deepcopy(value), node)
@@ -113,7 +151,8 @@ end
 -- should be greater than or equal to 0". A null counts as absent; an
 -- unmarked empty table as an empty list where the schema wants one.
 -- @param value any decoded JSON value
--- @param node table schema node (M.SPEC, or a policy's PARAMETERS)
+-- @param node table|string schema node (M.SPEC, node("spec"), or a
+-- policy's PARAMETERS)
 -- @param path string field path of value, for example "spec"
 -- @return table errors ("path: message"), table warnings (the unknown
 -- fields: `unknown field "spec.x"`), codec arrays

@@ -46,7 +46,7 @@ function M.default_config(spec)
     }),
   }
   return schema.apply_defaults(obj(config),
-    schema.SPEC.properties.config)
+    schema.node("spec.config"))
 end
 
 

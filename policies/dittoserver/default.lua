@@ -121,7 +121,7 @@ local function spec_entry(memo, spec)
     return entry
   end
   entry = {
-    spec = schema.defaulted_copy(spec, schema.SPEC),
+    spec = schema.defaulted_copy(spec, schema.node("spec")),
     valid = {},
     files = {},
   }

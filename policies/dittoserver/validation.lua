@@ -361,7 +361,7 @@ function M.check(name, spec, config_of)
     errs[#errs + 1] = "spec: required"
     return errs, warns
   end
-  local serrs, swarns = schema.check(spec, schema.SPEC, "spec")
+  local serrs, swarns = schema.check(spec, schema.node("spec"), "spec")
   tablex.extend(warns, swarns)
   if #serrs > 0 then
     -- the semantic rules below assume well-typed values

@@ -431,4 +431,77 @@ describe("crd/dittoserver.yaml", function()
         { schema.check(v, schema.SPEC, "spec") })
     end)
   end)
+
+  describe("a schema node named by its field path", function()
+    local helper = require("policy_helper")
+
+    -- The policy of a temporary directory holding dittoserver.lua = text,
+    -- loaded as the operator loads it (fresh modules).
+    local function load_policy(text)
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. dir))
+      local f = assert(io.open(dir .. "/dittoserver.lua", "wb"))
+      f:write(text)
+      f:close()
+      local ok, loaded = pcall(helper.load, dir)
+      os.remove(dir .. "/dittoserver.lua")
+      os.remove(dir)
+      assert(ok, loaded)
+      return loaded
+    end
+
+    it("validates as the node itself does", function()
+      local v = { image = "", replicas = -1, x = 1,
+        storage = { metadataSize = "1G" } }
+      assert.same({ codec.crd_validate(v, schema.SPEC, "spec") },
+        { codec.crd_validate(v, "spec", "spec") })
+      assert.same({ codec.crd_validate(v, schema.SPEC.properties.storage,
+        "s") }, { codec.crd_validate(v, "spec.storage", "s") })
+    end)
+
+    it("defaults as the node itself does", function()
+      local function config()
+        return { shares = { { name = "a" } }, backends = {} }
+      end
+      assert.same(
+        codec.crd_default(config(), schema.SPEC.properties.config),
+        codec.crd_default(config(), "spec.config"))
+      assert.same(codec.crd_default({ spec = {} }, codec.crd_schema()),
+        codec.crd_default({ spec = {} }, ""))
+    end)
+
+    it("raises for a field the schema lacks", function()
+      assert.has_error(function()
+        codec.crd_validate({}, "spec.nope")
+      end, 'crd: the schema has no field "spec.nope"')
+      assert.has_error(function()
+        codec.crd_default({}, "spec.image.x")
+      end, 'crd: the schema has no field "spec.image.x"')
+    end)
+
+    it("is what dittoserver_schema.node gives until SPEC is read",
+      function()
+        local fresh = load_policy('return require("dittoserver_schema")')
+        assert.equal("spec", fresh.node("spec"))
+        assert.equal("spec.config", fresh.node("spec.config"))
+        local spec = fresh.SPEC
+        assert.equal(spec, fresh.node("spec"))
+        assert.equal(spec.properties.config, fresh.node("spec.config"))
+        assert.equal(fresh.STATUS, fresh.node("status"))
+        assert.same(strip(schema.SPEC), strip(spec))
+      end)
+
+    it("leaves the default policy honouring a change to SPEC", function()
+      local custom = load_policy([[
+        local schema = require("dittoserver_schema")
+        schema.SPEC.properties.image.maxLength = 3
+        return require("dittoserver.default").new()
+      ]])
+      local errs = custom.validate({ metadata = { name = "a" },
+        spec = { image = "abcd", storage = { metadataSize = "1Gi" } } })
+      assert.same({ 'spec.image: Invalid value: "abcd": spec.image in '
+        .. "body should be at most 3 chars long" }, errs)
+    end)
+  end)
 end)
