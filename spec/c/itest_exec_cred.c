@@ -270,9 +270,11 @@ int main(void)
     struct leader *le = leader_new(hl, &lo, on_leading, NULL);
     double t0 = now_s();
     CHECK(leader_start(le) == 0, "elector starts");
-    CHECK(nt_wait(&D, leading_cond, le, 15000) && runs() == 1,
-          "leads with the plugin's token (%.2f s, %d plugin run)", now_s() - t0,
-          runs());
+    int led = nt_wait(&D, leading_cond, le, 15000);
+    double took = now_s() - t0;
+    int nruns = runs();
+    CHECK(led && nruns == 1, "leads with the plugin's token (%.2f s, %d run)",
+          took, nruns);
 
     /* Writes every 250 ms and a look at the Lease every 500 ms, until the
      * hanging run is over and the next one succeeded (at most 45 s). */
