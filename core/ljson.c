@@ -438,8 +438,26 @@ static void putc_(lua_State *L, struct jenc *e, char c)
         enc_out_fail(L, e, rc);
 }
 
+/* Whether s is printable ASCII without '"' and '\\' (most keys and
+ * values): valid UTF-8 that JSON takes as it is. */
+static int is_plain(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
 static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
 {
+    if (is_plain(s, n)) { /* one scan instead of checking, then quoting */
+        putc_(L, e, '"');
+        put(L, e, s, n);
+        putc_(L, e, '"');
+        return;
+    }
     size_t bad = text_utf8_check(s, n);
     if (bad != n)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,

@@ -15,6 +15,7 @@
  * can only ever give us text: binary chunks are refused at load time
  * (mode "t").
  */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -347,10 +348,11 @@ static int guarded_mark(lua_State *L)
     if (lua_type(L, 1) == LUA_TTABLE &&
         luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
         return luaL_error(L, "cannot change a protected metatable");
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    /* Called directly, in this frame: scripts mark tables in their hot
+     * paths, and a lua_call per mark cost as much as the marking. */
+    lua_CFunction mark = lua_tocfunction(L, lua_upvalueindex(1));
+    assert(mark != NULL);
+    return mark(L);
 }
 
 /* Protects the codec's marker metatables: they are shared by every
