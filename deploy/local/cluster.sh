@@ -24,6 +24,8 @@
 #   cluster.sh kill-apiserver [--graceful]   SIGKILL (or TERM) the apiserver only
 #   cluster.sh start-apiserver         start it again, same port, same certs
 #   cluster.sh restart-apiserver [--graceful]
+#   cluster.sh kill-etcd               SIGKILL etcd only (the apiserver keeps running)
+#   cluster.sh start-etcd              start it again, same ports and data dir
 #   cluster.sh env                     print the sourceable env file
 #   cluster.sh status
 #   cluster.sh sa-kubeconfig NAMESPACE SA FILE
@@ -811,6 +813,12 @@ kind: Policy
 omitStages:
 - RequestReceived
 rules:
+# Writes by a client in this group carry their bodies (client certificates
+# with O=dittofs:audit-request; spec/integration/faults_test.sh reads which
+# generation each write of the operator carried).
+- level: Request
+  userGroups: ["dittofs:audit-request"]
+  verbs: ["create", "update", "patch"]
 - level: Metadata
 EOF
 
@@ -1022,6 +1030,20 @@ cmd_start_apiserver() {
   log "kube-apiserver ready"
 }
 
+cmd_kill_etcd() { stop_component etcd KILL; }
+
+cmd_start_etcd() {
+  [[ -f $DIR/etcd.cmd && -f $DIR/etcd.port ]] || die "no etcd in $DIR: use start"
+  if alive_pid etcd >/dev/null; then
+    log "etcd already running"
+  else
+    log "starting etcd on 127.0.0.1:$(<"$DIR/etcd.port")"
+    relaunch etcd
+  fi
+  wait_etcd "$(<"$DIR/etcd.port")"
+  log "etcd healthy"
+}
+
 cmd_env() {
   [[ -f $DIR/env ]] || die "no $DIR/env: run start first"
   cat "$DIR/env"
@@ -1077,7 +1099,7 @@ main() {
     *) adopt_running_version ;;
   esac
   case $cmd in
-    start|stop|kill-apiserver|start-apiserver|restart-apiserver) lock_cluster ;;
+    start|stop|kill-apiserver|start-apiserver|restart-apiserver|kill-etcd|start-etcd) lock_cluster ;;
   esac
   case $cmd in
     install) cmd_install ;;
@@ -1086,6 +1108,8 @@ main() {
     kill-apiserver) cmd_kill_apiserver "$@" ;;
     start-apiserver) cmd_start_apiserver ;;
     restart-apiserver) cmd_kill_apiserver "$@"; cmd_start_apiserver ;;
+    kill-etcd) cmd_kill_etcd ;;
+    start-etcd) cmd_start_etcd ;;
     env) cmd_env ;;
     status) cmd_status ;;
     sa-kubeconfig) cmd_sa_kubeconfig "$@" ;;
