@@ -36,6 +36,7 @@ struct reload {
     int wd;  /* its watch on dir, -1 while there is none */
     struct reload_print last;
     uint64_t burst_start_ms; /* first event of a pending burst; 0: none */
+    int committed;           /* the burst renamed "..data" into place */
     struct loop_timer quiet; /* fires when the burst has been quiet */
     struct loop_timer poll;
     struct reload_stats st;
@@ -118,6 +119,7 @@ static void on_quiet(struct loop_timer *t, void *arg)
     (void)t;
     struct reload *r = arg;
     r->burst_start_ms = 0;
+    r->committed = 0;
     struct reload_print p;
     reload_fingerprint(r->dir, &p);
     r->st.checks++;
@@ -135,7 +137,8 @@ static void pending(struct reload *r)
     uint64_t now = loop_now_ms();
     if (r->burst_start_ms == 0)
         r->burst_start_ms = now;
-    uint64_t due = now + r->debounce_ms;
+    uint64_t due =
+        now + (r->committed ? RELOAD_COMMIT_DEBOUNCE_MS : r->debounce_ms);
     uint64_t latest = r->burst_start_ms + r->max_delay_ms;
     if (due > latest)
         due = latest > now ? latest : now;
@@ -180,6 +183,9 @@ static void on_inotify(int fd, short revents, void *arg)
                 inotify_rm_watch(fd, r->wd);
             if (ev->wd == r->wd && (ev->mask & (IN_IGNORED | IN_MOVE_SELF)))
                 r->wd = -1;
+            if ((ev->mask & IN_MOVED_TO) != 0 && ev->len > 0 &&
+                strcmp(ev->name, "..data") == 0)
+                r->committed = 1;
             p += sizeof(*ev) + ev->len;
         }
     }

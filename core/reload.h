@@ -21,6 +21,12 @@
 
 /* Defaults of struct reload_opts (milliseconds). */
 #define RELOAD_DEFAULT_DEBOUNCE_MS 100
+/* The quiet time once the kubelet has renamed "..data" into place (its
+ * update's commit point; what follows is links for new names and the old
+ * directory's removal, microseconds of work): shorter, whatever else
+ * happens in that burst. The loader checks the fingerprint again after
+ * loading, so a later change is not missed. */
+#define RELOAD_COMMIT_DEBOUNCE_MS 10
 #define RELOAD_DEFAULT_MAX_DELAY_MS 500
 #define RELOAD_DEFAULT_POLL_MS 1000
 #define RELOAD_DEFAULT_POLL_INOTIFY_MS 10000

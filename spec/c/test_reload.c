@@ -236,6 +236,12 @@ static void test_configmap_swap(struct loop *l, const char *base)
     CHECK(run_until(l, &s, 1, test_ms(2000)), "the ..data swap is noticed");
     TEST_NOTE("swap -> callback: %llu ms", (unsigned long long)(s.at_ms - t0));
     CHECK(s.at_ms - t0 <= test_ms(1000), "within 1 s of the swap");
+    /* The rename of ..data is the update's commit point: the short quiet
+     * time, not RELOAD_DEFAULT_DEBOUNCE_MS (test_debounce checks that an
+     * ordinary edit still waits the whole debounce). */
+    CHECK(s.at_ms - t0 < test_ms(RELOAD_DEFAULT_DEBOUNCE_MS),
+          "the commit point's quiet time (%d ms), not the debounce (%d ms)",
+          RELOAD_COMMIT_DEBOUNCE_MS, RELOAD_DEFAULT_DEBOUNCE_MS);
     CHECK_INT_EQ(s.last.n_lua, 1, "one policy file");
     run_for(l, 400);
     CHECK_INT_EQ(s.calls, 1,
