@@ -13,7 +13,9 @@
  * input is read and defaulted once with the CRD (outside the timed
  * region). Build and run: spec/bench/policy_bench.sh (compiles it against
  * build/libdittofs_core.a). Usage: policy_bench [FILE [ITERATIONS]];
- * POLICIES=DIR benchmarks a custom set (figure 1 only).
+ * POLICIES=DIR benchmarks a custom set (figure 1 only); TIMEOUT_MS=N gives
+ * each policy call N ms instead of the default budget (under valgrind,
+ * where an evaluation takes 50-100 times as long).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,9 +96,11 @@ static long rss_kib(void)
     return rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-/* Times `iters` evaluations of `in` with the set `ps` after a warm-up. */
-static int bench(struct policy_set *ps, const struct policy_input *in,
-                 int iters, const char *label, const char *file)
+/* Times `iters` evaluations of `in` with the set `ps` and limits `lim`
+ * after a warm-up. */
+static int bench(struct policy_set *ps, const struct sandbox_limits *lim,
+                 const struct policy_input *in, int iters, const char *label,
+                 const char *file)
 {
     struct policy_output out;
     struct dbuf err;
@@ -108,14 +112,19 @@ static int bench(struct policy_set *ps, const struct policy_input *in,
         goto done;
     for (int i = 0; i < iters; i++)
         t[i] = -1; /* touched now, so that it is not RSS growth later */
-    for (int i = 0; i < 200; i++) /* warm-up */
-        policy_eval(ps, NULL, in, &out, &err);
+    for (int i = 0; i < 200; i++) { /* warm-up */
+        int r = policy_eval(ps, lim, in, &out, &err);
+        if (r != POLICY_OK) {
+            fprintf(stderr, "eval failed (%d): %s\n", r, dbuf_ptr(&err));
+            goto done;
+        }
+    }
     long rss[11] = {0};    /* at 0%, 10%, ... 100% of the loop */
     int step = iters / 10; /* iters >= 10 */
     rss[0] = rss_kib();
     for (int i = 0; i < iters; i++) {
         double a = now_us();
-        int r = policy_eval(ps, NULL, in, &out, &err);
+        int r = policy_eval(ps, lim, in, &out, &err);
         t[i] = now_us() - a;
         if (r != POLICY_OK) {
             fprintf(stderr, "eval failed (%d): %s\n", r, dbuf_ptr(&err));
@@ -193,7 +202,10 @@ int main(int argc, char **argv)
                               .ds_len = dbuf_len(&ds),
                               .observed_json = "{}",
                               .observed_len = 2};
-    int rc = bench(ps, &in, iters, "validate+render+status", file);
+    const char *timeout = getenv("TIMEOUT_MS");
+    struct sandbox_limits lim = {.timeout_ms =
+                                     timeout ? (unsigned)atoi(timeout) : 0};
+    int rc = bench(ps, &lim, &in, iters, "validate+render+status", file);
     policy_set_free(ps);
 
     char dir[64];
@@ -203,7 +215,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "render+status set: %s\n", dbuf_ptr(&err));
             return 1;
         }
-        rc = bench(ps, &in, iters, "render+status", file);
+        rc = bench(ps, &lim, &in, iters, "render+status", file);
         policy_set_free(ps);
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

@@ -7,6 +7,11 @@
 #   2. `dittofs-operator --script-test` of the sample, from process start:
 #      median and max wall time over N runs (target <= 30 ms) and peak RSS
 #      from /usr/bin/time -v (target <= 8 MiB).
+#   3. with CALLGRIND=1 (valgrind installed), instead of 1 and 2: the
+#      instructions of one evaluation for both figures of 1, counted by
+#      callgrind inside policy_eval (repeatable on a busy machine, where
+#      wall times are not): the difference of a run with 60 and one with
+#      10 timed iterations, divided by 50.
 # Usage: spec/bench/policy_bench.sh [BUILD_DIR] [SAMPLE]
 # BUILD_DIR defaults to build/ (must hold dittofs-operator and
 # libdittofs_core.a, e.g. after spec/test.sh). Not part of ctest.
@@ -23,6 +28,24 @@ cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -I core $(pkg-config --cflags lua5.4 l
   spec/bench/policy_bench.c "$build/libdittofs_core.a" \
   $(pkg-config --libs libcjson yaml-0.1) \
   "$(find /usr/lib -name liblua5.4.a | head -1)" -lm -ldl -o "$bench"
+
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  out=$(mktemp -d)
+  for n in 10 60; do
+    TIMEOUT_MS=60000 valgrind -q --tool=callgrind \
+      --toggle-collect=policy_eval --dump-after=bench \
+      --callgrind-out-file="$out/cg.$n.%p" "$bench" "$sample" "$n" >/dev/null
+  done
+  for part in 1 2; do
+    ir() { awk '/^summary:/ {print $2}' "$out"/cg."$1".*."$part"; }
+    label=validate+render+status
+    [ "$part" = 2 ] && label=render+status
+    echo "policy_eval ($label): $((($(ir 60) - $(ir 10)) / 50))" \
+      "instructions per evaluation (callgrind)"
+  done
+  rm -rf "$out"
+  exit 0
+fi
 "$bench" "$sample" "${ITERATIONS:-5000}"
 
 op="$build/dittofs-operator"
