@@ -63,7 +63,7 @@
 
 /* --- a reconcile in flight ---------------------------------------------- */
 
-enum op_type { OP_APPLY, OP_DELETE, OP_STATUS };
+enum op_type { OP_APPLY, OP_DELETE, OP_STATUS, OP_CONFIRM };
 
 struct op {
     struct op *next;
@@ -109,6 +109,26 @@ struct rec {
 
 /* --- the controller ----------------------------------------------------- */
 
+/*
+ * A key whose rendered child was deleted while its DittoServer was still
+ * cached: a repair to do (someone deleted the child), or the garbage
+ * collector at work (the DittoServer is gone, and its own DELETED event,
+ * on another watch stream, has not come yet: after a relist, or behind a
+ * lagging stream). Re-created from the cache in the second case, the child
+ * of a deleted owner is deleted again by the collector, which queues the
+ * DittoServer again: a write loop for as long as its watch lags
+ * (spec/integration/faults_test.sh after apiserver restarts: one
+ * ConfigMap written five times in two seconds). So the next reconcile of a
+ * suspect reads the DittoServer from the apiserver first (send_confirm):
+ * there, it runs again as usual; gone (404, or another uid), nothing is
+ * written for that uid until the watch says so too.
+ */
+struct suspect {
+    struct suspect *next;
+    char *key;
+    char *gone_uid; /* the apiserver said this uid is gone, or NULL */
+};
+
 struct controller {
     struct http_client *http;
     struct loop *loop;
@@ -125,6 +145,7 @@ struct controller {
     struct watch *child_watch[NKINDS];
     struct queue *q;
     struct tracking keys; /* per-key state (tracking.h) */
+    struct suspect *suspects;
     struct rec *recs;
     size_t n_recs;
     int leading;
@@ -168,6 +189,46 @@ static void metric_inc1(struct metric *f, const char *v)
         return;
     const char *lv[] = {CONTROLLER_NAME, v, NULL};
     metric_inc(f, 1, lv);
+}
+
+/* --- suspects ------------------------------------------------------------
+ */
+
+static struct suspect *suspect_find(struct controller *c, const char *key)
+{
+    for (struct suspect *s = c->suspects; s != NULL; s = s->next)
+        if (strcmp(s->key, key) == 0)
+            return s;
+    return NULL;
+}
+
+/* Marks key a suspect (again: a confirmed-gone uid is kept). Out of
+ * memory it is not marked: the reconcile goes on from the cache. */
+static void suspect_add(struct controller *c, const char *key)
+{
+    if (suspect_find(c, key) != NULL)
+        return;
+    struct suspect *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->key = strdup(key)) == NULL) {
+        free(s);
+        return;
+    }
+    s->next = c->suspects;
+    c->suspects = s;
+}
+
+static void suspect_drop(struct controller *c, const char *key)
+{
+    for (struct suspect **p = &c->suspects; *p != NULL; p = &(*p)->next) {
+        if (strcmp((*p)->key, key) == 0) {
+            struct suspect *s = *p;
+            *p = s->next;
+            free(s->key);
+            free(s->gone_uid);
+            free(s);
+            return;
+        }
+    }
 }
 
 /* --- informer events -----------------------------------------------------
@@ -233,6 +294,8 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
         tracking_kids_remove(&c->keys, key, kind, name);
         if (full)
             tracking_overlay_settle(&c->keys, key, kind, name, NULL);
+        if (full && ev == CACHE_DELETED)
+            suspect_add(c, key);
         enqueue(c, ns, was, prio, full);
     }
     if (now == NULL || make_key(key, ns, now) != 0)
@@ -663,6 +726,78 @@ static struct op *op_new(enum op_type t, int kind, const char *name)
         return NULL;
     }
     return op;
+}
+
+/* The answer to send_confirm: the DittoServer as the apiserver has it. */
+static void on_confirm_done(struct http_response *resp, void *arg)
+{
+    struct op *op = arg;
+    struct rec *r = op->r;
+    struct controller *c = r->c;
+    op->req = NULL;
+    op_unlink(r, op);
+    const char *uid = cache_obj_uid(r->ds);
+    int gone = resp->result == HTTP_ENOTFOUND;
+    if (resp->result == HTTP_OK) {
+        cJSON *o = cJSON_ParseWithLength(resp->body, resp->body_len);
+        const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(md, "uid");
+        gone = !cJSON_IsString(u) || strcmp(u->valuestring, uid) != 0;
+        cJSON_Delete(o);
+    } else if (!gone) {
+        dbuf_addf(&r->apply_err, "cannot read DittoServer %s: %s%s%s", r->name,
+                  http_strerror(resp->result), resp->message[0] ? ": " : "",
+                  resp->message);
+        r->failed = 1;
+        finish(r, "error");
+        return;
+    }
+    struct suspect *sp = suspect_find(c, r->key);
+    if (!gone) {
+        /* There: a repair. Again, from the cache as usual. */
+        suspect_drop(c, r->key);
+        enqueue(c, r->ns, r->name, QUEUE_HIGH, 1);
+    } else if (sp != NULL) {
+        free(sp->gone_uid);
+        sp->gone_uid = strdup(uid);
+        log_info("DittoServer gone on the apiserver, its watch event still to "
+                 "come: its children are not re-created",
+                 "key", r->key, "uid", uid, NULL);
+    }
+    finish(r, "success");
+}
+
+/* Reads r's DittoServer from the apiserver (r a suspect): 0, or -1 when
+ * the request could not be sent. */
+static int send_confirm(struct rec *r)
+{
+    struct op *op = op_new(OP_CONFIRM, KIND_DS, r->name);
+    if (op == NULL)
+        return -1;
+    struct dbuf path;
+    dbuf_init(&path, 2048);
+    if (kinds_path(KIND_DS, r->ns, r->name, &path) != 0) {
+        dbuf_free(&path);
+        free(op->name);
+        free(op);
+        return -1;
+    }
+    struct http_call call = {
+        .method = HTTP_GET,
+        .path = dbuf_ptr(&path),
+        .on_done = on_confirm_done,
+        .arg = op,
+    };
+    op->r = r;
+    op->next = r->ops;
+    r->ops = op;
+    int rc = http_send(r->c->http, &call, &op->req);
+    dbuf_free(&path);
+    if (rc != 0) {
+        op_unlink(r, op);
+        return -1;
+    }
+    return 0;
 }
 
 /* The children of the DittoServer: cached objects carrying its label,
@@ -1173,6 +1308,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
     if (ds == NULL) {
         /* Deleted (children go by garbage collection, PVCs stay). */
         tracking_release(&c->keys, key);
+        suspect_drop(c, key);
         if (c->ev != NULL)
             events_forget(c->ev, r->ns, r->name);
         finish(r, "success");
@@ -1189,6 +1325,22 @@ static void reconcile(struct queue *q, const char *key, void *arg)
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(r->ds_json, "metadata");
     if (cJSON_GetObjectItemCaseSensitive(md, "deletionTimestamp") != NULL) {
         finish(r, "success");
+        return;
+    }
+    struct suspect *sp = suspect_find(c, key);
+    if (sp != NULL) {
+        if (sp->gone_uid == NULL ||
+            strcmp(sp->gone_uid, cache_obj_uid(r->ds)) != 0) {
+            if (send_confirm(r) == 0)
+                return; /* on_confirm_done goes on */
+            dbuf_adds(&r->apply_err, "cannot read the DittoServer");
+            r->failed = 1;
+            finish(r, "error");
+        } else {
+            /* Gone on the apiserver: nothing to write until its watch
+             * event comes (then ds == NULL above). */
+            finish(r, "success");
+        }
         return;
     }
 
@@ -1538,6 +1690,8 @@ void controller_free(struct controller *c)
         watch_free(c->child_watch[k]);
     queue_free(c->q);
     tracking_clear(&c->keys);
+    while (c->suspects != NULL)
+        suspect_drop(c, c->suspects->key);
     free(c->namespace);
     free(c->selector);
     free(c->cluster_domain);

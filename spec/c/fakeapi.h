@@ -4,6 +4,7 @@
  * chunked streams of events (every change after the requested
  * resourceVersion, as it comes), server-side apply as "store what was
  * sent" (keeping the stored status), the status subresource, deletes,
+ * reads of one object (as stored, or 404; not recorded),
  * and Events accepted as they are; a resource's watch events can be held
  * back (fa_hold_watch) to play a lagging watch, and writes stalled
  * (fa_stall) to keep a reconcile in flight. Every request but a GET is
@@ -400,6 +401,18 @@ static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
         if (strstr(r->path, "watch=1") != NULL)
             return fa_serve_watch(fd, res, rv ? atol(rv + 16) : 0);
         return fa_serve_list(fd, res);
+    }
+    if (strcmp(r->method, "GET") == 0) {
+        pthread_mutex_lock(&FA.mu);
+        struct fa_obj *f = fa_find(res, name);
+        char *text = f != NULL ? cJSON_PrintUnformatted(f->obj) : NULL;
+        pthread_mutex_unlock(&FA.mu);
+        int rc = text != NULL
+                     ? fh_respond(fd, 200, NULL, text)
+                     : fh_respond(fd, 404, NULL,
+                                  "{\"kind\":\"Status\",\"code\":404}");
+        free(text);
+        return rc == 0;
     }
     int w = fa_record(r);
     for (;;) {

@@ -684,6 +684,60 @@ static void test_requeue(void)
     cleanup("bo");
 }
 
+/*
+ * A child deleted while its DittoServer is cached: re-created once the
+ * apiserver confirms the DittoServer (a repair); not re-created when the
+ * apiserver no longer has it and only its watch lags (the garbage
+ * collector deleted the child: re-creating it from the cache was a write
+ * loop against the collector, spec/integration/faults_test.sh), nor by
+ * the reconciles that follow, until the DittoServer's DELETED event.
+ */
+static void test_suspects(void)
+{
+    struct policy_set *ps = policy(POLICY_V("a"));
+    put_ds("sus", "");
+    int w0 = fa_nwrites();
+    struct controller *c = start(ps);
+    CHECK(fa_wait_write(w0, "/configmaps/sus-c", NULL),
+          "suspects: the ConfigMap is applied");
+    fa_settle(200);
+    int w1 = fa_nwrites();
+    fa_delete("configmaps", "sus-c");
+    CHECK(fa_wait_write(w1, "/configmaps/sus-c", NULL),
+          "a ConfigMap deleted by someone is re-created (the DittoServer "
+          "is there)");
+    fa_settle(200);
+    int w2 = fa_nwrites();
+    int gone0 = fa_log_count("DittoServer gone on the apiserver", NULL, NULL);
+    fa_hold_watch("dittoservers");
+    fa_delete("dittoservers", "sus");
+    fa_delete("configmaps", "sus-c");
+    CHECK(fa_wait_log("DittoServer gone on the apiserver", "key=" FA_NS "/sus",
+                      NULL, gone0 + 1),
+          "the DittoServer gone, its DELETED event held back: the reconcile "
+          "asks the apiserver");
+    /* the reconciles that follow (a Pod of it, say) write nothing either */
+    put_pod("sus", "sus-0");
+    fa_settle(300);
+    CHECK(fa_count_writes(w2, "/configmaps/sus-c", NULL) == 0 &&
+              fa_count_writes(w2, "/dittoservers/sus", NULL) == 0,
+          "... and writes nothing (%d ConfigMap, %d status writes)",
+          fa_count_writes(w2, "/configmaps/sus-c", NULL),
+          fa_count_writes(w2, "/dittoservers/sus", NULL));
+    fa_hold_watch(NULL);
+    fa_settle(300);
+    CHECK(fa_count_writes(w2, "/configmaps/sus-c", NULL) == 0,
+          "... nor once its DELETED event comes");
+    put_ds("sus", "");
+    CHECK(fa_wait_write(w2, "/configmaps/sus-c", NULL),
+          "a new DittoServer of that name gets its ConfigMap");
+    fa_settle(200);
+    controller_free(c);
+    policy_set_free(ps);
+    fa_delete("pods", "sus-0");
+    cleanup("sus");
+}
+
 int main(void)
 {
     loop_set_clock(test_clock, NULL);
@@ -696,6 +750,7 @@ int main(void)
     test_overlays();
     test_rejects();
     test_requeue();
+    test_suspects();
     fa_log_restore();
     fa_stop();
     return TEST_SUMMARY();
