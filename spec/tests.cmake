@@ -74,6 +74,7 @@ if(INTEGRATION_TESTS)
   # one after the other (each cluster_up waits for the previous cluster_down).
   set(KUBE_VERSIONS "current;1.20" CACHE STRING
       "Kubernetes versions the integration tests run on (cluster.sh DITTOFS_KUBE_VERSION)")
+  option(FAULTS_FULL "Also run spec/integration/faults_test.sh at the issue's sizes (faults_full@V)" OFF)
   set(ITEST_ENV
     "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>"
     "DITTOFS_BUILD_DIR=${CMAKE_BINARY_DIR}"
@@ -126,5 +127,19 @@ if(INTEGRATION_TESTS)
         LABELS "integration;k${ver}" TIMEOUT 900 RUN_SERIAL TRUE
         ENVIRONMENT "${ITEST_ENV};${venv}")
     endforeach()
+    # The fault tests (spec/integration/faults_test.sh, Toxiproxy): the
+    # bounded run above (about 7 min) also under label "faults"; with
+    # -DFAULTS_FULL=ON also the issue's sizes (200 DittoServers, 10
+    # apiserver restarts, 50 kills: about 30 min), label "faults_full".
+    set_property(TEST faults_test@${ver} APPEND PROPERTY LABELS faults)
+    if(FAULTS_FULL)
+      add_test(NAME faults_full@${ver}
+               COMMAND ${CMAKE_SOURCE_DIR}/spec/integration/with-cluster
+                       ${CMAKE_SOURCE_DIR}/spec/integration/faults_test.sh
+               WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+      set_tests_properties(faults_full@${ver} PROPERTIES FIXTURES_REQUIRED cluster@${ver}
+        LABELS "integration;k${ver};faults_full" TIMEOUT 3600 RUN_SERIAL TRUE
+        ENVIRONMENT "${ITEST_ENV};${venv};DITTOFS_FAULTS_FULL=1")
+    endif()
   endforeach()
 endif()

@@ -283,8 +283,11 @@ churn() {
   mapfile -t live < <("$KUBECTL" -n "$ns" get dittoservers -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' 2>/dev/null)
   seq=$(<"$tmp/seq")
   lo=$((N * 9 / 10)) hi=$((N * 11 / 10))
-  local period
-  period=$(awk -v r="$rate" 'BEGIN { printf "%.3f", 1 / r }')
+  # paced by a schedule (not a sleep after each operation, whose own time
+  # would lower the rate on a busy machine)
+  local period_ms next wait_ms
+  period_ms=$(awk -v r="$rate" 'BEGIN { printf "%d", 1000 / r }')
+  next=$(now_ms)
   while [ ! -e "$tmp/churn.stop" ]; do
     seq=$((seq + 1))
     echo "$seq" >"$tmp/seq"
@@ -305,7 +308,13 @@ churn() {
       code=$(acurl PATCH "$dspath/$name" application/merge-patch+json "{\"spec\":{\"nfsPort\":$port}}")
     fi
     echo "$(now_ms) $op $name $port $code" >>"$tmp/churn.log"
-    sleep "$period"
+    next=$((next + period_ms))
+    wait_ms=$((next - $(now_ms)))
+    if [ "$wait_ms" -gt 0 ]; then
+      sleep "$(secs "$wait_ms")"
+    elif [ "$wait_ms" -lt $((-10 * period_ms)) ]; then
+      next=$(now_ms) # far behind (an apiserver down): no burst to catch up
+    fi
   done
 }
 churn_pid=
@@ -321,9 +330,10 @@ churn_stop() {
   wait "$churn_pid" 2>/dev/null
   churn_pid=
 }
-churn_summary() { # FROM_MS: "C creates, U changes, D deletes, F failed"
-  awk -v from="$1" '$1 >= from { n[$2]++; if ($5 !~ /^20[01]$/) f++ }
-    END { printf "%d creates, %d changes, %d deletes, %d failed", n["create"], n["change"], n["delete"], f }' \
+churn_summary() { # FROM_MS: "C creates, U changes, D deletes, F failed (R/s)"
+  awk -v from="$1" '$1 >= from { n[$2]++; if ($5 !~ /^20[01]$/) f++; if (!t0) t0 = $1; t1 = $1 }
+    END { printf "%d creates, %d changes, %d deletes, %d failed (%.1f/s)", n["create"], n["change"],
+      n["delete"], f, (t1 > t0 ? (n["create"] + n["change"] + n["delete"] - 1) * 1000 / (t1 - t0) : 0) }' \
     "$tmp/churn.log" 2>/dev/null
 }
 
@@ -433,54 +443,95 @@ $(writes_since "$mark" "$user_c" | jq -r '"\(.verb) \(.objectRef.resource)/\(.ob
 
 # --- the audit log -----------------------------------------------------------
 # writes_since MARK USER...: the users' writes (JSON lines, Events and Leases
-# aside) in the namespace
+# aside) in the namespace; writes_since_file FILE USER...: the same from a
+# file of audit events
 writes_since() {
   local mark=$1
   shift
-  audit_since "$mark" | jq -c --arg ns "$ns" --args '
+  audit_since "$mark" | writes_filter "$@"
+}
+writes_since_file() {
+  local f=$1
+  shift
+  writes_filter "$@" <"$f"
+}
+writes_filter() {
+  jq -c --arg ns "$ns" --args '
     select(.stage == "ResponseComplete" and (.user.username | IN($ARGS.positional[])) and
       (.verb | test("^(create|update|patch|delete)$")) and .objectRef.namespace == $ns and
       .objectRef.resource != "events" and .objectRef.resource != "leases")' "$@"
 }
 # write_audit WHAT MARK [DUPS]: no duplicate and no stale write among the
-# operators' successful writes since MARK; DUPS=count: duplicates are only
-# counted (where responses are lost on purpose: a write the apiserver did
-# but whose answer never came is sent again, by libcurl itself on a reused
-# connection that died before any byte of the answer, or by the next
-# reconcile; a server-side apply of the same body changes nothing)
+# operators' successful writes since MARK, per object (a deletion of the
+# object, by anyone, starts it over):
+#   stale      a write carrying a lower nfs port (children) or status
+#              observedGeneration than the write before it;
+#   duplicate  a write carrying the same body as the write before it.
+# DUPS=count: duplicates are only counted (where answers are lost on
+# purpose: a write the apiserver did but whose answer never came is sent
+# again, by libcurl itself on a reused connection that died before any
+# byte of the answer, or by the next reconcile; a server-side apply of the
+# same body changes nothing). Writes for a DittoServer already deleted
+# (a reconcile in flight at the deletion) are counted, but one object
+# written twice after its DittoServer's deletion is a loop against the
+# garbage collector (re-created from a lagging cache, deleted again: what
+# the controller's suspects prevent) and fails.
 write_audit() {
-  local what=$1 mark=$2 dups=${3:-fail} out total bad ndup
-  writes_since "$mark" "$user_a" "$user_b" "$user_c" >"$tmp/writes.json"
+  local what=$1 mark=$2 dups=${3:-fail} out total bad ndup nafter
+  audit_since "$mark" >"$tmp/audit.json"
+  writes_since_file "$tmp/audit.json" "$user_a" "$user_b" "$user_c" >"$tmp/writes.json"
+  jq -c --arg ns "$ns" 'select(.stage == "ResponseComplete" and .verb == "delete" and
+    .objectRef.namespace == $ns and (.responseStatus.code == 200 or .responseStatus.code == 202) and
+    (.objectRef.resource | IN("configmaps", "services", "statefulsets", "dittoservers")) and
+    (.objectRef.subresource | not))' "$tmp/audit.json" >"$tmp/deletes.json"
   total=$(wc -l <"$tmp/writes.json")
   if [ "$total" -gt 0 ] && [ "$(jq -s '[.[] | select(.verb != "delete" and .requestObject == null)] | length' "$tmp/writes.json")" != 0 ]; then
     not_ok "$what: the audit log carries the bodies of the operators' writes" \
       "no requestObject: the apiserver's audit policy predates the dittofs:audit-request rule (deploy/local/cluster.sh); start the cluster fresh"
     return
   fi
-  out=$(jq -s -r '
+  out=$(jq -s -r --slurpfile dels "$tmp/deletes.json" '
     def val: if .objectRef.subresource == "status" then (.requestObject.status.observedGeneration // -1)
       elif .objectRef.resource == "configmaps" then ((.requestObject.data["config.yaml"] // "") | (capture("port: (?<p>[0-9]+)").p // "-1") | tonumber)
       elif .objectRef.resource == "services" then ([.requestObject.spec.ports[]? | select(.name == "nfs") | .port][0] // -1)
       elif .objectRef.resource == "statefulsets" then ([.requestObject.spec.template.spec.containers[0].ports[]? | select(.name == "nfs") | .containerPort][0] // -1)
       else -1 end;
-    map(select(.verb != "delete" and .responseStatus.code >= 200 and .responseStatus.code < 300))
-    | group_by([.objectRef.resource, (.objectRef.subresource // ""), .objectRef.name])[]
-    | sort_by(.requestReceivedTimestamp) as $w
-    | range(1; $w | length) as $i
-    | $w[$i - 1] as $p | $w[$i] as $c
-    | "\($c.objectRef.resource)\(if $c.objectRef.subresource then "/" + $c.objectRef.subresource else "" end) \($c.objectRef.name)" as $o
-    | if ($c | val) < ($p | val) then
-        "stale: \($o) at \($c.requestReceivedTimestamp) by \($c.user.username) carries \($c | val) after \($p | val) at \($p.requestReceivedTimestamp) by \($p.user.username)"
-      elif $c.requestObject == $p.requestObject then
-        "duplicate: \($o) at \($c.requestReceivedTimestamp) by \($c.user.username): the body of \($p.requestReceivedTimestamp) by \($p.user.username) again"
-      else empty end' "$tmp/writes.json")
+    def obj: "\(.objectRef.resource)\(if .objectRef.subresource then "/" + .objectRef.subresource else "" end) \(.objectRef.name)";
+    def owner: if .objectRef.resource == "dittoservers" then .objectRef.name
+      else ([.requestObject.metadata.ownerReferences[]? | select(.kind == "DittoServer") | .name][0] // "") end;
+    ($dels | map(select(.objectRef.resource == "dittoservers") | {key: .objectRef.name, value: .requestReceivedTimestamp}) | from_entries) as $dsdel
+    | map(select(.verb != "delete" and .responseStatus.code >= 200 and .responseStatus.code < 300)) as $ok
+    | ($ok[] | owner as $o | select($dsdel[$o] != null and .requestReceivedTimestamp > $dsdel[$o]) |
+        "after-delete: \(obj) at \(.requestReceivedTimestamp) by \(.user.username), DittoServer \($o) deleted at \($dsdel[$o])"),
+      (($ok + ($dels | map(select(.objectRef.resource != "dittoservers") | . + {deleted: true})))
+      | group_by([.objectRef.resource, (.objectRef.subresource // ""), .objectRef.name])[]
+      | sort_by(.requestReceivedTimestamp)
+      | reduce .[] as $e ({prev: null, out: []};
+          if $e.deleted then .prev = null
+          else
+            (if .prev == null then .
+             else .prev as $p
+               | if ($e | val) < ($p | val) then
+                   .out += ["stale: \($e | obj) at \($e.requestReceivedTimestamp) by \($e.user.username) carries \($e | val) after \($p | val) at \($p.requestReceivedTimestamp) by \($p.user.username)"]
+                 elif $e.requestObject == $p.requestObject then
+                   .out += ["duplicate: \($e | obj) at \($e.requestReceivedTimestamp) by \($e.user.username): the body of \($p.requestReceivedTimestamp) by \($p.user.username) again"]
+                 else . end
+             end) | .prev = $e
+          end) | .out[])' "$tmp/writes.json")
   ndup=$(grep -c '^duplicate:' <<<"$out")
+  nafter=$(grep -c '^after-delete:' <<<"$out")
+  [ "$nafter" -gt 0 ] && note "$what: $nafter writes for a DittoServer already deleted, e.g. $(grep -m1 '^after-delete:' <<<"$out")"
+  local loops
+  loops=$(grep '^after-delete:' <<<"$out" | awk '{ print $2 "/" $3 }' | sort | uniq -c |
+    awk '$1 > 1 { printf "loop: %s written %d times after its DittoServer was deleted\n", $2, $1 }')
+  out=$(grep -v '^after-delete:' <<<"$out")
+  [ -n "$loops" ] && out+=$'\n'"$loops"
   if [ "$dups" = count ]; then
     [ "$ndup" -gt 0 ] && note "$what: $ndup writes sent again with the same body after a lost answer, e.g. $(grep -m1 '^duplicate:' <<<"$out")"
     out=$(grep -v '^duplicate:' <<<"$out")
   fi
   bad=$(grep -c . <<<"$out")
-  note "time $what writes=$total duplicates=$ndup (operators' writes in the namespace, Events aside)"
+  note "time $what writes=$total duplicates=$ndup after_delete=$nafter (operators' writes in the namespace, Events aside)"
   local kinds="duplicate or stale"
   [ "$dups" = count ] && kinds=stale
   if [ "$bad" = 0 ]; then
