@@ -61,16 +61,17 @@ struct op_state {
     struct http_client *le_http; /* the elector's own: never rate-limited
                                   * behind the controller's requests */
     struct http_client *ev_http; /* the Event recorder's own, likewise */
-    struct policy_set *ps;
+    struct policy_set *ps;       /* the active set; NULL: waiting for one */
     struct metrics *m;
     struct events *ev;
-    struct controller *ctl;
+    struct controller *ctl; /* NULL until there is an active set */
     struct leader *le;
     struct serve *srv;
     struct reload *rl;                  /* NULL without --policies */
     struct policy_event *policy_events; /* waiting for the ConfigMap */
     struct metric *m_rest, *m_leader, *m_policy, *m_reload;
     char policy_hash[17];         /* of s->ps */
+    char no_policies[320];        /* /readyz's detail while s->ps is NULL */
     char cm_ns[64], cm_name[254]; /* the policies ConfigMap; "" none */
     int leading;                  /* Events are only sent while leading */
     char host[256];
@@ -116,6 +117,12 @@ static int readyz(struct dbuf *detail, void *arg)
         dbuf_adds(detail, "shutting down");
         return 1;
     }
+    /* Never ready without policies: a rollout of a bad set stops at the
+     * first new pod while the old ones keep running. */
+    if (s->ctl == NULL) {
+        dbuf_adds(detail, s->no_policies);
+        return 1;
+    }
     if (!controller_synced(s->ctl)) {
         controller_sync_detail(s->ctl, detail);
         return 1;
@@ -126,7 +133,8 @@ static int readyz(struct dbuf *detail, void *arg)
 static void collect(void *arg)
 {
     struct op_state *s = arg;
-    controller_update_metrics(s->ctl);
+    if (s->ctl != NULL)
+        controller_update_metrics(s->ctl);
 }
 
 static void set_leader_metric(struct op_state *s, int leading)
@@ -170,7 +178,8 @@ static void on_leading(struct leader *le, int leading, void *arg)
  * lists the Events whose involvedObject.uid is the ConfigMap's, so the
  * Event waits for one GET of the ConfigMap (on the Event client, the low
  * priority lane) and goes out with its uid, or without one when the GET
- * fails.
+ * fails. Only the leader reports reloads, but a replica without policies
+ * (no controller yet, not a candidate) reports its own start.
  */
 struct policy_event {
     struct policy_event *next;
@@ -178,6 +187,7 @@ struct policy_event {
     struct http_req *req;
     const char *type, *reason; /* static strings */
     char *message;
+    int own; /* sent before the controller existed: leader or not */
 };
 
 static void policy_event_free(struct op_state *s, struct policy_event *pe)
@@ -201,7 +211,13 @@ static void policy_event_emit(struct policy_event *pe, const char *uid)
         .name = s->cm_name,
         .uid = uid,
     };
+    /* The recorder is disabled on a standby; this one Event is the
+     * replica's own story (the elector may have started since). */
+    if (pe->own)
+        events_set_enabled(s->ev, 1);
     events_emit(s->ev, &ref, pe->type, pe->reason, pe->message);
+    if (pe->own)
+        events_set_enabled(s->ev, s->leading);
 }
 
 static void on_policies_configmap(struct http_response *r, void *arg)
@@ -222,7 +238,8 @@ static void on_policies_configmap(struct http_response *r, void *arg)
 static void policy_event(struct op_state *s, const char *type,
                          const char *reason, const char *message)
 {
-    if (s->cm_name[0] == '\0' || !s->leading)
+    int own = s->ctl == NULL;
+    if (s->cm_name[0] == '\0' || (!s->leading && !own))
         return;
     struct policy_event *pe = calloc(1, sizeof(*pe));
     char *msg = strdup(message);
@@ -236,7 +253,8 @@ static void policy_event(struct op_state *s, const char *type,
                                 .s = s,
                                 .type = type,
                                 .reason = reason,
-                                .message = msg};
+                                .message = msg,
+                                .own = own};
     s->policy_events = pe;
     struct dbuf path;
     dbuf_init(&path, 1024);
@@ -270,20 +288,66 @@ static void count_reload(struct op_state *s, const char *result)
     metric_inc(s->m_reload, 1, lv);
 }
 
-/* A candidate failed: the active set keeps running; say why. */
+/*
+ * A candidate failed: the active set keeps running, or, when there is
+ * none yet (the set at start failed), the operator keeps waiting for one
+ * without reconciling; say why.
+ */
 static void refuse(struct op_state *s, const char *why, uint64_t t0_us)
 {
     char ms[24];
     snprintf(ms, sizeof(ms), "%.1f", (double)(loop_now_us() - t0_us) / 1e3);
-    log_error("policies refused: the active ones stay", "dir",
-              s->o->policies_dir, "active", s->policy_hash, "error", why, "ms",
-              ms, NULL);
     count_reload(s, "rejected");
     char msg[1100];
-    snprintf(msg, sizeof(msg),
-             "policies refused, the active ones (%s) stay: %s", s->policy_hash,
-             why);
+    if (s->ps == NULL) {
+        log_error("cannot load the policies: waiting for a valid set, not "
+                  "reconciling",
+                  "dir", s->o->policies_dir, "error", why, "ms", ms, NULL);
+        snprintf(s->no_policies, sizeof(s->no_policies),
+                 "no valid policies: %.*s", (int)strcspn(why, "\n"), why);
+        snprintf(msg, sizeof(msg),
+                 "policies refused, none active: the operator waits for a "
+                 "valid set without reconciling: %s",
+                 why);
+    } else {
+        log_error("policies refused: the active ones stay", "dir",
+                  s->o->policies_dir, "active", s->policy_hash, "error", why,
+                  "ms", ms, NULL);
+        snprintf(msg, sizeof(msg),
+                 "policies refused, the active ones (%s) stay: %s",
+                 s->policy_hash, why);
+    }
     policy_event(s, "Warning", REASON_REJECTED, msg);
+}
+
+static int start(struct op_state *s);
+
+/*
+ * The first valid set after a start without one: it becomes the active
+ * set (takes ownership of `ps`) and the start the failed set held up goes
+ * on: controller, informers, leader election.
+ */
+static void adopt(struct op_state *s, struct policy_set *ps, uint64_t t0_us)
+{
+    s->ps = ps;
+    set_policy_info(s);
+    count_reload(s, "accepted");
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%.1f", (double)(loop_now_us() - t0_us) / 1e3);
+    log_info("policies loaded", "origin", policy_set_origin(s->ps), "hash",
+             s->policy_hash, "ms", ms, NULL);
+    char msg[600];
+    snprintf(msg, sizeof(msg),
+             "policies %s from %s loaded, none was active; the operator "
+             "starts",
+             s->policy_hash, policy_set_origin(s->ps));
+    policy_event(s, "Normal", REASON_RELOADED, msg);
+    int rc = start(s);
+    if (rc != OPERATOR_OK) {
+        s->exit_code = rc;
+        s->done = 1;
+        loop_stop(s->loop);
+    }
 }
 
 /*
@@ -291,7 +355,9 @@ static void refuse(struct op_state *s, const char *why, uint64_t t0_us)
  * embedded one when the directory holds no *.lua), tries it on every
  * cached DittoServer (controller_try_policies: no writes), and either
  * makes it the active set (every DittoServer reconciled again) or refuses
- * it. A set equal to the active one (same hash) changes nothing.
+ * it. A set equal to the active one (same hash) changes nothing. Without
+ * an active set (the one at start failed) a set that loads is adopted and
+ * the start goes on (adopt).
  */
 static void on_policies_changed(struct reload *r, const struct reload_print *p,
                                 void *arg)
@@ -301,7 +367,7 @@ static void on_policies_changed(struct reload *r, const struct reload_print *p,
     if (s->stopping)
         return;
     /* A trial on half-filled caches would prove little: wait for them. */
-    if (!controller_synced(s->ctl)) {
+    if (s->ctl != NULL && !controller_synced(s->ctl)) {
         if (!s->reload_waiting)
             log_info("policy directory changed: tried once the caches have "
                      "synced",
@@ -313,8 +379,11 @@ static void on_policies_changed(struct reload *r, const struct reload_print *p,
     s->reload_waiting = 0;
     loop_timer_stop(s->loop, &s->reload_timer);
     if (p->missing != 0) {
-        log_warn("policy directory unreadable: the active policies stay", "dir",
-                 dir, "error", strerror(p->missing), NULL);
+        log_warn(s->ps ? "policy directory unreadable: the active policies "
+                         "stay"
+                       : "policy directory unreadable: still waiting for "
+                         "valid policies",
+                 "dir", dir, "error", strerror(p->missing), NULL);
         return;
     }
     uint64_t t0 = loop_now_us();
@@ -333,6 +402,11 @@ static void on_policies_changed(struct reload *r, const struct reload_print *p,
     }
     if (rc != POLICY_OK) {
         refuse(s, dbuf_ptr(&err), t0);
+        goto done;
+    }
+    if (s->ps == NULL) {
+        adopt(s, ps, t0);
+        ps = NULL;
         goto done;
     }
     char hash[17];
@@ -414,7 +488,7 @@ static void released(void *arg)
 
 static void shutdown_step(struct op_state *s)
 {
-    size_t n = controller_in_flight(s->ctl);
+    size_t n = s->ctl ? controller_in_flight(s->ctl) : 0;
     if (n > 0 && loop_now_ms() < s->shutdown_deadline_ms) {
         loop_timer_start(s->loop, &s->shutdown_timer, 20);
         return;
@@ -425,7 +499,8 @@ static void shutdown_step(struct op_state *s)
         log_warn("shutdown timeout: cancelling reconciles in flight",
                  "in_flight", in, NULL);
     }
-    controller_cancel(s->ctl);
+    if (s->ctl != NULL)
+        controller_cancel(s->ctl);
     events_set_enabled(s->ev, 0);
     if (s->le != NULL) {
         set_leader_metric(s, 0);
@@ -446,7 +521,8 @@ static void begin_shutdown(struct op_state *s, int sig)
     s->stopping = 1;
     log_info("shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
              NULL);
-    controller_drain(s->ctl);
+    if (s->ctl != NULL)
+        controller_drain(s->ctl);
     s->shutdown_deadline_ms =
         loop_now_ms() +
         (s->o->shutdown_ms ? s->o->shutdown_ms : DEFAULT_SHUTDOWN_MS);
@@ -482,41 +558,21 @@ static void identity(char *out, size_t len)
              rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
 }
 
-static int setup(struct op_state *s)
+/*
+ * What needs no policies: the connection, the loop and its clients, the
+ * metrics, the Event recorder, the policy directory's watcher (from `fp`,
+ * its fingerprint before the policies are loaded) and the endpoints.
+ * Returns an exit status.
+ */
+static int setup(struct op_state *s, const struct reload_print *fp)
 {
     const struct operator_opts *o = s->o;
     struct dbuf err;
     char e[1024];
     dbuf_init(&err, 64 * 1024);
 
-    /* The fingerprint before the load: a change made while loading is
-     * then seen by the watcher. */
-    struct reload_print fp = {0};
-    const char *dir = o->policies_dir;
-    if (dir != NULL && reload_fingerprint(dir, &fp) != 0) {
-        log_error("cannot read the policy directory", "dir", dir, "error",
-                  strerror(fp.missing), NULL);
-        dbuf_free(&err);
-        return OPERATOR_EPOLICY;
-    }
-    if (dir != NULL && fp.n_lua == 0) {
-        log_info("no *.lua in the policy directory: the embedded policies "
-                 "until files appear",
-                 "dir", dir, NULL);
-        dir = NULL;
-    }
-    int rc = policy_set_load(dir, &s->ps, &err);
-    if (rc != POLICY_OK) {
-        log_error("cannot load the policies", "error", dbuf_ptr(&err), NULL);
-        dbuf_free(&err);
-        return OPERATOR_EPOLICY;
-    }
-    policy_set_hash(s->ps, s->policy_hash);
-    log_info("policies loaded", "origin", policy_set_origin(s->ps), "hash",
-             s->policy_hash, NULL);
-
     struct kubeconfig_opts ko = {.path = o->kubeconfig, .context = o->context};
-    rc = kube_conn_load(&s->conn, &ko, e, sizeof(e));
+    int rc = kube_conn_load(&s->conn, &ko, e, sizeof(e));
     if (rc != KUBE_CONN_OK) {
         log_error("cannot load the Kubernetes configuration", "error",
                   rc == KUBE_CONN_ENOMEM ? "out of memory" : e, NULL);
@@ -541,7 +597,7 @@ static int setup(struct op_state *s)
     s->ev_http = s->loop ? http_client_new(s->loop, s->conn, &eho) : NULL;
     s->ev =
         s->ev_http ? events_new(s->ev_http, POLICY_MANAGER, hostname) : NULL;
-    if (s->ev == NULL || s->m == NULL)
+    if (s->http == NULL || s->ev == NULL || s->m == NULL)
         goto nomem;
     events_set_enabled(s->ev, 0);
 
@@ -562,14 +618,14 @@ static int setup(struct op_state *s)
                     l_name, NULL, 0);
     s->m_policy = metrics_add(s->m, METRIC_GAUGE, "dittofs_policy_info",
                               "The active policy set: hash of its sources "
-                              "and where it was loaded from",
+                              "and where it was loaded from (none while "
+                              "there is no valid set)",
                               l_policy, NULL, 0);
-    set_policy_info(s);
     s->m_reload =
         metrics_add(s->m, METRIC_COUNTER, "dittofs_policy_reload_total",
-                    "Changes of the policy directory whose policies were "
-                    "tried: accepted (now active) or rejected (the active "
-                    "ones stayed)",
+                    "Policy sets tried from the policy directory, at start "
+                    "and on each change: accepted (now active) or rejected "
+                    "(the active ones stayed, or none is active yet)",
                     l_result, NULL, 0);
     if (o->policies_dir != NULL) { /* both series from the start, at 0 */
         static const char *const acc[] = {"accepted", NULL};
@@ -580,16 +636,10 @@ static int setup(struct op_state *s)
     http_client_set_observer(s->http, on_request, s);
     http_client_set_observer(s->ev_http, on_request, s);
 
-    s->ctl = controller_new(s->http, s->ps, s->m, s->ev, &o->ctl, &err);
-    if (s->ctl == NULL) {
-        log_error("cannot start the controller", "error", dbuf_ptr(&err), NULL);
-        dbuf_free(&err);
-        return OPERATOR_EFATAL;
-    }
     loop_timer_init(&s->reload_timer, on_reload_timer, s);
     if (o->policies_dir != NULL) {
         policies_configmap(s);
-        s->rl = reload_new(s->loop, o->policies_dir, &fp, NULL,
+        s->rl = reload_new(s->loop, o->policies_dir, fp, NULL,
                            on_policies_changed, s);
         if (s->rl == NULL)
             goto nomem;
@@ -607,7 +657,6 @@ static int setup(struct op_state *s)
         .collect = collect,
         .check_arg = s,
     };
-    dbuf_reset(&err);
     s->srv = serve_new(s->loop, &so, &err);
     if (s->srv == NULL) {
         log_error("cannot serve metrics and health", "error", dbuf_ptr(&err),
@@ -620,8 +669,71 @@ static int setup(struct op_state *s)
     snprintf(mp, sizeof(mp), "%d", serve_metrics_port(s->srv));
     snprintf(hp, sizeof(hp), "%d", serve_health_port(s->srv));
     log_info("serving", "metrics_port", mp, "health_port", hp, NULL);
-
     s->lease_name = o->leader_id ? o->leader_id : DEFAULT_LEADER_ID;
+    dbuf_free(&err);
+    return OPERATOR_OK;
+
+nomem:
+    log_error("out of memory (or libcurl failed to initialise)", NULL);
+    dbuf_free(&err);
+    return OPERATOR_EFATAL;
+}
+
+/*
+ * The policies at start: the embedded ones without --policies or when the
+ * directory holds no *.lua (`fp`: its fingerprint). A set from the
+ * directory that cannot be loaded is refused as a reload would be, and
+ * the operator waits for a valid one (s->ps stays NULL): a bad ConfigMap
+ * must not crash-loop the replicas that restart while the others keep the
+ * last good set. Returns an exit status: OPERATOR_EPOLICY when the
+ * embedded set fails (a broken build) or memory ran out.
+ */
+static int load_policies(struct op_state *s, const struct reload_print *fp)
+{
+    const char *dir = s->o->policies_dir;
+    if (dir != NULL && fp->n_lua == 0) {
+        log_info("no *.lua in the policy directory: the embedded policies "
+                 "until files appear",
+                 "dir", dir, NULL);
+        dir = NULL;
+    }
+    uint64_t t0 = loop_now_us();
+    struct dbuf err;
+    dbuf_init(&err, 64 * 1024);
+    int rc = policy_set_load(dir, &s->ps, &err);
+    if (rc == POLICY_OK) {
+        set_policy_info(s);
+        log_info("policies loaded", "origin", policy_set_origin(s->ps), "hash",
+                 s->policy_hash, NULL);
+    } else if (dir != NULL && rc == POLICY_ELOAD) {
+        refuse(s, dbuf_ptr(&err), t0);
+    } else {
+        log_error("cannot load the policies", "error", dbuf_ptr(&err), NULL);
+        dbuf_free(&err);
+        return OPERATOR_EPOLICY;
+    }
+    dbuf_free(&err);
+    return OPERATOR_OK;
+}
+
+/*
+ * What needs policies (s->ps): the controller on them, the elector, and
+ * their start. Runs from operator_run, or from the watcher when the first
+ * valid set appears. Returns an exit status.
+ */
+static int start(struct op_state *s)
+{
+    const struct operator_opts *o = s->o;
+    struct dbuf err;
+    dbuf_init(&err, 64 * 1024);
+    s->ctl = controller_new(s->http, s->ps, s->m, s->ev, &o->ctl, &err);
+    if (s->ctl == NULL) {
+        log_error("cannot start the controller", "error", dbuf_ptr(&err), NULL);
+        dbuf_free(&err);
+        return OPERATOR_EFATAL;
+    }
+    dbuf_free(&err);
+
     if (o->leader_elect) {
         char id[200];
         identity(id, sizeof(id));
@@ -636,19 +748,23 @@ static int setup(struct op_state *s)
         if (s->le_http != NULL)
             http_client_set_observer(s->le_http, on_request, s);
         s->le = s->le_http ? leader_new(s->le_http, &lo, on_leading, s) : NULL;
-        if (s->le == NULL)
-            goto nomem;
+        if (s->le == NULL) {
+            log_error("out of memory (or libcurl failed to initialise)", NULL);
+            return OPERATOR_EFATAL;
+        }
         log_info("leader election", "lease", s->lease_name, "namespace",
                  lo.namespace, "identity", id, NULL);
         set_leader_metric(s, 0);
     }
-    dbuf_free(&err);
-    return OPERATOR_OK;
 
-nomem:
-    log_error("out of memory (or libcurl failed to initialise)", NULL);
-    dbuf_free(&err);
-    return OPERATOR_EFATAL;
+    if (controller_start(s->ctl) != 0)
+        return OPERATOR_EFATAL;
+    if (s->le != NULL)
+        return leader_start(s->le) != 0 ? OPERATOR_EFATAL : OPERATOR_OK;
+    s->leading = 1;
+    events_set_enabled(s->ev, 1);
+    controller_set_leading(s->ctl, 1);
+    return OPERATOR_OK;
 }
 
 static void teardown(struct op_state *s)
@@ -680,7 +796,18 @@ int operator_run(const struct operator_opts *o)
     memset(&s, 0, sizeof(s));
     s.o = o;
 
-    int rc = setup(&s);
+    /* The fingerprint before the load: a change made while loading is
+     * then seen by the watcher. */
+    struct reload_print fp = {0};
+    if (o->policies_dir != NULL &&
+        reload_fingerprint(o->policies_dir, &fp) != 0) {
+        log_error("cannot read the policy directory", "dir", o->policies_dir,
+                  "error", strerror(fp.missing), NULL);
+        return OPERATOR_EPOLICY;
+    }
+    int rc = setup(&s, &fp);
+    if (rc == OPERATOR_OK)
+        rc = load_policies(&s, &fp);
     if (rc != OPERATOR_OK) {
         teardown(&s);
         return rc;
@@ -696,20 +823,12 @@ int operator_run(const struct operator_opts *o)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (controller_start(s.ctl) != 0) {
-        teardown(&s);
-        return OPERATOR_EFATAL;
-    }
-    if (s.le != NULL) {
-        if (leader_start(s.le) != 0) {
-            teardown(&s);
-            return OPERATOR_EFATAL;
-        }
-    } else {
-        s.leading = 1;
-        events_set_enabled(s.ev, 1);
-        controller_set_leading(s.ctl, 1);
-    }
+    /* Without policies the loop serves the endpoints, the watcher and the
+     * Events until a valid set starts the rest (adopt) or a signal comes. */
+    if (s.ps != NULL)
+        s.exit_code = start(&s);
+    if (s.exit_code != OPERATOR_OK)
+        s.done = 1;
 
     while (!s.done) {
         if (loop_run_once(s.loop, -1) != 0) {

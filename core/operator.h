@@ -11,8 +11,11 @@
  * is refused while the active one keeps running; either way a log line,
  * dittofs_policy_reload_total{result} and an Event on the policies
  * ConfigMap tell. A directory without *.lua files means the embedded
- * policies. Uses controller, reload, leader, events, serve, metrics, http,
- * kubeconfig, kinds, policy, loop, log.
+ * policies. A directory whose set cannot be loaded at start is refused the
+ * same way, and the process waits for a valid set (alive, never ready, no
+ * reconcile, no Lease), then starts as usual. Uses controller, reload,
+ * leader, events, serve, metrics, http, kubeconfig, kinds, policy, loop,
+ * log.
  */
 #ifndef DITTOFS_OPERATOR_H
 #define DITTOFS_OPERATOR_H
@@ -25,7 +28,10 @@
 enum {
     OPERATOR_OK = 0,       /* clean shutdown after a signal */
     OPERATOR_EFATAL = 1,   /* leadership lost, loop failure, out of memory */
-    OPERATOR_EPOLICY = 4,  /* the policies cannot be loaded */
+    OPERATOR_EPOLICY = 4,  /* the policy directory cannot be read, or the
+                            * embedded policies cannot be loaded (a set
+                            * from the directory that fails is waited
+                            * out instead) */
     OPERATOR_ECONNECT = 5, /* no usable Kubernetes configuration */
     OPERATOR_ESERVE = 7,   /* a metrics/health address cannot be bound */
 };
