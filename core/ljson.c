@@ -245,22 +245,73 @@ static void enter(lua_State *L, struct jdec *d)
                    "not enough memory");
 }
 
+/*
+ * Arrays and objects are made at their final size: their first
+ * PENDING_MAX items (or members) wait on the stack, above a placeholder
+ * for the table, and the table is made when the value closes or when
+ * there are that many (then it grows as usual). A table that grows from
+ * empty is rehashed at every power of two, which cost about a third of
+ * decoding.
+ */
+#define PENDING_MAX 32
+
+/* Makes the table of the n pending items at base+1.. (array) or n pending
+ * key/value pairs (object) in place of the placeholder at base, with room
+ * for them, and moves them into it. */
+static void flush(lua_State *L, struct jdec *d, int base, int n, int object)
+{
+    if (object)
+        lua_createtable(L, 0, n);
+    else
+        lua_createtable(L, n, 0);
+    lua_pushvalue(L, object ? d->omt : d->amt);
+    lua_setmetatable(L, -2);
+    lua_replace(L, base);
+    if (object) {
+        for (int i = 0; i < n; i++) {
+            lua_pushvalue(L, base + 1 + 2 * i);
+            lua_pushvalue(L, base + 2 + 2 * i);
+            lua_rawset(L, base);
+        }
+    } else {
+        for (int i = 0; i < n; i++) {
+            lua_pushvalue(L, base + 1 + i);
+            lua_rawseti(L, base, i + 1);
+        }
+    }
+    lua_settop(L, base);
+}
+
+/* Room for one more pending item or member and what parsing it pushes. */
+static void reserve(lua_State *L, struct jdec *d)
+{
+    if (!lua_checkstack(L, 4))
+        codec_fail(L, &d->code, d->err, d->errlen, CODEC_ENOMEM,
+                   "not enough memory");
+}
+
 static void parse_array(lua_State *L, struct jdec *d)
 {
     enter(L, d);
-    lua_createtable(L, 0, 0);
-    lua_pushvalue(L, d->amt);
-    lua_setmetatable(L, -2);
+    lua_pushnil(L); /* the array's place */
+    int base = lua_gettop(L), n = 0, made = 0;
     d->p++;
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
         d->p++;
+        flush(L, d, base, 0, 0);
         d->depth--;
         return;
     }
     for (lua_Integer i = 1;; i++) {
+        reserve(L, d);
         parse_value(L, d);
-        lua_rawseti(L, -2, i);
+        if (made) {
+            lua_rawseti(L, base, i);
+        } else if (++n == PENDING_MAX) {
+            flush(L, d, base, n, 0);
+            made = 1;
+        }
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') {
             d->p++;
@@ -272,39 +323,61 @@ static void parse_array(lua_State *L, struct jdec *d)
         }
         dec_fail(L, d, d->p, "expected ',' or ']' in array");
     }
+    if (!made)
+        flush(L, d, base, n, 0);
     d->depth--;
+}
+
+/* Whether the key at the top is already a key of the object being parsed:
+ * in its table at base (made), or among its n pending members. */
+static int seen_key(lua_State *L, int base, int n, int made)
+{
+    if (made) {
+        lua_pushvalue(L, -1);
+        int seen = lua_rawget(L, base) != LUA_TNIL;
+        lua_pop(L, 1);
+        return seen;
+    }
+    for (int i = 0; i < n; i++)
+        if (lua_rawequal(L, base + 1 + 2 * i, -1))
+            return 1;
+    return 0;
 }
 
 static void parse_object(lua_State *L, struct jdec *d)
 {
     enter(L, d);
-    lua_createtable(L, 0, 0);
-    lua_pushvalue(L, d->omt);
-    lua_setmetatable(L, -2);
+    lua_pushnil(L); /* the object's place */
+    int base = lua_gettop(L), n = 0, made = 0;
     d->p++;
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
         d->p++;
+        flush(L, d, base, 0, 1);
         d->depth--;
         return;
     }
     for (;;) {
+        reserve(L, d);
         skip_ws(d);
         if (d->p >= d->end || *d->p != '"')
             dec_fail(L, d, d->p, "expected a string key in object");
         const char *kpos = d->p;
-        parse_string(L, d); /* [obj, key] */
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, -3) != LUA_TNIL)
+        parse_string(L, d); /* [.., key] */
+        if (seen_key(L, base, n, made))
             dec_fail(L, d, kpos, "duplicate key \"%.60s\"",
-                     lua_tostring(L, -2));
-        lua_pop(L, 1);
+                     lua_tostring(L, -1));
         skip_ws(d);
         if (d->p >= d->end || *d->p != ':')
             dec_fail(L, d, d->p, "expected ':' after object key");
         d->p++;
-        parse_value(L, d); /* [obj, key, value] */
-        lua_rawset(L, -3);
+        parse_value(L, d); /* [.., key, value] */
+        if (made) {
+            lua_rawset(L, base);
+        } else if (++n == PENDING_MAX) {
+            flush(L, d, base, n, 1);
+            made = 1;
+        }
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') {
             d->p++;
@@ -316,6 +389,8 @@ static void parse_object(lua_State *L, struct jdec *d)
         }
         dec_fail(L, d, d->p, "expected ',' or '}' in object");
     }
+    if (!made)
+        flush(L, d, base, n, 1);
     d->depth--;
 }
 
