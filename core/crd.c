@@ -959,21 +959,23 @@ static void resolve_node(lua_State *L, int idx)
         return;
     const char *path = lua_tostring(L, idx);
     push_state_schema(L);
-    const char *p = path;
-    while (*p) {
+    int found = 1;
+    for (const char *p = path; found && *path;) {
         const char *dot = strchr(p, '.');
         size_t n = dot ? (size_t)(dot - p) : strlen(p);
-        if (sget(L, lua_gettop(L), "properties") != LUA_TTABLE)
+        found = n > 0 && sget(L, lua_gettop(L), "properties") == LUA_TTABLE;
+        if (found) {
+            lua_pushlstring(L, p, n);
+            lua_rawget(L, -2); /* [.., node, props, sub] */
+            lua_remove(L, -2);
+            lua_remove(L, -2);
+            found = lua_type(L, -1) == LUA_TTABLE;
+        }
+        if (dot == NULL)
             break;
-        lua_pushlstring(L, p, n);
-        lua_rawget(L, -2); /* [.., node, props, sub] */
-        lua_remove(L, -2);
-        lua_remove(L, -2);
-        if (lua_type(L, -1) != LUA_TTABLE)
-            break;
-        p += n + (dot ? 1 : 0);
+        p = dot + 1;
     }
-    if (*p || lua_type(L, -1) != LUA_TTABLE)
+    if (!found)
         luaL_error(L, "crd: the schema has no field \"%s\"", path);
     lua_replace(L, idx);
 }

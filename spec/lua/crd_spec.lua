@@ -478,6 +478,9 @@ describe("crd/dittoserver.yaml", function()
       assert.has_error(function()
         codec.crd_default({}, "spec.image.x")
       end, 'crd: the schema has no field "spec.image.x"')
+      assert.has_error(function()
+        codec.crd_default({}, "spec.")
+      end, 'crd: the schema has no field "spec."')
     end)
 
     it("is what dittoserver_schema.node gives until SPEC is read",
