@@ -45,6 +45,11 @@ set_tests_properties(bundle_check PROPERTIES LABELS unit TIMEOUT 120
 add_test(NAME cel_check COMMAND ${CMAKE_SOURCE_DIR}/spec/cel_check.sh)
 set_tests_properties(cel_check PROPERTIES LABELS unit TIMEOUT 120
   ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>")
+# Run mode started on policies that cannot be loaded, against a closed
+# port (no cluster): waiting alive and not ready, then started by a valid set.
+add_test(NAME policy_start_check COMMAND ${CMAKE_SOURCE_DIR}/spec/policy_start_check.sh)
+set_tests_properties(policy_start_check PROPERTIES LABELS unit TIMEOUT 120
+  ENVIRONMENT "DITTOFS_OPERATOR=$<TARGET_FILE:dittofs-operator>")
 
 # Fuzz smoke (spec/fuzz.sh --smoke): the harnesses of spec/fuzz built with
 # clang (ASan+UBSan, libFuzzer) in their own directory, each replaying its
