@@ -188,6 +188,56 @@ static int l_is_null(lua_State *L)
     return 1;
 }
 
+/* Whether the values at a and b (absolute) are the same, for l_same. */
+static int same_value(lua_State *L, int a, int b, int depth)
+{
+    int t = lua_type(L, a);
+    if (t != lua_type(L, b))
+        return 0;
+    if (t == LUA_TNUMBER && lua_isinteger(L, a) != lua_isinteger(L, b))
+        return 0;
+    if (t != LUA_TTABLE || lua_rawequal(L, a, b))
+        return lua_rawequal(L, a, b);
+    if (depth > CODEC_MAX_DEPTH || codec_kind(L, a) != codec_kind(L, b))
+        return 0;
+    luaL_checkstack(L, 4, "nesting too deep");
+    lua_Integer n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, a) != 0) { /* [k, va] */
+        n++;
+        lua_pushvalue(L, -2);
+        lua_rawget(L, b); /* [k, va, vb] */
+        int top = lua_gettop(L);
+        int same = same_value(L, top - 1, top, depth + 1);
+        lua_pop(L, 2);
+        if (!same) {
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    lua_pushnil(L);
+    while (lua_next(L, b) != 0) {
+        lua_pop(L, 1);
+        n--;
+    }
+    return n == 0;
+}
+
+/* codec.same(a, b): whether a and b are the same value, as the policies'
+ * memos compare specs: tables with the same codec marker (codec.array,
+ * codec.object or none) and the same keys holding the same values,
+ * recursively (raw: metatables other than the markers are not looked
+ * at); numbers of the same subtype (1 is not 1.0) and value; anything else
+ * by rawequal. Tables nested deeper than the codec's limit (a cycle) are
+ * not the same. Linear in the size of a; allocates nothing but stack
+ * (raises only when that fails). */
+static int l_same(lua_State *L)
+{
+    luaL_checkany(L, 2);
+    lua_pushboolean(L, same_value(L, 1, 2, 1));
+    return 1;
+}
+
 /* codec.fnv1a64(s): the 64-bit FNV-1a hash of the bytes of s as 16
  * lowercase hex digits (policies use it for config-hash annotations; Lua
  * code would need ~2 VM instructions a byte). Linear in #s. Raises on a
@@ -231,6 +281,7 @@ static const luaL_Reg codec_funcs[] = {
     {"is_array", l_is_array},
     {"is_object", l_is_object},
     {"is_null", l_is_null},
+    {"same", l_same},
     {NULL, NULL},
 };
 

@@ -45,8 +45,8 @@ local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local setmetatable = setmetatable
-local math_type = math.type
 local array = codec.array
+local same = codec.same
 
 local M = {}
 
@@ -73,66 +73,52 @@ end
 -- distinct tables, and what depends only on the spec (the defaulted copy,
 -- the default validation, the default config) or on the spec and the
 -- DittoServer's identity (config.yaml and its hash) is computed once and
--- found again by content: the key is the spec's JSON (codec.json_encode
--- sorts keys). JSON writes an integral float as an integer, so a spec
--- holding any float is not memoized (floats are invalid anyway). Outside
--- the engine (busted) a policy lives across DittoServers; entries stay
--- correct there because each is a pure function of its key and its users
--- never mutate it, and the table is bounded. Each policy made by new() has
--- its own memo: one whose steps differ never sees another's results.
+-- found again by content: codec.same compares the spec with a copy of
+-- the one each entry was made from (the caller may change its own table
+-- later), telling an integer from an integral float. Outside the engine
+-- (busted) a policy lives across DittoServers; entries stay correct there
+-- because each is a pure function of its spec and its users never mutate
+-- it, and the list is bounded. Each policy made by new() has its own
+-- memo: one whose steps differ never sees another's results.
 local MEMO_MAX = 8
 -- validation key of a DittoServer whose name is not a string
 local NO_NAME = {}
 
-local function has_float(t)
-  for _, v in pairs(t) do
-    local tv = type(v)
-    if tv == "table" then
-      if has_float(v) then
-        return true
-      end
-    elseif tv == "number" and math_type(v) == "float" then
-      return true
-    end
-  end
-  return false
-end
-
 local function new_memo()
   return {
     entries = {},
-    size = 0,
     -- defaulted spec -> its entry (weak: entries are dropped with memo)
     of_spec = setmetatable({}, { __mode = "k" }),
   }
 end
 
--- The memo entry of a spec: { spec = defaulted copy (never mutated),
--- valid = { [name] = { errs, warns } }, files = { [identity] = { text,
--- hash } }, default_config = } (the last three filled on first use). A
--- spec that is not a table gets a fresh entry holding it as is.
+-- The memo entry of a spec: { source = copy of the spec, spec = defaulted
+-- copy (never mutated), valid = { [name] = { errs, warns } }, files = {
+-- [identity] = { text, hash } }, default_config = } (the last three
+-- filled on first use). A spec that is not a table gets a fresh entry
+-- holding it as is.
 local function spec_entry(memo, spec)
   if type(spec) ~= "table" then
     return { spec = spec, valid = {}, files = {} }
   end
-  local key = not has_float(spec) and codec.json_encode(spec) or nil
-  local entry = key and memo.entries[key]
-  if entry then
-    return entry
+  local entries = memo.entries
+  for i = 1, #entries do
+    if same(entries[i].source, spec) then
+      return entries[i]
+    end
   end
-  entry = {
+  local entry = {
+    source = tablex.deepcopy(spec),
     spec = schema.defaulted_copy(spec, schema.node("spec")),
     valid = {},
     files = {},
   }
   memo.of_spec[entry.spec] = entry
-  if key then
-    if memo.size >= MEMO_MAX then
-      memo.entries, memo.size = {}, 0
-    end
-    memo.entries[key] = entry
-    memo.size = memo.size + 1
+  if #entries >= MEMO_MAX then
+    entries = {}
+    memo.entries = entries
   end
+  entries[#entries + 1] = entry
   return entry
 end
 

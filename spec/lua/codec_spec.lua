@@ -187,4 +187,52 @@ describe("codec", function()
       assert.has_error(function() codec.fnv1a64({}) end)
     end)
   end)
+
+  describe("same", function()
+    local function value()
+      return codec.object({ a = 1, b = { "x", codec.null },
+        c = codec.object({ d = true }), e = codec.array({}) })
+    end
+
+    it("is true for equal values in distinct tables", function()
+      assert.is_true(codec.same(value(), value()))
+      assert.is_true(codec.same("x", "x"))
+      assert.is_true(codec.same(codec.null, codec.null))
+      local t = value()
+      assert.is_true(codec.same(t, t))
+    end)
+
+    it("tells an integer from an integral float", function()
+      assert.is_false(codec.same(1, 1.0))
+      local a, b = value(), value()
+      b.a = 1.0
+      assert.is_false(codec.same(a, b))
+      assert.is_true(codec.same(1.5, 1.5))
+    end)
+
+    it("is false for a key more, less or changed, at any depth", function()
+      local a, b = value(), value()
+      b.c.x = 1
+      assert.is_false(codec.same(a, b))
+      assert.is_false(codec.same(b, a))
+      b = value()
+      b.b[2] = "y"
+      assert.is_false(codec.same(a, b))
+      b = value()
+      b.e = nil
+      assert.is_false(codec.same(a, b))
+    end)
+
+    it("tells the markers apart", function()
+      assert.is_false(codec.same(codec.array({}), codec.object({})))
+      assert.is_false(codec.same({}, codec.object({})))
+      assert.is_true(codec.same({ 1 }, { 1 }))
+    end)
+
+    it("is false for a cycle, and does not loop", function()
+      local a, b = {}, {}
+      a.self, b.self = a, b
+      assert.is_false(codec.same(a, b))
+    end)
+  end)
 end)
