@@ -121,7 +121,7 @@ knob RESET_AFTER_MS 1500 1500 # reset_peer: each connection reset after this
 knob TRUNC_S 15 30
 knob TRUNC_BYTES 20000 20000  # limit_data: a connection cut after this many bytes
 knob LE_PARTITION_S 25 25
-knob ETCD_DOWN_S 10 10
+knob ETCD_DOWN_S 5 10       # short in the suite: the node's kubelet must not go NotReady (20 s)
 knob RESTARTS 2 10
 knob KILLS 10 50
 knob KILL_EVERY_S 2 2
@@ -919,5 +919,15 @@ if in_scenarios kill9; then
   clean_reconcile kill9
 fi
 
+# The tests after this one need the node (when there is one) Ready again.
+nodes_ready() {
+  local n
+  n=$("$KUBECTL" get nodes -o json 2>/dev/null |
+    jq '[.items[] | select(([.status.conditions[]? | select(.type == "Ready") | .status][0]) != "True")] | length') &&
+    [ "$n" = 0 ]
+}
+if [ -n "$("$KUBECTL" get nodes -o name 2>/dev/null)" ]; then
+  check "the cluster's nodes are Ready again" wait_for 120 nodes_ready
+fi
 note "load $(load) at the end"
 tap_summary
