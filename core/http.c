@@ -841,7 +841,14 @@ static void xfer_done(struct loop_xfer *x, CURLcode cc)
     }
     /* A 429 (and a 5xx with Retry-After, like client-go) means the request
      * was not processed, so even a write may be sent again. Other errors
-     * are the caller's to retry: writes are not idempotent. */
+     * are the caller's to retry: writes are not idempotent. One retry is
+     * libcurl's own, below us: a request on a reused connection that dies
+     * before any byte of the answer is sent again on a new one, whatever
+     * its method (spec/integration/faults_test.sh saw a server-side apply
+     * twice so). If the first copy had arrived, an apply repeats itself
+     * harmlessly, an update with a resourceVersion gets 409 and a POST (an
+     * Event) may be doubled; Go's net/http resends only idempotent
+     * requests there. */
     int retryable =
         res == HTTP_ETOOMANY || (res == HTTP_ESERVER && r->retry_after > 0);
     if (retryable && r->attempts <= (unsigned)c->o.max_retries) {
