@@ -21,6 +21,7 @@
 #      /readyz 200, the active set unchanged;
 #   4. the same valid set again: nothing changes;
 #   5. the directory emptied: back to the embedded set, the label removed.
+# DITTOFS_TEST_NAMESPACE names the test namespace (default reload-test-PID).
 # Output: one "ok N - ..." / "not ok N - ..." line per check, then a
 # summary; exit status 1 when any check failed.
 set -uo pipefail
@@ -30,12 +31,14 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/spec/integration/tap.sh"
 # shellcheck source=crd_install.sh
 . "$root/spec/integration/crd_install.sh"
+# shellcheck source=configmap_volume.sh
+. "$root/spec/integration/configmap_volume.sh"
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
 BIN=${DITTOFS_OPERATOR:-$root/build/dittofs-operator}
 STANDIN=${DITTOFS_STANDIN_IMAGE:-dittofs-local/dittofs-standin:0.1}
 : "${KUBECONFIG:?run through spec/integration/with-cluster}"
 : "${DITTOFS_AUDIT_LOG:?run through spec/integration/with-cluster}"
-ns="reload-test-$$"
+ns=${DITTOFS_TEST_NAMESPACE:-reload-test-$$}
 opns=dittofs-system
 sa_user="system:serviceaccount:$opns:dittofs-operator"
 cm=reload-policies
@@ -56,40 +59,6 @@ cleanup() {
 trap cleanup EXIT
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-# cm_write DIR [SRC]: makes the ConfigMap volume DIR hold the files of SRC
-# (none without SRC) in the order of the kubelet's AtomicWriter.Write
-# (pkg/volume/util/atomic_writer.go): read the current ..data link, write
-# the payload into a new "..<UTC timestamp>.<random>" directory, link
-# ..data_tmp to it and rename that over ..data (rename(2), the atomic step;
-# $swapped_ms is its time), create the missing visible links
-# "name -> ..data/name", remove the visible links of files no longer in
-# the payload, remove the old timestamped directory.
-cm_write() {
-  local dir=$1 src=${2:-} old ts f name
-  old=$(readlink "$dir/..data" 2>/dev/null || true)
-  ts=$(mktemp -d "$dir/..$(date -u +%Y_%m_%d_%H_%M_%S).XXXXXXXXX")
-  chmod 755 "$ts"
-  if [ -n "$src" ]; then
-    cp "$src"/* "$ts"/
-  fi
-  ln -s "$(basename "$ts")" "$dir/..data_tmp"
-  mv -T "$dir/..data_tmp" "$dir/..data"
-  swapped_ms=$(now_ms)
-  for f in "$ts"/*; do
-    [ -e "$f" ] || continue
-    name=$(basename "$f")
-    [ -L "$dir/$name" ] || ln -s "..data/$name" "$dir/$name"
-  done
-  if [ -n "$old" ]; then
-    for f in "$dir/$old"/*; do
-      [ -e "$f" ] || continue
-      name=$(basename "$f")
-      [ -e "$ts/$name" ] || rm -f "${dir:?}/$name"
-    done
-    rm -rf "${dir:?}/$old"
-  fi
-}
 
 k() { "$KUBECTL" -n "$ns" "$@"; }
 metrics() { curl -sf "http://127.0.0.1:$mport/metrics"; }
