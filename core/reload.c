@@ -67,8 +67,13 @@ static void scan(const char *root, const char *rel, int depth,
                 (int)sizeof(full))
             continue;
         struct stat st;
-        if (stat(full, &st) != 0)
-            continue; /* a dangling link in the middle of an update */
+        if (stat(full, &st) != 0) {
+            /* A dangling link: the kubelet has renamed ..data into place
+             * and not yet removed the links of names that went away. */
+            if (depth == 0 && errno == ENOENT)
+                p->incomplete = 1;
+            continue;
+        }
         if (S_ISDIR(st.st_mode)) {
             if (depth < MAX_DEPTH)
                 scan(root, sub, depth + 1, p);
@@ -90,6 +95,31 @@ static void scan(const char *root, const char *rel, int depth,
     closedir(d);
 }
 
+/* A kubelet volume (dir/..data a directory): is every file of ..data
+ * linked at the top yet? The kubelet adds the links of new names just
+ * after renaming ..data into place. */
+static void links_pending(const char *dir, struct reload_print *p)
+{
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/..data", dir) >= (int)sizeof(path))
+        return;
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return; /* not a ConfigMap volume */
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (de->d_name[0] == '.' || snprintf(path, sizeof(path), "%s/%s", dir,
+                                             de->d_name) >= (int)sizeof(path))
+            continue;
+        if (lstat(path, &st) != 0 && errno == ENOENT) {
+            p->incomplete = 1;
+            break;
+        }
+    }
+    closedir(d);
+}
+
 int reload_fingerprint(const char *dir, struct reload_print *out)
 {
     memset(out, 0, sizeof(*out));
@@ -100,6 +130,7 @@ int reload_fingerprint(const char *dir, struct reload_print *out)
     }
     closedir(d);
     scan(dir, "", 0, out);
+    links_pending(dir, out);
     return 0;
 }
 
@@ -118,11 +149,22 @@ static void on_quiet(struct loop_timer *t, void *arg)
 {
     (void)t;
     struct reload *r = arg;
-    r->burst_start_ms = 0;
-    r->committed = 0;
     struct reload_print p;
     reload_fingerprint(r->dir, &p);
     r->st.checks++;
+    /* Half an update: wait for the rest (the kubelet's links), but never
+     * past max_delay after the burst's first event; then it is judged as
+     * it is. */
+    uint64_t now = loop_now_ms();
+    if (p.incomplete && r->burst_start_ms != 0 &&
+        now - r->burst_start_ms < r->max_delay_ms) {
+        r->st.incomplete++;
+        if (loop_timer_start(r->loop, &r->quiet, RELOAD_COMMIT_DEBOUNCE_MS) ==
+            0)
+            return;
+    }
+    r->burst_start_ms = 0;
+    r->committed = 0;
     if (reload_print_equal(&p, &r->last))
         return;
     r->last = p;

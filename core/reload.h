@@ -42,6 +42,8 @@ struct reload_print {
     uint64_t hash;  /* order-independent; 0 when missing */
     unsigned n_lua; /* *.lua files, as policy_set_load() counts them */
     int missing;    /* the directory cannot be opened: errno (else 0) */
+    int incomplete; /* a kubelet update is half done: a top-level link
+                     * dangles, or a file of ..data has no link yet */
 };
 
 struct reload_opts {
@@ -54,10 +56,11 @@ struct reload_opts {
 };
 
 struct reload_stats {
-    unsigned long events;  /* inotify events read */
-    unsigned long checks;  /* fingerprints computed after a quiet time */
-    unsigned long polls;   /* fingerprints computed by the poll */
-    unsigned long changes; /* callbacks */
+    unsigned long events;     /* inotify events read */
+    unsigned long checks;     /* fingerprints computed after a quiet time */
+    unsigned long polls;      /* fingerprints computed by the poll */
+    unsigned long changes;    /* callbacks */
+    unsigned long incomplete; /* quiet times extended: half an update */
 };
 
 struct reload;

@@ -67,6 +67,12 @@ struct file {
  * no longer in the payload, remove the old timestamped directory.
  * Returns the loop time of the rename (the moment the update is visible).
  */
+/* When set, atomic_write runs this loop for pause_ms between the rename
+ * of ..data and the links (test_half_update). */
+static struct loop *pause_loop;
+static unsigned pause_ms;
+static void pause_for(struct loop *l, unsigned ms);
+
 static uint64_t atomic_write(const char *dir, const struct file *files,
                              size_t n)
 {
@@ -96,6 +102,8 @@ static uint64_t atomic_write(const char *dir, const struct file *files,
         exit(2);
     }
     uint64_t swapped = loop_now_ms();
+    if (pause_loop != NULL) /* a kubelet descheduled mid-update */
+        pause_for(pause_loop, pause_ms);
     for (size_t i = 0; i < n; i++) {
         char target[512], link[512];
         snprintf(link, sizeof(link), "%s/%s", dir, files[i].name);
@@ -165,6 +173,11 @@ static void run_for(struct loop *l, unsigned ms)
     uint64_t end = loop_now_ms() + ms;
     while (loop_now_ms() < end)
         loop_run_once(l, 5);
+}
+
+static void pause_for(struct loop *l, unsigned ms)
+{
+    run_for(l, ms);
 }
 
 /* --- tests -----------------------------------------------------------------
@@ -276,6 +289,46 @@ static void test_configmap_swap(struct loop *l, const char *base)
 
 /* Many events in a row give one callback after they stop; a burst that
  * never stops still gives one after max_delay. */
+/* The kubelet renamed ..data into place and was then descheduled before
+ * it linked the new names and unlinked the old: the watcher waits for the
+ * links instead of reporting a directory with a dangling a.lua and no
+ * b.lua or c.lua. */
+static void test_half_update(struct loop *l, const char *base)
+{
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/half", base);
+    mkdir(dir, 0777);
+    const struct file v1[] = {{"dittoserver.lua", "return {}\n"},
+                              {"a.lua", "return 1\n"}};
+    atomic_write(dir, v1, 2);
+    struct reload_print fp;
+    reload_fingerprint(dir, &fp);
+    CHECK(!fp.incomplete, "a finished update is complete");
+
+    struct seen s = {0};
+    struct reload *r = reload_new(l, dir, &fp, NULL, on_change, &s);
+    CHECK(r != NULL && reload_inotify(r), "watcher with inotify");
+    const struct file v2[] = {{"dittoserver.lua", "return { v = 2 }\n"},
+                              {"b.lua", "return 2\n"},
+                              {"c.lua", "return 3\n"}};
+    pause_loop = l;
+    pause_ms = 60;
+    atomic_write(dir, v2, 3);
+    pause_loop = NULL;
+    CHECK(run_until(l, &s, 1, test_ms(2000)), "the update is noticed");
+    run_for(l, 200);
+    CHECK_INT_EQ(s.calls, 1, "one callback");
+    CHECK_INT_EQ(s.last.n_lua, 3, "after the links: the three new files");
+    CHECK(!s.last.incomplete, "reported complete");
+    struct reload_stats st;
+    reload_get_stats(r, &st);
+    CHECK(st.incomplete > 0,
+          "the quiet time was extended %lu times while "
+          "the links were missing",
+          st.incomplete);
+    reload_free(r);
+}
+
 static void test_debounce(struct loop *l, const char *base)
 {
     char dir[1024], path[4096];
@@ -433,6 +486,7 @@ int main(void)
     test_fingerprint(base);
     test_configmap_swap(l, base);
     test_debounce(l, base);
+    test_half_update(l, base);
     test_poll_only(l, base);
     test_gone_and_back(l, base);
     test_metric_clear();
