@@ -558,7 +558,8 @@ expect_eq "the StatefulSet is unchanged (generation and spec)" "$stable" "$(sts_
 check "both operator pods stay Ready" two_ready
 
 # Rolled back to the example: the set equals the active one, nothing
-# happens (and a replacement pod would not start on the broken file).
+# happens (and a replacement pod started on the broken file would wait,
+# alive but not Ready, for a set that loads).
 if [ -n "$excm" ]; then
   lead=$(leader)
   mark=$(audit_mark)
