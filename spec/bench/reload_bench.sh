@@ -68,34 +68,10 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # log_ms LINE: the ms time stamp of an operator log line (text format)
 log_ms() { date -d "$(sed -n 's/^ts=\([^ ]*\) .*/\1/p' <<<"$1")" +%s%3N; }
 
-# cm_write DIR [SRC]: as in spec/integration/reload_test.sh: the kubelet's
-# AtomicWriter.Write (pkg/volume/util/atomic_writer.go) in order; sets
-# $swapped_ms at the rename of ..data_tmp over ..data.
-cm_write() {
-  local dir=$1 src=${2:-} old ts f name
-  old=$(readlink "$dir/..data" 2>/dev/null || true)
-  ts=$(mktemp -d "$dir/..$(date -u +%Y_%m_%d_%H_%M_%S).XXXXXXXXX")
-  chmod 755 "$ts"
-  if [ -n "$src" ]; then
-    cp "$src"/* "$ts"/
-  fi
-  ln -s "$(basename "$ts")" "$dir/..data_tmp"
-  mv -T "$dir/..data_tmp" "$dir/..data"
-  swapped_ms=$(now_ms)
-  for f in "$ts"/*; do
-    [ -e "$f" ] || continue
-    name=$(basename "$f")
-    [ -L "$dir/$name" ] || ln -s "..data/$name" "$dir/$name"
-  done
-  if [ -n "$old" ]; then
-    for f in "$dir/$old"/*; do
-      [ -e "$f" ] || continue
-      name=$(basename "$f")
-      [ -e "$ts/$name" ] || rm -f "${dir:?}/$name"
-    done
-    rm -rf "${dir:?}/$old"
-  fi
-}
+# cm_write DIR [SRC]: the kubelet's AtomicWriter.Write, shared with the
+# reload tests; sets $swapped_ms at the rename of ..data_tmp over ..data.
+# shellcheck source=../integration/configmap_volume.sh
+. "$root/spec/integration/configmap_volume.sh"
 
 audit_mark() { echo "$(stat -c %i "$DITTOFS_AUDIT_LOG"):$(wc -l <"$DITTOFS_AUDIT_LOG")"; }
 # writes MARK: the operator's mutating requests since MARK, Events aside
