@@ -591,10 +591,25 @@ check "$N DittoServers created" "$KUBECTL" -n "$ns" create -f "$tmp/fleet.json"
 a_mark=$(audit_mark)
 start_a
 converged_within "setup ($N DittoServers)" "$SETUP_MAX_S" "$t0"
+# The 1.20 apiserver writes a watch's audit events (ResponseStarted
+# included) only when the watch ends: there, which watches run and when
+# they came back cannot be read from the audit log while they run.
+audit_watches=1
+case "${DITTOFS_KUBE_VERSION:-}" in 1.20*) audit_watches= ;; esac
+# skip WHAT REASON: a check that cannot exist here, said so (TAP SKIP)
+skip() {
+  n=$((n + 1))
+  echo "ok $n - $1 # SKIP $2"
+}
+no_audit_watches="the 1.20 apiserver audits a watch only when it ends"
 mapfile -t watched < <(watch_resources "$a_mark" "$user_a")
 note "the operator watches: ${watched[*]}"
-check "the operator watches DittoServers and their children" \
-  sh -c "printf '%s\n' ${watched[*]} | grep -qx dittoservers && printf '%s\n' ${watched[*]} | grep -qx configmaps"
+if [ -n "$audit_watches" ]; then
+  check "the operator watches DittoServers and their children" \
+    sh -c "printf '%s\n' ${watched[*]} | grep -qx dittoservers && printf '%s\n' ${watched[*]} | grep -qx configmaps"
+else
+  skip "the operator watches DittoServers and their children" "$no_audit_watches"
+fi
 
 in_scenarios() { grep -qw "$1" <<<"$SCENARIOS"; }
 ensure_a() { # the operator under test runs (restarted if a scenario ended it)
@@ -630,18 +645,25 @@ partition() {
   wait_ms=$((t_heal + REWATCH_MAX_S * 1000 + 1000 - $(now_ms)))
   [ "$wait_ms" -gt 0 ] && sleep "$(secs "$wait_ms")"
   worst=0 late=
-  rw=$(rewatch "$mark" "$user_a" "$t_heal" "${watched[@]}")
-  while read -r res d; do
+  rw=
+  [ "${#watched[@]}" -gt 0 ] && rw=$(rewatch "$mark" "$user_a" "$t_heal" "${watched[@]}")
+  [ -n "$rw" ] && while read -r res d; do
     note "time $what rewatch $res delay_ms=$d"
     if [ "$d" -lt 0 ] || [ "$d" -gt $((REWATCH_MAX_S * 1000)) ]; then late+="$res: ${d} ms; "; fi
     [ "$d" -gt "$worst" ] && worst=$d
   done <<<"$rw"
-  if [ "$flavor" = stall ]; then
+  if [ -z "$audit_watches" ]; then
+    skip "$what: every watch working again <= $REWATCH_MAX_S s after the heal" "$no_audit_watches"
+  elif [ "${#watched[@]}" -eq 0 ]; then
+    not_ok "$what: every watch working again <= $REWATCH_MAX_S s after the heal" "no watch of the operator known"
+  elif [ "$flavor" = stall ]; then
     # the held streams go on after the heal (-1: not re-established, not
     # needed); one that failed meanwhile must be back within the bound
     late=$(awk -v b=$((REWATCH_MAX_S * 1000)) '$2 > b { printf "%s: %s ms; ", $1, $2 }' <<<"$rw")
   fi
-  if [ -z "$late" ]; then
+  if [ -z "$audit_watches" ] || [ "${#watched[@]}" -eq 0 ]; then
+    : # said above
+  elif [ -z "$late" ]; then
     ok "$what: every watch working again <= $REWATCH_MAX_S s after the heal (slowest re-established $(secs "$worst") s)"
   else
     not_ok "$what: every watch re-established <= $REWATCH_MAX_S s after the heal" \
