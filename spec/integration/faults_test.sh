@@ -596,11 +596,6 @@ converged_within "setup ($N DittoServers)" "$SETUP_MAX_S" "$t0"
 # they came back cannot be read from the audit log while they run.
 audit_watches=1
 case "${DITTOFS_KUBE_VERSION:-}" in 1.20*) audit_watches= ;; esac
-# skip WHAT REASON: a check that cannot exist here, said so (TAP SKIP)
-skip() {
-  n=$((n + 1))
-  echo "ok $n - $1 # SKIP $2"
-}
 no_audit_watches="the 1.20 apiserver audits a watch only when it ends"
 mapfile -t watched < <(watch_resources "$a_mark" "$user_a")
 note "the operator watches: ${watched[*]}"

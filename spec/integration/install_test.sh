@@ -87,11 +87,6 @@ installed=0
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 not() { ! "$@"; }
-# skip WHAT REASON: a check that cannot exist here, said so (TAP SKIP)
-skip() {
-  n=$((n + 1))
-  echo "ok $n - $1 # SKIP $2"
-}
 # timed STEP MS: one step's duration, for the report and install_bench.sh
 timed() {
   echo "# time $1: $2 ms"
