@@ -5,11 +5,15 @@
  * Each file is compiled once, as text, when the set is loaded (syntax
  * errors surface there) and dumped by the host. A set prepares one sandbox
  * on its first evaluation: the dumps are loaded into it with mode "b" and
- * kept as main functions, the codec's marker metatables are protected, and
+ * kept as main functions, the codec's marker metatables are protected, the
+ * policy is required once to keep the modules it loads (sandbox_keep), and
  * the state is sealed (sandbox.h). Every evaluation then requires the
- * policy afresh: its main chunk and those of its modules run again under
- * new _ENVs, so module tables, closures and upvalues are new, and
- * sandbox_end() checks that nothing shared changed. Any failure (or a
+ * policy afresh: its main chunk (and any module not kept) runs again under
+ * a new _ENV, the kept modules are shared, and sandbox_end() checks that
+ * nothing shared, kept modules included, changed. A set whose evaluations
+ * change a kept module, or whose policy cannot be kept, prepares its
+ * states without keeping (every module runs in every evaluation, as
+ * before). Any failure (or a
  * change of limits) throws the state away; the next evaluation prepares a
  * new one from the dumps, which is cheap compared with compiling. Users
  * can only ever give us text: binary chunks are refused at load time
@@ -59,6 +63,7 @@ struct policy_set {
     struct sandbox *sb;
     struct sandbox_limits lim;
     unsigned long preparations;
+    int no_keep;   /* 1: prepare states without kept modules (see prepare) */
     uint64_t hash; /* sum of FNV-1a 64 of each module's name and source */
 };
 
@@ -882,6 +887,22 @@ static int prepare(struct policy_set *ps, const struct sandbox_limits *lim,
         return SANDBOX_ERR_NOMEM;
     }
     int rc = sandbox_cpcall(ps->sb, prepare_main, ps, 0, err);
+    if (rc == SANDBOX_OK && !ps->no_keep &&
+        sandbox_keep(ps->sb, POLICY_MAIN, err) != SANDBOX_OK) {
+        /* The policy's modules cannot be loaded once for all (its main
+         * chunk failed, or changed a module it had loaded): this set's
+         * states run every module in every evaluation, as they meet what
+         * they always met. */
+        ps->no_keep = 1;
+        dbuf_reset(err);
+        sandbox_free(ps->sb);
+        ps->sb = sandbox_new(lim, loader, ps);
+        if (ps->sb == NULL) {
+            dbuf_adds(err, "out of memory creating the policy sandbox");
+            return SANDBOX_ERR_NOMEM;
+        }
+        rc = sandbox_cpcall(ps->sb, prepare_main, ps, 0, err);
+    }
     if (rc != SANDBOX_OK) {
         sandbox_free(ps->sb);
         ps->sb = NULL;
@@ -916,9 +937,16 @@ int policy_eval(struct policy_set *ps, const struct sandbox_limits *lim,
             log_debug("policy error", "error", dbuf_ptr(err), "traceback",
                       sandbox_traceback(sb), NULL);
         /* A failed evaluation may have stopped anywhere: start over. A
-         * changed shared table (sandbox_end) too, though the result of
-         * this evaluation stands: a fresh state would have given it. */
-        if (rc != SANDBOX_OK || sandbox_end(sb) != SANDBOX_OK) {
+         * changed shared table or kept module (sandbox_end) too, though
+         * the result of this evaluation stands: it started from what a
+         * fresh state holds. A policy that changes its kept modules would
+         * do that in every evaluation: its set stops keeping them. */
+        if (rc != SANDBOX_OK) {
+            sandbox_free(sb);
+            ps->sb = NULL;
+        } else if (sandbox_end(sb) != SANDBOX_OK) {
+            if (sandbox_kept(sb) > 0)
+                ps->no_keep = 1;
             sandbox_free(sb);
             ps->sb = NULL;
         }

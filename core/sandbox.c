@@ -24,15 +24,24 @@
  * spent most of its time building the state and undumping the modules
  * (~300 us of ~650 us for the default policy). Reuse is only safe if
  * nothing an evaluation can write survives it, so:
- * - what an evaluation makes is unreachable after it: every module main
- *   chunk runs again in each evaluation (new module tables, closures,
- *   upvalues) under a fresh _ENV, the require cache is per evaluation, and
- *   sandbox_end() drops both (it also unhooks the kept main chunks from
- *   the evaluation's _ENVs);
+ * - what an evaluation makes is unreachable after it: the main chunks of
+ *   modules not kept run again in each evaluation (new module tables,
+ *   closures, upvalues) under a fresh _ENV, the require cache is per
+ *   evaluation, and sandbox_end() drops both (it also unhooks the stored
+ *   main chunks from the evaluation's _ENVs);
  * - what is shared is frozen and checked: every shared table is snapshotted
  *   (raw contents and metatable) and compared after each evaluation; a
  *   difference (e.g. a reassigned existing key of a protected table) makes
- *   sandbox_end() fail and the caller rebuilds the state;
+ *   sandbox_end() fail and the caller rebuilds the state. Kept modules
+ *   (sandbox_keep: loaded once, their main chunks were 17% of an
+ *   evaluation of the default policy) are shared the same way: every
+ *   table reachable from them is snapshotted as their main chunk left it,
+ *   and every upvalue of every function reachable from them too (a
+ *   module's locals), so an evaluation that changes any of it, even to an
+ *   equal number of the other subtype, leaves a state that is thrown
+ *   away. We check rather than freeze: read-only proxies would change
+ *   what next, rawget, # and pairs see of a module, and upvalues cannot be
+ *   frozen without the debug library;
  * - any failed call (error, timeout, memory cap) also means a new state,
  *   so an evaluation killed halfway leaves nothing behind.
  * The memory cap counts from the baseline sealed after preparation. Garbage
@@ -108,6 +117,8 @@ struct sandbox {
     /* require */
     sandbox_loader_fn loader;
     void *loader_ud;
+    const char *keep_root; /* during sandbox_keep(): its module name */
+    size_t kept;           /* modules kept for the life of the state */
     /* traceback of the last runtime error */
     struct dbuf trace;
 };
@@ -118,6 +129,10 @@ static const char LOADED_KEY = 'l'; /* name -> module, this evaluation */
 static const char MAINS_KEY = 'm';  /* name -> main function, state life */
 static const char SHARED_KEY = 's'; /* shared table -> {mt|false, copy, n} */
 static const char LOCK_MT_KEY = 'k';
+static const char KEPT_KEY = 'K';    /* name -> module kept for the state */
+static const char UPVALS_KEY = 'u';  /* {f, n, value, ...}: kept upvalues */
+static const char KEEPING_KEY = 'g'; /* during sandbox_keep(): {seen, ids,
+                                        names} */
 /* Value of LOADED[name] while the module's main chunk runs. */
 static const char LOADING = 'i';
 
@@ -457,9 +472,19 @@ static int push_main(lua_State *L, struct sandbox *sb, const char *name)
     return kind;
 }
 
+static void keep_record(lua_State *L, const char *name);
+
 void sandbox_require(lua_State *L, const char *name)
 {
     struct sandbox *sb = from_state(L);
+    if (sb->kept > 0) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &KEPT_KEY);
+        if (lua_getfield(L, -1, name) != LUA_TNIL) {
+            lua_remove(L, -2); /* [mod] */
+            return;
+        }
+        lua_pop(L, 2);
+    }
     int loaded = push_loaded(L);
     int t = lua_getfield(L, loaded, name); /* [loaded, mod] */
     if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == &LOADING)
@@ -489,6 +514,8 @@ void sandbox_require(lua_State *L, const char *name)
             lua_pop(L, 1);
             lua_pushboolean(L, 1);
         }
+        if (sb->keep_root != NULL && strcmp(name, sb->keep_root) != 0)
+            keep_record(L, name);
     }
     lua_pushvalue(L, -1);
     lua_setfield(L, loaded, name);
@@ -601,7 +628,8 @@ static const char *const removed[][2] = {
 /*
  * Records the table at idx as shared: its metatable and raw contents now
  * are what sandbox_end() expects after every evaluation. The snapshot is
- * {mt or false, k1, v1, k2, v2, ...} in the table's own iteration order,
+ * {mt or false, has a number value, k1, v1, k2, v2, ...} in the table's
+ * own iteration order,
  * which stays the same as long as the table is not modified. A table
  * recorded before keeps its first snapshot. May raise a memory error.
  */
@@ -620,13 +648,17 @@ static void share(lua_State *L, int idx)
     if (!lua_getmetatable(L, idx))
         lua_pushboolean(L, 0);
     lua_rawseti(L, -2, 1);
-    lua_Integer i = 2;
+    lua_Integer i = 3;
+    int numbers = 0;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) { /* [shared, snap, k, v] */
+        numbers |= lua_type(L, -1) == LUA_TNUMBER;
         lua_pushvalue(L, -2);
         lua_rawseti(L, -4, i++);
         lua_rawseti(L, -3, i++); /* [shared, snap, k] */
     }
+    lua_pushboolean(L, numbers);
+    lua_rawseti(L, -2, 2);
     lua_pushvalue(L, idx);
     lua_insert(L, -2);     /* [shared, t, snap] */
     lua_rawset(L, shared); /* [shared] */
@@ -634,10 +666,30 @@ static void share(lua_State *L, int idx)
 }
 
 /*
+ * Raw equality that also tells an integer from an equal float and 0.0
+ * from -0.0 (rawequal does neither): either would let an evaluation pass
+ * a bit to the next one through a value that still compares equal.
+ */
+static int same_value(lua_State *L, int a, int b)
+{
+    if (!lua_rawequal(L, a, b))
+        return 0;
+    if (lua_type(L, a) != LUA_TNUMBER)
+        return 1;
+    if (lua_isinteger(L, a) != lua_isinteger(L, b))
+        return 0;
+    if (lua_isinteger(L, a))
+        return 1;
+    lua_Number x = lua_tonumber(L, a), y = lua_tonumber(L, b);
+    return memcmp(&x, &y, sizeof(x)) == 0;
+}
+
+/*
  * Returns 1 when every shared table still has the metatable and the raw
- * contents it was recorded with, in the same order. Allocates nothing and
- * never raises; a stack that cannot grow counts as a change (the state is
- * then rebuilt).
+ * contents it was recorded with, in the same order, and every recorded
+ * upvalue of a kept module (record_graph) its value. Allocates nothing
+ * and never raises; a stack that cannot grow counts as a change (the state
+ * is then rebuilt).
  */
 static int shared_intact(lua_State *L)
 {
@@ -657,19 +709,191 @@ static int shared_intact(lua_State *L)
             ok = lua_type(L, -1) == LUA_TBOOLEAN;
         }
         lua_pop(L, 1);
-        lua_Integer i = 2;
+        lua_rawgeti(L, snap, 2);
+        int numbers = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        lua_Integer i = 3;
         lua_pushnil(L);
         while (ok && lua_next(L, t) != 0) { /* [.., snap, k, v] */
             lua_rawgeti(L, snap, i++);
             lua_rawgeti(L, snap, i++); /* [.., k, v, k0, v0] */
-            ok = lua_rawequal(L, -4, -2) && lua_rawequal(L, -3, -1);
+            /* Keys need no more than rawequal: a float key with an
+             * integral value (-0.0 too) is stored as an integer. */
+            ok = lua_rawequal(L, -4, -2) &&
+                 (numbers ? same_value(L, -3, -1) : lua_rawequal(L, -3, -1));
             lua_pop(L, 3);
         }
         ok = ok && (lua_Unsigned)i == lua_rawlen(L, snap) + 1;
         lua_settop(L, t); /* [shared, t]: the key of the next step */
     }
     lua_settop(L, top);
+    if (ok && lua_rawgetp(L, LUA_REGISTRYINDEX, &UPVALS_KEY) == LUA_TTABLE) {
+        int ups = top + 1;
+        lua_Integer n = (lua_Integer)lua_rawlen(L, ups);
+        for (lua_Integer i = 1; ok && i + 2 <= n; i += 3) {
+            lua_rawgeti(L, ups, i); /* [ups, f] */
+            lua_rawgeti(L, ups, i + 1);
+            int up = (int)lua_tointeger(L, -1); /* < 0: a number */
+            lua_pop(L, 1);
+            ok = lua_getupvalue(L, -1, up < 0 ? -up : up) != NULL;
+            lua_rawgeti(L, ups, i + 2); /* [ups, f, now, then] */
+            ok = ok &&
+                 (up < 0 ? same_value(L, -1, -2) : lua_rawequal(L, -1, -2));
+            lua_settop(L, ups);
+        }
+    }
+    lua_settop(L, top);
     return ok;
+}
+
+/* --- kept modules ----------------------------------------------------------
+ */
+
+/*
+ * Records the graph of the value at the top for shared_intact(), before
+ * any evaluation can touch it: every table reachable from it through keys,
+ * values, metatables and upvalues (share(): its raw contents and
+ * metatable) and every upvalue of every function reached (UPVALS_KEY: the
+ * function, the upvalue's number and its value; an upvalue shared by
+ * several closures, as a module's locals are, once). Tables shared before
+ * (the sandbox's own, the host's protected ones) have their snapshot and
+ * are not entered. A full userdata or a thread has state we cannot
+ * compare: it raises, and nothing is kept. Leaves the stack as it was.
+ */
+static void record_graph(lua_State *L, const char *name)
+{
+    luaL_checkstack(L, 16, "recording a module");
+    int v0 = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEEPING_KEY);
+    int keeping = lua_gettop(L);
+    lua_rawgeti(L, keeping, 1); /* seen: values met */
+    lua_rawgeti(L, keeping, 2); /* ids: upvalues met */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UPVALS_KEY);
+    lua_newtable(L); /* todo, a stack (no C recursion: any depth) */
+    int seen = keeping + 1, ids = keeping + 2, shared = keeping + 3,
+        ups = keeping + 4, todo = keeping + 5;
+    lua_Integer nups = (lua_Integer)lua_rawlen(L, ups), n = 0;
+    lua_pushvalue(L, v0);
+    lua_rawseti(L, todo, ++n);
+    while (n > 0) {
+        lua_rawgeti(L, todo, n);
+        lua_pushnil(L);
+        lua_rawseti(L, todo, n--);
+        int v = todo + 1, t = lua_type(L, v);
+        if (t != LUA_TTABLE && t != LUA_TFUNCTION && t != LUA_TUSERDATA &&
+            t != LUA_TTHREAD) {
+            lua_settop(L, todo);
+            continue;
+        }
+        lua_pushvalue(L, v);
+        int met = lua_rawget(L, seen) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (!met && t == LUA_TTABLE) {
+            lua_pushvalue(L, v);
+            met = lua_rawget(L, shared) != LUA_TNIL;
+            lua_pop(L, 1);
+        }
+        if (met) {
+            lua_settop(L, todo);
+            continue;
+        }
+        if (t == LUA_TUSERDATA || t == LUA_TTHREAD)
+            luaL_error(L, "module '%s' holds a %s: modules are not kept", name,
+                       lua_typename(L, t));
+        lua_pushvalue(L, v);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, seen);
+        if (t == LUA_TTABLE) {
+            share(L, v);
+            if (lua_getmetatable(L, v))
+                lua_rawseti(L, todo, ++n);
+            lua_pushnil(L);
+            while (lua_next(L, v) != 0) { /* [v, k, x] */
+                lua_rawseti(L, todo, ++n);
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, todo, ++n); /* [v, k] */
+            }
+        } else {
+            for (int i = 1; lua_getupvalue(L, v, i) != NULL; i++) {
+                lua_pushlightuserdata(L, lua_upvalueid(L, v, i));
+                if (lua_rawget(L, ids) != LUA_TNIL) {
+                    lua_pop(L, 2);
+                    continue;
+                }
+                lua_pop(L, 1); /* [v, x] */
+                lua_pushlightuserdata(L, lua_upvalueid(L, v, i));
+                lua_pushboolean(L, 1);
+                lua_rawset(L, ids);
+                lua_pushvalue(L, v);
+                lua_rawseti(L, ups, ++nups);
+                lua_pushinteger(L, lua_type(L, -1) == LUA_TNUMBER ? -i : i);
+                lua_rawseti(L, ups, ++nups);
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, ups, ++nups);
+                lua_rawseti(L, todo, ++n); /* [v] */
+            }
+        }
+        lua_settop(L, todo);
+    }
+    lua_settop(L, v0);
+}
+
+/* Called by sandbox_require() during sandbox_keep() when the main chunk
+ * of module `name` (not the root) has returned its value (at the top):
+ * records it as it is now and the name to keep. */
+static void keep_record(lua_State *L, const char *name)
+{
+    record_graph(L, name);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEEPING_KEY);
+    lua_rawgeti(L, -1, 3); /* [value, keeping, names] */
+    lua_pushstring(L, name);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 2);
+}
+
+/* Protected (stack: [root name]): requires the root once and moves every
+ * module whose main chunk completed meanwhile from the require cache to
+ * KEPT_KEY, and its main function out of MAINS_KEY (sandbox_end() must
+ * not take their _ENV, which their functions share). */
+static int keep_main(lua_State *L)
+{
+    struct sandbox *sb = from_state(L);
+    const char *root = lua_touserdata(L, 1);
+    lua_createtable(L, 3, 0);
+    for (int i = 1; i <= 3; i++) {
+        lua_newtable(L);
+        lua_rawseti(L, -2, i);
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEEPING_KEY);
+    sandbox_require(L, root);
+    lua_pop(L, 1);
+
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEEPING_KEY);
+    lua_rawgeti(L, -1, 3);
+    int names = lua_gettop(L);
+    int loaded = push_loaded(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEPT_KEY);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &MAINS_KEY);
+    int kept = loaded + 1, mains = loaded + 2;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, names);
+    size_t count = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, names, i); /* [.., name] */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, loaded); /* [.., name, mod] */
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, kept);
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_rawset(L, mains);
+        count++;
+    }
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEEPING_KEY);
+    sb->kept = count;
+    return 0;
 }
 
 /* Pushes a read-only proxy of the table at the top, replacing it. */
@@ -697,6 +921,10 @@ static int setup(lua_State *L)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &MAINS_KEY);
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEPT_KEY);
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &UPVALS_KEY);
 
     static const luaL_Reg libs[] = {
         {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
@@ -1030,6 +1258,26 @@ int sandbox_cpcall(struct sandbox *sb, lua_CFunction fn, void *ud, int nresults,
     lua_pushcfunction(sb->L, fn);
     lua_pushlightuserdata(sb->L, ud);
     return sandbox_pcall(sb, 1, nresults, err);
+}
+
+int sandbox_keep(struct sandbox *sb, const char *name, struct dbuf *err)
+{
+    sb->keep_root = name;
+    int rc = sandbox_cpcall(sb, keep_main, (void *)name, 0, err);
+    sb->keep_root = NULL;
+    if (rc != SANDBOX_OK) {
+        sb->kept = 0;
+        return rc;
+    }
+    rc = sandbox_end(sb);
+    if (rc != SANDBOX_OK)
+        dbuf_addf(err, "%s changed a module it had loaded", name);
+    return rc;
+}
+
+size_t sandbox_kept(const struct sandbox *sb)
+{
+    return sb->kept;
 }
 
 void sandbox_protect_table(lua_State *L, int idx)

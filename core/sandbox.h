@@ -10,16 +10,19 @@
  * runs under the memory cap of our own lua_Alloc.
  *
  * One state serves many evaluations, one at a time (one thread):
- *   sandbox_new -> sandbox_preload (modules, once) -> sandbox_seal
+ *   sandbox_new -> sandbox_preload (modules, once) -> [sandbox_keep]
+ *   -> sandbox_seal
  *   -> { sandbox_require / sandbox_pcall ... sandbox_end } * N
  *   -> sandbox_free
  * What an evaluation can reach is either made during the evaluation (its
  * _ENVs, its require cache, the module tables, closures and upvalues of
- * every module main chunk, which run again in each evaluation) or shared
- * and frozen (library proxies, the marker metatables the host protects,
- * light C functions, interned strings). sandbox_end() forgets the former
- * and checks that no shared table changed. A failed call leaves the state
- * usable for introspection only: throw it away and build a new one.
+ * every module main chunk that runs again in each evaluation), or shared
+ * and checked: library proxies, the marker metatables the host protects,
+ * light C functions, interned strings, and the modules sandbox_keep()
+ * loaded once, with every table and upvalue reachable from them, recorded
+ * as they were when their main chunks returned. sandbox_end() forgets the
+ * former and checks that nothing shared changed. A failed call leaves the
+ * state usable for introspection only: throw it away and build a new one.
  * Uses dbuf.
  */
 #ifndef DITTOFS_SANDBOX_H
@@ -114,6 +117,25 @@ void sandbox_preload(lua_State *L, const char *name);
  * (call it from sandbox_cpcall). */
 void sandbox_require(lua_State *L, const char *name);
 
+/* Before sandbox_seal(): requires module `name` once (under the time
+ * budget) and keeps every module whose main chunk ran meanwhile, except
+ * `name` itself: their values serve every later require of the state, and
+ * their main chunks never run again. Each is recorded as its main chunk
+ * returned it: the raw contents and metatable of every table reachable
+ * from it, and the value of every upvalue of every function reachable
+ * from it (an integer and an equal float, 0.0 and -0.0, count as
+ * different). sandbox_end() compares them after every evaluation, so an
+ * evaluation that changes a kept module (a field, a local of the module, a
+ * table it holds) makes it return SANDBOX_ERR_TAINTED: the next
+ * evaluation, in a new state, cannot see the change. `name` runs again in
+ * every evaluation. Returns SANDBOX_OK; or the status of the failed
+ * require (with its message in err), SANDBOX_ERR_RUNTIME for a module
+ * holding a full userdata or a thread (which cannot be compared), or
+ * SANDBOX_ERR_TAINTED when the rest of `name`'s main chunk changed a
+ * module it had loaded: then free the state (evaluations there would see
+ * that change). Never raises. */
+int sandbox_keep(struct sandbox *sb, const char *name, struct dbuf *err);
+
 /* Ends the preparation of a state: collects its garbage and takes the
  * memory in use as the baseline, so every evaluation may allocate
  * `memory_bytes` on top of it. Never raises. */
@@ -122,10 +144,11 @@ void sandbox_seal(struct sandbox *sb);
 /* Ends one evaluation after its calls succeeded: forgets the require cache
  * and every _ENV of the evaluation, clears the stack, checks that every
  * shared table (library tables, the metatables of _ENV, strings and
- * library proxies, the tables given to sandbox_protect_table) is exactly
- * as it was sealed. Returns SANDBOX_OK, or SANDBOX_ERR_TAINTED when
- * something shared changed (or the state's block pool holds more than the
- * memory cap): the state must then be freed. Never raises. */
+ * library proxies, the tables given to sandbox_protect_table) and every
+ * kept module (sandbox_keep) is exactly as it was recorded. Returns SANDBOX_OK,
+ * or SANDBOX_ERR_TAINTED when something shared changed (or the state's block
+ * pool holds more than the memory cap): the state must then be freed. Never
+ * raises. */
 int sandbox_end(struct sandbox *sb);
 
 /* Calls the function below its `nargs` arguments, like lua_pcall, under the
@@ -172,6 +195,8 @@ const char *sandbox_traceback(const struct sandbox *sb);
 size_t sandbox_memory_used(const struct sandbox *sb);
 size_t sandbox_memory_peak(const struct sandbox *sb);
 size_t sandbox_memory_baseline(const struct sandbox *sb);
+/* The number of modules sandbox_keep() kept (0 without it). */
+size_t sandbox_kept(const struct sandbox *sb);
 /* The effective limits (defaults resolved). */
 unsigned sandbox_timeout_ms(const struct sandbox *sb);
 size_t sandbox_memory_limit(const struct sandbox *sb);

@@ -525,6 +525,45 @@ static const char bomb_src[] =
     "  for i = 1, 1e9 do t[i] = ('b'):rep(64) .. i end\n"
     "end\n";
 
+/* A module kept by sandbox_keep(): state in upvalues, in its table and in
+ * tables it holds. */
+static const char kmod_src[] =
+    "local n, z = 0, 0.0\n"
+    "local M = { items = {}, x = 1, deep = { list = { 1, 2 } } }\n"
+    "function M.bump() n = n + 1 return n end\n"
+    "function M.float() n = 0.0 end\n"
+    "function M.negz() z = -0.0 end\n"
+    "function M.leak() leak = 1 end\n"
+    "function M.seen()\n"
+    "  return table.concat({ n, #M.items, M.x, #M.deep.list, z }, ' ')\n"
+    "end\n"
+    "return M\n";
+
+#define KMOD_ROOT(body)                                                        \
+    "local k = require('kmod')\nreturn function()\n" body                      \
+    "\n  return k.seen()\nend\n"
+
+/* kread only reads; every other k* root changes kmod in one way. */
+static const char *const keep_modules[][2] = {
+    {"kmod", kmod_src},
+    {"kread", KMOD_ROOT("")},
+    {"kbump", KMOD_ROOT("k.bump()")},
+    {"kitems", KMOD_ROOT("k.items[#k.items + 1] = 'x'")},
+    {"kx", KMOD_ROOT("k.x = 1.0")},
+    {"kfloat", KMOD_ROOT("k.float()")},
+    {"knegz", KMOD_ROOT("k.negz()")},
+    {"kdeep", KMOD_ROOT("k.deep.list[3] = 3")},
+    {"ksame", KMOD_ROOT("k.deep.list[1] = 1")},
+    {"kleak", "local k = require('kmod')\nreturn function()\n"
+              "  local ok, err = pcall(k.leak)\n"
+              "  return tostring(ok) .. ' ' .. err\nend\n"},
+    {"kload", "local k = require('kmod')\nk.x = 2\n"
+              "return function() return k.seen() end\n"},
+    {"kud", "local g = require('kiter')\nreturn function() end\n"},
+    {"kiter", "return { it = ('a b'):gmatch('%a') }\n"},
+    {NULL, NULL},
+};
+
 static const char *const reuse_modules[][2] = {
     {"counter", counter_src},
     {"policy", policy_src},
@@ -570,6 +609,9 @@ static int reuse_loader(lua_State *L, const char *name, void *ud)
     for (int i = 0; reuse_modules[i][0]; i++)
         if (strcmp(name, reuse_modules[i][0]) == 0)
             src = reuse_modules[i][1];
+    for (int i = 0; keep_modules[i][0]; i++)
+        if (strcmp(name, keep_modules[i][0]) == 0)
+            src = keep_modules[i][1];
     if (strcmp(name, "marks") == 0) {
         lua_pushcfunction(L, open_marks);
         return 1;
@@ -692,6 +734,107 @@ static void test_reuse_isolation(void)
     sandbox_free(sb);
 }
 
+/* A state whose modules required by `root` are kept (sandbox_keep), then
+ * sealed; NULL with the status in *rc if keeping failed. */
+static struct sandbox *kept_state(const char *root, int *rc, struct dbuf *err)
+{
+    struct sandbox *sb = sandbox_new(NULL, reuse_loader, NULL);
+    if (sb == NULL) {
+        *rc = SANDBOX_ERR_NOMEM;
+        return NULL;
+    }
+    *rc = sandbox_keep(sb, root, err);
+    if (*rc != SANDBOX_OK) {
+        sandbox_free(sb);
+        return NULL;
+    }
+    sandbox_seal(sb);
+    return sb;
+}
+
+/*
+ * Kept modules are loaded once per state and shared by its evaluations;
+ * an evaluation that changes one (a field, a table it holds, a local of
+ * the module, even to an equal value of another subtype) is reported by
+ * sandbox_end, so the host drops the state and the next evaluation cannot
+ * see the change. A write to a global fails clearly, as before.
+ */
+static void test_keep(void)
+{
+    struct dbuf err;
+    dbuf_init(&err, 4096);
+    int rc = 0, end = -99, bad = 0;
+    struct sandbox *sb = kept_state("kread", &rc, &err);
+    if (!CHECK(sb != NULL && sandbox_kept(sb) == 1,
+               "sandbox_keep keeps the module the root requires, not the "
+               "root (%d, %s)",
+               rc, dbuf_ptr(&err)))
+        return;
+    for (int i = 0; i < 5; i++) {
+        struct run r = eval_in(sb, "kread", &end);
+        if (strcmp(r.out, "0 0 1 2 0.0") != 0 || end != SANDBOX_OK) {
+            bad++;
+            TEST_NOTE("evaluation %d: %s %s %d", i + 1, r.out, r.err, end);
+        }
+    }
+    CHECK(bad == 0, "5 evaluations read the kept module: all in one state");
+    struct run r = eval_in(sb, "kleak", &end);
+    CHECK(r.rc == SANDBOX_OK &&
+              contains(r.out, "false lua/kmod.lua:6: attempt to assign to "
+                              "undeclared global 'leak'") &&
+              end == SANDBOX_OK,
+          "a kept module's function writing a global fails clearly (%s)",
+          r.out);
+    r = eval_in(sb, "ksame", &end);
+    CHECK(r.rc == SANDBOX_OK && end == SANDBOX_OK,
+          "writing the same value back is no change (%d)", end);
+    sandbox_free(sb);
+
+    static const char *const changes[][2] = {
+        {"kbump", "1 0 1 2 0.0"},  {"kitems", "0 1 1 2 0.0"},
+        {"kx", "0 0 1.0 2 0.0"},   {"kfloat", "0.0 0 1 2 0.0"},
+        {"knegz", "0 0 1 2 -0.0"}, {"kdeep", "0 0 1 3 0.0"},
+    };
+    for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
+        sb = kept_state("kread", &rc, &err);
+        if (sb == NULL)
+            break;
+        r = eval_in(sb, changes[i][0], &end);
+        CHECK(r.rc == SANDBOX_OK && strcmp(r.out, changes[i][1]) == 0 &&
+                  end == SANDBOX_ERR_TAINTED,
+              "%s changes the kept module (%s): sandbox_end says the state "
+              "is tainted (%d)",
+              changes[i][0], r.out, end);
+        sandbox_free(sb);
+        sb = kept_state("kread", &rc, &err);
+        r = eval_in(sb, "kread", &end);
+        CHECK_STR_EQ(r.out, "0 0 1 2 0.0",
+                     "... and a new state is pristine again");
+        sandbox_free(sb);
+    }
+
+    sb = kept_state("policy", &rc, &err);
+    r = eval_in(sb, "policy", &end);
+    CHECK(r.rc == SANDBOX_OK && strcmp(r.out, expected_seen) == 0 &&
+              end == SANDBOX_ERR_TAINTED && sandbox_kept(sb) == 2,
+          "the reuse policy with counter and marks kept: what it sees is "
+          "what a fresh state shows, its writes to counter taint the state "
+          "(%s, %d)",
+          r.out, end);
+    sandbox_free(sb);
+
+    sb = kept_state("kload", &rc, &err);
+    CHECK(sb == NULL && rc == SANDBOX_ERR_TAINTED,
+          "a root that changes a module it loaded cannot keep it (%d, %s)", rc,
+          dbuf_ptr(&err));
+    sb = kept_state("kud", &rc, &err);
+    CHECK(sb == NULL && rc == SANDBOX_ERR_RUNTIME &&
+              contains(dbuf_ptr(&err), "modules are not kept"),
+          "a module holding a userdata is not kept (%s)", dbuf_ptr(&err));
+    sandbox_free(sb);
+    dbuf_free(&err);
+}
+
 static void test_reuse_memory(void)
 {
     static const char *const names[] = {"churn", "garbage", "bomb", NULL};
@@ -764,6 +907,7 @@ int main(void)
     test_require();
     test_allocator();
     test_reuse_isolation();
+    test_keep();
     test_reuse_memory();
     return TEST_SUMMARY();
 }
