@@ -285,8 +285,24 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
                      lua_typename(L, bad_key));
         return CODEC_EVALUE;
     }
-    if (keys->len - base > 1)
-        qsort(keys->v + base, keys->len - base, sizeof(*keys->v), key_cmp);
+    size_t nk = keys->len - base;
+    if (nk > 16) {
+        qsort(keys->v + base, nk, sizeof(*keys->v), key_cmp);
+    } else {
+        /* Objects are mostly this small: an insertion sort without
+         * qsort's indirect calls (keys are distinct, so either order of
+         * equal keys is the same). */
+        struct codec_key *v = keys->v + base;
+        for (size_t i = 1; i < nk; i++) {
+            struct codec_key k = v[i];
+            size_t j = i;
+            while (j > 0 && key_cmp(&v[j - 1], &k) > 0) {
+                v[j] = v[j - 1];
+                j--;
+            }
+            v[j] = k;
+        }
+    }
     *n = count;
     return CODEC_OBJECT;
 }
