@@ -110,24 +110,21 @@ struct rec {
 /* --- the controller ----------------------------------------------------- */
 
 /*
- * A key whose rendered child was deleted while its DittoServer was still
- * cached: a repair to do (someone deleted the child), or the garbage
- * collector at work (the DittoServer is gone, and its own DELETED event,
- * on another watch stream, has not come yet: after a relist, or behind a
- * lagging stream). Re-created from the cache in the second case, the child
- * of a deleted owner is deleted again by the collector, which queues the
- * DittoServer again: a write loop for as long as its watch lags
- * (spec/integration/faults_test.sh after apiserver restarts: one
- * ConfigMap written five times in two seconds). So the next reconcile of a
- * suspect reads the DittoServer from the apiserver first (send_confirm):
- * there, it runs again as usual; gone (404, or another uid), nothing is
- * written for that uid until the watch says so too.
+ * Suspects (tracking.h): a key whose rendered child was deleted while its
+ * DittoServer was still cached is a repair to do (someone deleted the
+ * child), or the garbage collector at work (the DittoServer is gone, and
+ * its own DELETED event, on another watch stream, has not come yet: after
+ * a relist, or behind a lagging stream). Re-created from the cache in the
+ * second case, the child of a deleted owner is deleted again by the
+ * collector, which queues the DittoServer again: a write loop for as long
+ * as its watch lags (spec/integration/faults_test.sh after apiserver
+ * restarts: one ConfigMap written five times in two seconds). So the next
+ * reconcile of a suspect reads the DittoServer from the apiserver first
+ * (send_confirm): there, it runs again as usual; gone (404, or another
+ * uid), nothing is written for that uid until the watch says so too. The
+ * state lives in the key's tracking entry: O(1) per reconcile, however
+ * many keys are suspects (a mass deletion makes thousands at once).
  */
-struct suspect {
-    struct suspect *next;
-    char *key;
-    char *gone_uid; /* the apiserver said this uid is gone, or NULL */
-};
 
 struct controller {
     struct http_client *http;
@@ -145,7 +142,6 @@ struct controller {
     struct watch *child_watch[NKINDS];
     struct queue *q;
     struct tracking keys; /* per-key state (tracking.h) */
-    struct suspect *suspects;
     struct rec *recs;
     size_t n_recs;
     int leading;
@@ -189,46 +185,6 @@ static void metric_inc1(struct metric *f, const char *v)
         return;
     const char *lv[] = {CONTROLLER_NAME, v, NULL};
     metric_inc(f, 1, lv);
-}
-
-/* --- suspects ------------------------------------------------------------
- */
-
-static struct suspect *suspect_find(struct controller *c, const char *key)
-{
-    for (struct suspect *s = c->suspects; s != NULL; s = s->next)
-        if (strcmp(s->key, key) == 0)
-            return s;
-    return NULL;
-}
-
-/* Marks key a suspect (again: a confirmed-gone uid is kept). Out of
- * memory it is not marked: the reconcile goes on from the cache. */
-static void suspect_add(struct controller *c, const char *key)
-{
-    if (suspect_find(c, key) != NULL)
-        return;
-    struct suspect *s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->key = strdup(key)) == NULL) {
-        free(s);
-        return;
-    }
-    s->next = c->suspects;
-    c->suspects = s;
-}
-
-static void suspect_drop(struct controller *c, const char *key)
-{
-    for (struct suspect **p = &c->suspects; *p != NULL; p = &(*p)->next) {
-        if (strcmp((*p)->key, key) == 0) {
-            struct suspect *s = *p;
-            *p = s->next;
-            free(s->key);
-            free(s->gone_uid);
-            free(s);
-            return;
-        }
-    }
 }
 
 /* --- informer events -----------------------------------------------------
@@ -295,7 +251,7 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
         if (full)
             tracking_overlay_settle(&c->keys, key, kind, name, NULL);
         if (full && ev == CACHE_DELETED)
-            suspect_add(c, key);
+            tracking_suspect(&c->keys, key);
         enqueue(c, ns, was, prio, full);
     }
     if (now == NULL || make_key(key, ns, now) != 0)
@@ -752,14 +708,13 @@ static void on_confirm_done(struct http_response *resp, void *arg)
         finish(r, "error");
         return;
     }
-    struct suspect *sp = suspect_find(c, r->key);
+    struct kstate *ks = tracking_get(&c->keys, r->key, 0);
     if (!gone) {
         /* There: a repair. Again, from the cache as usual. */
-        suspect_drop(c, r->key);
+        tracking_suspect_clear(ks);
         enqueue(c, r->ns, r->name, QUEUE_HIGH, 1);
-    } else if (sp != NULL) {
-        free(sp->gone_uid);
-        sp->gone_uid = strdup(uid);
+    } else if (ks != NULL && ks->suspect) {
+        tracking_suspect_gone(ks, uid);
         log_info("DittoServer gone on the apiserver, its watch event still to "
                  "come: its children are not re-created",
                  "key", r->key, "uid", uid, NULL);
@@ -1308,7 +1263,6 @@ static void reconcile(struct queue *q, const char *key, void *arg)
     if (ds == NULL) {
         /* Deleted (children go by garbage collection, PVCs stay). */
         tracking_release(&c->keys, key);
-        suspect_drop(c, key);
         if (c->ev != NULL)
             events_forget(c->ev, r->ns, r->name);
         finish(r, "success");
@@ -1327,10 +1281,9 @@ static void reconcile(struct queue *q, const char *key, void *arg)
         finish(r, "success");
         return;
     }
-    struct suspect *sp = suspect_find(c, key);
-    if (sp != NULL) {
-        if (sp->gone_uid == NULL ||
-            strcmp(sp->gone_uid, cache_obj_uid(r->ds)) != 0) {
+    if (ks != NULL && ks->suspect) {
+        if (ks->gone_uid == NULL ||
+            strcmp(ks->gone_uid, cache_obj_uid(r->ds)) != 0) {
             if (send_confirm(r) == 0)
                 return; /* on_confirm_done goes on */
             dbuf_adds(&r->apply_err, "cannot read the DittoServer");
@@ -1690,8 +1643,6 @@ void controller_free(struct controller *c)
         watch_free(c->child_watch[k]);
     queue_free(c->q);
     tracking_clear(&c->keys);
-    while (c->suspects != NULL)
-        suspect_drop(c, c->suspects->key);
     free(c->namespace);
     free(c->selector);
     free(c->cluster_domain);

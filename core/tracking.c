@@ -20,28 +20,64 @@ static int rv_at_least(const char *a, const char *b)
     return x >= y;
 }
 
-/* The link that points (or would point) at key's entry. */
-static struct kstate **slot(struct tracking *t, const char *key)
+static uint32_t key_hash(const char *key)
 {
-    struct kstate **p =
-        &t->buckets[text_fnv1a32(TEXT_FNV1A32_INIT, key, strlen(key)) %
-                    TRACKING_BUCKETS];
-    while (*p != NULL && strcmp((*p)->key, key) != 0)
+    return text_fnv1a32(TEXT_FNV1A32_INIT, key, strlen(key));
+}
+
+/* The link that points (or would point) at key's entry (hash h); the
+ * table must have buckets. */
+static struct kstate **slot(struct tracking *t, const char *key, uint32_t h)
+{
+    struct kstate **p = &t->buckets[h & (t->nbuckets - 1)];
+    while (*p != NULL && ((*p)->hash != h || strcmp((*p)->key, key) != 0))
         p = &(*p)->next;
     return p;
 }
 
+/* Moves every entry to a table of n buckets (a power of two). Out of
+ * memory the old table stays: chains only get longer. */
+static void rehash(struct tracking *t, size_t n)
+{
+    struct kstate **b = calloc(n, sizeof(*b));
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct kstate *k = t->buckets[i];
+        while (k != NULL) {
+            struct kstate *next = k->next;
+            k->next = b[k->hash & (n - 1)];
+            b[k->hash & (n - 1)] = k;
+            k = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+}
+
 struct kstate *tracking_get(struct tracking *t, const char *key, int create)
 {
-    struct kstate **p = slot(t, key);
+    if (t->nbuckets == 0) {
+        if (!create)
+            return NULL;
+        rehash(t, TRACKING_MIN_BUCKETS);
+        if (t->nbuckets == 0)
+            return NULL;
+    }
+    uint32_t h = key_hash(key);
+    struct kstate **p = slot(t, key, h);
     if (*p != NULL || !create)
         return *p;
-    struct kstate *k = calloc(1, sizeof(*k));
-    if (k == NULL || (k->key = strdup(key)) == NULL) {
-        free(k);
+    size_t len = strlen(key);
+    struct kstate *k = calloc(1, sizeof(*k) + len + 1);
+    if (k == NULL)
         return NULL;
-    }
+    memcpy(k->key, key, len + 1);
+    k->hash = h;
     *p = k;
+    if (++t->n > t->nbuckets)
+        rehash(t, t->nbuckets * 2);
     return k;
 }
 
@@ -72,13 +108,15 @@ static void kstate_free(struct kstate *k)
     free(k->kids);
     free(k->ov);
     free(k->rej);
-    free(k->key);
+    free(k->gone_uid);
     free(k);
 }
 
 void tracking_release(struct tracking *t, const char *key)
 {
-    struct kstate **p = slot(t, key);
+    if (t->nbuckets == 0)
+        return;
+    struct kstate **p = slot(t, key, key_hash(key));
     struct kstate *k = *p;
     if (k == NULL)
         return;
@@ -86,10 +124,39 @@ void tracking_release(struct tracking *t, const char *key)
         tracking_overlay_drop(k, 0);
     while (k->n_rej > 0)
         reject_drop(k, 0);
+    tracking_suspect_clear(k);
     if (k->n_kids == 0) {
         *p = k->next;
         kstate_free(k);
+        t->n--;
+        if (t->nbuckets > TRACKING_MIN_BUCKETS && t->n < t->nbuckets / 8)
+            rehash(t, t->nbuckets / 2);
     }
+}
+
+void tracking_suspect(struct tracking *t, const char *key)
+{
+    struct kstate *k = tracking_get(t, key, 1);
+    if (k == NULL) {
+        log_error("out of memory marking a suspect", "key", key, NULL);
+        return;
+    }
+    k->suspect = 1;
+}
+
+void tracking_suspect_gone(struct kstate *k, const char *uid)
+{
+    free(k->gone_uid);
+    k->gone_uid = strdup(uid);
+}
+
+void tracking_suspect_clear(struct kstate *k)
+{
+    if (k == NULL)
+        return;
+    k->suspect = 0;
+    free(k->gone_uid);
+    k->gone_uid = NULL;
 }
 
 void tracking_kids_add(struct tracking *t, const char *key, int kind,
@@ -119,8 +186,7 @@ void tracking_kids_add(struct tracking *t, const char *key, int kind,
 void tracking_kids_remove(struct tracking *t, const char *key, int kind,
                           const char *name)
 {
-    struct kstate **p = slot(t, key);
-    struct kstate *k = *p;
+    struct kstate *k = tracking_get(t, key, 0);
     for (size_t i = 0; k != NULL && i < k->n_kids; i++)
         if (k->kids[i].kind == kind && strcmp(k->kids[i].name, name) == 0) {
             free(k->kids[i].name);
@@ -219,12 +285,16 @@ void tracking_owe_full(struct tracking *t, const char *key)
 
 void tracking_clear(struct tracking *t)
 {
-    for (size_t i = 0; i < TRACKING_BUCKETS; i++)
+    for (size_t i = 0; i < t->nbuckets; i++)
         while (t->buckets[i] != NULL) {
             struct kstate *k = t->buckets[i];
             t->buckets[i] = k->next;
             kstate_free(k);
         }
+    free(t->buckets);
+    t->buckets = NULL;
+    t->nbuckets = 0;
+    t->n = 0;
 }
 
 struct reject *tracking_reject_find(struct kstate *k, int kind,

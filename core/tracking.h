@@ -7,10 +7,13 @@
  * with a 422 ("rejects": retried a bounded number of times while they
  * render the same), the children carrying the DittoServer's label (the
  * owner index, kept by the child informers' events, so a reconcile finds
- * its children without a scan), and whether a status-only reconcile is
- * enough. No I/O and no clock of its own: times come in as arguments, so
- * a test drives it with any clock. Kinds are indices of kinds_table.
- * Uses cache, log.
+ * its children without a scan), whether a status-only reconcile is
+ * enough, and whether the DittoServer is a suspect (its child was deleted
+ * while it was cached: the controller reads it from the apiserver before
+ * re-creating anything). The table grows and shrinks with the number of
+ * keys, so every lookup is O(1) whatever the fleet's size. No I/O and no clock
+ * of its own: times come in as arguments, so a test drives it with any clock.
+ * Kinds are indices of kinds_table. Uses cache, log.
  */
 #ifndef DITTOFS_TRACKING_H
 #define DITTOFS_TRACKING_H
@@ -20,7 +23,9 @@
 
 #include "cache.h"
 
-#define TRACKING_BUCKETS 1024
+/* The smallest table; it doubles past one entry per bucket and halves
+ * below one per eight. */
+#define TRACKING_MIN_BUCKETS 64
 /* An overlay older than this is not trusted any more (the watch has
  * surely delivered something newer, or the write was lost). */
 #define TRACKING_OVERLAY_TTL_MS 60000
@@ -60,28 +65,36 @@ struct kchild {
  */
 struct kstate {
     struct kstate *next;
-    char *key;
+    uint32_t hash;          /* of key */
     unsigned long full_seq; /* causes of a full reconcile so far */
     int clean;              /* the last full reconcile ended cleanly and
                                nothing but Pods changed since */
+    int suspect;            /* a rendered child was deleted while the
+                               DittoServer was cached (tracking_suspect) */
+    char *gone_uid;         /* suspect: the apiserver said this uid is gone,
+                               or NULL */
     struct overlay *ov;
     size_t n_ov;
     struct reject *rej;
     size_t n_rej;
     struct kchild *kids;
     size_t n_kids;
+    char key[]; /* "ns/name" */
 };
 
-/* The table; zero-initialised it is empty and ready. */
+/* The table; zero-initialised it is empty and ready (the buckets come with
+ * the first entry). */
 struct tracking {
-    struct kstate *buckets[TRACKING_BUCKETS];
+    struct kstate **buckets;
+    size_t nbuckets; /* a power of two, or 0 */
+    size_t n;        /* entries */
 };
 
 /* --- entries ---------------------------------------------------------------
  */
 
-/* Frees every entry (and the overlays' references); the table stays
- * usable, empty. */
+/* Frees every entry (and the overlays' references) and the buckets; the
+ * table stays usable, empty. */
 void tracking_clear(struct tracking *t);
 
 /* The entry of `key` (borrowed: valid until tracking_release of that key
@@ -89,13 +102,32 @@ void tracking_clear(struct tracking *t);
  * absent, or out of memory. */
 struct kstate *tracking_get(struct tracking *t, const char *key, int create);
 
-/* The DittoServer is gone: drops its overlays and rejects, and the whole
- * entry once no cached child points at it any more. */
+/* The DittoServer is gone: drops its overlays, rejects and suspicion, and
+ * the whole entry once no cached child points at it any more. */
 void tracking_release(struct tracking *t, const char *key);
 
 /* A full reconcile of `key` is owed (see struct kstate): full_seq++,
  * clean = 0. Nothing when the key has no entry. */
 void tracking_owe_full(struct tracking *t, const char *key);
+
+/* --- suspects --------------------------------------------------------------
+ *
+ * A key whose rendered child was deleted while its DittoServer was still
+ * cached: a repair to do (someone deleted the child), or the garbage
+ * collector at work (the DittoServer is gone, and its own DELETED event, on
+ * another watch stream, has not come yet). The controller reads a suspect's
+ * DittoServer from the apiserver before re-creating anything.
+ */
+
+/* Marks `key` a suspect (again: a confirmed-gone uid is kept). Out of
+ * memory it is not marked (logged). */
+void tracking_suspect(struct tracking *t, const char *key);
+/* The apiserver said the DittoServer of suspect k with `uid` is gone:
+ * nothing is written for that uid until its DELETED event. Out of memory
+ * the uid is not recorded (the next reconcile asks again). */
+void tracking_suspect_gone(struct kstate *k, const char *uid);
+/* k (may be NULL) is no suspect any more (the DittoServer is there). */
+void tracking_suspect_clear(struct kstate *k);
 
 /* --- the owner index --------------------------------------------------------
  */

@@ -5,7 +5,9 @@
  * old; the echo of our own write is recognised; rejects are found by kind
  * and name, kept once, forgotten; the owner index holds each child once;
  * releasing a DittoServer keeps the entry while children point at it; a
- * full reconcile owed clears `clean`.
+ * full reconcile owed clears `clean`; a suspect keeps its gone uid until
+ * it is cleared or released; the table grows to 20,000 keys and shrinks
+ * back, every key found all along.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,9 +116,84 @@ static void test_rejects_kids(void)
     tracking_clear(&t);
 }
 
+static void test_suspects(void)
+{
+    static struct tracking t;
+    tracking_suspect(&t, "ns/d");
+    struct kstate *k = tracking_get(&t, "ns/d", 0);
+    CHECK(k != NULL && k->suspect && k->gone_uid == NULL,
+          "suspect: marked, no uid confirmed gone");
+    tracking_suspect_gone(k, "u1");
+    tracking_suspect(&t, "ns/d");
+    CHECK(k->suspect && k->gone_uid != NULL && strcmp(k->gone_uid, "u1") == 0,
+          "marking again keeps the uid the apiserver said is gone");
+    tracking_suspect_clear(k);
+    CHECK(!k->suspect && k->gone_uid == NULL, "clear: no suspect any more");
+    tracking_kids_add(&t, "ns/d", KINDS_CONFIGMAP, "c");
+    tracking_suspect(&t, "ns/d");
+    tracking_suspect_gone(k, "u1");
+    tracking_release(&t, "ns/d");
+    CHECK(tracking_get(&t, "ns/d", 0) == k && !k->suspect &&
+              k->gone_uid == NULL,
+          "release clears the suspicion of an entry children keep");
+    tracking_clear(&t);
+}
+
+/* Keys "ns/d-<i>" for i in [from, to). */
+static void add_range(struct tracking *t, int from, int to)
+{
+    char key[32];
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "ns/d-%d", i);
+        tracking_kids_add(t, key, KINDS_CONFIGMAP, "c");
+    }
+}
+
+/* How many of the keys "ns/d-<i>", i in [from, to), have an entry. */
+static int found_range(struct tracking *t, int from, int to)
+{
+    char key[32];
+    int n = 0;
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "ns/d-%d", i);
+        n += tracking_get(t, key, 0) != NULL;
+    }
+    return n;
+}
+
+static void test_growth(void)
+{
+    static struct tracking t;
+    enum { N = 20000 };
+    add_range(&t, 0, N);
+    CHECK(t.n == N && t.nbuckets >= N && found_range(&t, 0, N) == N,
+          "20,000 keys: the table grew to %zu buckets, every key found",
+          t.nbuckets);
+    char key[32];
+    for (int i = 0; i < N - 100; i++) {
+        snprintf(key, sizeof(key), "ns/d-%d", i);
+        tracking_kids_remove(&t, key, KINDS_CONFIGMAP, "c");
+        tracking_release(&t, key);
+    }
+    CHECK(t.n == 100 && t.nbuckets <= 1024 &&
+              found_range(&t, N - 100, N) == 100 &&
+              found_range(&t, 0, N - 100) == 0,
+          "released down to 100: %zu buckets, the rest found, the released "
+          "gone",
+          t.nbuckets);
+    tracking_clear(&t);
+    CHECK(t.n == 0 && t.nbuckets == 0 && t.buckets == NULL,
+          "clear frees the buckets too");
+    add_range(&t, 0, 3);
+    CHECK(found_range(&t, 0, 3) == 3, "... and the table is usable again");
+    tracking_clear(&t);
+}
+
 int main(void)
 {
     test_overlays();
     test_rejects_kids();
+    test_suspects();
+    test_growth();
     return TEST_SUMMARY();
 }
