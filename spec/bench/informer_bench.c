@@ -13,6 +13,16 @@
  *                               subscriber (p50/p99/max)
  *   idle NS SECONDS             CPU time of a synced, idle watch
  *                               (/proc/self/stat) and loop wakeups
+ *   synthetic N FILE            no cluster: N DittoServers and their
+ *                               children (FILE: one object per line as the
+ *                               apiserver serves them, the DittoServer
+ *                               first; informer_bench_objects.json) cloned
+ *                               with their own names, uids and
+ *                               resourceVersions into one cache per kind
+ *                               and the controller's owner index, as the
+ *                               informers and on_child() would; heap per
+ *                               DittoServer (mallinfo2 deltas) against the
+ *                               JSON served and stored, upsert time
  * Prints "key=value" lines.
  */
 #include <malloc.h>
@@ -23,7 +33,9 @@
 #include <unistd.h>
 
 #include "jscan.h"
+#include "kinds.h"
 #include "nettest.h"
+#include "tracking.h"
 #include "watch.h"
 
 static struct nt T;
@@ -338,13 +350,179 @@ static int cmd_idle(const char *ns, int seconds)
     return 0;
 }
 
+/* --- synthetic -------------------------------------------------------- */
+
+#define SYN_MAX_TEMPLATES 16
+
+/* Replaces every `from` in `in` with `to`, into a new string. */
+static char *replace_all(const char *in, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to), n = 0;
+    for (const char *p = strstr(in, from); p; p = strstr(p + fl, from))
+        n++;
+    char *out = malloc(strlen(in) + n * (tl > fl ? tl - fl : 0) + 1);
+    char *o = out;
+    const char *p = in;
+    for (const char *q = strstr(p, from); q; q = strstr(p, from)) {
+        memcpy(o, p, (size_t)(q - p));
+        o += q - p;
+        memcpy(o, to, tl);
+        o += tl;
+        p = q + fl;
+    }
+    strcpy(o, p);
+    return out;
+}
+
+/* The kind index (kinds.h) of a template's top-level "kind", or -1. */
+static int template_kind(const char *json)
+{
+    struct jscan_member m;
+    struct jscan_span obj = {json, strlen(json)};
+    if (jscan_find(obj, "kind", &m, NULL, 0) != 1)
+        return -1;
+    for (int k = 0; k < KINDS_N; k++)
+        if (jscan_str_eq(m.value, kinds_table[k].kind))
+            return k;
+    return -1;
+}
+
+static int cmd_synthetic(int n, const char *file)
+{
+    char *tpl[SYN_MAX_TEMPLATES];
+    int kinds[SYN_MAX_TEMPLATES], nt = 0;
+    FILE *f = fopen(file, "r");
+    if (f == NULL) {
+        printf("error=cannot open %s\n", file);
+        return 1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while (nt < SYN_MAX_TEMPLATES && (len = getline(&line, &cap, f)) > 1) {
+        line[len - 1] = '\0';
+        kinds[nt] = template_kind(line);
+        if (kinds[nt] < 0) {
+            printf("error=template %d: not a managed kind\n", nt + 1);
+            return 1;
+        }
+        tpl[nt++] = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    if (nt == 0 || kinds[0] != KINDS_DITTOSERVER) {
+        printf("error=%s: the DittoServer first, then its children\n", file);
+        return 1;
+    }
+
+    malloc_trim(0);
+    size_t h0 = heap_used();
+    struct cache *caches[KINDS_N] = {0};
+    for (int k = 0; k < KINDS_N; k++)
+        caches[k] = cache_new();
+    static struct tracking owners;
+    size_t served = 0, stored = 0, objects = 0;
+    size_t served_kind[KINDS_N] = {0}, stored_kind[KINDS_N] = {0};
+    size_t heap_kind[KINDS_N] = {0}, n_kind[KINDS_N] = {0};
+    uint64_t upsert_us = 0, rv = 1000;
+    for (int i = 0; i < n; i++) {
+        char name[32], dsuid[40], stsuid[40], key[64];
+        snprintf(name, sizeof(name), "ds-%05d", i);
+        snprintf(dsuid, sizeof(dsuid), "5f0c%04x-1d2e-4c3b-9a8f-%012x", i & 0xffff,
+                 (unsigned)i * 2654435761u);
+        snprintf(stsuid, sizeof(stsuid), "a1b2%04x-3c4d-4e5f-8a9b-%012x",
+                 i & 0xffff, (unsigned)i * 40503u + 7u);
+        snprintf(key, sizeof(key), "bench/%s", name);
+        for (int t = 0; t < nt; t++) {
+            char uid[40], rvs[24];
+            snprintf(uid, sizeof(uid), "%08x-%04x-4%03x-8%03x-%012x",
+                     (unsigned)(i * 7 + t) * 2246822519u, t, i & 0xfff,
+                     (i >> 12) & 0xfff, (unsigned)i * 3266489917u + t);
+            snprintf(rvs, sizeof(rvs), "%llu", (unsigned long long)rv++);
+            char *a = replace_all(tpl[t], "dittofs-sample", name);
+            char *b = replace_all(a, "@DSUID@", t == 0 ? dsuid : dsuid);
+            char *c = replace_all(b, "@STSUID@", stsuid);
+            char *d = replace_all(c, "@UID@", t == 0 ? dsuid : uid);
+            char *e = replace_all(d, "@RV@", rvs);
+            free(a);
+            free(b);
+            free(c);
+            free(d);
+            size_t el = strlen(e);
+            struct cache_obj *o;
+            char err[256];
+            size_t hb = heap_used();
+            uint64_t t0 = loop_now_us();
+            if (cache_obj_from_text(e, el, NULL, NULL, &o, err, sizeof(err)) !=
+                CACHE_OK) {
+                printf("error=template %d: %s\n", t + 1, err);
+                return 1;
+            }
+            int k = kinds[t];
+            char oname[256];
+            snprintf(oname, sizeof(oname), "%s", cache_obj_name(o));
+            cache_upsert(caches[k], o);
+            if (k != KINDS_DITTOSERVER)
+                tracking_kids_add(&owners, key, k, oname);
+            upsert_us += loop_now_us() - t0;
+            size_t sl;
+            cache_obj_json(cache_get(caches[k], "bench", oname), &sl);
+            /* The text was there before and after: this delta is what the
+             * cache and the index keep (with malloc's own overhead). */
+            heap_kind[k] += heap_used() - hb;
+            free(e);
+            served += el;
+            stored += sl;
+            served_kind[k] += el;
+            stored_kind[k] += sl;
+            n_kind[k]++;
+            objects++;
+        }
+    }
+    malloc_trim(0);
+    size_t h1 = heap_used();
+    size_t total = h1 - h0;
+    printf("dittoservers=%d\nobjects=%zu\n", n, objects);
+    printf("json_served_bytes=%zu\njson_stored_bytes=%zu\n", served, stored);
+    printf("heap_delta_bytes=%zu\n", total);
+    printf("heap_per_dittoserver_bytes=%.0f\n", (double)total / n);
+    printf("json_stored_per_dittoserver_bytes=%.0f\n", (double)stored / n);
+    printf("ratio_heap_to_served_json=%.3f\n", (double)total / served);
+    printf("projected_heap_10000_mib=%.1f\n",
+           (double)total / n * 10000 / 1048576.0);
+    printf("upsert_us_per_object=%.2f\n", (double)upsert_us / objects);
+    for (int k = 0; k < KINDS_N; k++) {
+        if (n_kind[k] == 0)
+            continue;
+        printf("kind_%s: objects=%zu served_avg=%.0f stored_avg=%.0f "
+               "heap_avg=%.0f\n",
+               kinds_table[k].plural, n_kind[k],
+               (double)served_kind[k] / n_kind[k],
+               (double)stored_kind[k] / n_kind[k],
+               (double)heap_kind[k] / n_kind[k]);
+    }
+    size_t index = 0;
+    for (int k = 0; k < KINDS_N; k++)
+        index += cache_mem(caches[k]);
+    printf("cache_accounted_bytes=%zu\n", index);
+    tracking_clear(&owners);
+    for (int k = 0; k < KINDS_N; k++)
+        cache_free(caches[k]);
+    for (int t = 0; t < nt; t++)
+        free(tpl[t]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct http_opts o = {.qps = -1};
     if (argc < 2) {
-        fprintf(stderr, "usage: informer_bench populate|sync|latency|idle\n");
+        fprintf(stderr,
+                "usage: informer_bench populate|sync|latency|idle|synthetic\n");
         return 2;
     }
+    if (strcmp(argv[1], "synthetic") == 0 && argc == 4)
+        return cmd_synthetic(atoi(argv[2]), argv[3]);
     /* The informer measurements run with the client's defaults (20 qps,
      * burst 30), as the operator would; writers are not limited. */
     int writer =
