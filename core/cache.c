@@ -1,21 +1,28 @@
 /* cache: the lean object cache of an informer; see cache.h. */
+#include <assert.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cache.h"
+#include "dbuf.h"
 #include "jscan.h"
 #include "text.h"
 
 /*
  * One allocation per object: the header, then
- * namespace\0 name\0 rv\0 uid\0 labels (k\0v\0...k\0v\0)\0 json\0.
+ * namespace\0 name\0 rv\0 uid\0 labels (k\0v\0...k\0v\0)\0 json.
+ * The json part is the compact text and a NUL, or, for an object stored
+ * by a cache (cache_upsert), often the text encoded against the cache's
+ * reference (struct ref): the objects of one informer are alike (the
+ * children of a thousand DittoServers differ in names, uids, versions and
+ * a few values), so each costs its differences, not its whole text.
+ * Objects are immutable, so an update swaps pointers, and a subscriber (or
+ * a reconcile) can keep a reference to the old version cheaply.
  */
-/* A 1 KiB ConfigMap costs its JSON plus about 100 bytes: no tree, no
- * per-field allocations. Objects are immutable, so an update swaps
- * pointers, and a subscriber (or a reconcile) can keep a reference to the
- * old version cheaply. */
+struct ref;
+
 struct cache_obj {
     uint32_t refs;
     uint32_t hash;
@@ -24,8 +31,33 @@ struct cache_obj {
     uint32_t uid_off;
     uint32_t labels_off;
     uint32_t json_off;
-    uint32_t json_len;
+    uint32_t json_len; /* of the text */
+    uint32_t enc_len;  /* of the encoding; 0: the text is stored as is */
+    struct ref *ref;   /* the reference the encoding copies from, or NULL */
     char data[];
+};
+
+/*
+ * A reference: the text of one object of the cache, kept (reference
+ * counted: by the cache while it encodes against it, and by every object
+ * encoded against it) with an index of its 8-byte substrings. An encoding
+ * is a sequence of (literal length, literal bytes, copy length, copy
+ * position) with unsigned LEB128 numbers; the last literal may end it
+ * without a copy. Objects that the reference does not help (their encoding
+ * would be more than half their text) are stored as text; when most of the
+ * recent ones are, the next such object becomes the cache's new reference
+ * (the objects encoded against the old one keep it alive).
+ */
+#define REF_GRAM 8         /* bytes hashed; also the shortest copy */
+#define REF_MAX_TEXT 65536 /* larger objects are no reference */
+#define REF_RETRY 16       /* upserts before a poor reference is replaced */
+
+struct ref {
+    uint32_t refs;
+    uint32_t len;
+    uint32_t mask; /* of idx: a power of two minus one */
+    uint32_t *idx; /* position + 1 of an 8-gram by its hash; 0: none */
+    char text[];
 };
 
 /* Open addressing with linear probing; deletions shift the following run
@@ -45,8 +77,13 @@ struct cache {
     struct slot *slots;
     size_t cap; /* power of two, or 0 */
     size_t len;
-    size_t bytes; /* held by objects */
+    size_t bytes; /* held by objects (and references, see cache_mem) */
     uint32_t epoch;
+    struct ref *ref;        /* the reference new objects encode against */
+    unsigned ref_tries;     /* encodings tried lately */
+    unsigned ref_poor;      /* ... that it did not help */
+    unsigned char *scratch; /* an encoding in the making */
+    size_t scratch_cap;
     struct sub *subs;
     size_t nsubs;
 };
@@ -62,6 +99,238 @@ static uint32_t key_hash(const char *ns, const char *name)
 {
     uint32_t h = text_fnv1a32(TEXT_FNV1A32_INIT, ns, strlen(ns) + 1);
     return text_fnv1a32(h, name, strlen(name));
+}
+
+/* --- references ------------------------------------------------------- */
+
+/* The hash of the 8 bytes at p. */
+static uint32_t gram_hash(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return (uint32_t)((v * 0x9E3779B97F4A7C15ull) >> 32);
+}
+
+/* A reference holding a copy of text (len bytes), one reference taken;
+ * NULL when out of memory or the text is too short or too long. */
+static struct ref *ref_new(const char *text, size_t len)
+{
+    if (len < REF_GRAM || len > REF_MAX_TEXT)
+        return NULL;
+    size_t n = 64;
+    while (n < 2 * len)
+        n *= 2;
+    struct ref *r = malloc(sizeof(*r) + len + 1);
+    uint32_t *idx = calloc(n, sizeof(*idx));
+    if (r == NULL || idx == NULL) {
+        free(r);
+        free(idx);
+        return NULL;
+    }
+    r->refs = 1;
+    r->len = (uint32_t)len;
+    r->mask = (uint32_t)(n - 1);
+    r->idx = idx;
+    memcpy(r->text, text, len);
+    r->text[len] = '\0';
+    /* From the end: the first occurrence of a repeated gram wins. */
+    for (size_t i = len - REF_GRAM + 1; i-- > 0;)
+        idx[gram_hash(text + i) & r->mask] = (uint32_t)i + 1;
+    return r;
+}
+
+static void ref_unref(struct ref *r)
+{
+    if (r != NULL && --r->refs == 0) {
+        free(r->idx);
+        free(r);
+    }
+}
+
+static size_t ref_size(const struct ref *r)
+{
+    return r == NULL ? 0
+                     : sizeof(*r) + r->len + 1 +
+                           ((size_t)r->mask + 1) * sizeof(*r->idx);
+}
+
+/* Unsigned LEB128: at most 10 bytes for a size_t. */
+#define NUM_MAX 10
+
+static size_t put_num(unsigned char *p, size_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (unsigned char)v;
+    return n;
+}
+
+static size_t get_num(const unsigned char **p)
+{
+    size_t v = 0;
+    unsigned shift = 0;
+    unsigned char b;
+    do {
+        b = *(*p)++;
+        v |= (size_t)(b & 0x7f) << shift;
+        shift += 7;
+    } while (b & 0x80);
+    return v;
+}
+
+/* The length of the common prefix of a (an bytes) and b (bn bytes). */
+static size_t common(const char *a, size_t an, const char *b, size_t bn)
+{
+    size_t n = an < bn ? an : bn, i = 0;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/*
+ * Encodes s (n bytes) against r into out, at most cap bytes. Greedy: at
+ * each position the longer of two candidates, the reference where the last
+ * copy left off (shifted by the literal since: a same-length substitution,
+ * such as one name for another) and the first occurrence of the next 8
+ * bytes; a copy found also grows backwards into the pending literal.
+ * Returns the encoding's length, or 0 when it does not fit in cap.
+ */
+static size_t encode(const struct ref *r, const char *s, size_t n,
+                     unsigned char *out, size_t cap)
+{
+    size_t o = 0, i = 0, lit = 0, expect = 0;
+    while (i + REF_GRAM <= n) {
+        size_t bpos = 0, blen = 0;
+        size_t e = expect + (i - lit);
+        if (e < r->len)
+            blen = common(s + i, n - i, r->text + e, r->len - e);
+        if (blen >= REF_GRAM) {
+            bpos = e;
+        } else {
+            blen = 0;
+            uint32_t cand = r->idx[gram_hash(s + i) & r->mask];
+            if (cand != 0) {
+                size_t l = common(s + i, n - i, r->text + cand - 1,
+                                  r->len - (cand - 1));
+                if (l >= REF_GRAM) {
+                    bpos = cand - 1;
+                    blen = l;
+                }
+            }
+        }
+        if (blen == 0) {
+            i++;
+            continue;
+        }
+        while (i > lit && bpos > 0 && s[i - 1] == r->text[bpos - 1]) {
+            i--;
+            bpos--;
+            blen++;
+        }
+        size_t ll = i - lit;
+        if (o + ll + 3 * NUM_MAX > cap)
+            return 0;
+        o += put_num(out + o, ll);
+        memcpy(out + o, s + lit, ll);
+        o += ll;
+        o += put_num(out + o, blen);
+        o += put_num(out + o, bpos);
+        i += blen;
+        lit = i;
+        expect = bpos + blen;
+    }
+    if (lit < n) {
+        size_t ll = n - lit;
+        if (o + ll + NUM_MAX > cap)
+            return 0;
+        o += put_num(out + o, ll);
+        memcpy(out + o, s + lit, ll);
+        o += ll;
+    }
+    return o;
+}
+
+/* Appends the text of an encoded object to out. */
+static int decode(const struct cache_obj *o, struct dbuf *out)
+{
+    const unsigned char *p = (const unsigned char *)o->data + o->json_off;
+    const unsigned char *end = p + o->enc_len;
+    while (p < end) {
+        size_t ll = get_num(&p);
+        int rc = dbuf_add(out, p, ll);
+        if (rc != DBUF_OK)
+            return rc;
+        p += ll;
+        if (p >= end)
+            break;
+        size_t clen = get_num(&p);
+        size_t cpos = get_num(&p);
+        assert(cpos + clen <= o->ref->len);
+        rc = dbuf_add(out, o->ref->text + cpos, clen);
+        if (rc != DBUF_OK)
+            return rc;
+    }
+    return DBUF_OK;
+}
+
+/*
+ * The object c stores for o (whose reference it takes over): o itself
+ * when it is encoded already, or its encoding does not pay, or memory is
+ * short; otherwise a copy with the text encoded against c's reference
+ * (made from o's text when c has none, or when most recent objects did
+ * not encode well against the current one), and o is dropped.
+ */
+static struct cache_obj *compact(struct cache *c, struct cache_obj *o)
+{
+    if (o->ref != NULL)
+        return o;
+    const char *text = o->data + o->json_off;
+    size_t cap = o->json_len / 2;
+    if (c->scratch_cap < cap) {
+        unsigned char *b = realloc(c->scratch, cap);
+        if (b == NULL)
+            return o;
+        c->scratch = b;
+        c->scratch_cap = cap;
+    }
+    size_t n =
+        c->ref != NULL ? encode(c->ref, text, o->json_len, c->scratch, cap) : 0;
+    c->ref_tries++;
+    if (n == 0) {
+        c->ref_poor++;
+        if (c->ref != NULL &&
+            (c->ref_tries < REF_RETRY || c->ref_poor * 2 <= c->ref_tries))
+            return o;
+        struct ref *r = ref_new(text, o->json_len);
+        if (r == NULL)
+            return o;
+        ref_unref(c->ref);
+        c->ref = r;
+        c->ref_tries = c->ref_poor = 0;
+        n = encode(c->ref, text, o->json_len, c->scratch, cap);
+        if (n == 0)
+            return o;
+    }
+    /* A window of recent upserts: old successes do not keep a reference
+     * that stopped helping. */
+    if (c->ref_tries >= 4 * REF_RETRY) {
+        c->ref_tries /= 2;
+        c->ref_poor /= 2;
+    }
+    struct cache_obj *e = malloc(sizeof(*e) + o->json_off + n);
+    if (e == NULL)
+        return o;
+    memcpy(e, o, sizeof(*e) + o->json_off);
+    memcpy(e->data + e->json_off, c->scratch, n);
+    e->refs = 1;
+    e->enc_len = (uint32_t)n;
+    e->ref = c->ref;
+    c->ref->refs++;
+    cache_obj_unref(o);
+    return e;
 }
 
 /* --- objects ----------------------------------------------------------- */
@@ -236,6 +505,8 @@ int cache_obj_from_text(const char *json, size_t len, const char *api_version,
     if (o == NULL)
         return CACHE_ENOMEM;
     o->refs = 1;
+    o->enc_len = 0;
+    o->ref = NULL;
     char *p = o->data;
     p = put_str(p, m.ns);
     o->name_off = (uint32_t)(p - o->data);
@@ -303,8 +574,10 @@ struct cache_obj *cache_obj_ref(struct cache_obj *o)
 
 void cache_obj_unref(struct cache_obj *o)
 {
-    if (o != NULL && --o->refs == 0)
+    if (o != NULL && --o->refs == 0) {
+        ref_unref(o->ref);
         free(o);
+    }
 }
 
 const char *cache_obj_namespace(const struct cache_obj *o)
@@ -327,11 +600,16 @@ const char *cache_obj_uid(const struct cache_obj *o)
     return o->data + o->uid_off;
 }
 
-const char *cache_obj_json(const struct cache_obj *o, size_t *len)
+size_t cache_obj_json_len(const struct cache_obj *o)
 {
-    if (len != NULL)
-        *len = o->json_len;
-    return o->data + o->json_off;
+    return o->json_len;
+}
+
+int cache_obj_json_append(const struct cache_obj *o, struct dbuf *out)
+{
+    if (o->enc_len == 0)
+        return dbuf_add(out, o->data + o->json_off, o->json_len);
+    return decode(o, out);
 }
 
 int cache_obj_label_next(const struct cache_obj *o, size_t *pos,
@@ -360,12 +638,21 @@ const char *cache_obj_label(const struct cache_obj *o, const char *key)
 
 cJSON *cache_obj_parse(const struct cache_obj *o)
 {
-    return jscan_cjson_parse(o->data + o->json_off, o->json_len);
+    if (o->enc_len == 0)
+        return jscan_cjson_parse(o->data + o->json_off, o->json_len);
+    struct dbuf b;
+    dbuf_init(&b, (size_t)o->json_len + 1);
+    cJSON *j = decode(o, &b) == DBUF_OK
+                   ? jscan_cjson_parse(dbuf_ptr(&b), dbuf_len(&b))
+                   : NULL;
+    dbuf_free(&b);
+    return j;
 }
 
 size_t cache_obj_size(const struct cache_obj *o)
 {
-    return sizeof(*o) + o->json_off + o->json_len + 1;
+    return sizeof(*o) + o->json_off +
+           (o->enc_len != 0 ? o->enc_len : o->json_len + 1);
 }
 
 /* --- selectors --------------------------------------------------------- */
@@ -598,6 +885,8 @@ void cache_free(struct cache *c)
         cache_obj_unref(c->slots[i].o);
     free(c->slots);
     free(c->subs);
+    ref_unref(c->ref);
+    free(c->scratch);
     free(c);
 }
 
@@ -687,7 +976,8 @@ size_t cache_len(const struct cache *c)
 
 size_t cache_mem(const struct cache *c)
 {
-    return c->bytes + c->cap * sizeof(struct slot) + sizeof(*c);
+    return c->bytes + c->cap * sizeof(struct slot) + sizeof(*c) +
+           ref_size(c->ref) + c->scratch_cap;
 }
 
 void cache_list(const struct cache *c, const char *ns,
@@ -716,6 +1006,7 @@ int cache_upsert(struct cache *c, struct cache_obj *o)
     struct slot *s = &c->slots[i];
     s->epoch = c->epoch;
     if (s->o == NULL) {
+        o = compact(c, o);
         s->o = o;
         c->len++;
         c->bytes += cache_obj_size(o);
@@ -728,6 +1019,7 @@ int cache_upsert(struct cache *c, struct cache_obj *o)
         cache_obj_unref(o);
         return CACHE_OK;
     }
+    o = compact(c, o);
     s->o = o;
     c->bytes += cache_obj_size(o);
     c->bytes -= cache_obj_size(old);

@@ -4,9 +4,12 @@
  * object is one immutable, reference-counted allocation holding its compact
  * JSON text (managedFields dropped) and the few metadata fields the core
  * reads often (namespace, name, resourceVersion, uid, labels); the JSON is
- * parsed on demand. Offers get, list (by namespace and label selector) and
- * change notifications (added, updated, deleted, with the old and new
- * object). Label selectors follow Kubernetes' syntax. Uses cJSON.
+ * parsed on demand. A cache stores most objects as their differences from
+ * one reference object of the same cache (the objects of an informer are
+ * alike), so the text is copied out (cache_obj_json_append), never
+ * borrowed. Offers get, list (by namespace and label selector) and change
+ * notifications (added, updated, deleted, with the old and new object).
+ * Label selectors follow Kubernetes' syntax. Uses cJSON, dbuf, jscan.
  */
 #ifndef DITTOFS_CACHE_H
 #define DITTOFS_CACHE_H
@@ -15,6 +18,8 @@
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
+
+#include "dbuf.h"
 
 enum {
     CACHE_OK = 0,
@@ -57,8 +62,12 @@ const char *cache_obj_namespace(const struct cache_obj *o);
 const char *cache_obj_name(const struct cache_obj *o);
 const char *cache_obj_rv(const struct cache_obj *o);
 const char *cache_obj_uid(const struct cache_obj *o);
-/* The compact JSON text (NUL-terminated); *len may be NULL. */
-const char *cache_obj_json(const struct cache_obj *o, size_t *len);
+/* The length of the compact JSON text. */
+size_t cache_obj_json_len(const struct cache_obj *o);
+/* Appends the compact JSON text to `out` (decoded when the object is
+ * stored against its cache's reference: a copy of a few chunks). Returns
+ * DBUF_OK, or the dbuf's error (then `out` is empty, see dbuf.h). */
+int cache_obj_json_append(const struct cache_obj *o, struct dbuf *out);
 /* The value of label `key`, or NULL when the object does not carry it. */
 const char *cache_obj_label(const struct cache_obj *o, const char *key);
 /* Iterates the labels: pass *pos = 0 first; returns 0 and sets key and
@@ -67,7 +76,8 @@ int cache_obj_label_next(const struct cache_obj *o, size_t *pos,
                          const char **key, const char **value);
 /* Parses the JSON (the caller owns the tree: cJSON_Delete). NULL on OOM. */
 cJSON *cache_obj_parse(const struct cache_obj *o);
-/* Bytes this object occupies (for accounting). */
+/* Bytes this object occupies (for accounting; its share of a reference
+ * not included). */
 size_t cache_obj_size(const struct cache_obj *o);
 
 /* --- label selectors --------------------------------------------------- */
@@ -124,7 +134,7 @@ void cache_unsubscribe(struct cache *c, cache_notify_fn fn, void *arg);
 const struct cache_obj *cache_get(const struct cache *c, const char *ns,
                                   const char *name);
 size_t cache_len(const struct cache *c);
-/* Bytes held by the objects and the table. */
+/* Bytes held by the objects, the table and the current reference. */
 size_t cache_mem(const struct cache *c);
 
 /* Called for each object; return non-zero to stop. */
@@ -135,10 +145,12 @@ void cache_list(const struct cache *c, const char *ns,
                 const struct cache_selector *sel, cache_each_fn fn, void *arg);
 
 /*
- * Inserts or replaces an object, taking over the caller's reference.
- * Notifies ADDED or UPDATED; an object with the same resourceVersion as the
- * cached one replaces nothing and notifies nothing. Returns CACHE_OK or
- * CACHE_ENOMEM (the reference is dropped).
+ * Inserts or replaces an object, taking over the caller's reference (the
+ * cache may store an encoded copy instead and drop `o`: look the object up
+ * again with cache_get, or keep a reference of your own before the call).
+ * Notifies ADDED or UPDATED with the stored object; an object with the
+ * same resourceVersion as the cached one replaces nothing and notifies
+ * nothing. Returns CACHE_OK or CACHE_ENOMEM (the reference is dropped).
  */
 int cache_upsert(struct cache *c, struct cache_obj *o);
 /* Removes namespace/name, notifying DELETED with `final_obj` (borrowed,

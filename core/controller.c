@@ -833,19 +833,28 @@ static int gather(struct controller *c, const char *key, const char *ns,
     return ch->nomem ? -1 : 0;
 }
 
-/* The policy's `observed` for the children ch (apply_observed_json).
- * Returns DBUF_OK, or DBUF_NOMEM / the dbuf's error. */
-static int observed_json(const struct children *ch, struct dbuf *b)
+/* The policy's `observed` for the children ch (apply_observed_json), their
+ * texts copied out of the caches into `texts` first. Returns DBUF_OK, or
+ * DBUF_NOMEM / the dbufs' error. */
+static int observed_json(const struct children *ch, struct dbuf *texts,
+                         struct dbuf *b)
 {
     struct apply_child *v = malloc((ch->n ? ch->n : 1) * sizeof(*v));
     if (v == NULL)
         return DBUF_NOMEM;
-    for (size_t i = 0; i < ch->n; i++) {
+    int rc = DBUF_OK;
+    for (size_t i = 0; i < ch->n && rc == DBUF_OK; i++) {
         v[i].kind = ch->v[i].kind;
         v[i].name = ch->v[i].name;
-        v[i].json = cache_obj_json(ch->v[i].obj, &v[i].len);
+        v[i].len = dbuf_len(texts); /* the offset until all are in */
+        rc = cache_obj_json_append(ch->v[i].obj, texts);
     }
-    int rc = apply_observed_json(v, ch->n, b);
+    for (size_t i = 0; i < ch->n && rc == DBUF_OK; i++) {
+        v[i].json = dbuf_ptr(texts) + v[i].len;
+        v[i].len = (i + 1 < ch->n ? v[i + 1].len : dbuf_len(texts)) - v[i].len;
+    }
+    if (rc == DBUF_OK)
+        rc = apply_observed_json(v, ch->n, b);
     free(v);
     return rc;
 }
@@ -865,19 +874,23 @@ static int run_policy(struct controller *c, struct policy_set *ps,
                       int status_only, struct policy_output *out,
                       struct dbuf *err, double *secs)
 {
-    struct dbuf obs;
+    struct dbuf obs, texts;
     dbuf_init(&obs, (size_t)64 << 20);
+    dbuf_init(&texts, (size_t)64 << 20);
     *secs = -1;
-    int orc = observed_json(ch, &obs);
+    /* The DittoServer's text first, then the children's. */
+    int orc = cache_obj_json_append(ds, &texts);
+    size_t ds_len = dbuf_len(&texts);
+    if (orc == DBUF_OK)
+        orc = observed_json(ch, &texts, &obs);
     if (orc != DBUF_OK) {
         dbuf_free(&obs);
+        dbuf_free(&texts);
         dbuf_addf(err, "the observed children: %s", dbuf_strerror(orc));
         return orc == DBUF_NOMEM ? POLICY_ENOMEM : POLICY_EFAIL;
     }
-    size_t ds_len;
-    const char *ds_text = cache_obj_json(ds, &ds_len);
     struct policy_input in = {
-        .ds_json = ds_text,
+        .ds_json = dbuf_ptr(&texts),
         .ds_len = ds_len,
         .observed_json = dbuf_ptr(&obs),
         .observed_len = dbuf_len(&obs),
@@ -888,6 +901,7 @@ static int run_policy(struct controller *c, struct policy_set *ps,
     int rc = policy_eval(ps, &c->limits, &in, out, err);
     *secs = (double)(loop_now_us() - t0) / 1e6;
     dbuf_free(&obs);
+    dbuf_free(&texts);
     return rc;
 }
 

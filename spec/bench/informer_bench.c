@@ -103,9 +103,7 @@ static void served_size(const char *path, struct json_size *js)
 
 static int add_len(const struct cache_obj *o, void *arg)
 {
-    size_t len;
-    cache_obj_json(o, &len);
-    *(size_t *)arg += len;
+    *(size_t *)arg += cache_obj_json_len(o);
     return 0;
 }
 
@@ -189,11 +187,12 @@ static void on_update(enum cache_event ev, const struct cache_obj *o,
     uint64_t now = loop_now_us();
     if (ev != CACHE_UPDATED || L.n >= LAT_MAX)
         return;
-    const char *j = cache_obj_json(n, NULL);
-    const char *p = strstr(j, "\"seq\":\"");
-    if (p == NULL)
-        return;
-    int seq = atoi(p + 7);
+    struct dbuf text;
+    dbuf_init(&text, (size_t)1 << 24);
+    cache_obj_json_append(n, &text);
+    const char *p = strstr(dbuf_ptr(&text), "\"seq\":\"");
+    int seq = p != NULL ? atoi(p + 7) : -1;
+    dbuf_free(&text);
     if (seq < 0 || seq >= L.sent)
         return;
     struct watch_stats st;
@@ -387,6 +386,27 @@ static int template_kind(const char *json)
     return -1;
 }
 
+struct read_cost {
+    struct dbuf text;
+    size_t bytes;
+};
+
+static int read_text(const struct cache_obj *o, void *arg)
+{
+    struct read_cost *rc = arg;
+    dbuf_reset(&rc->text);
+    cache_obj_json_append(o, &rc->text);
+    rc->bytes += dbuf_len(&rc->text);
+    return 0;
+}
+
+static int read_tree(const struct cache_obj *o, void *arg)
+{
+    (void)arg;
+    cJSON_Delete(cache_obj_parse(o));
+    return 0;
+}
+
 static int cmd_synthetic(int n, const char *file)
 {
     char *tpl[SYN_MAX_TEMPLATES];
@@ -428,8 +448,8 @@ static int cmd_synthetic(int n, const char *file)
     for (int i = 0; i < n; i++) {
         char name[32], dsuid[40], stsuid[40], key[64];
         snprintf(name, sizeof(name), "ds-%05d", i);
-        snprintf(dsuid, sizeof(dsuid), "5f0c%04x-1d2e-4c3b-9a8f-%012x", i & 0xffff,
-                 (unsigned)i * 2654435761u);
+        snprintf(dsuid, sizeof(dsuid), "5f0c%04x-1d2e-4c3b-9a8f-%012x",
+                 i & 0xffff, (unsigned)i * 2654435761u);
         snprintf(stsuid, sizeof(stsuid), "a1b2%04x-3c4d-4e5f-8a9b-%012x",
                  i & 0xffff, (unsigned)i * 40503u + 7u);
         snprintf(key, sizeof(key), "bench/%s", name);
@@ -465,8 +485,8 @@ static int cmd_synthetic(int n, const char *file)
             if (k != KINDS_DITTOSERVER)
                 tracking_kids_add(&owners, key, k, oname);
             upsert_us += loop_now_us() - t0;
-            size_t sl;
-            cache_obj_json(cache_get(caches[k], "bench", oname), &sl);
+            size_t sl =
+                cache_obj_json_len(cache_get(caches[k], "bench", oname));
             /* The text was there before and after: this delta is what the
              * cache and the index keep (with malloc's own overhead). */
             heap_kind[k] += heap_used() - hb;
@@ -505,6 +525,20 @@ static int cmd_synthetic(int n, const char *file)
     for (int k = 0; k < KINDS_N; k++)
         index += cache_mem(caches[k]);
     printf("cache_accounted_bytes=%zu\n", index);
+    /* Reading back: the text (what a reconcile copies for the policy) and
+     * the tree (what it parses to compare), per object. */
+    struct read_cost rc = {0};
+    dbuf_init(&rc.text, (size_t)1 << 24);
+    uint64_t t0 = loop_now_us();
+    for (int k = 0; k < KINDS_N; k++)
+        cache_list(caches[k], NULL, NULL, read_text, &rc);
+    uint64_t t1 = loop_now_us();
+    for (int k = 0; k < KINDS_N; k++)
+        cache_list(caches[k], NULL, NULL, read_tree, &rc);
+    uint64_t t2 = loop_now_us();
+    dbuf_free(&rc.text);
+    printf("read_text_us_per_object=%.2f\nparse_us_per_object=%.2f\n",
+           (double)(t1 - t0) / objects, (double)(t2 - t1) / objects);
     tracking_clear(&owners);
     for (int k = 0; k < KINDS_N; k++)
         cache_free(caches[k]);

@@ -163,12 +163,16 @@ static void test_events(void)
               strcmp(r->new_rv, rv2) == 0,
           "UPDATED a: old rv %s, new rv %s", rv1, rv2);
     const struct cache_obj *o = cache_get(watch_cache(w), ns, "a");
-    const char *json = cache_obj_json(o, NULL);
+    struct dbuf text;
+    dbuf_init(&text, (size_t)1 << 20);
+    cache_obj_json_append(o, &text);
+    const char *json = dbuf_ptr(&text);
     CHECK(strstr(json, "managedFields") == NULL &&
               strstr(json, "\"kind\":\"ConfigMap\"") != NULL &&
               strstr(json, "\"apiVersion\":\"v1\"") != NULL &&
               strstr(json, "\"v\":\"two\"") != NULL,
           "cached JSON: no managedFields, kind and apiVersion, new data");
+    dbuf_free(&text);
     CHECK_STR_EQ(cache_obj_label(o, "k"), "2", "label from the update");
     CHECK_STR_EQ(watch_rv(w), rv2, "watch resourceVersion follows events");
 

@@ -2,7 +2,11 @@
  * test_cache: the JSON span scanner (jscan), cache objects (managedFields
  * cut out of the server's text, exact numbers, metadata, labels), label
  * selectors, and the cache table (get/list, notifications, relist
- * replacement, a randomised comparison with a reference model).
+ * replacement, a randomised comparison with a reference model), and the
+ * objects a cache stores against its reference: every text comes back
+ * byte for byte (alike objects, unlike ones, a family that changes, random
+ * fragments), alike objects cost a fraction of their text, an object
+ * outlives its cache.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +17,17 @@
 #include "cache.h"
 #include "jscan.h"
 #include "testlib.h"
+
+/* The text of o, in a buffer reused by the next call; NULL frees it. */
+static const char *text_of(const struct cache_obj *o)
+{
+    static struct dbuf b;
+    dbuf_free(&b);
+    dbuf_init(&b, (size_t)1 << 24);
+    if (o == NULL || cache_obj_json_append(o, &b) != DBUF_OK)
+        return NULL;
+    return dbuf_ptr(&b);
+}
 
 static void test_jscan(void)
 {
@@ -123,7 +138,7 @@ static void test_objects(void)
         CHECK(rc == CACHE_OK, "object %d parsed", i);
         if (rc != CACHE_OK)
             continue;
-        CHECK_STR_EQ(cache_obj_json(o, NULL), expect,
+        CHECK_STR_EQ(text_of(o), expect,
                      "managedFields cut, rest byte for byte");
         CHECK_STR_EQ(cache_obj_name(o), "a", "name");
         CHECK_STR_EQ(cache_obj_namespace(o), "ns", "namespace");
@@ -140,7 +155,7 @@ static void test_objects(void)
     CHECK(cache_obj_from_text(list_item, strlen(list_item), "v1", "ConfigMap",
                               &o, err, sizeof(err)) == CACHE_OK,
           "list item parsed");
-    CHECK_STR_EQ(cache_obj_json(o, NULL),
+    CHECK_STR_EQ(text_of(o),
                  "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
                  "{\"name\":\"n1\",\"namespace\":\"d\",\"resourceVersion\":"
                  "\"42\",\"uid\":\"u-1\",\"labels\":{\"app\":\"web\","
@@ -165,10 +180,9 @@ static void test_objects(void)
                           "\"x\"},\"n\":12345678901234567890}";
     CHECK(cache_obj_from_text(cluster, strlen(cluster), "v1", "Ignored", &o,
                               err, sizeof(err)) == CACHE_OK &&
-              strstr(cache_obj_json(o, NULL), "12345678901234567890") != NULL &&
-              strstr(cache_obj_json(o, NULL), "Ignored") == NULL &&
-              strncmp(cache_obj_json(o, NULL), "{\"apiVersion\":\"v1\",", 19) ==
-                  0 &&
+              strstr(text_of(o), "12345678901234567890") != NULL &&
+              strstr(text_of(o), "Ignored") == NULL &&
+              strncmp(text_of(o), "{\"apiVersion\":\"v1\",", 19) == 0 &&
               strcmp(cache_obj_namespace(o), "") == 0,
           "cluster-scoped, big integer kept exactly, only apiVersion added");
     cache_obj_unref(o);
@@ -193,7 +207,7 @@ static void test_objects(void)
     cJSON *tree = cJSON_Parse("{\"metadata\":{\"name\":\"t\",\"managedFields\""
                               ":[],\"labels\":{\"a\":\"b\"}}}");
     CHECK(cache_obj_from_json(tree, &o, err, sizeof(err)) == CACHE_OK &&
-              strcmp(cache_obj_json(o, NULL),
+              strcmp(text_of(o),
                      "{\"metadata\":{\"name\":\"t\",\"labels\":{\"a\":"
                      "\"b\"}}}") == 0,
           "from a cJSON tree, managedFields dropped");
@@ -427,6 +441,168 @@ static void test_random(void)
     cache_free(c);
 }
 
+/* What alike objects share beyond their metadata (a pod template's
+ * probes and security context, a configuration), 650 bytes. */
+#define LIKE_COMMON                                                            \
+    "\"livenessProbe\":{\"failureThreshold\":3,\"initialDelaySeconds\":30,"    \
+    "\"periodSeconds\":10,\"successThreshold\":1,\"tcpSocket\":{\"port\":"     \
+    "\"nfs\"},\"timeoutSeconds\":5},\"readinessProbe\":{\"failureThreshold\":" \
+    "3,\"initialDelaySeconds\":10,\"periodSeconds\":5,\"successThreshold\":1," \
+    "\"tcpSocket\":{\"port\":\"nfs\"},\"timeoutSeconds\":3},\"resources\":{"   \
+    "\"limits\":{\"cpu\":\"2\",\"memory\":\"4Gi\"},\"requests\":{\"cpu\":"     \
+    "\"500m\",\"memory\":\"1Gi\"}},\"securityContext\":{"                      \
+    "\"allowPrivilegeEscalation\":false,\"capabilities\":{\"drop\":["          \
+    "\"ALL\"]}},\"terminationMessagePolicy\":\"FallbackToLogsOnError\","       \
+    "\"volumeMounts\":[{\"mountPath\":\"/config\",\"name\":\"config\","        \
+    "\"readOnly\":true},{\"mountPath\":\"/data/metadata\",\"name\":"           \
+    "\"metadata\"},{\"mountPath\":\"/data/content\",\"name\":\"content\"}]"
+
+/* A StatefulSet-like object text of DittoServer i at resourceVersion rv
+ * (family 0), or a differently shaped one (family 1). */
+static void like_text(char *buf, size_t n, int family, int i, int rv)
+{
+    if (family == 0)
+        snprintf(
+            buf, n,
+            "{\"apiVersion\":\"apps/v1\",\"kind\":\"StatefulSet\","
+            "\"metadata\":{\"name\":\"ds-%d\",\"namespace\":\"bench\","
+            "\"uid\":\"%08x-1d2e-4c3b-9a8f-%012x\",\"resourceVersion\":"
+            "\"%d\",\"labels\":{\"app.kubernetes.io/instance\":\"ds-%d\","
+            "\"app.kubernetes.io/managed-by\":\"dittofs-operator\"},"
+            "\"ownerReferences\":[{\"apiVersion\":\"dittofs.dittofs.com/"
+            "v1alpha1\",\"controller\":true,\"kind\":\"DittoServer\","
+            "\"name\":\"ds-%d\",\"uid\":\"%08x\"}]},\"spec\":{\"replicas\":"
+            "%d,\"serviceName\":\"ds-%d-headless\",\"template\":{\"spec\":"
+            "{\"containers\":[{\"image\":\"ghcr.io/marmos91/dittofs:%s\","
+            "\"name\":\"dittofs\",\"terminationMessagePath\":\"/dev/"
+            "termination-log\",%s}]}}},\"status\":{\"replicas\":%d}}",
+            i, (unsigned)i * 2654435761u, (unsigned)i * 40503u, rv, i, i,
+            (unsigned)i * 97u, i % 3, i, i % 7 ? "latest" : "v1.2.3",
+            LIKE_COMMON, i % 3);
+    else
+        snprintf(
+            buf, n,
+            "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
+            "{\"name\":\"ds-%d\",\"namespace\":\"bench\",\"resourceVersion\""
+            ":\"%d\"},\"data\":{\"config.yaml\":\"adapters:\\n  nfs:\\n"
+            "    port: %d\\nlogging:\\n  level: INFO\\nshares:\\n- name: "
+            "/export-%d\\n  read_only: false\\n\",\"common\":{%s}}}",
+            i, rv, 2049 + i % 5, i, LIKE_COMMON);
+}
+
+/* Upserts n objects of `family` at rv into c; returns how many of them
+ * cache_get then gives back byte for byte. */
+static int put_family(struct cache *c, int family, int n, int rv,
+                      size_t *text_bytes)
+{
+    char text[4096], err[128];
+    int same = 0;
+    for (int i = 0; i < n; i++) {
+        like_text(text, sizeof(text), family, i, rv + i);
+        struct cache_obj *o;
+        if (cache_obj_from_text(text, strlen(text), NULL, NULL, &o, err,
+                                sizeof(err)) != CACHE_OK) {
+            printf("# %s\n", err);
+            continue;
+        }
+        *text_bytes += strlen(text);
+        cache_upsert(c, o);
+    }
+    for (int i = 0; i < n; i++) {
+        like_text(text, sizeof(text), family, i, rv + i);
+        char name[32];
+        snprintf(name, sizeof(name), "ds-%d", i);
+        const struct cache_obj *o = cache_get(c, "bench", name);
+        const char *t = o != NULL ? text_of(o) : NULL;
+        same += t != NULL && strcmp(t, text) == 0 &&
+                cache_obj_json_len(o) == strlen(text);
+    }
+    return same;
+}
+
+static void test_encoding(void)
+{
+    struct cache *c = cache_new();
+    size_t text_bytes = 0;
+    CHECK_INT_EQ(put_family(c, 0, 2000, 100, &text_bytes), 2000,
+                 "2000 alike objects: each text back byte for byte");
+    size_t mem = cache_mem(c);
+    CHECK(mem * 4 < text_bytes,
+          "... stored in %zu bytes for %zu bytes of text (under a quarter)",
+          mem, text_bytes);
+    const struct cache_obj *o = cache_get(c, "bench", "ds-1234");
+    cJSON *j = o != NULL ? cache_obj_parse(o) : NULL;
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(j, "metadata");
+    CHECK_STR_EQ(cJSON_GetStringValue(
+                     cJSON_GetObjectItemCaseSensitive(md, "resourceVersion")),
+                 "1334", "an encoded object parses");
+    cJSON_Delete(j);
+    struct cache_obj *kept = cache_obj_ref((struct cache_obj *)o);
+
+    /* Updates of the same objects, then another shape under the same
+     * names: a new reference is taken and pays again. */
+    CHECK_INT_EQ(put_family(c, 0, 2000, 5000, &text_bytes), 2000,
+                 "updated: every text back byte for byte");
+    text_bytes = 0;
+    CHECK_INT_EQ(put_family(c, 1, 2000, 9000, &text_bytes), 2000,
+                 "another shape under the same names: every text back");
+    mem = cache_mem(c);
+    CHECK(mem * 2 < text_bytes,
+          "... and after a new reference, %zu bytes for %zu of text", mem,
+          text_bytes);
+
+    /* Random fragments: partial matches everywhere, some objects stored
+     * as text, some encoded. */
+    static const char *frag[] = {
+        "\"a\":",     "\"bb\":\"",
+        "1234567890", "xyzzy",
+        "\",",        "\"name\"",
+        "{}",         "[1,2]",
+        "true,",      "\"long-ish-fragment-of-text\":"};
+    struct cache *r = cache_new();
+    unsigned seed = 7;
+    int bad = 0;
+    for (int i = 0; i < 3000; i++) {
+        char text[2048], name[32], err[128];
+        snprintf(name, sizeof(name), "r-%d", i % 700);
+        size_t n = (size_t)snprintf(
+            text, sizeof(text),
+            "{\"metadata\":{\"name\":\"%s\",\"resourceVersion\":\"%d\"},"
+            "\"d\":\"",
+            name, i + 1);
+        int parts = 5 + (int)(seed % 60);
+        for (int k = 0; k < parts && n < sizeof(text) - 64; k++) {
+            seed = seed * 1103515245u + 12345u;
+            const char *f = frag[(seed >> 8) % 10];
+            for (const char *p = f; *p; p++)
+                text[n++] = *p == '"' ? '\'' : *p;
+        }
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "\"}");
+        struct cache_obj *ro;
+        if (cache_obj_from_text(text, n, NULL, NULL, &ro, err, sizeof(err)) !=
+            CACHE_OK) {
+            printf("# %s: %s\n", err, text);
+            bad++;
+            continue;
+        }
+        cache_upsert(r, ro);
+        const struct cache_obj *got = cache_get(r, "", name);
+        const char *t = got != NULL ? text_of(got) : NULL;
+        bad += t == NULL || strcmp(t, text) != 0;
+    }
+    CHECK_INT_EQ(bad, 0, "3000 random texts: each back byte for byte");
+    cache_free(r);
+
+    cache_free(c);
+    CHECK_STR_EQ(cache_obj_rv(kept), "1334",
+                 "an object kept outlives its cache ...");
+    const char *t = text_of(kept);
+    CHECK(t != NULL && strstr(t, "\"name\":\"ds-1234\"") != NULL &&
+              strstr(t, "\"resourceVersion\":\"1334\"") != NULL,
+          "... and its text still decodes");
+    cache_obj_unref(kept);
+}
+
 int main(void)
 {
     test_jscan();
@@ -434,5 +610,7 @@ int main(void)
     test_selectors();
     test_table();
     test_random();
+    test_encoding();
+    text_of(NULL);
     return TEST_SUMMARY();
 }

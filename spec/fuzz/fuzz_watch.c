@@ -75,8 +75,11 @@ static void event(struct ref *r, const char *line, size_t len)
     rc = cache_obj_from_text(obj.p, obj.len, NULL, NULL, &o, err, sizeof(err));
     if (rc != CACHE_OK)
         return;
-    size_t jlen;
-    const char *json = cache_obj_json(o, &jlen);
+    struct dbuf text;
+    dbuf_init(&text, (size_t)1 << 26);
+    cache_obj_json_append(o, &text);
+    size_t jlen = dbuf_len(&text);
+    const char *json = dbuf_ptr(&text);
     FUZZ_CHECK(jscan_whole(json, jlen, err, sizeof(err)) == 0,
                "stored text is not JSON (%s): %.*s", err, (int)jlen, json);
     struct jscan_span whole = {json, jlen}, mdv;
@@ -106,7 +109,18 @@ static void event(struct ref *r, const char *line, size_t len)
         FUZZ_CHECK(got != NULL &&
                        strcmp(cache_obj_rv(got), cache_obj_rv(o)) == 0,
                    "upserted object not found");
+        /* the cache may store it against its reference: the same text */
+        struct dbuf back;
+        dbuf_init(&back, (size_t)1 << 26);
+        if (got != o) {
+            cache_obj_json_append(got, &back);
+            FUZZ_CHECK(dbuf_len(&back) == jlen &&
+                           memcmp(dbuf_ptr(&back), json, jlen) == 0,
+                       "the stored text differs: %.*s", (int)jlen, json);
+        }
+        dbuf_free(&back);
     }
+    dbuf_free(&text);
     cache_obj_unref(o);
 }
 
