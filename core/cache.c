@@ -147,11 +147,23 @@ static void ref_unref(struct ref *r)
     }
 }
 
+/* The cache stops encoding against r (may be NULL): its index goes now,
+ * its text with the last object encoded against it. */
+static void ref_retire(struct ref *r)
+{
+    if (r == NULL)
+        return;
+    free(r->idx);
+    r->idx = NULL;
+    ref_unref(r);
+}
+
 static size_t ref_size(const struct ref *r)
 {
-    return r == NULL ? 0
-                     : sizeof(*r) + r->len + 1 +
-                           ((size_t)r->mask + 1) * sizeof(*r->idx);
+    if (r == NULL)
+        return 0;
+    return sizeof(*r) + r->len + 1 +
+           (r->idx != NULL ? ((size_t)r->mask + 1) * sizeof(*r->idx) : 0);
 }
 
 /* Unsigned LEB128: at most 10 bytes for a size_t. */
@@ -285,7 +297,9 @@ static int decode(const struct cache_obj *o, struct dbuf *out)
  */
 static struct cache_obj *compact(struct cache *c, struct cache_obj *o)
 {
-    if (o->ref != NULL)
+    /* Past 4 references' size, an object is stored as it is (and the
+     * scratch buffer stays small). */
+    if (o->ref != NULL || o->json_len > 4 * REF_MAX_TEXT)
         return o;
     const char *text = o->data + o->json_off;
     size_t cap = o->json_len / 2;
@@ -307,7 +321,7 @@ static struct cache_obj *compact(struct cache *c, struct cache_obj *o)
         struct ref *r = ref_new(text, o->json_len);
         if (r == NULL)
             return o;
-        ref_unref(c->ref);
+        ref_retire(c->ref);
         c->ref = r;
         c->ref_tries = c->ref_poor = 0;
         n = encode(c->ref, text, o->json_len, c->scratch, cap);
@@ -885,7 +899,7 @@ void cache_free(struct cache *c)
         cache_obj_unref(c->slots[i].o);
     free(c->slots);
     free(c->subs);
-    ref_unref(c->ref);
+    ref_retire(c->ref);
     free(c->scratch);
     free(c);
 }
