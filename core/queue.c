@@ -22,6 +22,12 @@
 #include "text.h"
 
 #define QUEUE_MIN_BUCKETS 64
+/* The longest one dispatch pass runs work functions that finish at once
+ * (a converged reconcile writes nothing and calls queue_done before it
+ * returns): then the loop reads its sockets before the next pass, so a
+ * resync of 10,000 keys cannot hold watch events and Lease renewals for
+ * seconds. */
+#define QUEUE_PASS_US 5000
 
 /*
  * The state of one key. A key is "pending" when it wants processing: then
@@ -325,15 +331,19 @@ static void key_add(struct queue *q, struct qkey *k, enum queue_prio prio)
 
 /*
  * Hands queued keys to the work function, HIGH first. One pass takes at
- * most the keys queued when it starts: a work function that finishes and
- * re-adds its key synchronously is served again at the next iteration
- * instead of spinning here and starving I/O.
+ * most the keys queued when it starts, for at most QUEUE_PASS_US: a work
+ * function that finishes and re-adds its key synchronously is served
+ * again at the next iteration, and a long run of work that finishes at
+ * once goes on after the loop's I/O, instead of spinning here and starving
+ * it. A key the time bound leaves behind keeps its place.
  */
 static void on_dispatch(struct loop_timer *t, void *arg)
 {
     struct queue *q = arg;
     size_t budget = q->depth;
-    while (budget-- > 0 && !q->paused && q->nflight < q->workers) {
+    uint64_t t0 = loop_now_us();
+    while (budget-- > 0 && !q->paused && q->nflight < q->workers &&
+           loop_now_us() - t0 < QUEUE_PASS_US) {
         struct qkey *k = q->lists[QUEUE_HIGH].head;
         if (k == NULL)
             k = q->lists[QUEUE_LOW].head;

@@ -22,9 +22,10 @@ struct rec {
     size_t n;
     char *keys[MAX_REC];
     uint64_t at_ms[MAX_REC];
-    int auto_done; /* call queue_done before returning */
-    int readd;     /* re-add the key (HIGH) before the synchronous done */
-    int max_readd; /* how many times */
+    int auto_done;    /* call queue_done before returning */
+    int readd;        /* re-add the key (HIGH) before the synchronous done */
+    int max_readd;    /* how many times */
+    unsigned busy_us; /* work spins this long (real time) first */
 };
 
 static void rec_reset(struct rec *r)
@@ -34,11 +35,14 @@ static void rec_reset(struct rec *r)
     r->n = 0;
     r->auto_done = 0;
     r->readd = 0;
+    r->busy_us = 0;
 }
 
 static void work(struct queue *q, const char *key, void *arg)
 {
     struct rec *r = arg;
+    for (uint64_t t0 = loop_now_us(); loop_now_us() - t0 < r->busy_us;)
+        ;
     if (r->n < MAX_REC) {
         r->keys[r->n] = strdup(key);
         r->at_ms[r->n] = loop_now_ms();
@@ -258,6 +262,39 @@ static void test_sync_done(struct loop *l, struct rec *r)
     run_for(l, 20);
     CHECK_INT_EQ(count(r, "a"), 4, "dispatched once per re-add");
     CHECK_INT_EQ(queue_tracked(q), 0, "then idle and freed");
+    queue_free(q);
+    rec_reset(r);
+}
+
+/* Work that finishes at once but takes its time (a converged reconcile):
+ * a pass stops after a few milliseconds and the loop gets its turn. */
+static void test_pass_bound(struct loop *l, struct rec *r)
+{
+    struct queue *q = queue_new(l, NULL, work, r);
+    r->auto_done = 1;
+    r->busy_us = 1000;
+    char key[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        queue_add(q, key, QUEUE_LOW);
+    }
+    loop_run_once(l, 100);
+    size_t n1 = r->n;
+    CHECK(n1 >= 1 && n1 < 40,
+          "40 keys of 1 ms each: one pass runs %zu of them, not all", n1);
+    queue_add(q, "urgent", QUEUE_HIGH);
+    loop_run_once(l, 100);
+    CHECK(r->n > n1, "... and the next pass goes on (%zu)", r->n);
+    int first = -1;
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->keys[i], "urgent") == 0)
+            first = (int)i;
+    CHECK(first >= 1 && (size_t)first < 40,
+          "a HIGH key added between passes is served before the rest "
+          "(dispatch %d)",
+          first + 1);
+    run_for(l, test_ms(500));
+    CHECK_INT_EQ(r->n, 41, "all 41 dispatched in the end");
     queue_free(q);
     rec_reset(r);
 }
@@ -521,6 +558,7 @@ int main(void)
     test_priority(l, r);
     test_workers(l, r);
     test_sync_done(l, r);
+    test_pass_bound(l, r);
     test_add_after(l, r);
     test_backoff(l, r);
     test_bucket(l, r);
