@@ -22,7 +22,11 @@
  *                               and the controller's owner index, as the
  *                               informers and on_child() would; heap per
  *                               DittoServer (mallinfo2 deltas) against the
- *                               JSON served and stored, upsert time
+ *                               JSON served and stored, the time of an
+ *                               object's way in (text to object, upsert,
+ *                               owner index) and of cache_upsert alone
+ *                               (the encoding), of reading a text back
+ *                               and of parsing it
  * Prints "key=value" lines.
  */
 #include <malloc.h>
@@ -444,7 +448,7 @@ static int cmd_synthetic(int n, const char *file)
     size_t served = 0, stored = 0, objects = 0;
     size_t served_kind[KINDS_N] = {0}, stored_kind[KINDS_N] = {0};
     size_t heap_kind[KINDS_N] = {0}, n_kind[KINDS_N] = {0};
-    uint64_t upsert_us = 0, rv = 1000;
+    uint64_t upsert_us = 0, store_us = 0, rv = 1000;
     for (int i = 0; i < n; i++) {
         char name[32], dsuid[40], stsuid[40], key[64];
         snprintf(name, sizeof(name), "ds-%05d", i);
@@ -478,10 +482,12 @@ static int cmd_synthetic(int n, const char *file)
                 printf("error=template %d: %s\n", t + 1, err);
                 return 1;
             }
+            uint64_t t1 = loop_now_us();
             int k = kinds[t];
             char oname[256];
             snprintf(oname, sizeof(oname), "%s", cache_obj_name(o));
             cache_upsert(caches[k], o);
+            store_us += loop_now_us() - t1;
             if (k != KINDS_DITTOSERVER)
                 tracking_kids_add(&owners, key, k, oname);
             upsert_us += loop_now_us() - t0;
@@ -511,6 +517,7 @@ static int cmd_synthetic(int n, const char *file)
     printf("projected_heap_10000_mib=%.1f\n",
            (double)total / n * 10000 / 1048576.0);
     printf("upsert_us_per_object=%.2f\n", (double)upsert_us / objects);
+    printf("cache_upsert_us_per_object=%.2f\n", (double)store_us / objects);
     for (int k = 0; k < KINDS_N; k++) {
         if (n_kind[k] == 0)
             continue;

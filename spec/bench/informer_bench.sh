@@ -10,9 +10,16 @@
 # Usage: spec/bench/informer_bench.sh   (env: N=10000 VALUE=900 RUNS=3
 #        RATE=100 LAT_SECONDS=30 IDLE=30 BUILD_DIR=build). Starts the control
 # plane if needed (cluster.sh start is idempotent).
+# SYNTHETIC=1 (no cluster): instead, the cache memory of N DittoServers
+# (default 1000 and 10000) with their ConfigMap, Services, StatefulSet and
+# Pod as the apiserver serves them (informer_bench_objects.json), cloned
+# into one cache per kind and the controller's owner index: heap bytes per
+# DittoServer and the 10,000 projection, per kind, and the times of an
+# object's way in and of reading it back.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build}
+syn_n=${N:-1000 10000}
 N=${N:-10000}
 VALUE=${VALUE:-900}
 RUNS=${RUNS:-3}
@@ -20,11 +27,6 @@ RATE=${RATE:-100}
 SECONDS_LAT=${LAT_SECONDS:-30}
 IDLE=${IDLE:-30}
 NS=${BENCH_NS:-informer-bench}
-
-set -a
-eval "$("$root/deploy/local/cluster.sh" start)"
-set +a
-kubectl=${DITTOFS_KUBECTL:-kubectl}
 
 # Build the core library (if needed) and the benchmark program.
 if [ ! -f "$build/libdittofs_core.a" ]; then
@@ -38,6 +40,19 @@ cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -D_GNU_SOURCE \
   $(pkg-config --cflags libcurl openssl) \
   $(pkg-config --cflags --libs libcjson yaml-0.1) -lm -ldl \
   -o "$bin"
+
+if [ -n "${SYNTHETIC:-}" ]; then
+  for n in $syn_n; do
+    echo "# synthetic: $n DittoServers and their children, no cluster"
+    "$bin" synthetic "$n" "$root/spec/bench/informer_bench_objects.json"
+  done
+  exit 0
+fi
+
+set -a
+eval "$("$root/deploy/local/cluster.sh" start)"
+set +a
+kubectl=${DITTOFS_KUBECTL:-kubectl}
 
 have=$("$kubectl" get configmaps -n "$NS" -l bench=bench --no-headers 2>/dev/null | wc -l || true)
 if [ "$have" -lt "$N" ]; then
