@@ -1526,7 +1526,9 @@ static void register_metrics(struct controller *c)
                                      l_res_only, NULL, 0);
     c->m_cache_bytes = metrics_add(m, METRIC_GAUGE, "dittofs_cache_bytes",
                                    "Bytes held by the informer cache (the "
-                                   "objects' JSON and the table), by "
+                                   "objects, most stored as their "
+                                   "differences from a reference object, "
+                                   "the reference and the table), by "
                                    "resource",
                                    l_res_only, NULL, 0);
     c->m_eval_errors =
