@@ -5,9 +5,10 @@
  * math.random and math.randomseed are gone; every chunk gets a fresh _ENV
  * that reads through a frozen library table and raises on reads of
  * undeclared globals and on every global write. Every call into Lua goes
- * through sandbox_pcall(), which arms an instruction-count hook with a
- * monotonic deadline (sticky once expired, so pcall cannot swallow it) and
- * runs under the memory cap of our own lua_Alloc.
+ * through sandbox_pcall(), which arms a timer at a monotonic deadline
+ * whose signal (SIGRTMIN+2, handler installed by sandbox_new) sets a hook
+ * that raises "timeout" (sticky once expired, so pcall cannot swallow it),
+ * and runs under the memory cap of our own lua_Alloc.
  *
  * One state serves many evaluations, one at a time (one thread):
  *   sandbox_new -> sandbox_preload (modules, once) -> [sandbox_keep]
@@ -63,7 +64,12 @@ struct sandbox_limits {
     unsigned timeout_ms; /* per sandbox_pcall; 0 = default */
     size_t memory_bytes; /* per evaluation above the sealed baseline (whole
                             state before sandbox_seal); 0 = default */
-    int hook_count;      /* VM instructions between clock checks; 0 = default */
+    int hook_count;      /* 0: a timer stops the call at its deadline (no
+                            hook before it); > 0: no timer, a count hook
+                            reads the clock every hook_count instructions
+                            (also the fallback, every
+                            SANDBOX_DEFAULT_HOOK_COUNT, when no timer can
+                            be made) */
     const struct sandbox_allocator *alloc; /* NULL = libc */
 };
 

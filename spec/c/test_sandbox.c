@@ -187,9 +187,12 @@ static void test_global_writes(void)
           "setmetatable(_ENV) is refused: %s", r.err);
 }
 
-static void test_timeout(void)
+/* The endless loops, with the timer (hook_count 0) or the count hook. */
+static void test_timeout(int hook_count)
 {
-    struct sandbox_limits lim = {.timeout_ms = 30};
+    TEST_NOTE("the time budget with %s",
+              hook_count ? "a count hook" : "the timer");
+    struct sandbox_limits lim = {.timeout_ms = 30, .hook_count = hook_count};
     struct run r = run_lim("while true do end", &lim, NULL);
     CHECK(r.rc == SANDBOX_ERR_TIMEOUT, "while true do end is killed");
     CHECK_STR_EQ(r.err, "policy timeout after 30 ms", "timeout message");
@@ -265,7 +268,7 @@ static void test_timeout(void)
 
     /* A short overrun of one C call is still reported as a timeout as soon
      * as it returns. */
-    struct sandbox_limits lim5 = {.timeout_ms = 5};
+    struct sandbox_limits lim5 = {.timeout_ms = 5, .hook_count = hook_count};
     r = run_lim("local s = string.rep('a', 20000)\n"
                 "local x = s:find('.-b')\n"
                 "return 'done'",
@@ -277,11 +280,174 @@ static void test_timeout(void)
 
     /* Work that fits its budget is not cut short (a budget scaled for
      * valgrind, where 1e5 iterations took more than 30 ms). */
-    struct sandbox_limits fits = {.timeout_ms = test_ms(100)};
+    struct sandbox_limits fits = {.timeout_ms = test_ms(100),
+                                  .hook_count = hook_count};
     r = run_lim("local n = 0 for i = 1, 1e5 do n = n + i end return "
                 "tostring(n)",
                 &fits, NULL);
     CHECK_STR_EQ(r.out, "5000050000", "a short loop runs to completion");
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 +
+           (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Host work that reads no Lua: spins for `ms` milliseconds. */
+static void spin_ms(double ms)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (ms_since(&t0) < ms)
+        ;
+}
+
+/* Sleeps `ms` milliseconds; 0, or -1 when a signal cut the sleep short
+ * (nanosleep is never restarted, SA_RESTART or not). */
+static int sleep_ms(unsigned ms)
+{
+    struct timespec d = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    return nanosleep(&d, NULL);
+}
+
+/* What a test_timer call does inside its sandbox_cpcall: spin `host_ms`,
+ * optionally give the budget back, run `inner`'s call (a spin of
+ * `inner_ms` in another state), then load and run `src` in `sb`. */
+struct timed {
+    struct sandbox *sb;
+    double host_ms;
+    int restart;
+    struct sandbox *inner;
+    double inner_ms;
+    int inner_rc;
+    const char *src;
+};
+
+static int spin_fn(lua_State *L)
+{
+    spin_ms(*(double *)lua_touserdata(L, 1));
+    return 0;
+}
+
+static int timed_fn(lua_State *L)
+{
+    struct timed *t = lua_touserdata(L, 1);
+    spin_ms(t->host_ms);
+    if (t->restart)
+        sandbox_budget_restart(L);
+    if (t->inner) {
+        struct dbuf err;
+        dbuf_init(&err, 1024);
+        t->inner_rc = sandbox_cpcall(t->inner, spin_fn, &t->inner_ms, 0, &err);
+        dbuf_free(&err);
+    }
+    struct dbuf err;
+    dbuf_init(&err, 1024);
+    int rc = sandbox_load(t->sb, t->src, strlen(t->src), "@policies/test.lua",
+                          "t", &err);
+    dbuf_free(&err);
+    if (rc != SANDBOX_OK)
+        return luaL_error(L, "load failed");
+    lua_call(L, 0, 0);
+    return 0;
+}
+
+static int run_timed(struct timed *t, unsigned timeout_ms, char *msg,
+                     size_t msg_size)
+{
+    struct sandbox_limits lim = {.timeout_ms = timeout_ms};
+    t->sb = sandbox_new(&lim, NULL, NULL);
+    if (t->sb == NULL)
+        return SANDBOX_ERR_NOMEM;
+    struct dbuf err;
+    dbuf_init(&err, 1024);
+    int rc = sandbox_cpcall(t->sb, timed_fn, t, 0, &err);
+    snprintf(msg, msg_size, "%s", dbuf_ptr(&err));
+    dbuf_free(&err);
+    sandbox_free(t->sb);
+    t->sb = NULL;
+    return rc;
+}
+
+/*
+ * The timer (the default): no hook runs before the deadline, its signal
+ * arms one. A loop stops soon after the budget, also one of long C calls;
+ * no signal comes after a call (the sleep after it is not cut short); a
+ * budget given back by sandbox_budget_restart after the first deadline
+ * passed in host code holds (the early signal re-arms the timer); a call
+ * of another state inside a call does not make the outer call's deadline
+ * get lost.
+ */
+static void test_timer(void)
+{
+    char msg[256];
+    struct timespec t0;
+    struct sandbox_limits lim = {.timeout_ms = 30};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct run r = run_lim("while true do end", &lim, NULL);
+    double ms = ms_since(&t0);
+    CHECK(r.rc == SANDBOX_ERR_TIMEOUT && ms >= 30 && ms < 30 + test_ms(1000),
+          "the timer stops a loop after its 30 ms budget (%.1f ms)", ms);
+    CHECK(sleep_ms(100) == 0, "no signal after a timed-out call");
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    r = run_lim("local s = string.rep('a', 1 << 20)\n"
+                "while true do local u = s:upper() end",
+                &lim, NULL);
+    ms = ms_since(&t0);
+    CHECK(r.rc == SANDBOX_ERR_TIMEOUT && ms < 30 + test_ms(1000),
+          "... and a loop of long C calls (%.1f ms)", ms);
+
+    r = run_lim("return 'quick'", &lim, NULL);
+    CHECK_STR_EQ(r.out, "quick", "a quick call returns");
+    CHECK(sleep_ms(100) == 0, "no signal after a call that returned");
+
+    /* Host work past the deadline, the budget given back, then Lua work
+     * for less than a budget but past the first deadline: the timer fired
+     * early, the hook finds the deadline ahead and re-arms it. */
+    unsigned budget = test_ms(100);
+    struct timed t = {.host_ms = budget + 20.0,
+                      .restart = 1,
+                      .src = "local n = 0 for i = 1, 1e4 do n = n + i end"};
+    int rc = run_timed(&t, budget, msg, sizeof(msg));
+    CHECK(rc == SANDBOX_OK,
+          "a budget given back after the first deadline "
+          "holds (%s)",
+          msg);
+    CHECK(sleep_ms(budget + 50) == 0, "no signal of the re-armed timer after "
+                                      "the call");
+    t.src = "while true do end";
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = run_timed(&t, budget, msg, sizeof(msg));
+    ms = ms_since(&t0);
+    CHECK(rc == SANDBOX_ERR_TIMEOUT && ms < 2.0 * budget + 20 + test_ms(1000),
+          "... and a loop after it stops at the new deadline (%.1f ms, %s)", ms,
+          msg);
+
+    /* Another state's call spins past the outer deadline: the outer
+     * signal came while the inner call ran, and the outer loop (a few
+     * seconds unstopped) stops as soon as the inner call returns. */
+    struct sandbox_limits slow = {.timeout_ms = 20000};
+    struct timed n = {.inner = sandbox_new(&slow, NULL, NULL),
+                      .inner_ms = 60,
+                      .src = "for i = 1, 2e9 do end"};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = n.inner ? run_timed(&n, 30, msg, sizeof(msg)) : SANDBOX_ERR_NOMEM;
+    ms = ms_since(&t0);
+    CHECK(n.inner_rc == SANDBOX_OK, "the inner call of another state returns");
+    CHECK(rc == SANDBOX_ERR_TIMEOUT && ms < 60 + test_ms(1000),
+          "the outer call stops right after it (%.1f ms, %s)", ms, msg);
+    sandbox_free(n.inner);
+    CHECK(sleep_ms(50) == 0, "no signal after both");
+
+    /* The count hook still works when asked for. */
+    struct sandbox_limits counted = {.timeout_ms = 30, .hook_count = 1000};
+    r = run_lim("while true do end", &counted, NULL);
+    CHECK(r.rc == SANDBOX_ERR_TIMEOUT, "hook_count: the count hook stops a "
+                                       "loop too");
 }
 
 static void test_memory(void)
@@ -900,7 +1066,9 @@ int main(void)
 {
     test_forbidden_globals();
     test_global_writes();
-    test_timeout();
+    test_timeout(0);
+    test_timeout(1000);
+    test_timer();
     test_memory();
     test_chunks();
     test_isolation();
