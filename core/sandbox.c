@@ -143,10 +143,12 @@ struct sandbox {
 static const char ENV_MT_KEY = 'e';
 static const char LOADED_KEY = 'l'; /* name -> module, this evaluation */
 static const char MAINS_KEY = 'm';  /* name -> main function, state life */
-static const char SHARED_KEY = 's'; /* shared table -> {mt|false, copy, n} */
+static const char SHARED_KEY = 's'; /* shared table -> snapshot (share) */
 static const char LOCK_MT_KEY = 'k';
 static const char KEPT_KEY = 'K';    /* name -> module kept for the state */
 static const char UPVALS_KEY = 'u';  /* {f, n, value, ...}: kept upvalues */
+static const char UPBITS_KEY = 'b';  /* struct upbits[]: the same, for the
+                                        fast check */
 static const char KEEPING_KEY = 'g'; /* during sandbox_keep(): {seen, ids,
                                         names} */
 /* Value of LOADED[name] while the module's main chunk runs. */
@@ -757,12 +759,64 @@ static const char *const removed[][2] = {
 };
 
 /*
+ * A value as the fast check sees it: its type (numbers: integer or float)
+ * and its bits (an integer, a float's bit pattern, a boolean, or the
+ * address lua_topointer gives: strings, tables, functions, userdata).
+ * Two values with the same `struct bits` are the same value, subtype and
+ * sign of zero included; the converse fails only for long strings, which
+ * are not interned, and NaN (never rawequal). The snapshot table keeps every
+ * recorded object alive, so an address cannot be reused by another one.
+ */
+struct bits {
+    uint64_t v;
+    int tag;
+};
+_Static_assert(sizeof(lua_Number) <= sizeof(uint64_t), "lua_Number bits");
+
+static void value_bits(lua_State *L, int idx, struct bits *b)
+{
+    b->tag = lua_type(L, idx);
+    switch (b->tag) {
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            b->v = (uint64_t)lua_tointeger(L, idx);
+        } else {
+            lua_Number x = lua_tonumber(L, idx);
+            b->tag = LUA_NUMTYPES; /* a float */
+            b->v = 0;
+            memcpy(&b->v, &x, sizeof(x));
+        }
+        break;
+    case LUA_TBOOLEAN:
+        b->v = (uint64_t)lua_toboolean(L, idx);
+        break;
+    default:
+        b->v = (uint64_t)(uintptr_t)lua_topointer(L, idx);
+        break;
+    }
+}
+
+static int same_bits(lua_State *L, int idx, const struct bits *b)
+{
+    struct bits now;
+    value_bits(L, idx, &now);
+    return now.tag == b->tag && now.v == b->v;
+}
+
+/* A kept upvalue (UPVALS_KEY) for the fast check: its number and bits. */
+struct upbits {
+    int up;
+    struct bits b;
+};
+
+/*
  * Records the table at idx as shared: its metatable and raw contents now
  * are what sandbox_end() expects after every evaluation. The snapshot is
- * {mt or false, has a number value, k1, v1, k2, v2, ...} in the table's
- * own iteration order,
- * which stays the same as long as the table is not modified. A table
- * recorded before keeps its first snapshot. May raise a memory error.
+ * {mt or false, bits, k1, v1, k2, v2, ...} in the table's own iteration
+ * order, which stays the same as long as the table is not modified; `bits`
+ * is a userdata holding the struct bits of k1, v1, k2, ... for the fast
+ * check. A table recorded before keeps its first snapshot. May raise a
+ * memory error.
  */
 static void share(lua_State *L, int idx)
 {
@@ -776,20 +830,25 @@ static void share(lua_State *L, int idx)
     }
     lua_pop(L, 1);
     lua_newtable(L); /* [shared, snap] */
+    int snap = lua_gettop(L);
     if (!lua_getmetatable(L, idx))
         lua_pushboolean(L, 0);
-    lua_rawseti(L, -2, 1);
+    lua_rawseti(L, snap, 1);
     lua_Integer i = 3;
-    int numbers = 0;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) { /* [shared, snap, k, v] */
-        numbers |= lua_type(L, -1) == LUA_TNUMBER;
         lua_pushvalue(L, -2);
-        lua_rawseti(L, -4, i++);
-        lua_rawseti(L, -3, i++); /* [shared, snap, k] */
+        lua_rawseti(L, snap, i++);
+        lua_rawseti(L, snap, i++); /* [shared, snap, k] */
     }
-    lua_pushboolean(L, numbers);
-    lua_rawseti(L, -2, 2);
+    size_t n = (size_t)(i - 3);
+    struct bits *b = lua_newuserdatauv(L, n * sizeof(*b), 0);
+    for (size_t j = 0; j < n; j++) {
+        lua_rawgeti(L, snap, (lua_Integer)j + 3);
+        value_bits(L, -1, &b[j]);
+        lua_pop(L, 1);
+    }
+    lua_rawseti(L, snap, 2);
     lua_pushvalue(L, idx);
     lua_insert(L, -2);     /* [shared, t, snap] */
     lua_rawset(L, shared); /* [shared] */
@@ -813,6 +872,51 @@ static int same_value(lua_State *L, int a, int b)
         return 1;
     lua_Number x = lua_tonumber(L, a), y = lua_tonumber(L, b);
     return memcmp(&x, &y, sizeof(x)) == 0;
+}
+
+/*
+ * The table at t against its snapshot at snap (share()), without the
+ * metatable. First the fast way, each entry's bits against the recorded
+ * ones; only when they differ (a change, or an equal long string at
+ * another address) entry by entry with same_value, or the same bits (a
+ * NaN that stayed is no change, though never rawequal). Keys need no more than
+ * rawequal: a float key with an integral value (-0.0 too) is stored as an
+ * integer. Allocates nothing.
+ */
+static int table_intact(lua_State *L, int t, int snap)
+{
+    lua_rawgeti(L, snap, 2);
+    const struct bits *b = lua_touserdata(L, -1);
+    size_t n = lua_rawlen(L, -1) / sizeof(*b), j = 0;
+    lua_pop(L, 1); /* the snapshot keeps it */
+    int ok = 1;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) { /* [.., k, v] */
+        ok = j + 2 <= n && same_bits(L, -2, &b[j]) &&
+             same_bits(L, -1, &b[j + 1]);
+        j += 2;
+        if (!ok) {
+            lua_pop(L, 2);
+            break;
+        }
+        lua_pop(L, 1);
+    }
+    if (ok && j == n)
+        return 1;
+    lua_Integer i = 3;
+    ok = 1;
+    lua_pushnil(L);
+    while (ok && lua_next(L, t) != 0) { /* [.., k, v] */
+        size_t vb = (size_t)(i - 2);    /* the bits of v0 (a NaN that stayed) */
+        lua_rawgeti(L, snap, i++);
+        lua_rawgeti(L, snap, i++); /* [.., k, v, k0, v0] */
+        ok = lua_rawequal(L, -4, -2) &&
+             (same_value(L, -3, -1) || (vb < n && same_bits(L, -3, &b[vb])));
+        lua_pop(L, 3);
+    }
+    if (!ok)
+        lua_pop(L, 1); /* the key next stopped at */
+    return ok && (lua_Unsigned)i == lua_rawlen(L, snap) + 1;
 }
 
 /*
@@ -840,28 +944,27 @@ static int shared_intact(lua_State *L)
             ok = lua_type(L, -1) == LUA_TBOOLEAN;
         }
         lua_pop(L, 1);
-        lua_rawgeti(L, snap, 2);
-        int numbers = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-        lua_Integer i = 3;
-        lua_pushnil(L);
-        while (ok && lua_next(L, t) != 0) { /* [.., snap, k, v] */
-            lua_rawgeti(L, snap, i++);
-            lua_rawgeti(L, snap, i++); /* [.., k, v, k0, v0] */
-            /* Keys need no more than rawequal: a float key with an
-             * integral value (-0.0 too) is stored as an integer. */
-            ok = lua_rawequal(L, -4, -2) &&
-                 (numbers ? same_value(L, -3, -1) : lua_rawequal(L, -3, -1));
-            lua_pop(L, 3);
-        }
-        ok = ok && (lua_Unsigned)i == lua_rawlen(L, snap) + 1;
+        ok = ok && table_intact(L, t, snap);
         lua_settop(L, t); /* [shared, t]: the key of the next step */
     }
     lua_settop(L, top);
     if (ok && lua_rawgetp(L, LUA_REGISTRYINDEX, &UPVALS_KEY) == LUA_TTABLE) {
         int ups = top + 1;
         lua_Integer n = (lua_Integer)lua_rawlen(L, ups);
-        for (lua_Integer i = 1; ok && i + 2 <= n; i += 3) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &UPBITS_KEY);
+        const struct upbits *u = lua_touserdata(L, -1);
+        size_t nu = u ? lua_rawlen(L, -1) / sizeof(*u) : 0;
+        lua_settop(L, ups); /* the registry keeps it */
+        int fast = u != NULL && nu == (size_t)(n / 3);
+        for (size_t j = 0; fast && j < nu; j++) {
+            lua_rawgeti(L, ups, (lua_Integer)(3 * j + 1)); /* [ups, f] */
+            fast = lua_getupvalue(L, -1, u[j].up) != NULL &&
+                   same_bits(L, -1, &u[j].b);
+            lua_settop(L, ups);
+        }
+        /* Bits that differ: entry by entry. */
+        for (lua_Integer i = 1; !fast && ok && i + 2 <= n; i += 3) {
+            size_t j = (size_t)(i / 3);
             lua_rawgeti(L, ups, i); /* [ups, f] */
             lua_rawgeti(L, ups, i + 1);
             int up = (int)lua_tointeger(L, -1); /* < 0: a number */
@@ -869,7 +972,8 @@ static int shared_intact(lua_State *L)
             ok = lua_getupvalue(L, -1, up < 0 ? -up : up) != NULL;
             lua_rawgeti(L, ups, i + 2); /* [ups, f, now, then] */
             ok = ok &&
-                 (up < 0 ? same_value(L, -1, -2) : lua_rawequal(L, -1, -2));
+                 ((up < 0 ? same_value(L, -1, -2) : lua_rawequal(L, -1, -2)) ||
+                  (j < nu && same_bits(L, -2, &u[j].b)));
             lua_settop(L, ups);
         }
     }
@@ -1024,6 +1128,21 @@ static int keep_main(lua_State *L)
     lua_pushnil(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KEEPING_KEY);
     sb->kept = count;
+
+    /* The bits of the recorded upvalues (as record_graph found them). */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UPVALS_KEY);
+    int ups = lua_gettop(L);
+    size_t nu = lua_rawlen(L, ups) / 3;
+    struct upbits *u = lua_newuserdatauv(L, nu * sizeof(*u), 0);
+    for (size_t j = 0; j < nu; j++) {
+        lua_rawgeti(L, ups, (lua_Integer)(3 * j + 2));
+        int up = (int)lua_tointeger(L, -1);
+        u[j].up = up < 0 ? -up : up;
+        lua_rawgeti(L, ups, (lua_Integer)(3 * j + 3));
+        value_bits(L, -1, &u[j].b);
+        lua_pop(L, 2);
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &UPBITS_KEY);
     return 0;
 }
 
