@@ -355,7 +355,20 @@ struct meta {
     const char *cut_end;
 };
 
-/* Reads metadata of the object span; records the managedFields cut. */
+/* CACHE_EINVAL with "duplicate member <where>.<key>" in err. */
+static int duplicate(char *err, size_t errlen, const char *where,
+                     struct jscan_span key)
+{
+    char k[64];
+    if (jscan_str(key, k, sizeof(k)) < 0)
+        snprintf(k, sizeof(k), "?");
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "duplicate member %s.%s", where, k);
+    return CACHE_EINVAL;
+}
+
+/* Reads metadata of the object span; records the managedFields cut.
+ * CACHE_EINVAL for a member it reads given twice. */
 static int read_meta(struct jscan_span md, struct meta *m, char *err,
                      size_t errlen)
 {
@@ -375,17 +388,27 @@ static int read_meta(struct jscan_span md, struct meta *m, char *err,
             m->cut_end = mb.start;
             cut_first = 0;
         }
+        /* A member read twice would make the cache and a parser that
+         * takes the first one (cJSON) see different objects: refused, as
+         * the policies' decoder refuses every duplicate key. */
+        struct jscan_span *field = NULL;
         if (jscan_str_eq(mb.key, "name"))
-            m->name = mb.value;
+            field = &m->name;
         else if (jscan_str_eq(mb.key, "namespace"))
-            m->ns = mb.value;
+            field = &m->ns;
         else if (jscan_str_eq(mb.key, "resourceVersion"))
-            m->rv = mb.value;
+            field = &m->rv;
         else if (jscan_str_eq(mb.key, "uid"))
-            m->uid = mb.value;
+            field = &m->uid;
         else if (jscan_str_eq(mb.key, "labels"))
-            m->labels = mb.value;
-        else if (jscan_str_eq(mb.key, "managedFields")) {
+            field = &m->labels;
+        if (field != NULL) {
+            if (field->p != NULL)
+                return duplicate(err, errlen, "metadata", mb.key);
+            *field = mb.value;
+        } else if (jscan_str_eq(mb.key, "managedFields")) {
+            if (m->cut_start != NULL)
+                return duplicate(err, errlen, "metadata", mb.key);
             if (idx > 0) {
                 m->cut_start = prev_end;
                 m->cut_end = mb.value_end;
@@ -459,14 +482,17 @@ int cache_obj_from_text(const char *json, size_t len, const char *api_version,
         return CACHE_EINVAL;
     }
     while ((rc = jscan_next_member(&it, &mb, err, errlen)) == 1) {
-        if (jscan_str_eq(mb.key, "apiVersion"))
-            have_av = 1;
-        else if (jscan_str_eq(mb.key, "kind"))
-            have_kind = 1;
-        else if (jscan_str_eq(mb.key, "metadata")) {
+        int *seen = jscan_str_eq(mb.key, "apiVersion") ? &have_av
+                    : jscan_str_eq(mb.key, "kind")     ? &have_kind
+                    : jscan_str_eq(mb.key, "metadata") ? &have_md
+                                                       : NULL;
+        if (seen == NULL)
+            continue;
+        if (*seen)
+            return duplicate(err, errlen, "(object)", mb.key);
+        *seen = 1;
+        if (seen == &have_md)
             md = mb.value;
-            have_md = 1;
-        }
     }
     if (rc < 0)
         return CACHE_EINVAL;

@@ -24,7 +24,8 @@
 enum {
     CACHE_OK = 0,
     CACHE_ENOMEM = -1,
-    CACHE_EINVAL = -2, /* not an object, no metadata.name, bad selector */
+    CACHE_EINVAL = -2, /* not an object, no metadata.name, a member the
+                          cache reads given twice, bad selector */
 };
 
 /* --- objects ----------------------------------------------------------- */

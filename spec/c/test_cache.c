@@ -195,6 +195,11 @@ static void test_objects(void)
         "{\"metadata\":{\"name\":\"a\"}",
         "{\"metadata\":[]}",
         "{\"metadata\":{\"name\":\"a\"}} trailing",
+        "{\"metadata\":{\"name\":\"a\"},\"metadata\":{\"name\":\"b\"}}",
+        "{\"kind\":\"A\",\"metadata\":{\"name\":\"a\"},\"kind\":\"B\"}",
+        "{\"metadata\":{\"name\":\"a\",\"name\":\"b\"}}",
+        "{\"metadata\":{\"name\":\"a\",\"managedFields\":[],"
+        "\"managedFields\":[]}}",
     };
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
         err[0] = '\0';
