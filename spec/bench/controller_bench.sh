@@ -36,7 +36,8 @@
 # no extra load and the times are exact to the event.
 #
 # Usage: spec/bench/controller_bench.sh
-#   env: N=1000 WORKERS=4 PARTS=ref,op,sample OP_RUNS="raised default"
+#   env: N=1000 WORKERS=8 (the reference's requests in flight) OP_WORKERS=
+#        (the operator's --workers; empty: its default) PARTS=ref,op,sample OP_RUNS="raised default"
 #        QPS=1000 BURST=2000 IDLE=30 LAT_RUNS=50 LAT_RUN=<last of OP_RUNS>
 #        AS=admin|sa (identity of the operator and the reference: the admin
 #        token, or the dittofs-operator ServiceAccount of deploy/rbac)
@@ -55,7 +56,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build}
 N=${N:-1000}
-WORKERS=${WORKERS:-4}
+WORKERS=${WORKERS:-8}
+OP_WORKERS=${OP_WORKERS:-}
 PARTS=${PARTS:-ref,op,sample}
 OP_RUNS=${OP_RUNS:-raised default}
 QPS=${QPS:-1000}
@@ -88,7 +90,7 @@ hz=$(getconf CLK_TCK)
 
 OUT=${OUT:-$(mktemp -d /tmp/controller-bench.XXXXXX)}
 mkdir -p "$OUT"
-echo "# N=$N workers=$WORKERS parts=$PARTS op_runs=\"$OP_RUNS\" qps=$QPS burst=$BURST as=$AS out=$OUT"
+echo "# N=$N ref_in_flight=$WORKERS op_workers=${OP_WORKERS:-default} parts=$PARTS op_runs=\"$OP_RUNS\" qps=$QPS burst=$BURST as=$AS out=$OUT"
 
 pids=()       # processes this script started (operator, controllers, watches)
 namespaces=() # namespaces to delete on exit
@@ -455,7 +457,7 @@ op_start() {
   op_mport=$(free_port)
   hport=$(free_port)
   op_hport=$hport
-  "$op" --kubeconfig "$KC" --namespace "$ns" --workers "$WORKERS" \
+  "$op" --kubeconfig "$KC" --namespace "$ns" ${OP_WORKERS:+--workers "$OP_WORKERS"} \
     --metrics-bind-address "127.0.0.1:$op_mport" \
     --health-probe-bind-address "127.0.0.1:$hport" "$@" >"$log" 2>&1 &
   op_pid=$!
@@ -724,7 +726,7 @@ mib() { # KiB -> MiB
   [ -n "${R[$1]:-}" ] && awk -v k="${R[$1]}" 'BEGIN { printf "%.1f", k / 1024 }' || printf -- -
 }
 echo
-echo "# N=$N workers=$WORKERS raised qps/burst=$QPS/$BURST (as $AS)"
+echo "# N=$N ref_in_flight=$WORKERS op_workers=${OP_WORKERS:-default} raised qps/burst=$QPS/$BURST (as $AS)"
 printf '%-34s %14s %14s %14s %14s %14s\n' "" "reference" "op raised" "op default" \
   "sample raised" "sample default"
 printf '%-34s %14s %14s %14s %14s %14s\n' "converge N (s)" "$(v ref_seconds)" \
@@ -777,7 +779,7 @@ printf '%-34s %14s %14s %14s\n' "  same, from PATCH sent (ms)" "" \
   "$(v op_default_latency_from_send_p50_ms)/$(v op_default_latency_from_send_p99_ms)"
 
 {
-  printf '{"n":%s,"workers":%s,"qps":%s,"burst":%s,"as":"%s"' "$N" "$WORKERS" "$QPS" "$BURST" "$AS"
+  printf '{"n":%s,"workers":%s,"op_workers":"%s","qps":%s,"burst":%s,"as":"%s"' "$N" "$WORKERS" "${OP_WORKERS:-default}" "$QPS" "$BURST" "$AS"
   for k in $(printf '%s\n' "${!R[@]}" | sort); do
     if [[ ${R[$k]} =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; then
       printf ',"%s":%s' "$k" "${R[$k]}"
