@@ -44,6 +44,10 @@
 #   DITTOFS_KCM_CONTROLLERS         controller list for kube-controller-manager
 #   DITTOFS_APISERVER_EXTRA_ARGS    extra kube-apiserver flags (space separated),
 #                                   e.g. "--watch-cache=false"
+#   DITTOFS_KCM_EXTRA_ARGS          extra kube-controller-manager flags, e.g.
+#                                   "--kube-api-qps=200 --kube-api-burst=400"
+#                                   (its garbage collector at the default 20
+#                                   falls behind a churn of 10 DittoServers/s)
 #
 # A start with another version than the running one stops it and starts fresh.
 # Progress goes to stderr; `start` and `env` print the env file on stdout, so
@@ -863,6 +867,8 @@ EOF
   local kcm_extra=()
   # The insecure port went away in 1.24; before, it must be turned off.
   ((KUBE_MINOR < 24)) && kcm_extra+=(--port=0)
+  # shellcheck disable=SC2206 # words, as DITTOFS_APISERVER_EXTRA_ARGS
+  [[ -n ${DITTOFS_KCM_EXTRA_ARGS:-} ]] && kcm_extra+=(${DITTOFS_KCM_EXTRA_ARGS})
   launch kube-controller-manager \
     "$BIN/kube-controller-manager" \
     --kubeconfig="$DIR/kube-controller-manager.kubeconfig" \

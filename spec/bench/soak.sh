@@ -50,6 +50,14 @@
 #        flip also costs the endpoints controllers two writes)
 #        BUILD_DIR=build OUT=<dir> (default a temp dir) PLOT=1 (0: no PNG)
 #        KEEP=1 (keep the namespace and the Node)
+#        CLUSTER=private (default: a control plane of its own in
+#        /tmp/dittofs-cluster-soak, started fresh and stopped at the end,
+#        its kube-controller-manager at KCM_QPS/2*KCM_QPS: at the default 20
+#        its garbage collector falls behind the deletes, ~10 per deleted
+#        DittoServer, and the operator caches the growing backlog of
+#        orphans, which is not the operator's growth) or shared (the
+#        default local control plane, as it is)
+#        KCM_QPS=200
 # The node (deploy/local/node.sh: kubelet, kube-scheduler) must not run: a
 # real scheduler would place the soak's pods on the real node. The script
 # says so and stops rather than stopping it for everyone.
@@ -147,11 +155,20 @@ if [ "${1:-}" = report ]; then
   exit "$rc"
 fi
 
+CLUSTER=${CLUSTER:-private}
+KCM_QPS=${KCM_QPS:-200}
+if [ "$CLUSTER" = private ]; then
+  export DITTOFS_CLUSTER_DIR=/tmp/dittofs-cluster-soak
+  export DITTOFS_KCM_EXTRA_ARGS="--kube-api-qps=$KCM_QPS --kube-api-burst=$((2 * KCM_QPS))"
+  # fresh: no backlog of an earlier run's namespaces
+  "$root/deploy/local/cluster.sh" stop >/dev/null 2>&1 || true
+  rm -rf "$DITTOFS_CLUSTER_DIR"
+fi
 set -a
 eval "$(DITTOFS_NODE=0 "$root/deploy/local/cluster.sh" start)"
 set +a
 KUBECTL=${DITTOFS_KUBECTL:-kubectl}
-if "$root/deploy/local/node.sh" status 2>/dev/null | grep -q '^kube-scheduler *running'; then
+if [ "$CLUSTER" != private ] && "$root/deploy/local/node.sh" status 2>/dev/null | grep -q '^kube-scheduler *running'; then
   echo "# soak: the node is running (deploy/local/node.sh status): its scheduler" \
     "would place the soak's pods; stop it first (deploy/local/node.sh stop)" >&2
   exit 2
@@ -181,6 +198,9 @@ cleanup() {
     # the Node is gone (no kubelet confirms their deletion).
     "$KUBECTL" delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
     "$KUBECTL" delete node soak-standin-node --wait=false >/dev/null 2>&1 || true
+    if [ "$CLUSTER" = private ]; then
+      "$root/deploy/local/cluster.sh" stop >/dev/null 2>&1 || true
+    fi
   fi
 }
 trap cleanup EXIT
