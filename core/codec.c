@@ -288,7 +288,7 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
     size_t nk = keys->len - base;
     if (nk > 16) {
         qsort(keys->v + base, nk, sizeof(*keys->v), key_cmp);
-    } else {
+    } else if (nk > 1) {
         /* Objects are mostly this small: an insertion sort without
          * qsort's indirect calls (keys are distinct, so either order of
          * equal keys is the same). */
