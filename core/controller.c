@@ -100,6 +100,9 @@ struct rec {
     int rejected;         /* a 422 within the retry bound */
     int gave_up;          /* a 422 past the bound (reported, not retried) */
     int request_failed;   /* a write failed in this reconcile */
+    int ds_gone;          /* the status write found no DittoServer: deleted
+                             during the reconcile (its watch event ends the
+                             key); no Event, no retry */
     int status_only;      /* only Pods changed: status() alone, no writes but
                              the status */
     int full_ok;          /* a full evaluation returned POLICY_OK */
@@ -442,6 +445,12 @@ static void finish(struct rec *r, const char *result)
     struct dbuf msg;
     dbuf_init(&msg, 4096);
 
+    if (r->ds_gone) {
+        /* No Event on a DittoServer that no longer exists. */
+        dbuf_reset(&r->created);
+        dbuf_reset(&r->updated);
+        dbuf_reset(&r->deleted);
+    }
     if (dbuf_len(&r->created) > 0) {
         dbuf_addf(&msg, "Created %s", dbuf_ptr(&r->created));
         emit(r, "Normal", "Created", dbuf_ptr(&msg));
@@ -582,6 +591,13 @@ static void on_op_done(struct http_response *resp, void *arg)
                 tracking_reject_forget(tracking_get(&c->keys, r->key, 0),
                                        op->kind, op->name);
         }
+    } else if (op->type == OP_STATUS && rc == HTTP_ENOTFOUND) {
+        /* Deleted while it was reconciled (the soak saw it under churn):
+         * not a failure to retry or to warn about; what was applied for it
+         * goes with it (garbage collector). */
+        r->ds_gone = 1;
+        log_debug("DittoServer deleted before its status was written", "key",
+                  r->key, NULL);
     } else {
         r->request_failed = 1;
         const char *verb = op->type == OP_DELETE   ? "delete"

@@ -498,6 +498,23 @@ static void test_events(void)
           "events: a created child: Normal Created");
     fa_settle(300);
 
+    /* Deleted while reconciled: the status write finds no DittoServer.
+     * Not an error (no retry, no warning), no Event on a missing object. */
+    fa_fail("PATCH", "/dittoservers/evd/status", 404,
+            "dittoservers.dittofs.dittofs.com \"evd\" not found", 1);
+    int w1 = fa_nwrites();
+    put_ds("evd", "");
+    CHECK(fa_wait_write(w1, "/dittoservers/evd/status", NULL) &&
+              wait_reconciles("evd", "result=success", 1),
+          "events: a status write answered 404: result=success");
+    fa_settle(300);
+    CHECK(reconciles("evd", "result=error") == 0 &&
+              fa_count_writes(w1, "/events", "evd") == 0,
+          "... no error, no Event for it (%d errors, %d Events)",
+          reconciles("evd", "result=error"),
+          fa_count_writes(w1, "/events", "evd"));
+    fa_fail_clear();
+
     struct policy_set *broken = policy(POLICY_BROKEN);
     controller_set_policies(c, broken);
     policy_set_free(a);
@@ -513,6 +530,7 @@ static void test_events(void)
     dbuf_free(&err);
     cleanup("evb");
     cleanup("evg");
+    cleanup("evd");
 }
 
 /*
