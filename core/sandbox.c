@@ -128,7 +128,9 @@ struct sandbox {
     uint64_t deadline_ns;
     int expired;
     int has_timer; /* else the count hook */
+    int timed;     /* the current call is under the timer */
     timer_t timer;
+    pid_t timer_tid;       /* the thread its signal goes to */
     struct sandbox *outer; /* the call this one runs inside, if any */
     /* require */
     sandbox_loader_fn loader;
@@ -377,13 +379,23 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
  * signal handler touches no other state. */
 static _Thread_local struct sandbox *volatile running;
 
-static void timer_arm(struct sandbox *sb)
+static pid_t this_thread(void)
+{
+    static _Thread_local pid_t tid;
+    if (tid == 0)
+        tid = (pid_t)syscall(SYS_gettid);
+    return tid;
+}
+
+/* Arms the timer at the deadline. Returns 0, or -1 when it cannot (a
+ * forked child has no timers): the count hook does then. */
+static int timer_arm(struct sandbox *sb)
 {
     struct itimerspec its;
     memset(&its, 0, sizeof(its));
     its.it_value.tv_sec = (time_t)(sb->deadline_ns / 1000000000u);
     its.it_value.tv_nsec = (long)(sb->deadline_ns % 1000000000u);
-    timer_settime(sb->timer, TIMER_ABSTIME, &its, NULL);
+    return timer_settime(sb->timer, TIMER_ABSTIME, &its, NULL) == 0 ? 0 : -1;
 }
 
 static void timer_disarm(struct sandbox *sb)
@@ -408,9 +420,10 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     (void)ar;
     if (!sb->expired) {
         if (now_ns() < sb->deadline_ns) {
-            if (sb->has_timer) {
+            if (sb->timed) {
                 lua_sethook(L, NULL, 0, 0);
-                timer_arm(sb);
+                if (timer_arm(sb) != 0)
+                    lua_sethook(L, budget_hook, LUA_MASKCOUNT, sb->hook_count);
             }
             return;
         }
@@ -454,10 +467,11 @@ static void timer_open(struct sandbox *sb)
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = TIMER_SIGNAL;
     sev.sigev_value.sival_ptr = sb;
+    sb->timer_tid = this_thread();
 #ifdef sigev_notify_thread_id
-    sev.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
+    sev.sigev_notify_thread_id = sb->timer_tid;
 #else
-    sev._sigev_un._tid = (pid_t)syscall(SYS_gettid); /* glibc < 2.41 */
+    sev._sigev_un._tid = sb->timer_tid; /* glibc < 2.41 */
 #endif
     sb->has_timer = timer_create(CLOCK_MONOTONIC, &sev, &sb->timer) == 0;
 #else
@@ -465,19 +479,25 @@ static void timer_open(struct sandbox *sb)
 #endif
 }
 
-/* Starts the budget of a call (sandbox_pcall). */
+/* Starts the budget of a call (sandbox_pcall): the timer, or the count
+ * hook when the state has none, runs in another thread than the one that
+ * made it (the signal would go there) or the timer cannot be armed. */
 static void budget_start(struct sandbox *sb)
 {
     sb->expired = 0;
     sb->deadline_ns = now_ns() + (uint64_t)sb->timeout_ms * 1000000u;
-    if (!sb->has_timer) {
-        lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT, sb->hook_count);
-        return;
+    sb->timed = sb->has_timer && sb->timer_tid == this_thread();
+    if (sb->timed) {
+        sb->outer = running;
+        running = sb;
+        atomic_signal_fence(memory_order_seq_cst);
+        if (timer_arm(sb) == 0)
+            return;
+        running = sb->outer;
+        sb->outer = NULL;
+        sb->timed = 0;
     }
-    sb->outer = running;
-    running = sb;
-    atomic_signal_fence(memory_order_seq_cst);
-    timer_arm(sb);
+    lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT, sb->hook_count);
 }
 
 /* Ends it: from here a signal of sb's timer does nothing, and none comes
@@ -485,7 +505,7 @@ static void budget_start(struct sandbox *sb)
  * signal did nothing) gets its hook now. */
 static void budget_stop(struct sandbox *sb)
 {
-    if (sb->has_timer) {
+    if (sb->timed) {
         running = sb->outer;
         atomic_signal_fence(memory_order_seq_cst);
         timer_disarm(sb);
@@ -494,6 +514,7 @@ static void budget_stop(struct sandbox *sb)
         if (o != NULL && o != sb && now_ns() >= o->deadline_ns)
             lua_sethook(o->L, budget_hook, HOOK_ALL, 1);
     }
+    sb->timed = 0;
     lua_sethook(sb->L, NULL, 0, 0);
 }
 

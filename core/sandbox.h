@@ -130,7 +130,8 @@ void sandbox_require(lua_State *L, const char *name);
  * returned it: the raw contents and metatable of every table reachable
  * from it, and the value of every upvalue of every function reachable
  * from it (an integer and an equal float, 0.0 and -0.0, count as
- * different). sandbox_end() compares them after every evaluation, so an
+ * different, a NaN that kept its bits as the same). sandbox_end()
+ * compares them after every evaluation, so an
  * evaluation that changes a kept module (a field, a local of the module, a
  * table it holds) makes it return SANDBOX_ERR_TAINTED: the next
  * evaluation, in a new state, cannot see the change. `name` runs again in

@@ -8,9 +8,12 @@
  * back to the baseline after 10,000 evaluations, and a cap that counts
  * from the baseline without tripping over earlier evaluations' garbage.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -442,6 +445,36 @@ static void test_timer(void)
           "the outer call stops right after it (%.1f ms, %s)", ms, msg);
     sandbox_free(n.inner);
     CHECK(sleep_ms(50) == 0, "no signal after both");
+
+    /* A forked child has no timers: its calls fall back to the count hook
+     * (an unstopped loop would be killed here after 10 s). */
+    struct sandbox *sb = sandbox_new(&lim, NULL, NULL);
+    pid_t pid = sb ? fork() : -1;
+    if (pid == 0) {
+        struct dbuf err;
+        dbuf_init(&err, 1024);
+        const char *src = "while true do end";
+        int crc = sandbox_load(sb, src, strlen(src), "=loop", "t", &err);
+        crc = crc ? crc : sandbox_pcall(sb, 0, 0, &err);
+        sandbox_free(sb);
+        dbuf_free(&err);
+        _exit(crc == SANDBOX_ERR_TIMEOUT ? 0 : 1);
+    }
+    int status = -1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (pid > 0 && waitpid(pid, &status, WNOHANG) == 0) {
+        if (ms_since(&t0) > test_ms(10000)) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        sleep_ms(5);
+    }
+    CHECK(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a forked child's call (no timer there) is stopped by the count "
+          "hook (%.0f ms)",
+          ms_since(&t0));
+    sandbox_free(sb);
 
     /* The count hook still works when asked for. */
     struct sandbox_limits counted = {.timeout_ms = 30, .hook_count = 1000};
