@@ -152,6 +152,7 @@ struct controller {
     int running; /* the queue runs (leading, synced, not draining) */
     struct loop_timer resync_timer;
     struct loop_timer trim_timer; /* idle: give freed heap back */
+    struct trial_run *trial;      /* NULL: no sliced trial runs */
     /* metrics */
     struct metric *m_total, *m_errors, *m_time;
     struct metric *m_depth, *m_adds, *m_retries, *m_qdur, *m_wdur;
@@ -1381,28 +1382,22 @@ static void reconcile(struct queue *q, const char *key, void *arg)
 /* --- policy sets -----------------------------------------------------------
  */
 
-struct trial {
-    struct controller *c;
-    struct policy_set *ps;
-    struct policy_output out;
-    struct dbuf msg;   /* the current evaluation's failure */
-    struct dbuf *err;  /* the caller's: the first failure */
-    unsigned failures; /* evaluations that failed (0 or 1: the first stops) */
-    unsigned tried;    /* DittoServers evaluated */
-    uint64_t t0_us;    /* when the trial began */
-};
-
-/* One cached DittoServer under a candidate set (cache_list callback):
- * what reconcile() would evaluate for it, nothing written. */
-static int try_one(const struct cache_obj *o, void *arg)
+/*
+ * Evaluates the candidate set `ps` on cached DittoServer `o` as reconcile()
+ * would, nothing written; `out` and `msg` are scratch (initialised).
+ * Returns 1 when it is not evaluated (being deleted, or a key too long:
+ * never queued either), 0 when it passes (POLICY_OK or POLICY_INVALID),
+ * -1 with "namespace/name: <message>" appended to `err` otherwise.
+ */
+static int trial_eval(struct controller *c, struct policy_set *ps,
+                      const struct cache_obj *o, struct policy_output *out,
+                      struct dbuf *msg, struct dbuf *err)
 {
-    struct trial *t = arg;
-    struct controller *c = t->c;
     const char *ns = cache_obj_namespace(o);
     const char *name = cache_obj_name(o);
     char key[KEY_MAX];
     if (make_key(key, ns, name) != 0)
-        return 0; /* never queued either (enqueue) */
+        return 1; /* never queued either (enqueue) */
     struct kstate *ks = tracking_get(&c->keys, key, 0);
     const struct cache_obj *ds =
         tracking_newest(ks, KIND_DS, name, o, loop_now_ms());
@@ -1414,25 +1409,49 @@ static int try_one(const struct cache_obj *o, void *arg)
                                  md, "deletionTimestamp") != NULL;
     cJSON_Delete(dj);
     if (deleting)
-        return 0;
+        return 1;
     struct children ch = {0};
     int rc;
     double secs;
-    dbuf_reset(&t->msg);
+    dbuf_reset(msg);
     if (!parsed || gather(c, key, ns, &ch) != 0) {
-        dbuf_adds(&t->msg, "out of memory");
+        dbuf_adds(msg, "out of memory");
         rc = POLICY_ENOMEM;
     } else {
-        rc = run_policy(c, t->ps, ds, &ch, 0, &t->out, &t->msg, &secs);
+        rc = run_policy(c, ps, ds, &ch, 0, out, msg, &secs);
     }
     free(ch.v);
-    t->tried++;
     if (rc != POLICY_OK && rc != POLICY_INVALID) {
+        dbuf_addf(err, "%s: %s", key, dbuf_ptr(msg));
+        return -1;
+    }
+    return 0;
+}
+
+struct trial {
+    struct controller *c;
+    struct policy_set *ps;
+    struct policy_output out;
+    struct dbuf msg;   /* the current evaluation's failure */
+    struct dbuf *err;  /* the caller's: the first failure */
+    unsigned failures; /* evaluations that failed (0 or 1: the first stops) */
+    unsigned tried;    /* DittoServers evaluated */
+    uint64_t t0_us;    /* when the trial began */
+};
+
+/* One cached DittoServer under a candidate set (cache_list callback). */
+static int try_one(const struct cache_obj *o, void *arg)
+{
+    struct trial *t = arg;
+    int rc = trial_eval(t->c, t->ps, o, &t->out, &t->msg, t->err);
+    if (rc == 1)
+        return 0;
+    t->tried++;
+    if (rc != 0) {
         /* One failure refuses the set: stop, so that a policy that spends
          * its whole budget on every DittoServer cannot hold the loop (and
          * the Lease's renewals) for budget x fleet. */
         t->failures++;
-        dbuf_addf(t->err, "%s: %s", key, dbuf_ptr(&t->msg));
         return 1;
     }
     uint64_t spent_ms = (loop_now_us() - t->t0_us) / 1000;
@@ -1458,6 +1477,202 @@ int controller_try_policies(struct controller *c, struct policy_set *ps,
     policy_output_free(&t.out);
     dbuf_free(&t.msg);
     return t.failures == 0 ? 0 : -1;
+}
+
+/*
+ * A sliced trial (controller_trial_start). The DittoServers are taken as
+ * keys, not cache objects: between two slices the watch may replace or
+ * delete any of them, so each is looked up again when its turn comes.
+ */
+struct trial_run {
+    struct controller *c;
+    struct loop *loop;     /* c's, also once done may have freed c */
+    struct policy_set *ps; /* borrowed: the caller's until done */
+    controller_trial_fn done;
+    void *arg;
+    struct loop_timer timer; /* the next slice */
+    struct dbuf names;       /* "namespace\0name\0" per DittoServer */
+    size_t *offs;            /* n offsets into names, while taking them */
+    const char **keys;       /* n pointers into names, sorted */
+    size_t n, next;          /* DittoServers taken, the next one's index */
+    struct policy_output out;
+    struct dbuf msg; /* the current evaluation's failure */
+    struct dbuf err; /* the trial's failure, for done */
+    unsigned tried;  /* DittoServers evaluated */
+    unsigned skipped;
+    unsigned slices;
+    uint64_t work_us; /* loop time spent in slices */
+    uint64_t t0_us;   /* when it started */
+};
+
+static void trial_run_free(struct trial_run *tr)
+{
+    if (tr == NULL)
+        return;
+    loop_timer_stop(tr->loop, &tr->timer);
+    dbuf_free(&tr->names);
+    free(tr->offs);
+    free(tr->keys);
+    policy_output_free(&tr->out);
+    dbuf_free(&tr->msg);
+    dbuf_free(&tr->err);
+    free(tr);
+}
+
+/* cache_list callback: takes one DittoServer's namespace and name. */
+static int trial_take_key(const struct cache_obj *o, void *arg)
+{
+    struct trial_run *tr = arg;
+    const char *ns = cache_obj_namespace(o);
+    const char *name = cache_obj_name(o);
+    if (tr->n == SIZE_MAX) /* out of memory already */
+        return 1;
+    size_t off = dbuf_len(&tr->names);
+    if (dbuf_add(&tr->names, ns, strlen(ns) + 1) != DBUF_OK ||
+        dbuf_add(&tr->names, name, strlen(name) + 1) != DBUF_OK) {
+        tr->n = SIZE_MAX;
+        return 1;
+    }
+    tr->offs[tr->n++] = off;
+    return 0;
+}
+
+/* qsort: by namespace, then name (a "namespace\0name" each). */
+static int cmp_nsname(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int d = strcmp(x, y);
+    return d != 0 ? d : strcmp(x + strlen(x) + 1, y + strlen(y) + 1);
+}
+
+/* Is the loop time spent so far past the bound, for `tried` evaluated? */
+static int trial_too_slow(uint64_t spent_us, unsigned tried)
+{
+    return spent_us > (uint64_t)CONTROLLER_TRIAL_MAX_MS * 1000 &&
+           spent_us > (uint64_t)tried * CONTROLLER_TRIAL_DS_MS * 1000;
+}
+
+/*
+ * One slice: evaluates the next DittoServers until CONTROLLER_TRIAL_SLICE_MS
+ * have passed, then lets the loop run (a zero-delay timer is due after the
+ * pending I/O). The trial ends at the first failure, at the time bound or
+ * when every key is done; done is called once it no longer runs.
+ */
+static void on_trial_slice(struct loop_timer *t, void *arg)
+{
+    (void)t;
+    struct trial_run *tr = arg;
+    struct controller *c = tr->c;
+    const struct cache *cache = watch_cache(c->ds_watch);
+    uint64_t t0 = loop_now_us();
+    int rc = 0;
+    tr->slices++;
+    while (tr->next < tr->n) {
+        const char *ns = tr->keys[tr->next++];
+        const char *name = ns + strlen(ns) + 1;
+        const struct cache_obj *o = cache_get(cache, ns, name);
+        int erc = o == NULL
+                      ? 1 /* deleted since the start */
+                      : trial_eval(c, tr->ps, o, &tr->out, &tr->msg, &tr->err);
+        if (erc == 1) {
+            tr->skipped++;
+            continue;
+        }
+        tr->tried++;
+        if (erc != 0) {
+            rc = -1;
+            break;
+        }
+        uint64_t now = loop_now_us();
+        if (trial_too_slow(tr->work_us + (now - t0), tr->tried)) {
+            uint64_t spent_us = tr->work_us + (now - t0);
+            dbuf_addf(&tr->err,
+                      "the trial took %.0f ms for %u DittoServers evaluated "
+                      "(%.2f ms each, more than %u ms each): a policy this "
+                      "slow would hold the operator's loop for too long; it "
+                      "was not tried on the others",
+                      (double)spent_us / 1e3, tr->tried,
+                      (double)spent_us / 1e3 / tr->tried,
+                      (unsigned)CONTROLLER_TRIAL_DS_MS);
+            rc = -1;
+            break;
+        }
+        if (now - t0 >= (uint64_t)CONTROLLER_TRIAL_SLICE_MS * 1000)
+            break;
+    }
+    tr->work_us += loop_now_us() - t0;
+    if (rc == 0 && tr->next < tr->n) {
+        if (loop_timer_start(c->loop, &tr->timer, 0) == 0)
+            return;
+        dbuf_adds(&tr->err, "out of memory");
+        rc = -1;
+    }
+    char n[24], ev[24], sk[24], sl[24], lms[24], wms[24];
+    snprintf(n, sizeof(n), "%zu", tr->n);
+    snprintf(ev, sizeof(ev), "%u", tr->tried);
+    snprintf(sk, sizeof(sk), "%u", tr->skipped);
+    snprintf(sl, sizeof(sl), "%u", tr->slices);
+    snprintf(lms, sizeof(lms), "%.1f", (double)tr->work_us / 1e3);
+    snprintf(wms, sizeof(wms), "%.1f",
+             (double)(loop_now_us() - tr->t0_us) / 1e3);
+    log_debug(rc == 0 ? "policy trial passed" : "policy trial failed",
+              "dittoservers", n, "evaluated", ev, "skipped", sk, "slices", sl,
+              "loop_ms", lms, "ms", wms, NULL);
+    /* No longer running: done may start another trial. */
+    c->trial = NULL;
+    tr->done(rc, rc == 0 ? "" : dbuf_ptr(&tr->err), tr->arg);
+    trial_run_free(tr);
+}
+
+int controller_trial_start(struct controller *c, struct policy_set *ps,
+                           controller_trial_fn done, void *arg)
+{
+    if (c->trial != NULL)
+        return -EBUSY;
+    struct trial_run *tr = calloc(1, sizeof(*tr));
+    if (tr == NULL)
+        return -ENOMEM;
+    const struct cache *cache = watch_cache(c->ds_watch);
+    size_t n = cache_len(cache);
+    *tr = (struct trial_run){.c = c,
+                             .loop = c->loop,
+                             .ps = ps,
+                             .done = done,
+                             .arg = arg,
+                             .t0_us = loop_now_us()};
+    loop_timer_init(&tr->timer, on_trial_slice, tr);
+    /* Two names and their NULs, at most KEY_MAX together. */
+    dbuf_init(&tr->names, n * KEY_MAX + 1);
+    policy_output_init(&tr->out);
+    dbuf_init(&tr->msg, 64 * 1024);
+    dbuf_init(&tr->err, 64 * 1024);
+    tr->offs = malloc((n ? n : 1) * sizeof(*tr->offs));
+    tr->keys = malloc((n ? n : 1) * sizeof(*tr->keys));
+    if (tr->offs != NULL && tr->keys != NULL)
+        cache_list(cache, NULL, NULL, trial_take_key, tr);
+    if (tr->offs == NULL || tr->keys == NULL || tr->n == SIZE_MAX ||
+        loop_timer_start(c->loop, &tr->timer, 0) != 0) {
+        trial_run_free(tr);
+        return -ENOMEM;
+    }
+    /* In key order: the first failure met is the same on every run (a
+     * few ms for 10,000 keys, once). */
+    for (size_t i = 0; i < tr->n; i++)
+        tr->keys[i] = dbuf_ptr(&tr->names) + tr->offs[i];
+    qsort(tr->keys, tr->n, sizeof(*tr->keys), cmp_nsname);
+    c->trial = tr;
+    return 0;
+}
+
+void controller_trial_cancel(struct controller *c)
+{
+    trial_run_free(c->trial);
+    c->trial = NULL;
+}
+
+int controller_trial_running(const struct controller *c)
+{
+    return c->trial != NULL;
 }
 
 void controller_set_policies(struct controller *c, struct policy_set *ps)
@@ -1668,6 +1883,7 @@ void controller_free(struct controller *c)
         c->recs = r->next;
         rec_free(r);
     }
+    controller_trial_cancel(c);
     loop_timer_stop(c->loop, &c->resync_timer);
     loop_timer_stop(c->loop, &c->trim_timer);
     watch_free(c->ds_watch);

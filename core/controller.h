@@ -14,7 +14,8 @@
  * Results go to metrics, Events and one log line per reconcile. Writes
  * happen only while the controller is leading (see
  * controller_set_leading). The policy set can be tried and replaced while
- * running (controller_try_policies, controller_set_policies). Seams for
+ * running (controller_trial_start, in slices between the loop's I/O, or
+ * controller_try_policies at once; controller_set_policies). Seams for
  * tests: the transport is the HTTP client passed in, every time comes
  * from the loop's clock (loop_set_clock), so spec/c/test_controller
  * drives overlays, 422 refusals, requeues, backoff and status-only passes
@@ -39,10 +40,33 @@
  * Reconciled condition) until what the policy renders for it changes. */
 #define CONTROLLER_MAX_REJECTS 3
 
-/* The longest a trial of a new policy set may hold the loop
- * (controller_try_policies): half the Lease's renew deadline. About 25,000
- * DittoServers at the default policy's ~0.2 ms each. */
+/* The longest a synchronous trial of a new policy set may hold the loop
+ * (controller_try_policies): half the Lease's renew deadline. About 7,000
+ * DittoServers at the ~0.5-0.7 ms each measured at 10,000 (policy
+ * evaluation with the observed children). The sliced trial
+ * (controller_trial_start) holds the loop CONTROLLER_TRIAL_SLICE_MS at a
+ * time and refuses a set only past both this and
+ * CONTROLLER_TRIAL_DS_MS per DittoServer tried. */
 #define CONTROLLER_TRIAL_MAX_MS 5000
+
+/* One slice of a sliced trial: it evaluates DittoServers until this much
+ * time has passed (one evaluation may overrun it, by at most the policy's
+ * time budget), then lets the loop do its I/O; the work queue's dispatch
+ * pass has the same bound. */
+#define CONTROLLER_TRIAL_SLICE_MS 5
+
+/*
+ * The loop time a sliced trial may spend per DittoServer, on average, once
+ * it has spent CONTROLLER_TRIAL_MAX_MS. The default policy takes ~0.5-0.7
+ * ms per DittoServer measured at 10,000, and 3-10 ms of wall time at load
+ * 10-12 on 2 cores (the slices' time is wall time: other processes' share
+ * counts): 20 ms is twice the worst of those, so a fine set is not refused
+ * for a busy machine. A set slower than that on average costs as much in
+ * every reconcile: 10,000 x 20 ms is 200 s of the one loop per resync or
+ * reload, too slow to accept. A trial is then bounded by that much loop
+ * time, never more than one slice at once.
+ */
+#define CONTROLLER_TRIAL_DS_MS 20
 
 struct controller_opts {
     const char *namespace;      /* NULL or "": all namespaces */
@@ -111,7 +135,8 @@ void controller_resync(struct controller *c);
  * queue change results; the candidate's sandbox is prepared, and
  * overlays past their TTL are dropped, as a reconcile would. Synchronous: it
  * blocks the loop for one evaluation per cached DittoServer (each bounded by
- * POLICY_EVAL_BUDGETS timeouts); before the caches have synced
+ * POLICY_EVAL_BUDGETS timeouts), ~5 s at 10,000, so the operator's reloads
+ * use the sliced controller_trial_start instead; before the caches have synced
  * (controller_synced) it sees only what is cached. Returns 0 when every
  * evaluation is POLICY_OK or POLICY_INVALID (an invalid spec is the policy's
  * verdict on it, not a broken policy), and also when nothing is cached. Returns
@@ -126,6 +151,40 @@ void controller_resync(struct controller *c);
  */
 int controller_try_policies(struct controller *c, struct policy_set *ps,
                             struct dbuf *err);
+
+/*
+ * The end of a sliced trial: rc 0 when the set passed every cached
+ * DittoServer (err ""), -1 when it is refused, with `err` (borrowed, valid
+ * during the call) holding controller_try_policies' message for the first
+ * failure, a time bound's or "out of memory". Called from a loop timer,
+ * after the trial is no longer running: it may start another one or cancel
+ * (a no-op).
+ */
+typedef void (*controller_trial_fn)(int rc, const char *err, void *arg);
+
+/*
+ * Starts a trial of the candidate set `ps` (borrowed: keep it until `done`
+ * is called or the trial is cancelled) on what controller_try_policies
+ * evaluates, without blocking the loop: it takes the keys of the cached
+ * DittoServers now, then evaluates them in namespace/name order from a
+ * zero-delay timer, CONTROLLER_TRIAL_SLICE_MS at a time, each looked up in
+ * the cache again when its turn comes (one deleted or being deleted meanwhile
+ * is skipped; one added after the start is not tried). The first failure ends
+ * the trial, as does loop time past CONTROLLER_TRIAL_MAX_MS that is also more
+ * than CONTROLLER_TRIAL_DS_MS per DittoServer tried ("the trial took
+ * ..."). done(rc, err, arg) is called exactly once, from the loop (never
+ * from here, also when nothing is cached), unless the trial is cancelled
+ * or the controller freed first. Returns 0, -EBUSY when a trial is
+ * running already, or -ENOMEM; done is never called after an error.
+ */
+int controller_trial_start(struct controller *c, struct policy_set *ps,
+                           controller_trial_fn done, void *arg);
+/* Stops the running trial without calling its done function and frees
+ * its state (the candidate set is the caller's); a no-op when none runs.
+ * controller_free does it too. */
+void controller_trial_cancel(struct controller *c);
+/* 1 while a trial started by controller_trial_start runs. */
+int controller_trial_running(const struct controller *c);
 
 /*
  * Makes `ps` (borrowed, must stay valid until it is replaced again or the

@@ -83,6 +83,9 @@ struct op_state {
     struct loop_timer shutdown_timer;
     struct loop_timer reload_timer; /* a change waiting for synced caches */
     int reload_waiting;
+    struct policy_set *trial_ps; /* the candidate on trial (owned); NULL */
+    char trial_hash[17];         /* its hash */
+    uint64_t trial_t0_us;        /* when its change was seen */
 };
 
 /* --- metrics and health --------------------------------------------------
@@ -350,14 +353,65 @@ static void adopt(struct op_state *s, struct policy_set *ps, uint64_t t0_us)
     }
 }
 
+/* Drops the candidate on trial, if any (no verdict: a newer change or
+ * the shutdown came first). */
+static void cancel_trial(struct op_state *s)
+{
+    if (s->trial_ps == NULL)
+        return;
+    controller_trial_cancel(s->ctl);
+    policy_set_free(s->trial_ps);
+    s->trial_ps = NULL;
+}
+
+/*
+ * controller_trial_fn: the candidate's verdict. Passed, it becomes the
+ * active set (every DittoServer reconciled again) and the old one is
+ * freed; refused, it is freed and the active set stays. "ms" counts from
+ * the directory change to the swap, the trial's slices and the loop's
+ * work between them included.
+ */
+static void on_trial_done(int rc, const char *why, void *arg)
+{
+    struct op_state *s = arg;
+    struct policy_set *ps = s->trial_ps;
+    s->trial_ps = NULL;
+    if (rc != 0) {
+        refuse(s, why, s->trial_t0_us);
+        policy_set_free(ps);
+        return;
+    }
+    controller_set_policies(s->ctl, ps);
+    char old[17];
+    memcpy(old, s->policy_hash, sizeof(old));
+    policy_set_free(s->ps);
+    s->ps = ps;
+    set_policy_info(s);
+    count_reload(s, "accepted");
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%.1f",
+             (double)(loop_now_us() - s->trial_t0_us) / 1e3);
+    log_info("policies reloaded: every DittoServer is reconciled again",
+             "origin", policy_set_origin(s->ps), "hash", s->policy_hash,
+             "previous", old, "ms", ms, NULL);
+    char msg[600];
+    snprintf(msg, sizeof(msg),
+             "policies %s from %s replace %s; every DittoServer is "
+             "reconciled again",
+             s->policy_hash, policy_set_origin(s->ps), old);
+    policy_event(s, "Normal", REASON_RELOADED, msg);
+}
+
 /*
  * reload_fn: the policy directory changed. Loads the new set (the
- * embedded one when the directory holds no *.lua), tries it on every
- * cached DittoServer (controller_try_policies: no writes), and either
- * makes it the active set (every DittoServer reconciled again) or refuses
- * it. A set equal to the active one (same hash) changes nothing. Without
- * an active set (the one at start failed) a set that loads is adopted and
- * the start goes on (adopt).
+ * embedded one when the directory holds no *.lua) and starts its trial on
+ * every cached DittoServer (controller_trial_start: no writes, in slices
+ * between the loop's I/O); on_trial_done then makes it the active set
+ * (every DittoServer reconciled again) or refuses it. A change while a
+ * trial runs drops that candidate: the directory as it is now is judged
+ * instead. A set equal to the active one (same hash) changes nothing.
+ * Without an active set (the one at start failed) a set that loads is
+ * adopted and the start goes on (adopt).
  */
 static void on_policies_changed(struct reload *r, const struct reload_print *p,
                                 void *arg)
@@ -366,6 +420,12 @@ static void on_policies_changed(struct reload *r, const struct reload_print *p,
     const char *dir = s->o->policies_dir;
     if (s->stopping)
         return;
+    if (s->trial_ps != NULL) {
+        log_info("policy directory changed during a trial: that set is "
+                 "dropped, the new one is judged",
+                 "dropped", s->trial_hash, NULL);
+        cancel_trial(s);
+    }
     /* A trial on half-filled caches would prove little: wait for them. */
     if (s->ctl != NULL && !controller_synced(s->ctl)) {
         if (!s->reload_waiting)
@@ -416,30 +476,15 @@ static void on_policies_changed(struct reload *r, const struct reload_print *p,
                  NULL);
         goto done;
     }
-    dbuf_reset(&err);
-    if (controller_try_policies(s->ctl, ps, &err) != 0) {
-        refuse(s, dbuf_ptr(&err), t0);
+    if (controller_trial_start(s->ctl, ps, on_trial_done, s) != 0) {
+        refuse(s, "out of memory starting the trial", t0);
         goto done;
     }
-    controller_set_policies(s->ctl, ps);
-    char old[17];
-    memcpy(old, s->policy_hash, sizeof(old));
-    policy_set_free(s->ps);
-    s->ps = ps;
+    s->trial_ps = ps;
     ps = NULL;
-    set_policy_info(s);
-    count_reload(s, "accepted");
-    char ms[24];
-    snprintf(ms, sizeof(ms), "%.1f", (double)(loop_now_us() - t0) / 1e3);
-    log_info("policies reloaded: every DittoServer is reconciled again",
-             "origin", policy_set_origin(s->ps), "hash", s->policy_hash,
-             "previous", old, "ms", ms, NULL);
-    char msg[600];
-    snprintf(msg, sizeof(msg),
-             "policies %s from %s replace %s; every DittoServer is "
-             "reconciled again",
-             s->policy_hash, policy_set_origin(s->ps), old);
-    policy_event(s, "Normal", REASON_RELOADED, msg);
+    memcpy(s->trial_hash, hash, sizeof(hash));
+    s->trial_t0_us = t0;
+    log_debug("policy trial started", "hash", hash, NULL);
 
 done:
     policy_set_free(ps);
@@ -519,6 +564,7 @@ static void on_shutdown_timer(struct loop_timer *t, void *arg)
 static void begin_shutdown(struct op_state *s, int sig)
 {
     s->stopping = 1;
+    cancel_trial(s);
     log_info("shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
              NULL);
     if (s->ctl != NULL)
@@ -775,6 +821,7 @@ static void teardown(struct op_state *s)
     if (s->rl != NULL) /* else the timer was never started (or inited) */
         loop_timer_stop(s->loop, &s->reload_timer);
     reload_free(s->rl);
+    cancel_trial(s);
     controller_free(s->ctl);
     leader_free(s->le);
     events_free(s->ev);
