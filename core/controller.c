@@ -48,6 +48,8 @@
 #define MANAGED_SELECTOR POLICY_LABEL_MANAGED_BY "=" POLICY_MANAGER
 #define DEFAULT_RESYNC_MS (10ULL * 3600 * 1000)
 #define TRIM_DELAY_MS 2000
+/* ... and at most this long apart under a load that is never idle. */
+#define TRIM_MAX_INTERVAL_MS 60000
 
 /* The kinds the controller watches (kinds.h), each with an informer
  * selected by the managed-by label: the children, indexed as in
@@ -152,6 +154,7 @@ struct controller {
     int running; /* the queue runs (leading, synced, not draining) */
     struct loop_timer resync_timer;
     struct loop_timer trim_timer; /* idle: give freed heap back */
+    uint64_t trimmed_ms;          /* the last malloc_trim */
     struct trial_run *trial;      /* NULL: no sliced trial runs */
     /* metrics */
     struct metric *m_total, *m_errors, *m_time;
@@ -438,6 +441,16 @@ static void list_add(struct dbuf *b, int kind, const char *name)
     dbuf_addf(b, "%s %s", kinds_table[kind].kind, name);
 }
 
+/* Returns the heap's free pages to the system (glibc keeps them
+ * otherwise). */
+static void trim(struct controller *c, uint64_t now_ms)
+{
+    c->trimmed_ms = now_ms;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 /* The end of every reconcile: Events, metrics, log, queue. */
 static void finish(struct rec *r, const char *result)
 {
@@ -516,8 +529,15 @@ static void finish(struct rec *r, const char *result)
     rec_unlink(r);
     rec_free(r);
     /* A burst (initial sync, a resync) leaves freed heap behind: once the
-     * queue has been idle a moment, hand it back to the system. */
-    loop_timer_start(c->loop, &c->trim_timer, TRIM_DELAY_MS);
+     * queue has been idle a moment, hand it back to the system. A steady
+     * churn is never idle: its freed chunks stay resident between live
+     * ones (the soak: an arena of 18 MiB holding 11 MiB, RssAnon growing
+     * for half an hour), so trim once a minute there too. */
+    uint64_t now = loop_now_ms();
+    if (now - c->trimmed_ms >= TRIM_MAX_INTERVAL_MS)
+        trim(c, now);
+    else
+        loop_timer_start(c->loop, &c->trim_timer, TRIM_DELAY_MS);
 }
 
 /* Idle for TRIM_DELAY_MS: returns freed heap to the system (glibc keeps
@@ -528,9 +548,7 @@ static void on_trim_timer(struct loop_timer *t, void *arg)
     struct controller *c = arg;
     if (c->n_recs > 0 || queue_depth(c->q) > 0)
         return; /* the next finish() starts it again */
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
+    trim(c, loop_now_ms());
 }
 
 /* Takes op out of r's requests and frees it. */
