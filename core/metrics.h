@@ -86,7 +86,10 @@ double metric_bucket(struct metric *f, size_t i,
  * and "+Inf", "-Inf", "NaN". When with_process != 0, adds
  * process_cpu_seconds_total, process_max_fds, process_open_fds,
  * process_resident_memory_bytes, process_start_time_seconds and
- * process_virtual_memory_bytes (each skipped if /proc cannot tell).
+ * process_virtual_memory_bytes (each skipped if /proc cannot tell),
+ * preceded with glibc 2.33+ by dittofs_heap_free_bytes and
+ * dittofs_heap_inuse_bytes (mallinfo2: free bytes the allocator holds,
+ * bytes allocated).
  * m may be NULL (process metrics only). Returns 0 or the dbuf error
  * (DBUF_NOMEM, DBUF_TOOBIG: out is then empty).
  */

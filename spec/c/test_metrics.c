@@ -2,13 +2,17 @@
  * test_metrics: the registry and the text exposition format: exact output
  * for counters, gauges and histograms with and without labels, label and
  * help escaping, number formatting, series order, invalid registrations,
- * and the process metrics being present and plausible.
+ * and the process metrics being present and plausible (with glibc, the
+ * allocator's heap gauges too, following a 4 MiB allocation).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __GLIBC__ /* defined by the headers above */
+#include <malloc.h>
+#endif
 
 #include "dbuf.h"
 #include "metrics.h"
@@ -285,6 +289,76 @@ static void test_process(void)
     dbuf_free(&b);
 }
 
+#if defined(__GLIBC__) &&                                                      \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+/* Where the test's blocks escape to, so that the compiler cannot elide a
+ * malloc/free pair. */
+static void *volatile heap_sink;
+
+/* The heap gauges: first in the process section, sorted, and following
+ * what this process allocates and frees. */
+static void test_heap(void)
+{
+    struct dbuf b;
+    dbuf_init(&b, 1 << 20);
+    const char *t = render(NULL, &b, 1);
+    const char *free_h = strstr(t, "# TYPE dittofs_heap_free_bytes gauge\n");
+    const char *inuse_h = strstr(t, "# TYPE dittofs_heap_inuse_bytes gauge\n");
+    const char *cpu_h = strstr(t, "# HELP process_cpu_seconds_total ");
+    static const char first[] = "# HELP dittofs_heap_free_bytes ";
+    CHECK(strncmp(t, first, strlen(first)) == 0,
+          "dittofs_heap_free_bytes opens the process section");
+    CHECK(free_h != NULL && inuse_h != NULL && cpu_h != NULL &&
+              free_h < inuse_h && inuse_h < cpu_h,
+          "free, inuse, then process_*: sorted by name");
+    double inuse0 = sample(t, "dittofs_heap_inuse_bytes");
+    double free0 = sample(t, "dittofs_heap_free_bytes");
+    struct mallinfo2 mi = mallinfo2();
+    CHECK(inuse0 > 4096 && inuse0 < 1e10, "in use plausible (%g)", inuse0);
+    CHECK(free0 >= 0 && free0 < 1e10, "free plausible (%g)", free0);
+    CHECK(fabs(inuse0 - (double)(mi.uordblks + mi.hblkhd)) < 65536,
+          "in use is uordblks + hblkhd (%g vs %zu)", inuse0,
+          mi.uordblks + mi.hblkhd);
+    double rss = sample(t, "process_resident_memory_bytes");
+    CHECK(inuse0 < rss, "in use below the RSS (%g < %g)", inuse0, rss);
+
+    /* 4 MiB (above the mmap threshold: hblkhd) and 64 blocks of 16 KiB in
+     * the arena, touched so they are real. */
+    enum { BIG = 4 << 20, SMALL = 16 << 10, NSMALL = 64 };
+    char *big = malloc(BIG);
+    char *small[NSMALL];
+    for (int i = 0; i < NSMALL; i++) {
+        small[i] = malloc(SMALL);
+        if (small[i] != NULL)
+            memset(small[i], i, SMALL);
+        heap_sink = small[i];
+    }
+    if (big != NULL)
+        memset(big, 1, BIG);
+    heap_sink = big;
+    t = render(NULL, &b, 1);
+    double inuse1 = sample(t, "dittofs_heap_inuse_bytes");
+    CHECK(inuse1 - inuse0 >= BIG + NSMALL * SMALL &&
+              inuse1 - inuse0 < BIG + NSMALL * SMALL + (1 << 20),
+          "in use grows by the 5 MiB allocated (%g)", inuse1 - inuse0);
+    /* Freed but the last: the arena keeps the freed chunks (below the
+     * last one, so not at the top that free trims), the mmap'd block goes
+     * back to the system. */
+    for (int i = 0; i < NSMALL - 1; i++)
+        free(small[i]);
+    free(big);
+    t = render(NULL, &b, 1);
+    double inuse2 = sample(t, "dittofs_heap_inuse_bytes");
+    double free2 = sample(t, "dittofs_heap_free_bytes");
+    CHECK(inuse1 - inuse2 >= BIG + (NSMALL - 1) * SMALL - 65536,
+          "in use falls by what was freed (%g)", inuse1 - inuse2);
+    CHECK(free2 >= (NSMALL - 1) * SMALL, "the freed chunks count as free (%g)",
+          free2);
+    free(small[NSMALL - 1]);
+    dbuf_free(&b);
+}
+#endif
+
 int main(void)
 {
     test_format();
@@ -292,5 +366,9 @@ int main(void)
     test_histogram();
     test_invalid();
     test_process();
+#if defined(__GLIBC__) &&                                                      \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    test_heap();
+#endif
     return TEST_SUMMARY();
 }
