@@ -3,8 +3,9 @@
 # the node), issue 10 §3: MINUTES of churn at RATE operations a second over
 # about N DittoServers whose pods become ready and unready, one operator
 # (`dittofs-operator --namespace soak-PID`, QPS raised as in
-# controller_bench.sh). After the warm-up, RSS, open fds and heap must stay
-# flat (growth <= GROWTH_MAX % over the last 30 minutes, or the last half of
+# controller_bench.sh). After the warm-up, RSS, open fds and heap (glibc's
+# bytes in use) must stay flat (growth <= GROWTH_MAX % over the last 30
+# minutes, first vs last 5 minutes' means, or the last half of
 # a shorter run), the reconcile p99 stable, and the operator must log no
 # error (no fault is injected here, so every error line counts).
 #
@@ -33,9 +34,11 @@
 #            readyReplicas from those pods, the operator's policy the
 #            DittoServers' phase and Ready condition from readyReplicas and
 #            the pods' container states (policies/dittoserver/status.lua).
-#   sample   every INTERVAL s one CSV row on the operator (VmRSS; heap =
-#            RssAnon: the operator exports no Lua heap metric, and the
-#            policy sandboxes' memory is part of its anonymous memory; open
+#   sample   every INTERVAL s one CSV row on the operator (VmRSS; RssAnon;
+#            heap = dittofs_heap_inuse_bytes, glibc's bytes allocated and
+#            not freed (the policy sandboxes' Lua states included), and
+#            dittofs_heap_free_bytes, the free bytes glibc keeps, which
+#            RssAnon counts as well until malloc_trim returns them; open
 #            fds; CPU; reconciles/s; the window's reconcile p50/p99 from the
 #            deltas of controller_runtime_reconcile_time_seconds' buckets;
 #            workqueue depth; informer cache bytes; error and warning log
@@ -121,8 +124,10 @@ set multiplot layout 6,1 title "soak.sh: N=$N RATE=$RATE/s MINUTES=$MINUTES; pod
 set ylabel "RSS MiB"
 plot "$OUT/samples.csv" every ::1 using (t(1)):(\$3/1024) with lines lw 2 title "VmRSS"
 set ylabel "heap MiB"
-plot "$OUT/samples.csv" every ::1 using (t(1)):(\$4/1024) with lines lw 2 title "RssAnon (heap)", \
-     "" every ::1 using (t(1)):((\$4-\$12/1024)/1024) with lines title "RssAnon minus the cache", \
+plot "$OUT/samples.csv" every ::1 using (t(1)):(\$4/1024) with lines title "RssAnon", \
+     "" every ::1 using (t(1)):(\$29/1048576) with lines lw 2 title "heap in use (mallinfo2)", \
+     "" every ::1 using (t(1)):(\$30/1048576) with lines title "heap free, held by glibc", \
+     "" every ::1 using (t(1)):((\$29-\$12)/1048576) with lines title "in use minus the cache", \
      "" every ::1 using (t(1)):(\$12/1048576) with lines title "informer cache"
 set ylabel "open fds"
 plot "$OUT/samples.csv" every ::1 using (t(1)):5 with lines lw 2 title "fds"
@@ -299,8 +304,8 @@ while kill -0 "$churn_pid" 2>/dev/null; do
   if [ $((now - last)) -ge 60 ] && [ -s "$OUT/samples.csv" ]; then
     last=$now
     tail -n 1 "$OUT/samples.csv" | awk -F, -v m=$(((now - t0) / 60)) '{
-      printf "# %3d min: rss %.1f MiB heap %.1f MiB fds %d cpu %s%% rec/s %s p99 %s ms ops/s %s population %s pods ready/unready/pending %s/%s/%s gc backlog %d errors %d warns %d\n",
-        m, $3 / 1024, $4 / 1024, $5, $6, $7, $10, $18, $19, $22, $23, $24, $27 - $26, $16, $17 }'
+      printf "# %3d min: rss %.1f MiB anon %.1f MiB heap in use %.1f free %.1f MiB fds %d cpu %s%% rec/s %s p99 %s ms ops/s %s population %s pods ready/unready/pending %s/%s/%s gc backlog %d errors %d warns %d\n",
+        m, $3 / 1024, $4 / 1024, $29 / 1048576, $30 / 1048576, $5, $6, $7, $10, $18, $19, $22, $23, $24, $27 - $26, $16, $17 }'
   fi
   sleep 2
 done

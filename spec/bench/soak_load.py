@@ -35,16 +35,22 @@ the apiserver (the admin token; no kubectl per operation):
            the DittoServer's phase and Ready condition (and pod_problems()
            reads the CrashLoopBackOff). Counters in STATE.
   sample   every INTERVAL s, one CSV row on the operator: VmRSS, RssAnon
-           (the heap: malloc'd memory, the Lua states, stacks; the operator
-           exports no Lua heap metric), open fds, CPU, reconciles/s, the
-           window's reconcile p50/p99 (from the deltas of the
+           (malloc'd memory, free chunks glibc keeps resident, the Lua
+           states, stacks), the heap as the allocator counts it
+           (dittofs_heap_inuse_bytes: allocated and not freed;
+           dittofs_heap_free_bytes: free bytes it holds; glibc's
+           mallinfo2), open fds, CPU, reconciles/s, the window's reconcile
+           p50/p99 (from the deltas of the
            controller_runtime_reconcile_time_seconds buckets), workqueue
            depth, informer cache bytes, error and warning log lines, and
            the churn's and the stand-in's counters. Cumulative histogram
            buckets go to HIST_CSV, the log lines to LINES.
-  report   from those files: growth of RSS, fds and heap over the last
-           half-hour (or half), p99 per span, the log lines; key=value
-           lines, then summary_json=...; exit 1 when a criterion fails.
+  report   from those files: growth of RSS, fds and heap (the allocator's
+           in-use bytes; RssAnon when the operator does not export them)
+           over the last half-hour (or half), RssAnon's and the free
+           bytes' growth for information, the memory at 10-minute marks,
+           p99 per span, the log lines; key=value lines, then
+           summary_json=...; exit 1 when a criterion fails.
 """
 import argparse
 import csv
@@ -779,16 +785,25 @@ def proc(pid):
     return int(st["VmRSS"]), int(st["RssAnon"]), fds, ticks
 
 
+def gauge(sums, name):
+    """A scraped gauge as an integer, "" when absent (a failed scrape, an
+    operator without it)."""
+    return "%d" % sums[name] if name in sums else ""
+
+
 def sample(args):
     hz = os.sysconf("SC_CLK_TCK")
-    cols = ["t", "elapsed_s", "rss_kib", "heap_kib", "fds", "cpu_pct",
+    # Columns are appended, never moved: soak.sh's plot and progress
+    # lines address them by number (anon_kib was heap_kib before the
+    # heap gauges; report() reads either).
+    cols = ["t", "elapsed_s", "rss_kib", "anon_kib", "fds", "cpu_pct",
             "reconciles_per_s", "reconcile_errors", "p50_ms", "p99_ms",
             "workqueue_depth", "cache_bytes", "cache_objects",
             "metrics_rss_bytes", "metrics_open_fds", "error_lines",
             "warn_lines", "ops_per_s", "population", "churn_errors",
             "pods", "pods_ready", "pods_unready", "pods_pending",
             "standin_errors", "cached_dittoservers", "cached_statefulsets",
-            "cached_pods"]
+            "cached_pods", "heap_inuse_bytes", "heap_free_bytes"]
     out = open(args.out, "w", buffering=1)
     w = csv.writer(out)
     w.writerow(cols)
@@ -867,7 +882,9 @@ def sample(args):
                 sd.get("errors", ""),
                 "%d" % sums.get("cache_objects:dittoservers", 0),
                 "%d" % sums.get("cache_objects:statefulsets", 0),
-                "%d" % sums.get("cache_objects:pods", 0)])
+                "%d" % sums.get("cache_objects:pods", 0),
+                gauge(sums, "dittofs_heap_inuse_bytes"),
+                gauge(sums, "dittofs_heap_free_bytes")])
         prev = cur
         nxt += args.interval
         STOP.wait(max(0.0, nxt - time.monotonic()))
@@ -879,11 +896,23 @@ def report(args):
     rows = list(csv.DictReader(open(args.samples)))
     if len(rows) < 4:
         sys.exit("report: %d samples, too few" % len(rows))
+    # "heap" is the allocator's in-use bytes when every sample has them
+    # (rows whose scrape failed are left out of the heap's means only),
+    # else RssAnon (runs before the gauges, a C library without them).
+    have_heap = any(r.get("heap_inuse_bytes") for r in rows)
     for r in rows:
-        for k in ("t", "rss_kib", "heap_kib", "fds", "p99_ms",
+        if "anon_kib" not in r:
+            r["anon_kib"] = r["heap_kib"]
+        for k in ("t", "rss_kib", "anon_kib", "fds", "p99_ms",
                   "reconciles_per_s", "cpu_pct", "ops_per_s"):
             r[k] = float(r[k])
-    R = {}
+        for k in ("heap_inuse_bytes", "heap_free_bytes"):
+            v = r.get(k)
+            r[k.replace("_bytes", "_kib")] = (float(v) / 1024 if v
+                                              else None)
+        r["heap_kib"] = r["heap_inuse_kib"] if have_heap else r["anon_kib"]
+    R = {"heap_source": ("dittofs_heap_inuse_bytes" if have_heap
+                         else "RssAnon")}
     ok = True
     t0, t1 = rows[0]["t"], rows[-1]["t"]
     dur = t1 - t0
@@ -900,18 +929,50 @@ def report(args):
     R["growth_window_s"] = round(w)
     first = [r for r in rows if s0 <= r["t"] <= s0 + w]
     last = [r for r in rows if r["t"] >= t1 - w]
-    for key, col in (("rss", "rss_kib"), ("fds", "fds"),
-                     ("heap", "heap_kib")):
-        a = sum(r[col] for r in first) / len(first)
-        b = sum(r[col] for r in last) / len(last)
+    def mean(rs, col):
+        v = [r[col] for r in rs if r[col] is not None]
+        return sum(v) / len(v) if v else float("nan")
+
+    # Judged: RSS, fds, heap. Shown: RssAnon, and the free bytes the
+    # allocator holds (what RssAnon adds to the heap, until malloc_trim).
+    for key, col, judged in (("rss", "rss_kib", True), ("fds", "fds", True),
+                             ("heap", "heap_kib", True),
+                             ("anon", "anon_kib", False),
+                             ("heap_free", "heap_free_kib", False)):
+        if col == "heap_free_kib" and not have_heap:
+            continue
+        a = mean(first, col)
+        b = mean(last, col)
         g = 100.0 * (b - a) / a if a else float("nan")
         R[key + "_first"] = round(a, 1)
         R[key + "_last"] = round(b, 1)
-        R[key + "_max"] = max(r[col] for r in rows if r["t"] >= s0)
+        R[key + "_max"] = round(max(r[col] for r in rows
+                                    if r["t"] >= s0 and r[col] is not None),
+                                1)
         R[key + "_growth_pct"] = round(g, 2)
+        if not judged:
+            continue
         passed = g <= args.growth_max
         R[key + "_flat"] = "PASS" if passed else "FAIL"
         ok = ok and passed
+    # The curve's shape: the memory at every 10 minutes (the sample
+    # nearest each mark), MiB.
+    marks = []
+    m = 0.0
+    while t0 + m * 60 <= t1 + args.interval / 2:
+        r = min(rows, key=lambda r: abs(r["t"] - (t0 + m * 60)))
+        marks.append({"min": int(m), "rss_mib": round(r["rss_kib"] / 1024, 2),
+                      "anon_mib": round(r["anon_kib"] / 1024, 2),
+                      "heap_inuse_mib": (round(r["heap_inuse_kib"] / 1024, 2)
+                                         if r["heap_inuse_kib"] is not None
+                                         else None),
+                      "heap_free_mib": (round(r["heap_free_kib"] / 1024, 2)
+                                        if r["heap_free_kib"] is not None
+                                        else None),
+                      "cache_mib": round(float(r["cache_bytes"]) / 1048576,
+                                         2),
+                      "dittoservers": r["population"]})
+        m += 10
     # p99 per span (10 minutes; a sixth of the run when shorter) from the
     # cumulative buckets at its ends.
     hrows = list(csv.reader(open(args.hist)))
@@ -987,13 +1048,14 @@ def report(args):
     for r in rows:
         r["backlog"] = float(r["cached_statefulsets"]) - float(
             r["cached_dittoservers"])
-        r["heap_excl_cache"] = r["heap_kib"] - float(r["cache_bytes"]) / 1024
+        r["heap_excl_cache"] = (r["heap_kib"] - float(r["cache_bytes"]) /
+                                1024 if r["heap_kib"] is not None else None)
     R["gc_backlog_first"] = round(sum(r["backlog"] for r in first) /
                                   len(first), 1)
     R["gc_backlog_last"] = round(sum(r["backlog"] for r in last) /
                                  len(last), 1)
-    a = sum(r["heap_excl_cache"] for r in first) / len(first)
-    b = sum(r["heap_excl_cache"] for r in last) / len(last)
+    a = mean(first, "heap_excl_cache")
+    b = mean(last, "heap_excl_cache")
     R["heap_excl_cache_first"] = round(a, 1)
     R["heap_excl_cache_last"] = round(b, 1)
     R["heap_excl_cache_growth_pct"] = round(100.0 * (b - a) / a, 2)
@@ -1024,10 +1086,21 @@ def report(args):
         print("# p99 %5.1f-%5.1f min: %7d reconciles, p50 %7.1f ms, "
               "p99 %7.1f ms" % (s["from_min"], s["to_min"], s["reconciles"],
                                 s["p50_ms"], s["p99_ms"]))
+    for k in marks:
+        print("# memory at %3d min: rss %6.2f MiB, RssAnon %6.2f MiB, heap "
+              "in use %s MiB, free %s MiB, informer cache %5.2f MiB, %s "
+              "DittoServers" % (
+                  k["min"], k["rss_mib"], k["anon_mib"],
+                  "%6.2f" % k["heap_inuse_mib"]
+                  if k["heap_inuse_mib"] is not None else "-",
+                  "%6.2f" % k["heap_free_mib"]
+                  if k["heap_free_mib"] is not None else "-",
+                  k["cache_mib"], k["dittoservers"]))
     for lvl in ("error", "warn"):
         for msg, n in sorted(msgs[lvl].items(), key=lambda x: -x[1]):
             print("# %s x%d: %s" % (lvl, n, msg))
     R["p99_spans"] = spans
+    R["memory_marks"] = marks
     R["error_messages"] = msgs["error"]
     R["warn_messages"] = msgs["warn"]
     print("summary_json=" + json.dumps(R, separators=(",", ":")))
