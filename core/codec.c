@@ -307,6 +307,49 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
     return CODEC_OBJECT;
 }
 
+/* ---- staged output ------------------------------------------------------- */
+
+/* What the dbuf takes before its maximum, capped to the stage. */
+static size_t out_room(const struct dbuf *b)
+{
+    if (dbuf_error(b) != DBUF_OK || b->len >= b->max)
+        return 0;
+    size_t room = b->max - b->len;
+    return room < CODEC_OUT_STAGE ? room : CODEC_OUT_STAGE;
+}
+
+void codec_out_init(struct codec_out *o, struct dbuf *out)
+{
+    o->out = out;
+    o->len = 0;
+    o->room = out_room(out);
+}
+
+int codec_out_flush(struct codec_out *o)
+{
+    int rc = DBUF_OK;
+    if (o->len > 0)
+        rc = dbuf_add(o->out, o->buf, o->len);
+    o->len = 0;
+    o->room = out_room(o->out);
+    return rc;
+}
+
+int codec_out_put_slow(struct codec_out *o, const char *s, size_t n)
+{
+    int rc = codec_out_flush(o);
+    if (rc != DBUF_OK)
+        return rc;
+    if (n <= o->room) {
+        memcpy(o->buf, s, n);
+        o->len = n;
+        return DBUF_OK;
+    }
+    rc = dbuf_add(o->out, s, n);
+    o->room = out_room(o->out);
+    return rc;
+}
+
 /* Writes the decimal digits of v; returns the length. */
 static size_t fmt_int(lua_Integer v, char *buf)
 {

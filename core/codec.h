@@ -15,8 +15,11 @@
 #define DITTOFS_CODEC_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include <lua.h>
+
+#include "dbuf.h"
 
 /* Default limits: nesting depth, input size, nodes added by YAML aliases. */
 #define CODEC_MAX_DEPTH 128
@@ -118,6 +121,53 @@ void codec_keys_free(struct codec_keys *k);
 int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
                         struct codec_keys *keys, size_t *n, char *err,
                         size_t errlen);
+
+/*
+ * The encoders' output: a staging buffer in front of a dbuf. An encoder
+ * writes many small pieces (quotes, colons, keys, indents), and each
+ * dbuf_add is a call, a bound check and a terminator. The bytes reach the
+ * dbuf in order, and it fails exactly where it would have: a piece that
+ * would take the dbuf past its maximum (or one written to a dbuf already
+ * in error) is flushed straight to it, so the same piece meets the same
+ * DBUF_TOOBIG. codec_out_flush() must run when the encoder ends, also on
+ * failure (the dbuf then holds what it would have held). Never raises.
+ */
+#define CODEC_OUT_STAGE 4096
+
+struct codec_out {
+    struct dbuf *out;
+    size_t len;  /* staged bytes */
+    size_t room; /* bytes the dbuf takes before its maximum, at most
+                    CODEC_OUT_STAGE; 0 when it is in error */
+    char buf[CODEC_OUT_STAGE];
+};
+
+void codec_out_init(struct codec_out *o, struct dbuf *out);
+/* Moves the staged bytes to the dbuf. Returns its DBUF_* status. */
+int codec_out_flush(struct codec_out *o);
+/* Flushes, then appends s directly. Returns the dbuf's status. */
+int codec_out_put_slow(struct codec_out *o, const char *s, size_t n);
+
+/* Appends n bytes of s. Returns DBUF_OK or the dbuf's error (its contents
+ * are then empty, as dbuf_add leaves them). */
+static inline int codec_out_put(struct codec_out *o, const char *s, size_t n)
+{
+    if (n <= o->room - o->len) {
+        memcpy(o->buf + o->len, s, n);
+        o->len += n;
+        return DBUF_OK;
+    }
+    return codec_out_put_slow(o, s, n);
+}
+
+static inline int codec_out_putc(struct codec_out *o, char c)
+{
+    if (o->len < o->room) {
+        o->buf[o->len++] = c;
+        return DBUF_OK;
+    }
+    return codec_out_put_slow(o, &c, 1);
+}
 
 /* Formats the number at idx into buf (at least 32 bytes): integers
  * exactly, floats shortest round-trip ("1", "0.1", "1e+300"). Returns the

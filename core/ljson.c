@@ -480,7 +480,7 @@ int json_push(lua_State *L, const char *s, size_t len,
 /* ---- encoder ------------------------------------------------------------- */
 
 struct jenc {
-    struct dbuf *out;
+    struct codec_out o; /* staged output (see codec.h) */
     int amt, omt;
     int depth;
     struct codec_keys keys; /* malloc-owned, freed by the outer function */
@@ -494,30 +494,48 @@ __attribute__((noreturn)) static void enc_out_fail(lua_State *L, struct jenc *e,
 {
     if (rc == DBUF_TOOBIG)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_ETOOBIG,
-                   "output larger than %zu bytes", e->out->max);
+                   "output larger than %zu bytes", e->o.out->max);
     codec_fail(L, &e->code, e->err, e->errlen, CODEC_ENOMEM,
                "not enough memory");
 }
 
 static void put(lua_State *L, struct jenc *e, const char *s, size_t n)
 {
-    int rc = dbuf_add(e->out, s, n);
+    int rc = codec_out_put(&e->o, s, n);
     if (rc != DBUF_OK)
         enc_out_fail(L, e, rc);
 }
 
 static void putc_(lua_State *L, struct jenc *e, char c)
 {
-    int rc = dbuf_addc(e->out, c);
+    int rc = codec_out_putc(&e->o, c);
     if (rc != DBUF_OK)
         enc_out_fail(L, e, rc);
 }
 
-/* Whether s is printable ASCII without '"' and '\\' (most keys and
- * values): valid UTF-8 that JSON takes as it is. */
+/*
+ * Whether s is printable ASCII without '"' and '\\' (most keys and
+ * values): valid UTF-8 that JSON takes as it is. Eight bytes at a time:
+ * a byte below 0x20 borrows into its high bit in w - 0x20.., a '"' or
+ * '\\' is a zero byte of w ^ '"'.. or w ^ '\\'.. (the classic haszero;
+ * a borrow can only mark a byte above one that matched, so the test of
+ * the word is exact), and a byte from 0x80 has its high bit set.
+ */
 static int is_plain(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    const uint64_t ones = 0x0101010101010101u, high = ones << 7;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, q, b;
+        memcpy(&w, s + i, 8);
+        q = w ^ (ones * '"');
+        b = w ^ (ones * '\\');
+        if ((((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) |
+             w) &
+            high)
+            return 0;
+    }
+    for (; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
             return 0;
@@ -537,7 +555,10 @@ static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
     if (bad != n)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
                    "invalid UTF-8 in string at byte %zu", bad + 1);
-    int rc = text_json_quote(e->out, s, n);
+    int rc = codec_out_flush(&e->o); /* the quoting writes to the dbuf */
+    if (rc == DBUF_OK)
+        rc = text_json_quote(e->o.out, s, n);
+    codec_out_flush(&e->o); /* re-reads the room left */
     if (rc != DBUF_OK)
         enc_out_fail(L, e, rc);
 }
@@ -633,6 +654,9 @@ static int encode_protected(lua_State *L)
     e->amt = 3;
     e->omt = 4;
     encode_value(L, e, 2);
+    int rc = codec_out_flush(&e->o);
+    if (rc != DBUF_OK)
+        enc_out_fail(L, e, rc);
     return 0;
 }
 
@@ -640,8 +664,10 @@ int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
                 size_t errlen)
 {
     struct jenc e;
-    memset(&e, 0, sizeof(e));
-    e.out = out;
+    codec_out_init(&e.o, out); /* the stage is not cleared: it is staged */
+    e.amt = e.omt = e.depth = 0;
+    memset(&e.keys, 0, sizeof(e.keys));
+    e.code = CODEC_OK;
     e.err = err;
     e.errlen = errlen;
     idx = lua_absindex(L, idx);
@@ -651,6 +677,9 @@ int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
     }
     lua_pushvalue(L, idx);
     int rc = codec_pcall(L, encode_protected, &e, 1, 0, &e.code, err, errlen);
+    /* After a failure: the dbuf gets what it would have held unstaged
+     * (a success flushed in encode_protected). */
+    codec_out_flush(&e.o);
     codec_keys_free(&e.keys);
     return rc;
 }

@@ -137,7 +137,7 @@ static int float_syntax(const char *s, size_t n)
 static void resolve_plain(const char *s, size_t n, struct resolved *r)
 {
     r->type = R_STR;
-    if (n == 0 || is_word(s, n, null_words)) {
+    if (n == 0 || (n <= 4 && is_word(s, n, null_words))) {
         r->type = R_NULL;
         return;
     }
@@ -211,8 +211,8 @@ int yaml_plain_safe(const char *s, size_t n)
     resolve_plain(s, n, &r);
     if (r.type != R_STR)
         return 0;
-    for (const char *const *w = ci_words; *w != NULL; w++)
-        if (ci_word(s, n, *w))
+    for (const char *const *w = ci_words; n <= 5 && *w != NULL; w++)
+        if (ci_word(s, n, *w)) /* none is longer than 5 */
             return 0;
     /* Number-like strings: YAML 1.1 sexagesimals ("1:30"), timestamps,
      * floats like "1.2.3" or "1e3" without a sign in the exponent. */
@@ -621,7 +621,7 @@ int yaml_push_all(lua_State *L, const char *s, size_t len,
 enum { AT_TOP, AT_KEY, AT_ITEM };
 
 struct yenc {
-    struct dbuf *out;
+    struct codec_out o; /* staged output (see codec.h) */
     int amt, omt;
     int depth;
     struct codec_keys keys; /* malloc-owned, freed by the outer function */
@@ -630,15 +630,21 @@ struct yenc {
     size_t errlen;
 };
 
-static void yput(lua_State *L, struct yenc *e, const char *s, size_t n)
+__attribute__((noreturn)) static void yput_fail(lua_State *L, struct yenc *e,
+                                                int rc)
 {
-    int rc = dbuf_add(e->out, s, n);
     if (rc == DBUF_TOOBIG)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_ETOOBIG,
-                   "output larger than %zu bytes", e->out->max);
+                   "output larger than %zu bytes", e->o.out->max);
+    codec_fail(L, &e->code, e->err, e->errlen, CODEC_ENOMEM,
+               "not enough memory");
+}
+
+static void yput(lua_State *L, struct yenc *e, const char *s, size_t n)
+{
+    int rc = codec_out_put(&e->o, s, n);
     if (rc != DBUF_OK)
-        codec_fail(L, &e->code, e->err, e->errlen, CODEC_ENOMEM,
-                   "not enough memory");
+        yput_fail(L, e, rc);
 }
 
 static void yputs(lua_State *L, struct yenc *e, const char *s)
@@ -907,6 +913,9 @@ static int encode_protected(lua_State *L)
     e->omt = 5;
     if (!all) {
         emit_node(L, e, 2, 0, AT_TOP);
+        int rc = codec_out_flush(&e->o);
+        if (rc != DBUF_OK)
+            yput_fail(L, e, rc);
         return 0;
     }
     size_t n;
@@ -930,6 +939,9 @@ static int encode_protected(lua_State *L)
         emit_node(L, e, lua_gettop(L), 0, AT_TOP);
         lua_pop(L, 1);
     }
+    int rc = codec_out_flush(&e->o);
+    if (rc != DBUF_OK)
+        yput_fail(L, e, rc);
     return 0;
 }
 
@@ -937,8 +949,10 @@ static int encode(lua_State *L, int idx, struct dbuf *out, int all, char *err,
                   size_t errlen)
 {
     struct yenc e;
-    memset(&e, 0, sizeof(e));
-    e.out = out;
+    codec_out_init(&e.o, out); /* the stage is not cleared: it is staged */
+    e.amt = e.omt = e.depth = 0;
+    memset(&e.keys, 0, sizeof(e.keys));
+    e.code = CODEC_OK;
     e.err = err;
     e.errlen = errlen;
     idx = lua_absindex(L, idx);
@@ -949,6 +963,9 @@ static int encode(lua_State *L, int idx, struct dbuf *out, int all, char *err,
     lua_pushvalue(L, idx);
     lua_pushboolean(L, all);
     int rc = codec_pcall(L, encode_protected, &e, 2, 0, &e.code, err, errlen);
+    /* After a failure: the dbuf gets what it would have held unstaged
+     * (a success flushed in encode_protected). */
+    codec_out_flush(&e.o);
     codec_keys_free(&e.keys);
     return rc;
 }

@@ -797,6 +797,144 @@ static int fault_run(size_t fail_at, int sticky, int *bad)
     return f.count >= f.fail_at;
 }
 
+/* Encodes the value at the top (popped) into b, JSON or YAML. */
+static int encode_top(lua_State *L, int yaml, struct dbuf *b)
+{
+    int rc = yaml ? yaml_encode(L, -1, b, err, sizeof(err))
+                  : json_encode(L, -1, b, err, sizeof(err));
+    lua_pop(L, 1);
+    return rc;
+}
+
+/*
+ * The encoders stage their output (codec_out): the dbuf must get the same
+ * bytes, and fail at the same piece, as when every piece went to it. Also
+ * the eight-bytes-at-a-time scan of JSON strings against the byte loop
+ * (text_json_quote) at every offset.
+ */
+static void test_staged_output(lua_State *L)
+{
+    struct dbuf b, want;
+    /* A text larger than the stage, appended after what b holds. */
+    (void)luaL_dostring(L, "local t = {} for i = 1, 3000 do t[i] = "
+                           "'abcdefgh' .. i end return t");
+    dbuf_init(&want, 1 << 20);
+    dbuf_adds(&want, "x[");
+    for (int i = 1; i <= 3000; i++)
+        dbuf_addf(&want, "%s\"abcdefgh%d\"", i > 1 ? "," : "", i);
+    dbuf_addc(&want, ']');
+    dbuf_init(&b, 1 << 20);
+    dbuf_addc(&b, 'x');
+    lua_pushvalue(L, -1);
+    int rc = encode_top(L, 0, &b);
+    CHECK(rc == 0 && dbuf_len(&b) == dbuf_len(&want) &&
+              strcmp(dbuf_ptr(&b), dbuf_ptr(&want)) == 0,
+          "a JSON text of %zu bytes (past the stage) follows what the dbuf "
+          "held",
+          dbuf_len(&want));
+    /* The maximum exactly, and one byte less. */
+    size_t len = dbuf_len(&want) - 1;
+    dbuf_free(&b);
+    dbuf_init(&b, len);
+    lua_pushvalue(L, -1);
+    rc = encode_top(L, 0, &b);
+    CHECK(rc == 0 && dbuf_len(&b) == len,
+          "a dbuf of exactly its size takes it");
+    dbuf_free(&b);
+    dbuf_init(&b, len - 1);
+    lua_pushvalue(L, -1);
+    rc = encode_top(L, 0, &b);
+    char msg[64];
+    snprintf(msg, sizeof(msg), "output larger than %zu bytes", len - 1);
+    CHECK(rc == CODEC_ETOOBIG && dbuf_len(&b) == 0 && strcmp(err, msg) == 0,
+          "one byte less: ETOOBIG, the dbuf empty: %s", err);
+    dbuf_free(&b);
+    /* Its YAML is a byte shorter ("- x\n" per item, no brackets). */
+    dbuf_init(&b, len - 1);
+    lua_pushvalue(L, -1);
+    rc = encode_top(L, 1, &b);
+    CHECK(rc == 0 && dbuf_len(&b) == len - 1, "the YAML of the list fits");
+    dbuf_free(&b);
+    dbuf_init(&b, len - 2);
+    lua_pushvalue(L, -1);
+    rc = encode_top(L, 1, &b);
+    snprintf(msg, sizeof(msg), "output larger than %zu bytes", len - 2);
+    CHECK(rc == CODEC_ETOOBIG && dbuf_len(&b) == 0 && strcmp(err, msg) == 0,
+          "  one byte less: ETOOBIG too: %s", err);
+    dbuf_free(&b);
+    dbuf_free(&want);
+
+    /* The piece that passes the maximum fails, not a later bad value. */
+    dbuf_init(&b, 6);
+    (void)luaL_dostring(L, "return {1, 2, 3, 4, print}");
+    rc = encode_top(L, 0, &b);
+    CHECK(rc == CODEC_ETOOBIG, "past the maximum before a bad value: ETOOBIG");
+    dbuf_free(&b);
+    /* A failure leaves in the dbuf what the pieces before it made. */
+    dbuf_init(&b, 1 << 20);
+    (void)luaL_dostring(L, "return {1, 2, print}");
+    rc = encode_top(L, 0, &b);
+    CHECK(rc == CODEC_EVALUE && strcmp(dbuf_ptr(&b), "[1,2,") == 0,
+          "a bad value: EVALUE after \"[1,2,\" (%s)", dbuf_ptr(&b));
+    dbuf_reset(&b);
+    (void)luaL_dostring(L, "return {a = 1, b = print}");
+    rc = encode_top(L, 1, &b);
+    CHECK(rc == CODEC_EVALUE && strcmp(dbuf_ptr(&b), "a: 1\nb:") == 0,
+          "  YAML too (%s)", dbuf_ptr(&b));
+    dbuf_free(&b);
+    /* A dbuf already in error fails the first piece. */
+    dbuf_init(&b, 2);
+    dbuf_adds(&b, "abc");
+    (void)luaL_dostring(L, "return {}");
+    rc = encode_top(L, 0, &b);
+    CHECK(rc == CODEC_ETOOBIG && dbuf_len(&b) == 0,
+          "a dbuf in error: ETOOBIG at once");
+    dbuf_free(&b);
+
+    /* Every byte that needs quoting, at every offset of 8-byte words. */
+    static const char special[] = {'"',  '\\', 0x01, 0x1f,      '\n',
+                                   0x7f, ' ',  '~',  (char)0xc3};
+    int bad = 0, cases = 0;
+    dbuf_init(&b, 1 << 20);
+    dbuf_init(&want, 1 << 20);
+    for (size_t n = 1; n <= 19; n++) {
+        for (size_t at = 0; at < n; at++) {
+            for (size_t k = 0; k < sizeof(special); k++) {
+                char s[24];
+                memset(s, 'a', sizeof(s));
+                s[at] = special[k];
+                size_t sl = n;
+                if ((unsigned char)special[k] == 0xc3) {
+                    if (at + 1 >= n)
+                        continue;
+                    s[at + 1] = (char)0xa9; /* U+00E9 */
+                }
+                dbuf_reset(&b);
+                dbuf_reset(&want);
+                lua_pushlstring(L, s, sl);
+                rc = encode_top(L, 0, &b);
+                text_json_quote(&want, s, sl);
+                cases++;
+                if (rc != 0 || strcmp(dbuf_ptr(&b), dbuf_ptr(&want)) != 0)
+                    bad++;
+            }
+        }
+    }
+    CHECK(bad == 0,
+          "%d strings with one byte to quote anywhere: as "
+          "text_json_quote quotes them",
+          cases);
+    dbuf_reset(&b);
+    lua_pushlstring(L, "abcdefgh\xff", 9);
+    rc = encode_top(L, 0, &b);
+    CHECK(rc == CODEC_EVALUE &&
+              strcmp(err, "invalid UTF-8 in string at byte 9") == 0,
+          "invalid UTF-8 after a plain word: %s", err);
+    dbuf_free(&b);
+    dbuf_free(&want);
+    lua_pop(L, 1); /* the list */
+}
+
 static void test_fault_injection(void)
 {
     int bad = 0, runs = 0;
@@ -842,6 +980,7 @@ int main(void)
     test_cjson(L);
     test_exact_integers(L);
     test_text();
+    test_staged_output(L);
     CHECK(lua_gettop(L) == 0, "the stack is balanced after every test");
     lua_close(L);
     test_fault_injection();
