@@ -84,6 +84,19 @@ int codec_kind(lua_State *L, int idx)
     return kind;
 }
 
+int codec_kind_at(lua_State *L, int idx, int amt, int omt)
+{
+    int kind = CODEC_PLAIN;
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+        return CODEC_PLAIN;
+    if (lua_rawequal(L, -1, amt))
+        kind = CODEC_ARRAY;
+    else if (lua_rawequal(L, -1, omt))
+        kind = CODEC_OBJECT;
+    lua_pop(L, 1);
+    return kind;
+}
+
 const char *codec_strerror(int rc)
 {
     switch (rc) {

@@ -63,6 +63,12 @@ void codec_mark(lua_State *L, int idx, int kind);
  * Never raises. */
 int codec_kind(lua_State *L, int idx);
 
+/* codec_kind with the marker metatables at indices amt and omt (as
+ * codec_push_marks pushes them; upvalue indices too): no registry lookup.
+ * idx, amt and omt must be absolute or pseudo-indices. Never raises
+ * (needs one free stack slot). */
+int codec_kind_at(lua_State *L, int idx, int amt, int omt);
+
 /* Returns the message of a return code ("malformed input", ...). */
 const char *codec_strerror(int rc);
 

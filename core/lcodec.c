@@ -147,7 +147,12 @@ static int l_yaml_encode_all(lua_State *L)
     return encode_common(L, yaml_encode_all);
 }
 
-static int set_mark(lua_State *L, int kind)
+/* The marker metatables, upvalues of every function of the module (a
+ * registry lookup costs more than the rest of codec.array). */
+#define AMT lua_upvalueindex(1)
+#define OMT lua_upvalueindex(2)
+
+int codec_set_mark(lua_State *L, int mt)
 {
     if (lua_isnoneornil(L, 1)) {
         lua_settop(L, 0);
@@ -156,29 +161,30 @@ static int set_mark(lua_State *L, int kind)
         luaL_checktype(L, 1, LUA_TTABLE);
         lua_settop(L, 1);
     }
-    codec_mark(L, 1, kind);
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, 1);
     return 1;
 }
 
 static int l_array(lua_State *L)
 {
-    return set_mark(L, CODEC_ARRAY);
+    return codec_set_mark(L, AMT);
 }
 
 static int l_object(lua_State *L)
 {
-    return set_mark(L, CODEC_OBJECT);
+    return codec_set_mark(L, OMT);
 }
 
 static int l_is_array(lua_State *L)
 {
-    lua_pushboolean(L, codec_kind(L, 1) == CODEC_ARRAY);
+    lua_pushboolean(L, codec_kind_at(L, 1, AMT, OMT) == CODEC_ARRAY);
     return 1;
 }
 
 static int l_is_object(lua_State *L)
 {
-    lua_pushboolean(L, codec_kind(L, 1) == CODEC_OBJECT);
+    lua_pushboolean(L, codec_kind_at(L, 1, AMT, OMT) == CODEC_OBJECT);
     return 1;
 }
 
@@ -198,7 +204,8 @@ static int same_value(lua_State *L, int a, int b, int depth)
         return 0;
     if (t != LUA_TTABLE || lua_rawequal(L, a, b))
         return lua_rawequal(L, a, b);
-    if (depth > CODEC_MAX_DEPTH || codec_kind(L, a) != codec_kind(L, b))
+    if (depth > CODEC_MAX_DEPTH ||
+        codec_kind_at(L, a, AMT, OMT) != codec_kind_at(L, b, AMT, OMT))
         return 0;
     luaL_checkstack(L, 4, "nesting too deep");
     lua_Integer n = 0;
@@ -287,7 +294,10 @@ static const luaL_Reg codec_funcs[] = {
 
 int codec_open(lua_State *L)
 {
-    luaL_newlib(L, codec_funcs);
+    luaL_checkversion(L);
+    luaL_newlibtable(L, codec_funcs);
+    codec_push_marks(L); /* [codec, amt, omt] */
+    luaL_setfuncs(L, codec_funcs, 2);
     codec_push_null(L);
     lua_setfield(L, -2, "null");
     codec_push_marks(L); /* [codec, amt, omt] */

@@ -20,4 +20,11 @@
  * crd_schema (crd_register). */
 int codec_open(lua_State *L);
 
+/* The body of codec.array and codec.object: marks argument 1 (a new table
+ * when it is nil or absent) with the metatable at index `mt` (an upvalue
+ * index, say) and returns it. Raises for an argument that is not a table,
+ * as they do. The functions of the table codec_open pushes have the two
+ * marker metatables as upvalues 1 (array) and 2 (object). */
+int codec_set_mark(lua_State *L, int mt);
+
 #endif

@@ -19,7 +19,6 @@
  * can only ever give us text: binary chunks are refused at load time
  * (mode "t").
  */
-#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -342,22 +341,22 @@ unsigned long policy_set_preparations(const struct policy_set *ps)
 
 /* --- require inside the sandbox ------------------------------------------- */
 
-/* codec.array / codec.object (upvalue 1) for scripts: they refuse tables
- * with a protected metatable, as setmetatable does. Otherwise
- * codec.array(getmetatable(codec.array({}))) would replace the lock of a
- * marker metatable (then a __gc added there would be registered by the
- * codec's own lua_setmetatable and run with hooks off), and a library
- * proxy or an _ENV could be unlocked the same way. */
+/* codec.array / codec.object (their marker metatable: upvalue 1) for
+ * scripts: they refuse tables with a protected metatable, as setmetatable
+ * does. Otherwise codec.array(getmetatable(codec.array({}))) would replace
+ * the lock of a marker metatable (then a __gc added there would be
+ * registered by the codec's own lua_setmetatable and run with hooks off),
+ * and a library proxy or an _ENV could be unlocked the same way. The
+ * marking is codec_set_mark, in this frame: scripts mark tables in their
+ * hot paths, and a lua_call per mark cost as much as the marking. */
 static int guarded_mark(lua_State *L)
 {
-    if (lua_type(L, 1) == LUA_TTABLE &&
-        luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
-        return luaL_error(L, "cannot change a protected metatable");
-    /* Called directly, in this frame: scripts mark tables in their hot
-     * paths, and a lua_call per mark cost as much as the marking. */
-    lua_CFunction mark = lua_tocfunction(L, lua_upvalueindex(1));
-    assert(mark != NULL);
-    return mark(L);
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+        lua_pop(L, 1); /* most tables marked are new: no metatable */
+        if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+            return luaL_error(L, "cannot change a protected metatable");
+    }
+    return codec_set_mark(L, lua_upvalueindex(1));
 }
 
 /* Protects the codec's marker metatables: they are shared by every
@@ -377,12 +376,11 @@ static int open_codec(lua_State *L)
     protect_marks(L);
     codec_open(L); /* [codec] */
     crd_register(L);
-    static const char *const guarded[] = {"array", "object", NULL};
-    for (int i = 0; guarded[i]; i++) {
-        lua_getfield(L, -1, guarded[i]);
-        lua_pushcclosure(L, guarded_mark, 1);
-        lua_setfield(L, -2, guarded[i]);
-    }
+    codec_push_marks(L); /* [codec, amt, omt] */
+    lua_pushcclosure(L, guarded_mark, 1);
+    lua_setfield(L, -3, "object");
+    lua_pushcclosure(L, guarded_mark, 1);
+    lua_setfield(L, -2, "array");
     return 1;
 }
 
