@@ -151,6 +151,9 @@ static const char KEPT_KEY = 'K';    /* name -> module kept for the state */
 static const char UPVALS_KEY = 'u';  /* {f, n, value, ...}: kept upvalues */
 static const char UPBITS_KEY = 'b';  /* struct upbits[]: the same, for the
                                         fast check */
+static const char CHECKS_KEY = 'c';  /* {t1, bits1, t2, bits2, ...}: the
+                                        shared tables in a sequence, with
+                                        their struct snapbits */
 static const char KEEPING_KEY = 'g'; /* during sandbox_keep(): {seen, ids,
                                         names} */
 /* Value of LOADED[name] while the module's main chunk runs. */
@@ -817,16 +820,47 @@ static void value_bits(lua_State *L, int idx, struct bits *b)
     }
 }
 
-static int same_bits(lua_State *L, int idx, const struct bits *b)
+/*
+ * Whether the value at idx has the bits b. A string, table, function or
+ * userdata recorded is compared by its address alone (one call instead of
+ * two: this runs for every entry of every shared table after every
+ * evaluation): the snapshot keeps the recorded object alive, so no other
+ * object has its address, and the only values with an address that are
+ * not objects, light C functions and light userdata, never have a heap
+ * object's (scripts get no light userdata but codec.null and the
+ * sandbox's sentinels, all static; a light C function recorded is
+ * compared with its code address, which only it has).
+ */
+static int same_bits_slow(lua_State *L, int idx, const struct bits *b)
 {
     struct bits now;
     value_bits(L, idx, &now);
     return now.tag == b->tag && now.v == b->v;
 }
 
-/* A kept upvalue (UPVALS_KEY) for the fast check: its number and bits. */
+static inline __attribute__((always_inline)) int
+same_bits(lua_State *L, int idx, const struct bits *b)
+{
+    if (b->tag >= LUA_TSTRING && b->tag <= LUA_TTHREAD)
+        return lua_topointer(L, idx) == (const void *)(uintptr_t)b->v;
+    return same_bits_slow(L, idx, b);
+}
+
+/* The fast check's record of a shared table (snapshot slot 2, and
+ * CHECKS_KEY): its metatable's address (NULL: none; the snapshot keeps it
+ * alive) and the bits of k1, v1, k2, v2, ... */
+struct snapbits {
+    const void *mt;
+    size_t n;
+    struct bits b[];
+};
+
+/* A kept upvalue (UPVALS_KEY) for the fast check: its number, whether its
+ * function is the previous record's (the records of one function come
+ * together), and its bits. */
 struct upbits {
     int up;
+    int same_f;
     struct bits b;
 };
 
@@ -835,9 +869,10 @@ struct upbits {
  * are what sandbox_end() expects after every evaluation. The snapshot is
  * {mt or false, bits, k1, v1, k2, v2, ...} in the table's own iteration
  * order, which stays the same as long as the table is not modified; `bits`
- * is a userdata holding the struct bits of k1, v1, k2, ... for the fast
- * check. A table recorded before keeps its first snapshot. May raise a
- * memory error.
+ * is a userdata (struct snapbits) holding the metatable's address and the
+ * struct bits of k1, v1, k2, ... for the fast check, which finds the
+ * table and its bits in CHECKS_KEY. A table recorded before keeps its
+ * first snapshot. May raise a memory error.
  */
 static void share(lua_State *L, int idx)
 {
@@ -863,13 +898,28 @@ static void share(lua_State *L, int idx)
         lua_rawseti(L, snap, i++); /* [shared, snap, k] */
     }
     size_t n = (size_t)(i - 3);
-    struct bits *b = lua_newuserdatauv(L, n * sizeof(*b), 0);
-    for (size_t j = 0; j < n; j++) {
-        lua_rawgeti(L, snap, (lua_Integer)j + 3);
-        value_bits(L, -1, &b[j]);
+    struct snapbits *sb =
+        lua_newuserdatauv(L, sizeof(*sb) + n * sizeof(sb->b[0]), 0);
+    sb->mt = NULL;
+    if (lua_getmetatable(L, idx)) {
+        sb->mt = lua_topointer(L, -1);
         lua_pop(L, 1);
     }
-    lua_rawseti(L, snap, 2);
+    sb->n = n;
+    for (size_t j = 0; j < n; j++) {
+        lua_rawgeti(L, snap, (lua_Integer)j + 3);
+        value_bits(L, -1, &sb->b[j]);
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, snap, 2); /* [shared, snap, bits] */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &CHECKS_KEY);
+    lua_Integer c = (lua_Integer)lua_rawlen(L, -1);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, -2, c + 1);
+    lua_insert(L, -2); /* [shared, snap, checks, bits] */
+    lua_rawseti(L, -2, c + 2);
+    lua_pop(L, 1);
     lua_pushvalue(L, idx);
     lua_insert(L, -2);     /* [shared, t, snap] */
     lua_rawset(L, shared); /* [shared] */
@@ -895,37 +945,39 @@ static int same_value(lua_State *L, int a, int b)
     return memcmp(&x, &y, sizeof(x)) == 0;
 }
 
-/*
- * The table at t against its snapshot at snap (share()), without the
- * metatable. First the fast way, each entry's bits against the recorded
- * ones; only when they differ (a change, or an equal long string at
- * another address) entry by entry with same_value, or the same bits (a
- * NaN that stayed is no change, though never rawequal). Keys need no more than
- * rawequal: a float key with an integral value (-0.0 too) is stored as an
- * integer. Allocates nothing.
- */
-static int table_intact(lua_State *L, int t, int snap)
+/* The fast way: each entry of the table at t against the recorded bits,
+ * in order. Allocates nothing. */
+static int entries_same_bits(lua_State *L, int t, const struct snapbits *s)
 {
-    lua_rawgeti(L, snap, 2);
-    const struct bits *b = lua_touserdata(L, -1);
-    size_t n = lua_rawlen(L, -1) / sizeof(*b), j = 0;
-    lua_pop(L, 1); /* the snapshot keeps it */
-    int ok = 1;
+    const struct bits *b = s->b;
+    size_t n = s->n, j = 0;
     lua_pushnil(L);
     while (lua_next(L, t) != 0) { /* [.., k, v] */
-        ok = j + 2 <= n && same_bits(L, -2, &b[j]) &&
-             same_bits(L, -1, &b[j + 1]);
-        j += 2;
-        if (!ok) {
+        if (j + 2 > n || !same_bits(L, -2, &b[j]) ||
+            !same_bits(L, -1, &b[j + 1])) {
             lua_pop(L, 2);
-            break;
+            return 0;
         }
+        j += 2;
         lua_pop(L, 1);
     }
-    if (ok && j == n)
-        return 1;
+    return j == n;
+}
+
+/*
+ * The table at t against its snapshot at snap (share()), without the
+ * metatable, when its bits differ (a change, or an equal long string at
+ * another address): entry by entry with same_value, or the same bits (a
+ * NaN that stayed is no change, though never rawequal). Keys need no
+ * more than rawequal: a float key with an integral value (-0.0 too) is
+ * stored as an integer. Allocates nothing.
+ */
+static int table_intact(lua_State *L, int t, int snap, const struct snapbits *s)
+{
+    const struct bits *b = s->b;
+    size_t n = s->n;
     lua_Integer i = 3;
-    ok = 1;
+    int ok = 1;
     lua_pushnil(L);
     while (ok && lua_next(L, t) != 0) { /* [.., k, v] */
         size_t vb = (size_t)(i - 2);    /* the bits of v0 (a NaN that stayed) */
@@ -945,28 +997,37 @@ static int table_intact(lua_State *L, int t, int snap)
  * contents it was recorded with, in the same order, and every recorded
  * upvalue of a kept module (record_graph) its value. Allocates nothing
  * and never raises; a stack that cannot grow counts as a change (the state
- * is then rebuilt).
+ * is then rebuilt). The tables come from CHECKS_KEY (a sequence: cheaper
+ * to walk than SHARED_KEY), their snapshot from SHARED_KEY only when the
+ * fast check finds a difference.
  */
 static int shared_intact(lua_State *L)
 {
-    if (!lua_checkstack(L, 10))
+    if (!lua_checkstack(L, 12))
         return 0;
     int top = lua_gettop(L);
     int ok = 1;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
-    int shared = top + 1, t = top + 2, snap = top + 3;
-    lua_pushnil(L);
-    while (ok && lua_next(L, shared) != 0) { /* [shared, t, snap] */
-        lua_rawgeti(L, snap, 1);             /* [.., mt0] */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &CHECKS_KEY);
+    int checks = top + 1, t = top + 2;
+    lua_Integer nc = (lua_Integer)lua_rawlen(L, checks);
+    for (lua_Integer i = 1; ok && i < nc; i += 2) {
+        lua_rawgeti(L, checks, i);     /* [checks, t] */
+        lua_rawgeti(L, checks, i + 1); /* [checks, t, bits] */
+        const struct snapbits *s = lua_touserdata(L, -1);
+        lua_pop(L, 1); /* CHECKS_KEY keeps it */
         if (lua_getmetatable(L, t)) {
-            ok = lua_rawequal(L, -1, -2);
+            ok = lua_topointer(L, -1) == s->mt;
             lua_pop(L, 1);
         } else {
-            ok = lua_type(L, -1) == LUA_TBOOLEAN;
+            ok = s->mt == NULL;
         }
-        lua_pop(L, 1);
-        ok = ok && table_intact(L, t, snap);
-        lua_settop(L, t); /* [shared, t]: the key of the next step */
+        if (ok && !entries_same_bits(L, t, s)) {
+            lua_rawgetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
+            lua_pushvalue(L, t);
+            lua_rawget(L, -2); /* [checks, t, shared, snap] */
+            ok = table_intact(L, t, lua_gettop(L), s);
+        }
+        lua_settop(L, checks);
     }
     lua_settop(L, top);
     if (ok && lua_rawgetp(L, LUA_REGISTRYINDEX, &UPVALS_KEY) == LUA_TTABLE) {
@@ -978,11 +1039,15 @@ static int shared_intact(lua_State *L)
         lua_settop(L, ups); /* the registry keeps it */
         int fast = u != NULL && nu == (size_t)(n / 3);
         for (size_t j = 0; fast && j < nu; j++) {
-            lua_rawgeti(L, ups, (lua_Integer)(3 * j + 1)); /* [ups, f] */
-            fast = lua_getupvalue(L, -1, u[j].up) != NULL &&
+            if (j == 0 || !u[j].same_f) {
+                lua_settop(L, ups);
+                lua_rawgeti(L, ups, (lua_Integer)(3 * j + 1)); /* [ups, f] */
+            }
+            fast = lua_getupvalue(L, ups + 1, u[j].up) != NULL &&
                    same_bits(L, -1, &u[j].b);
-            lua_settop(L, ups);
+            lua_settop(L, ups + 1);
         }
+        lua_settop(L, ups);
         /* Bits that differ: entry by entry. */
         for (lua_Integer i = 1; !fast && ok && i + 2 <= n; i += 3) {
             size_t j = (size_t)(i / 3);
@@ -1161,7 +1226,14 @@ static int keep_main(lua_State *L)
         u[j].up = up < 0 ? -up : up;
         lua_rawgeti(L, ups, (lua_Integer)(3 * j + 3));
         value_bits(L, -1, &u[j].b);
-        lua_pop(L, 2);
+        lua_rawgeti(L, ups, (lua_Integer)(3 * j + 1));
+        u[j].same_f = 0;
+        if (j > 0) {
+            lua_rawgeti(L, ups, (lua_Integer)(3 * j - 2));
+            u[j].same_f = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 3);
     }
     lua_rawsetp(L, LUA_REGISTRYINDEX, &UPBITS_KEY);
     return 0;
@@ -1190,6 +1262,8 @@ static int setup(lua_State *L)
 {
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CHECKS_KEY);
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &MAINS_KEY);
     lua_newtable(L);

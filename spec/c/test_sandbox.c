@@ -760,6 +760,9 @@ static const char *const keep_modules[][2] = {
     {"kssame", KMOD_ROOT("k.set_s(string.rep('L', 50))")},
     {"ks", KMOD_ROOT("k.set_s(string.rep('M', 50))")},
     {"knan", KMOD_ROOT("k.nan = -k.nan")},
+    {"kmeta", KMOD_ROOT("setmetatable(k.deep, {})")},
+    {"ktable", KMOD_ROOT("k.deep = { list = { 1, 2 } }")},
+    {"kcfunc", KMOD_ROOT("k.bump = string.len")},
     {"kleak", "local k = require('kmod')\nreturn function()\n"
               "  local ok, err = pcall(k.leak)\n"
               "  return tostring(ok) .. ' ' .. err\nend\n"},
@@ -1021,9 +1024,16 @@ static void test_keep(void)
     }
 
     static const char *const changes[][2] = {
-        {"kbump", "1 0 1 2 0.0"},  {"kitems", "0 1 1 2 0.0"},
-        {"kx", "0 0 1.0 2 0.0"},   {"kfloat", "0.0 0 1 2 0.0"},
-        {"knegz", "0 0 1 2 -0.0"}, {"kdeep", "0 0 1 3 0.0"},
+        {"kbump", "1 0 1 2 0.0"},
+        {"kitems", "0 1 1 2 0.0"},
+        {"kx", "0 0 1.0 2 0.0"},
+        {"kfloat", "0.0 0 1 2 0.0"},
+        {"knegz", "0 0 1 2 -0.0"},
+        {"kdeep", "0 0 1 3 0.0"},
+        /* a metatable given, an equal table, a C function for a Lua one */
+        {"kmeta", "0 0 1 2 0.0"},
+        {"ktable", "0 0 1 2 0.0"},
+        {"kcfunc", "0 0 1 2 0.0"},
     };
     for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
         sb = kept_state("kread", &rc, &err);
