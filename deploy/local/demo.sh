@@ -33,7 +33,12 @@ set +a
 kubectl=${DITTOFS_KUBECTL:-kubectl}
 
 say "installing the DittoServer CRD and the operator's RBAC"
-"$kubectl" apply --server-side --force-conflicts -f crd/dittoserver.yaml
+# Below Kubernetes 1.28 the apiserver does not know the CRD's CEL rules
+# (x-kubernetes-validations): crd_install drops them there (README, Validation).
+KUBECTL=$kubectl
+# shellcheck source=../../spec/integration/crd_install.sh
+. "$root/spec/integration/crd_install.sh"
+crd_install --force-conflicts
 "$kubectl" wait --for condition=established --timeout=60s \
   crd/dittoservers.dittofs.dittofs.com
 "$kubectl" apply --server-side --force-conflicts -k deploy/rbac

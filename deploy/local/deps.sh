@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git ca-certificates curl openssl
       liblua5.4-dev lua5.4 libcjson-dev libyaml-dev libcurl4-openssl-dev
       libssl-dev libmicrohttpd-dev lua-busted lua-check clang-format jq
-      valgrind
+      valgrind python3 python3-yaml  # the test and bench scripts, crd_install.sh
       clang libclang-rt-14-dev afl++)  # spec/fuzz.sh: libFuzzer, AFL++
 missing=()
 for p in "${pkgs[@]}"; do

@@ -330,9 +330,11 @@ token_for_run() {
   fi
 }
 
+# shellcheck source=../integration/crd_install.sh
+. "$root/spec/integration/crd_install.sh"
 ensure_crd() {
   "$kubectl" get crd dittoservers.dittofs.dittofs.com >/dev/null 2>&1 ||
-    "$kubectl" apply -f "$root/crd/dittoserver.yaml" >/dev/null
+    KUBECTL=$kubectl crd_install >/dev/null # without its CEL rules below 1.28
   "$kubectl" wait --for condition=established --timeout=60s \
     crd/dittoservers.dittofs.dittofs.com >/dev/null
 }

@@ -39,7 +39,9 @@ set -a
 eval "$(deploy/local/cluster.sh env)"
 set +a
 kubectl=${DITTOFS_KUBECTL:-kubectl}
-"$kubectl" apply --server-side --force-conflicts -f crd/dittoserver.yaml >/dev/null
+# shellcheck source=../integration/crd_install.sh
+. "$root/spec/integration/crd_install.sh"
+KUBECTL=$kubectl crd_install --force-conflicts >/dev/null # without its CEL rules below 1.28
 "$kubectl" wait --for condition=established --timeout=60s crd/dittoservers.dittofs.dittofs.com >/dev/null
 "$kubectl" apply --server-side --force-conflicts -k deploy/rbac >/dev/null
 work=$(mktemp -d)
