@@ -255,6 +255,7 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
     lua_Integer max_int = 0;
     int all_int = 1;
     int bad_key = 0; /* a key that is neither a string nor an int */
+    int top = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) { /* [... k v] */
         count++;
@@ -263,7 +264,8 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
             size_t len;
             const char *s = lua_tolstring(L, -2, &len);
             all_int = 0;
-            if (keys_push(keys, s, len, lua_gettop(L) - 1) != CODEC_OK) {
+            /* the key's slot: each entry before it left its key and value */
+            if (keys_push(keys, s, len, top + 2 * (int)count - 1) != CODEC_OK) {
                 copy_err(err, errlen, "not enough memory");
                 return CODEC_ENOMEM;
             }
@@ -279,7 +281,8 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
             all_int = 0;
             bad_key = kt;
         }
-        if (!lua_checkstack(L, 4)) {
+        /* Room for the next 16 entries (2 slots each) and the key copy. */
+        if ((count & 15) == 1 && !lua_checkstack(L, 36)) {
             copy_err(err, errlen, "not enough memory");
             return CODEC_ENOMEM;
         }

@@ -41,13 +41,19 @@ struct walk {
  * length for path_pop. A path that would overflow is cut. */
 static size_t path_field(struct walk *w, const char *name)
 {
-    size_t old = w->plen;
-    int n = snprintf(w->path + w->plen, PATH_MAX_LEN - w->plen, "%s%s",
-                     w->plen ? "." : "", name);
-    if (n > 0)
-        w->plen += (size_t)n < PATH_MAX_LEN - w->plen
-                       ? (size_t)n
-                       : PATH_MAX_LEN - 1 - w->plen;
+    /* As snprintf(.., "%s%s", sep, name) would cut it (without its cost:
+     * this runs for every field validated). */
+    size_t old = w->plen, room = PATH_MAX_LEN - 1 - w->plen;
+    char *p = w->path + w->plen;
+    if (old > 0 && room > 0) {
+        *p++ = '.';
+        room--;
+    }
+    size_t n = strlen(name);
+    n = n < room ? n : room;
+    memcpy(p, name, n);
+    p[n] = '\0';
+    w->plen = (size_t)(p + n - w->path);
     return old;
 }
 

@@ -202,8 +202,10 @@ static int same_value(lua_State *L, int a, int b, int depth)
         return 0;
     if (t == LUA_TNUMBER && lua_isinteger(L, a) != lua_isinteger(L, b))
         return 0;
-    if (t != LUA_TTABLE || lua_rawequal(L, a, b))
+    if (t != LUA_TTABLE)
         return lua_rawequal(L, a, b);
+    if (lua_rawequal(L, a, b))
+        return 1;
     if (depth > CODEC_MAX_DEPTH ||
         codec_kind_at(L, a, AMT, OMT) != codec_kind_at(L, b, AMT, OMT))
         return 0;

@@ -543,6 +543,82 @@ static int is_plain(const char *s, size_t n)
     return 1;
 }
 
+/* Index of the first byte of s[i..n) below 0x20 or '"' or '\\' (n if
+ * none): bytes from 0x80 are valid UTF-8 here, taken as they are. */
+static size_t next_escape(const char *s, size_t i, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, high = ones << 7;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, q, b;
+        memcpy(&w, s + i, 8);
+        q = w ^ (ones * '"');
+        b = w ^ (ones * '\\');
+        if ((((w - ones * 0x20) | (q - ones) | (b - ones)) & ~w) & high)
+            break;
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\')
+            return i;
+    }
+    return n;
+}
+
+/*
+ * s (valid UTF-8) as a JSON string, escaped exactly as text_json_quote
+ * escapes it (test_codec compares them), in runs through the stage:
+ * config files and scripts rendered into ConfigMaps have a newline every
+ * few dozen bytes.
+ */
+static void put_quoted(lua_State *L, struct jenc *e, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    putc_(L, e, '"');
+    size_t i = 0;
+    while (i < n) {
+        size_t j = next_escape(s, i, n);
+        put(L, e, s + i, j - i);
+        if (j == n)
+            break;
+        unsigned char c = (unsigned char)s[j];
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t elen = 2;
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+        }
+        put(L, e, esc, elen);
+        i = j + 1;
+    }
+    putc_(L, e, '"');
+}
+
 static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
 {
     if (is_plain(s, n)) { /* one scan instead of checking, then quoting */
@@ -555,12 +631,7 @@ static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
     if (bad != n)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
                    "invalid UTF-8 in string at byte %zu", bad + 1);
-    int rc = codec_out_flush(&e->o); /* the quoting writes to the dbuf */
-    if (rc == DBUF_OK)
-        rc = text_json_quote(e->o.out, s, n);
-    codec_out_flush(&e->o); /* re-reads the room left */
-    if (rc != DBUF_OK)
-        enc_out_fail(L, e, rc);
+    put_quoted(L, e, s, n);
 }
 
 static void encode_value(lua_State *L, struct jenc *e, int idx);

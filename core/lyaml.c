@@ -35,7 +35,8 @@ struct resolved {
 static int is_word(const char *s, size_t n, const char *const *words)
 {
     for (; *words != NULL; words++)
-        if (strlen(*words) == n && memcmp(s, *words, n) == 0)
+        if ((*words)[0] == s[0] && strlen(*words) == n &&
+            memcmp(s, *words, n) == 0)
             return 1;
     return 0;
 }
@@ -181,7 +182,8 @@ static void resolve_plain(const char *s, size_t n, struct resolved *r)
 
 static int ci_word(const char *s, size_t n, const char *w)
 {
-    if (strlen(w) != n)
+    char c0 = s[0] >= 'A' && s[0] <= 'Z' ? (char)(s[0] - 'A' + 'a') : s[0];
+    if (c0 != w[0] || strlen(w) != n)
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];

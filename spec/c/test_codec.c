@@ -924,6 +924,23 @@ static void test_staged_output(lua_State *L)
           "%d strings with one byte to quote anywhere: as "
           "text_json_quote quotes them",
           cases);
+    /* Many escapes and UTF-8 in one string (a config file, say). */
+    char many[600];
+    size_t ml = 0;
+    static const char piece[] = "key: v\x01al\"ue\\ \xc3\xa9\t\b\f\r\n";
+    while (ml + sizeof(piece) < sizeof(many)) {
+        memcpy(many + ml, piece, sizeof(piece) - 1);
+        ml += sizeof(piece) - 1;
+    }
+    dbuf_reset(&b);
+    dbuf_reset(&want);
+    lua_pushlstring(L, many, ml);
+    rc = encode_top(L, 0, &b);
+    text_json_quote(&want, many, ml);
+    CHECK(rc == 0 && strcmp(dbuf_ptr(&b), dbuf_ptr(&want)) == 0,
+          "a %zu-byte string with escapes every few bytes: as "
+          "text_json_quote quotes it",
+          ml);
     dbuf_reset(&b);
     lua_pushlstring(L, "abcdefgh\xff", 9);
     rc = encode_top(L, 0, &b);
