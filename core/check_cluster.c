@@ -5,6 +5,7 @@
  * configuration, then the server (/version), then the CRD (discovery),
  * then permission to list DittoServers, then an informer sync.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,14 @@
 #define CRD_HINT                                                               \
     "the DittoServer CRD is not installed: kubectl apply -f "                  \
     "crd/dittoserver.yaml"
+/* Before 1.28 the apiserver does not know the CRD's CEL rules
+ * (x-kubernetes-validations): kubectl's validation and a server-side apply
+ * refuse the file, a client-side apply drops them (README, Validation). */
+#define CRD_HINT_OLD                                                           \
+    "the DittoServer CRD is not installed: kubectl apply --validate=false "    \
+    "-f crd/dittoserver.yaml (Kubernetes before 1.28: its CEL rules are "      \
+    "dropped, validate() enforces them)"
+#define CEL_MIN_MINOR 28
 #define DEFAULT_SYNC_TIMEOUT_MS 30000
 
 /* One DittoServer of the report; the strings are owned. */
@@ -184,6 +193,18 @@ static int check_version(struct state *s)
     return code;
 }
 
+/* The install hint for this server: gitVersion "v1.MINOR..." below
+ * CEL_MIN_MINOR gets the client-side form; anything else (a version that
+ * does not parse included) the plain one. */
+static const char *crd_hint(const struct state *s)
+{
+    const char *v = s->version;
+    if (v == NULL || strncmp(v, "v1.", 3) != 0 || !isdigit((unsigned char)v[3]))
+        return CRD_HINT;
+    long minor = strtol(v + 3, NULL, 10);
+    return minor < CEL_MIN_MINOR ? CRD_HINT_OLD : CRD_HINT;
+}
+
 /* Step 3: discovery lists the dittoservers resource of our group/version.
  * A 404 means no CRD of the group (or not at this version) is served. */
 static int check_crd(struct state *s)
@@ -193,7 +214,7 @@ static int check_crd(struct state *s)
     int found = 0, code = CHECK_CLUSTER_OK;
     int rc = http_send_sync(s->http, &call, &r);
     if (rc == HTTP_ENOTFOUND) {
-        dbuf_addf(s->errs, "%s (GET %s%s: 404)\n", CRD_HINT, server(s),
+        dbuf_addf(s->errs, "%s (GET %s%s: 404)\n", crd_hint(s), server(s),
                   API_PATH);
         http_response_free(r);
         return CHECK_CLUSTER_ENOCRD;
@@ -215,8 +236,8 @@ static int check_crd(struct state *s)
     cJSON_Delete(j);
     http_response_free(r);
     if (!found) {
-        dbuf_addf(s->errs, "%s (%s%s does not list %s)\n", CRD_HINT, server(s),
-                  API_PATH, RESOURCE);
+        dbuf_addf(s->errs, "%s (%s%s does not list %s)\n", crd_hint(s),
+                  server(s), API_PATH, RESOURCE);
         return CHECK_CLUSTER_ENOCRD;
     }
     return CHECK_CLUSTER_OK;
