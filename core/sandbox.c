@@ -279,7 +279,9 @@ static void block_free(struct sandbox *sb, void *ptr, size_t osize)
 {
     if (!sb->use_pool)
         sb->fr(ptr);
-    else if (ptr != NULL && osize <= POOL_MAX)
+    else if (ptr == NULL)
+        return; /* Lua frees empty parts too */
+    else if (osize <= POOL_MAX)
         pool_put(&sb->pool, ptr, osize);
     else
         free(ptr);
@@ -330,9 +332,9 @@ static void *refuse(struct sandbox *sb, const void *ptr, size_t osize,
     return NULL;
 }
 
-static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+static __attribute__((noinline)) void *sb_realloc(struct sandbox *sb, void *ptr,
+                                                  size_t osize, size_t nsize)
 {
-    struct sandbox *sb = ud;
     size_t rawo = osize;
 
     if (ptr == NULL)
@@ -362,6 +364,24 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (sb->used > sb->peak)
         sb->peak = sb->used;
     return np;
+}
+
+/* Frees from the pool here (half of the calls, and they need none of the
+ * checks above); the rest in sb_realloc. */
+static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct sandbox *sb = ud;
+    if (nsize == 0 && sb->use_pool) {
+        if (ptr != NULL) {
+            if (osize <= POOL_MAX)
+                pool_put(&sb->pool, ptr, osize);
+            else
+                free(ptr);
+            sb->used -= osize;
+        }
+        return NULL;
+    }
+    return sb_realloc(sb, ptr, osize, nsize);
 }
 
 /* --- the time budget -------------------------------------------------------
