@@ -32,6 +32,13 @@
 #              toxic of an hour), delivered at the heal, as TCP does after a
 #              partition that keeps the connections (Toxiproxy's blackhole
 #              closes them at the heal);
+#   longstall  the stall for LONGSTALL_S, longer than the operator's
+#              request timeout (60 s) and its watches' idle deadline (70 s):
+#              every watch ends by its idle deadline and requests time out
+#              during the stall, the abandoned requests reach the apiserver
+#              at the heal (each followed by its connection's close); the
+#              partition's bounds after the heal, the caches hold what the
+#              server holds, no duplicate or stale write;
 #   reset      connections reset by peer (reset_peer) and responses cut
 #              mid-body (limit_data; the operator restarted so that its
 #              lists are cut too), churn: the operator never exits, its
@@ -42,9 +49,18 @@
 #              for LE_PARTITION_S (longer than the renew deadline, 10 s,
 #              and the Lease, 15 s): it stops writing before its Lease can
 #              be taken (its log line before the other's takeover, none of
-#              its writes after it in the audit log), the other takes over,
+#              its writes landing after it in the audit log), the other takes over,
 #              the old one (restarted as its Deployment would) comes back
 #              as a standby: no writes, the Lease stays with the other;
+#   leaderstall  the same with the bytes the leader sends held (a stall of
+#              its requests): what it sent before it stopped reaches the
+#              apiserver at the heal, after the other took the Lease; none
+#              of it may land (2xx);
+#   deadconn   every connection the operator holds goes silently dead (no
+#              FIN, no RST, bytes dropped, connections kept) while new
+#              ones work (see the scenario for how): every dead connection
+#              dropped, every watch back and converged <= DEAD_MAX_S after
+#              the fault;
 #   etcd       etcd SIGKILLed under churn for ETCD_DOWN_S, started again:
 #              converged;
 #   restarts   the apiserver SIGKILLed and started again RESTARTS times,
@@ -63,8 +79,9 @@
 # observedGeneration (stale)).
 #
 # Sizes: the default is a bounded run for the suite (N=30, short windows,
-# 2 apiserver restarts, 10 kills); DITTOFS_FAULTS_FULL=1 runs the issue's
-# (N=200, 2 min of latency, 10 restarts, 50 kills). Every size and bound
+# 2 apiserver restarts, 10 kills; longstall and deadconn left out, about
+# 3 min each); DITTOFS_FAULTS_FULL=1 runs the issue's (N=200, 2 min of
+# latency, 10 restarts, 50 kills, every scenario). Every size and bound
 # below can be set from the environment (DITTOFS_FAULTS_<NAME>).
 # The apiserver and etcd are restarted with deploy/local/cluster.sh
 # (DITTOFS_CLUSTER_DIR): run this on a control plane you may restart.
@@ -101,8 +118,8 @@ knob() { # NAME BOUNDED FULL: $DITTOFS_FAULTS_NAME, else one of the two
     printf -v "$1" '%s' "$2"
   fi
 }
-knob SCENARIOS "partition stall slow reset leader etcd restarts kill9" \
-  "partition stall slow reset leader etcd restarts kill9"
+knob SCENARIOS "partition stall slow reset leader leaderstall etcd restarts kill9" \
+  "partition stall longstall slow reset leader leaderstall deadconn etcd restarts kill9"
 knob N 30 200                 # DittoServers
 knob CHURN_RATE 2 4           # churn operations per second
 knob QPS 100 100              # the operators' --kube-api-qps
@@ -121,6 +138,10 @@ knob RESET_AFTER_MS 1500 1500 # reset_peer: each connection reset after this
 knob TRUNC_S 15 30
 knob TRUNC_BYTES 20000 20000  # limit_data: a connection cut after this many bytes
 knob LE_PARTITION_S 25 25
+knob LONGSTALL_S 85 85        # > the 60 s request timeout and the 70 s watch idle deadline
+knob DEAD_S 30 30             # churn while the connections are dead
+knob OP_AGE_S 100 100         # the operator's age at longstall and deadconn (its watches past their first bookmark, ~1 min in)
+knob DEAD_MAX_S 150 150       # every dead connection dropped, watches back, converged (after the fault)
 knob ETCD_DOWN_S 5 10       # short in the suite: the node's kubelet must not go NotReady (20 s)
 knob RESTARTS 2 10
 knob KILLS 10 50
@@ -142,8 +163,10 @@ user_c=dittofs-faults-c
 op_a=
 tport=
 
+nat_rule=()
 cleanup() {
   touch "$tmp/churn.stop"
+  [ "${#nat_rule[@]}" -gt 0 ] && iptables -t nat -D "${nat_rule[@]}" 2>/dev/null
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
   "$KUBECTL" delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
@@ -259,6 +282,7 @@ stop_op() { # PID: SIGTERM, then SIGKILL after 15 s; sets $stop_rc
 start_a() { # the operator under test, through proxy api-a, no leader election
   start_op a "$tmp/a.kubeconfig" "$tmp/a.log" "$@"
   op_a=$last_pid
+  op_a_t0=$(now_ms)
 }
 metrics_port() { # LOG: the metrics port of the last start logged in LOG
   sed -n 's/.*metrics_port=\([0-9]*\).*/\1/p' "$1" | tail -n1
@@ -329,6 +353,23 @@ churn_stop() {
   touch "$tmp/churn.stop"
   wait "$churn_pid" 2>/dev/null
   churn_pid=
+}
+# burst: every live DittoServer's nfsPort changed at once (curl --parallel,
+# straight to the apiserver), so that a fault that begins right after finds
+# the operator with writes in flight and queued
+burst() {
+  local name seq
+  seq=$(<"$tmp/seq")
+  : >"$tmp/burst.cfg"
+  while read -r name; do
+    [ -n "$name" ] || continue
+    seq=$((seq + 1))
+    printf 'url = "%s"\nrequest = "PATCH"\nheader = "Content-Type: application/merge-patch+json"\nheader = "Authorization: Bearer %s"\ndata = "{\\"spec\\":{\\"nfsPort\\":%s}}"\ncacert = "%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n' \
+      "$api$dspath/$name" "$token" $((10000 + seq)) "$DITTOFS_CA_CERT" >>"$tmp/burst.cfg"
+  done < <("$KUBECTL" -n "$ns" get dittoservers -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' 2>/dev/null)
+  echo "$seq" >"$tmp/seq"
+  sed -i '$d' "$tmp/burst.cfg" # no "next" after the last
+  curl -sS --parallel --parallel-max 64 --max-time 10 -K "$tmp/burst.cfg" 2>/dev/null | sort | uniq -c | tr -s ' ' | tr '\n' ';'
 }
 churn_summary() { # FROM_MS: "C creates, U changes, D deletes, F failed (R/s)"
   awk -v from="$1" '$1 >= from { n[$2]++; if ($5 !~ /^20[01]$/) f++; if (!t0) t0 = $1; t1 = $1 }
@@ -569,7 +610,8 @@ check "CRD installed" crd_install --force-conflicts
 for id in "$user_a" "$user_b" "$user_c"; do cert "$id" || { not_ok "client certificate $id"; tap_summary; exit 1; }; done
 tport=$(free_port)
 "$tbin/toxiproxy-server" -host 127.0.0.1 -port "$tport" >"$tmp/toxiproxy.log" 2>&1 &
-pids+=("$!")
+tpid=$!
+pids+=("$tpid")
 check "toxiproxy-server answers" wait_for 20 curl -sf "http://127.0.0.1:$tport/version"
 pa=$(free_port)
 pb=$(free_port)
@@ -610,31 +652,101 @@ in_scenarios() { grep -qw "$1" <<<"$SCENARIOS"; }
 ensure_a() { # the operator under test runs (restarted if a scenario ended it)
   if [ -z "$op_a" ] || ! alive "$op_a"; then start_a; fi
 }
+# ensure_age: the operator under test has run OP_AGE_S, so its watches saw
+# the apiserver's first periodic bookmark (their idle deadline is then 70
+# s; before it, the watch's timeout + 30 s)
+ensure_age() {
+  local age_ms=$(($(now_ms) - op_a_t0))
+  if [ "$age_ms" -lt $((OP_AGE_S * 1000)) ]; then sleep "$(secs $((OP_AGE_S * 1000 - age_ms)))"; fi
+}
+
+cache_matches() { # the operator's cache sizes equal the server's counts
+  local port m d c
+  port=$(metrics_port "$tmp/a.log")
+  m=$(curl -sf "http://127.0.0.1:$port/metrics") || { echo "no metrics"; return 1; }
+  d=$(grep '^dittofs_cache_objects{' <<<"$m" | grep 'dittoservers' | awk '{ print $2 }')
+  c=$(grep '^dittofs_cache_objects{' <<<"$m" | grep 'configmaps' | awk '{ print $2 }')
+  local sd sc
+  sd=$(ds_count)
+  sc=$("$KUBECTL" -n "$ns" get configmaps -l dittofs.dittofs.com/server -o name | wc -l)
+  echo "cache: dittoservers $d configmaps $c; server: $sd, $sc"
+  [ "${d%.*}" = "$sd" ] && [ "${c%.*}" = "$sc" ]
+}
 
 # --- partition ---------------------------------------------------------------
 # partition FLAVOR: blackhole (Toxiproxy's timeout toxic: the bytes are
 # dropped, and the heal closes the connections it held) or stall (a latency
 # toxic of an hour: the bytes wait, and the heal delivers them, as TCP does
-# after a partition that keeps the connections).
+# after a partition that keeps the connections), for PARTITION_S; longstall:
+# a stall for LONGSTALL_S, longer than the operator's request timeout (60
+# s) and its watches' idle deadline (70 s once the apiserver's periodic
+# bookmarks were seen): every request and watch in flight times out on the
+# operator's side and is tried again on a new connection (stalled too: its
+# TLS handshake times out after 10 s), while the bytes of the abandoned ones
+# wait and reach the apiserver at the heal, each followed by its
+# connection's close. This stall is Toxiproxy itself stopped (SIGSTOP, only
+# api-a in use): the bytes wait in the kernel's socket buffers, the
+# connections stay open, SIGCONT delivers them. The latency toxic cannot
+# do it: Toxiproxy 2.5.0 removes it by writing each held chunk to its
+# client with a 5 s timeout, under the proxy's lock, and the clients of the
+# abandoned connections are gone (seen: api-a took no new connection for
+# more than 25 s after the heal).
 partition() {
-  local flavor=$1 what=$1 t_part t_heal wait_ms worst late res d
-  note "--- $what: ${PARTITION_S} s, churn, heal"
+  local flavor=$1 what=$1 t_part t_heal wait_ms worst late res d len=$PARTITION_S lines0
+  [ "$flavor" = longstall ] && len=$LONGSTALL_S
+  note "--- $what: ${len} s, churn, heal"
   ensure_a
+  [ "$flavor" = longstall ] && ensure_age
   wait_converged "$CONVERGE_MAX_S" || true
   mark=$(audit_mark)
-  churn_start "$CHURN_RATE"
-  sleep 3
-  t_part=$(now_ms)
-  if [ "$flavor" = blackhole ]; then
-    check "$what: blackhole on (both directions)" blackhole api-a
+  lines0=$(wc -l <"$tmp/a.log")
+  if [ "$flavor" = longstall ]; then
+    # the operator busy with a burst of changes when the stall begins
+    note "$what: a burst of changes ($(burst)), the stall 0.5 s after it"
+    sleep 0.5
+    t_part=$(now_ms)
+    check "$what: Toxiproxy stopped (SIGSTOP)" kill -STOP "$tpid"
+    churn_start "$CHURN_RATE"
   else
-    check "$what: stall on (both directions)" stall api-a
+    churn_start "$CHURN_RATE"
+    sleep 3
+    t_part=$(now_ms)
+    case $flavor in
+      blackhole) check "$what: blackhole on (both directions)" blackhole api-a ;;
+      stall) check "$what: stall on (both directions)" stall api-a ;;
+    esac
   fi
-  sleep "$PARTITION_S"
+  sleep "$len"
   churn_stop
-  if [ "$flavor" = blackhole ]; then heal api-a; else unstall api-a; fi
-  t_heal=$(now_ms)
+  t_heal=$(now_ms) # the heal begins: the bounds count from here
+  case $flavor in
+    blackhole) heal api-a ;;
+    stall) unstall api-a ;;
+    longstall) kill -CONT "$tpid" ;;
+  esac
   note "$what: $(churn_summary "$t_part") during $(secs $((t_heal - t_part))) s"
+  if [ "$flavor" = longstall ]; then
+    # what the operator saw during the stall: every watch ended by its
+    # idle deadline, requests by their timeouts
+    local during idle_missing="" n_idle n_to
+    during=$(tail -n +"$((lines0 + 1))" "$tmp/a.log")
+    for res in "${watched[@]}"; do
+      grep 'msg="watch attempt failed"' <<<"$during" | grep -E "watch=\"?$res[ \"]" |
+        grep -q 'no data from the server' || idle_missing+="$res "
+    done
+    n_idle=$(grep 'msg="watch attempt failed"' <<<"$during" | grep -c 'no data from the server')
+    n_to=$(grep -c 'timed out after' <<<"$during")
+    note "time $what watch_idle_timeouts=$n_idle request_timeouts=$n_to ($(grep -o 'timed out after [0-9]* milliseconds' <<<"$during" |
+      awk '{ print ($4 >= 60000 ? "request" : "connect") }' | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
+    if [ "${#watched[@]}" -eq 0 ]; then
+      not_ok "$what: every watch timed out during the stall" "no watch of the operator known"
+    elif [ -z "$idle_missing" ]; then
+      ok "$what: every watch (${watched[*]}) ended by its idle deadline during the stall ($n_idle times)"
+    else
+      not_ok "$what: every watch ended by its idle deadline during the stall" "none for: $idle_missing"
+    fi
+    check "$what: requests timed out during the stall ($n_to) and were tried again" test "$n_to" -gt 0
+  fi
   converged_within "$what: after the heal" "$CONVERGE_MAX_S" "$t_heal"
   # a watch may come back after the convergence: look at the whole bound
   wait_ms=$((t_heal + REWATCH_MAX_S * 1000 + 1000 - $(now_ms)))
@@ -662,15 +774,17 @@ partition() {
     ok "$what: every watch working again <= $REWATCH_MAX_S s after the heal (slowest re-established $(secs "$worst") s)"
   else
     not_ok "$what: every watch re-established <= $REWATCH_MAX_S s after the heal" \
-      "late or never (-1): $late$(grep -c 'watch attempt failed' "$tmp/a.log") watch failures in the log"
+      "late or never (-1): $late$(grep -c 'watch attempt failed' "$tmp/a.log") watch failures in the log; the operator's connections: $(ss -Htnp state established 2>/dev/null | grep -c "pid=$op_a,")"
   fi
   check "$what: the operator kept running" alive "$op_a"
+  [ "$flavor" = longstall ] && check "$what: the caches hold what the server holds" wait_for 20 cache_matches
   write_audit "$what" "$mark"
   no_orphans "$what"
   clean_reconcile "$what"
 }
 in_scenarios partition && partition blackhole
 in_scenarios stall && partition stall
+in_scenarios longstall && partition longstall
 
 # --- slow: latency and bandwidth -------------------------------------------------
 if in_scenarios slow; then
@@ -712,18 +826,6 @@ if in_scenarios slow; then
 fi
 
 # --- reset peer and truncated responses -----------------------------------------
-cache_matches() { # the operator's cache sizes equal the server's counts
-  local port m d c
-  port=$(metrics_port "$tmp/a.log")
-  m=$(curl -sf "http://127.0.0.1:$port/metrics") || { echo "no metrics"; return 1; }
-  d=$(grep '^dittofs_cache_objects{' <<<"$m" | grep 'dittoservers' | awk '{ print $2 }')
-  c=$(grep '^dittofs_cache_objects{' <<<"$m" | grep 'configmaps' | awk '{ print $2 }')
-  local sd sc
-  sd=$(ds_count)
-  sc=$("$KUBECTL" -n "$ns" get configmaps -l dittofs.dittofs.com/server -o name | wc -l)
-  echo "cache: dittoservers $d configmaps $c; server: $sd, $sc"
-  [ "${d%.*}" = "$sd" ] && [ "${c%.*}" = "$sc" ]
-}
 if in_scenarios reset; then
   note "--- reset: reset_peer after ${RESET_AFTER_MS} ms (half the connections) ${RESET_S} s, then responses cut after ${TRUNC_BYTES} bytes ${TRUNC_S} s"
   ensure_a
@@ -761,25 +863,42 @@ if in_scenarios reset; then
 fi
 
 # --- leader: partition longer than the renew deadline ------------------------------
-if in_scenarios leader; then
-  note "--- leader: two replicas, the leader partitioned ${LE_PARTITION_S} s"
+# leader_partition FLAVOR: two replicas with --leader-elect, the leader
+# partitioned for LE_PARTITION_S; blackhole (scenario leader: its bytes
+# dropped both ways) or stall (scenario leaderstall: the bytes it sends
+# held, its connections kept, delivered at the heal, as TCP does; its
+# watches still bring every change, so it keeps reconciling and sending
+# writes until it stops leading: the worst case for two writers, and the
+# heal stays quick (a held downstream would have to be written to the
+# closed connections of the exited leader, see partition)). What it sent
+# before it stopped reaches the apiserver after the other took over: no
+# write of the old leader may land (2xx) once the other holds the Lease.
+leader_partition() {
+  local flavor=$1 what=leader lname took_at t_to landed tried
+  [ "$flavor" = stall ] && what=leaderstall
+  lname="$lease-$what"
+  note "--- $what: two replicas, the leader partitioned ($flavor) ${LE_PARTITION_S} s"
   stop_op "$op_a"
   op_a=
-  le=(--leader-elect --leader-election-namespace "$ns" --leader-election-id "$lease")
+  le=(--leader-elect --leader-election-namespace "$ns" --leader-election-id "$lname")
   : >"$tmp/la.log"
   : >"$tmp/lb.log"
   start_op a "$tmp/a.kubeconfig" "$tmp/la.log" "${le[@]}"
   la=$last_pid
-  check "leader: replica a leads" wait_for 30 grep -q 'msg="became leader"' "$tmp/la.log"
+  check "$what: replica a leads" wait_for 30 grep -q 'msg="became leader"' "$tmp/la.log"
   start_op b "$tmp/b.kubeconfig" "$tmp/lb.log" "${le[@]}"
   lb=$last_pid
-  check "leader: replica b is a standby" wait_for 30 grep -q 'msg="leader is"' "$tmp/lb.log"
+  check "$what: replica b is a standby" wait_for 30 grep -q 'msg="leader is"' "$tmp/lb.log"
   wait_converged "$CONVERGE_MAX_S" || true
   mark=$(audit_mark)
   churn_start "$CHURN_RATE"
   sleep 3
   t_part=$(now_ms)
-  blackhole api-a
+  if [ "$flavor" = blackhole ]; then
+    blackhole api-a
+  else
+    toxic api-a stall-up latency upstream '{"latency":3600000}'
+  fi
   # a's Deployment would start it again: so does this test, at once
   # (through the same, still partitioned, proxy)
   relaunched=0
@@ -796,56 +915,181 @@ if in_scenarios leader; then
     fi
     sleep 0.2
   done
-  heal api-a
+  if [ "$flavor" = blackhole ]; then heal api-a; else untoxic api-a stall-up; fi
   t_heal=$(now_ms)
   churn_stop
   lost=$(grep -m1 'leader election lost: stopped writing' "$tmp/la.log")
   took=$(grep -m1 'msg="became leader"' "$tmp/lb.log")
-  check "leader: the partitioned leader stopped writing and exited" test -n "$lost" -a "$relaunched" = 1
+  check "$what: the partitioned leader stopped writing and exited" test -n "$lost" -a "$relaunched" = 1
   if [ -n "$lost" ] && [ -n "$took" ]; then
     t_lost=$(log_ms "$lost")
     t_took=$(log_ms "$took")
-    note "time leader stopped_ms=$((t_lost - t_part)) exit_rc=${la_rc:-?} exited_ms=$((${t_exit:-0} - t_part)) takeover_ms=$((t_took - t_part)) (after the partition began)"
-    check "leader: a stopped $(secs $((t_took - t_lost))) s before b took the Lease" test "$t_lost" -lt "$t_took"
+    note "time $what stopped_ms=$((t_lost - t_part)) exit_rc=${la_rc:-?} exited_ms=$((${t_exit:-0} - t_part)) takeover_ms=$((t_took - t_part)) (after the partition began)"
+    check "$what: a stopped $(secs $((t_took - t_lost))) s before b took the Lease" test "$t_lost" -lt "$t_took"
     # the Lease a renewed last (audit: its last successful update) and when
     # b could take it: that renew plus leaseDurationSeconds (15 s)
-    last_renew=$(audit_since "$mark" | jq -r -s --arg u "$user_a" --arg l "$lease" '
+    last_renew=$(audit_since "$mark" | jq -r -s --arg u "$user_a" --arg l "$lname" '
       [.[] | select(.user.username == $u and .objectRef.resource == "leases" and .objectRef.name == $l and
         .verb == "update" and .stage == "ResponseComplete" and .responseStatus.code == 200) | .requestReceivedTimestamp] | max // ""')
     if [ -n "$last_renew" ]; then
       lr=$(date -d "$last_renew" +%s%3N)
-      note "time leader last_renew_ms=$((lr - t_part)) lease_expiry_ms=$((lr + 15000 - t_part))"
-      check "leader: a stopped before its Lease expired (renew + 15 s)" test "$t_lost" -lt $((lr + 15000))
+      note "time $what last_renew_ms=$((lr - t_part)) lease_expiry_ms=$((lr + 15000 - t_part))"
+      check "$what: a stopped before its Lease expired (renew + 15 s)" test "$t_lost" -lt $((lr + 15000))
     else
-      not_ok "leader: a's last renew is in the audit log"
+      not_ok "$what: a's last renew is in the audit log"
     fi
-    first_b=$(writes_since "$mark" "$user_b" | jq -r -s 'map(.requestReceivedTimestamp) | min // ""')
-    a_after=0
-    if [ -n "$first_b" ]; then
-      a_after=$(writes_since "$mark" "$user_a" | jq -r --arg t "$first_b" 'select(.requestReceivedTimestamp >= $t) | .requestReceivedTimestamp' | wc -l)
-      note "time leader b_first_write_ms=$(($(date -d "$first_b" +%s%3N) - t_part))"
+    # b's takeover: its first successful write of the Lease (audit); after
+    # it no write of a may land (2xx), held or not
+    took_at=$(audit_since "$mark" | jq -r -s --arg u "$user_b" --arg l "$lname" '
+      [.[] | select(.user.username == $u and .objectRef.resource == "leases" and .objectRef.name == $l and
+        (.verb == "update" or .verb == "create") and .stage == "ResponseComplete" and
+        (.responseStatus.code == 200 or .responseStatus.code == 201)) | .requestReceivedTimestamp] | min // ""')
+    if [ -n "$took_at" ]; then
+      t_to=$(date -d "$took_at" +%s%3N)
+      audit_since "$mark" | jq -c --arg u "$user_a" --arg ns "$ns" --arg t "$took_at" '
+        select(.stage == "ResponseComplete" and .user.username == $u and .objectRef.namespace == $ns and
+          (.verb | test("^(create|update|patch|delete)$")) and .requestReceivedTimestamp >= $t)' >"$tmp/a-after.json"
+      landed=$(jq -r 'select(.responseStatus.code >= 200 and .responseStatus.code < 300) |
+        "\(.requestReceivedTimestamp) \(.verb) \(.objectRef.resource)\(if .objectRef.subresource then "/" + .objectRef.subresource else "" end) \(.objectRef.name) \(.responseStatus.code)"' "$tmp/a-after.json")
+      tried=$(jq -r '"\(.objectRef.resource) \(.responseStatus.code)"' "$tmp/a-after.json" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+      note "time $what b_takeover_ms=$((t_to - t_part)) heal_ms=$((t_heal - t_part)); a's writes received after it: $(wc -l <"$tmp/a-after.json") (${tried:-none})"
+      if [ -z "$landed" ]; then
+        ok "$what: no write of a landed after b took the Lease (no two writers; $(wc -l <"$tmp/a-after.json") of a's requests arrived after it, all refused)"
+      else
+        not_ok "$what: no write of a landed after b took the Lease (no two writers)" "$(head -n 10 <<<"$landed")"
+      fi
+    else
+      not_ok "$what: b's takeover of the Lease is in the audit log"
     fi
-    expect_eq "leader: no write of a after b's first (no two writers)" 0 "$a_after"
   else
-    not_ok "leader: a lost and b took over" "a: ${lost:-no lost line}; b: ${took:-no became-leader line}"
+    not_ok "$what: a lost and b took over" "a: ${lost:-no lost line}; b: ${took:-no became-leader line}"
   fi
-  converged_within "leader: after the heal" "$CONVERGE_MAX_S" "$t_heal"
+  converged_within "$what: after the heal" "$CONVERGE_MAX_S" "$t_heal"
   sleep 5
-  check "leader: the old leader came back and runs" alive "$la"
+  check "$what: the old leader came back and runs" alive "$la"
   a_restart_line=$(grep -n '^===== restarted' "$tmp/la.log" | cut -d: -f1)
-  check "leader: it is a standby (sees b as the holder, never became leader)" sh -c \
+  check "$what: it is a standby (sees b as the holder, never became leader)" sh -c \
     "tail -n +${a_restart_line:-1} '$tmp/la.log' | grep -q 'msg=\"leader is\"' && ! tail -n +${a_restart_line:-1} '$tmp/la.log' | grep -q 'msg=\"became leader\"'"
-  holder=$("$KUBECTL" -n "$ns" get lease "$lease" -o jsonpath='{.spec.holderIdentity}')
+  holder=$("$KUBECTL" -n "$ns" get lease "$lname" -o jsonpath='{.spec.holderIdentity}')
   bid=$(sed -n 's/.*msg="leader election".* identity=\([^ ]*\).*/\1/p' "$tmp/lb.log" | head -n1)
-  expect_eq "leader: the Lease stays with b" "$bid" "$holder"
-  write_audit leader "$mark"
-  no_orphans leader
-  clean_reconcile leader
+  expect_eq "$what: the Lease stays with b" "$bid" "$holder"
+  write_audit "$what" "$mark"
+  no_orphans "$what"
+  clean_reconcile "$what"
   stop_op "$la"
   stop_op "$lb"
-  cat "$tmp/la.log" "$tmp/lb.log" >>"$tmp/leader-all.log"
+  cat "$tmp/la.log" "$tmp/lb.log" >>"$tmp/$what-all.log"
   rm -f "$tmp/la.log" "$tmp/lb.log"
   start_a
+}
+in_scenarios leader && leader_partition blackhole
+in_scenarios leaderstall && leader_partition stall
+
+# --- deadconn: the operator's connections silently dead ---------------------------
+# The peer of every connection the operator holds vanishes without FIN or
+# RST (bytes go nowhere, the connections stay open) while new connections
+# work, as when the apiserver behind a load balancer hangs or a NAT drops
+# its state. Toxiproxy 2.5.0 has no toxic for existing links only (a
+# toxic's toxicity is drawn again whenever any toxic of the proxy changes,
+# removing a timeout toxic closes its links, disabling a proxy closes them
+# all), so the fault is made in two parts: the kernel first sends every
+# new connection to 127.0.0.1:PA to a clean proxy (api-c) instead
+# (iptables -t nat OUTPUT REDIRECT: NAT is decided at a connection's first
+# packet, so the connections already open stay with api-a), then
+# Toxiproxy's timeout toxic (timeout 0) drops every byte on api-a's links
+# both ways and keeps them open. Toxiproxy's kernel still ACKs, so TCP
+# keepalive (30 s + 3 x 10 s) cannot see these: the operator must notice
+# by its own deadlines, the watches' idle deadline (70 s once the
+# apiserver's periodic bookmarks were seen: hence an operator at least
+# OP_AGE_S old; before the first bookmark it is the watch's timeout + 30
+# s, 330-630 s) and the request timeout (60 s), a pooled connection being
+# found dead only when a request waits on it. Bound: every dead connection
+# dropped, every watch re-established and everything converged <=
+# DEAD_MAX_S after the fault (the idle deadline, one more for a watch that
+# was sent again on a dead pooled connection, and the backoffs).
+# Needs root and iptables (skipped otherwise).
+if in_scenarios deadconn; then
+  note "--- deadconn: the operator's connections silently dead, new ones fine; churn ${DEAD_S} s"
+  if ! iptables -t nat -S OUTPUT >/dev/null 2>&1; then
+    skip "deadconn: silently dead connections" "needs iptables (root, CAP_NET_ADMIN)"
+  else
+    ensure_a
+    ensure_age
+    wait_converged "$CONVERGE_MAX_S" || true
+    pc=$(free_port)
+    while [ "$pc" = "$pa" ] || [ "$pc" = "$pb" ]; do pc=$(free_port); done
+    tp POST /proxies "{\"name\":\"api-c\",\"listen\":\"127.0.0.1:$pc\",\"upstream\":\"127.0.0.1:$DITTOFS_APISERVER_PORT\",\"enabled\":true}"
+    mark=$(audit_mark)
+    lines0=$(wc -l <"$tmp/a.log")
+    churn_start "$CHURN_RATE"
+    sleep 3
+    # api-a's links (Toxiproxy's side: local port PA) and the operator's
+    # connections to PA
+    dead_links() { ss -Htn state established "( sport = :$pa )" 2>/dev/null | wc -l; }
+    n_op0=$(ss -Htnp state established "( dport = :$pa )" 2>/dev/null | grep -c "pid=$op_a,")
+    t_dead=$(now_ms)
+    nat_rule=(OUTPUT -p tcp -d 127.0.0.1 --dport "$pa" -j REDIRECT --to-ports "$pc")
+    iptables -t nat -I "${nat_rule[@]}" &&
+      toxic api-a dead-up timeout upstream '{"timeout":0}' &&
+      toxic api-a dead-down timeout downstream '{"timeout":0}'
+    check "deadconn: new connections redirected to api-c, api-a's links dead" test $? = 0
+    n_dead0=$(dead_links)
+    check "deadconn: new connections work meanwhile (kubectl through the operator's address)" \
+      "$KUBECTL" --kubeconfig "$tmp/a.kubeconfig" --request-timeout 10s get --raw /version
+    note "deadconn: $n_dead0 links of api-a dead ($n_op0 connections of the operator to it)"
+    # until every dead link is dropped (the operator closed its end), at
+    # most DEAD_MAX_S; the churn runs DEAD_S of it
+    t_gone= left=$n_dead0 trace=
+    end=$((t_dead + DEAD_MAX_S * 1000))
+    while [ "$(now_ms)" -lt "$end" ]; do
+      [ -n "$churn_pid" ] && [ "$(now_ms)" -ge $((t_dead + DEAD_S * 1000)) ] && churn_stop
+      left=$(dead_links)
+      trace+="$(( ($(now_ms) - t_dead) / 1000 )):$left "
+      if [ "$left" = 0 ]; then t_gone=$(now_ms); break; fi
+      sleep 1
+    done
+    churn_stop
+    note "deadconn: $(churn_summary "$t_dead"); dead links left (s:n): $(awk '{ for (i = 1; i <= NF; i++) { split($i, a, ":"); if (a[2] != p) printf "%s ", $i; p = a[2] } }' <<<"$trace")"
+    if [ -n "$t_gone" ]; then
+      ok "deadconn: the operator dropped all $n_dead0 dead connections $(secs $((t_gone - t_dead))) s after the fault (bound $DEAD_MAX_S s)"
+    else
+      not_ok "deadconn: the operator dropped all $n_dead0 dead connections within $DEAD_MAX_S s" "$left still open"
+    fi
+    rem=$((DEAD_MAX_S - ($(now_ms) - t_dead) / 1000))
+    [ "$rem" -lt 5 ] && rem=5
+    if wait_converged "$rem"; then
+      ok "deadconn: converged $(secs $((conv_ms - t_dead))) s after the fault (bound $DEAD_MAX_S s; load $(load))"
+      echo "# time deadconn converged_ms=$((conv_ms - t_dead)) dittoservers=$(ds_count)"
+    else
+      not_ok "deadconn: converged within $DEAD_MAX_S s after the fault (load $(load))" \
+        "$(head -n 15 <<<"$problems_left") ($(wc -l <<<"$problems_left") problems)"
+    fi
+    during=$(tail -n +"$((lines0 + 1))" "$tmp/a.log")
+    note "time deadconn dropped_ms=$([ -n "$t_gone" ] && echo $((t_gone - t_dead)) || echo -1) links=$n_dead0 watch_idle_timeouts=$(grep 'msg="watch attempt failed"' <<<"$during" | grep -c 'no data from the server') request_timeouts=$(grep -c 'timed out after' <<<"$during")"
+    if [ -n "$audit_watches" ] && [ "${#watched[@]}" -gt 0 ]; then
+      rw=$(rewatch "$mark" "$user_a" "$t_dead" "${watched[@]}")
+      worst=0 late=
+      while read -r res d; do
+        note "time deadconn rewatch $res delay_ms=$d (after the fault)"
+        if [ "$d" -lt 0 ] || [ "$d" -gt $((DEAD_MAX_S * 1000)) ]; then late+="$res: ${d} ms; "; fi
+        [ "$d" -gt "$worst" ] && worst=$d
+      done <<<"$rw"
+      if [ -z "$late" ]; then
+        ok "deadconn: every watch re-established <= $DEAD_MAX_S s after the fault (slowest $(secs "$worst") s)"
+      else
+        not_ok "deadconn: every watch re-established <= $DEAD_MAX_S s after the fault" "late or never (-1): $late"
+      fi
+    fi
+    iptables -t nat -D "${nat_rule[@]}"
+    nat_rule=()
+    tp POST /reset
+    tp DELETE /proxies/api-c
+    check "deadconn: the operator kept running" alive "$op_a"
+    check "deadconn: the caches hold what the server holds" wait_for 20 cache_matches
+    write_audit deadconn "$mark"
+    no_orphans deadconn
+    clean_reconcile deadconn
+  fi
 fi
 
 # --- etcd killed under load ------------------------------------------------------
