@@ -52,7 +52,14 @@ local function copy_value(v, seen)
   local out = {}
   seen[v] = out
   for k, item in pairs(v) do
-    out[copy_value(k, seen)] = copy_value(item, seen)
+    -- scalars (most keys and values) without a call
+    if type(k) == "table" then
+      k = copy_value(k, seen)
+    end
+    if type(item) == "table" then
+      item = copy_value(item, seen)
+    end
+    out[k] = item
   end
   local mt = getmetatable(v)
   if mt ~= nil then
