@@ -1,6 +1,7 @@
 /* jscan: validating span scanner over JSON text; see jscan.h. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "jscan.h"
@@ -388,9 +389,17 @@ int jscan_str_eq(struct jscan_span s, const char *lit)
         return 0;
     if (memchr(s.p, '\\', s.len) == NULL)
         return s.len == n + 2 && memcmp(s.p + 1, lit, n) == 0;
-    char buf[256];
-    long k = jscan_str(s, buf, sizeof(buf));
-    return k >= 0 && (size_t)k == n && memcmp(buf, lit, n) == 0;
+    /* Unescaped into room for n bytes: a longer string does not fit (-1),
+     * so it differs; a key over the stack buffer is rare (heap). */
+    char stack[256];
+    char *buf = n < sizeof(stack) ? stack : malloc(n + 1);
+    if (buf == NULL)
+        return 0;
+    long k = jscan_str(s, buf, n + 1);
+    int eq = k >= 0 && (size_t)k == n && memcmp(buf, lit, n) == 0;
+    if (buf != stack)
+        free(buf);
+    return eq;
 }
 
 int jscan_find(struct jscan_span obj, const char *key, struct jscan_member *m,

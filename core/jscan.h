@@ -64,7 +64,8 @@ int jscan_next_member(struct jscan_iter *it, struct jscan_member *m, char *err,
 int jscan_next_element(struct jscan_iter *it, struct jscan_span *v, char *err,
                        size_t errlen);
 
-/* 1 when the string span (with quotes) equals `lit` once unescaped. */
+/* 1 when the string span (with quotes) equals `lit` once unescaped (0 when
+ * not, and when out of memory for a `lit` of 256 bytes or more). */
 int jscan_str_eq(struct jscan_span s, const char *lit);
 /* 1 when the span is a JSON string (starts with a quote). */
 int jscan_is_string(struct jscan_span s);

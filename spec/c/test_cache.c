@@ -85,6 +85,29 @@ static void test_jscan(void)
     CHECK(jscan_find(obj, "missing", &m, err, sizeof(err)) == 0, "absent key");
     CHECK(jscan_str(m.value, buf, 2) == -1, "too small buffer refused");
 
+    /* An escaped key of 256 bytes and more (fuzz_jscan: jscan_str_eq
+     * unescaped into 256 bytes and missed it); one byte more or less is
+     * another key. */
+    for (size_t klen = 250; klen <= 600; klen += 350) {
+        char key[602], text[1300];
+        memset(key, 'k', klen);
+        key[0] = '\n';
+        key[klen] = '\0';
+        snprintf(text, sizeof(text), "{\"a\":0,\"\\n%s\":7}", key + 1);
+        struct jscan_span big = {text, strlen(text)};
+        CHECK(jscan_find(big, key, &m, err, sizeof(err)) == 1 &&
+                  m.value.len == 1 && m.value.p[0] == '7',
+              "escaped key of %zu bytes found", klen);
+        key[klen - 1] = '\0';
+        CHECK(jscan_find(big, key, &m, err, sizeof(err)) == 0,
+              "a prefix of the %zu-byte key is not it", klen);
+        key[klen - 1] = 'k';
+        key[klen] = 'k';
+        key[klen + 1] = '\0';
+        CHECK(jscan_find(big, key, &m, err, sizeof(err)) == 0,
+              "a longer key than the %zu-byte one is not it", klen);
+    }
+
     /* The iterators tell the closing bracket from input that runs out. */
     const char *cut[] = {"{\"a\":1", "{\"a\":1,", "{", "[1", "[1,", "["};
     for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
