@@ -7,9 +7,9 @@
  * registry, created on first use). An unmarked table encodes as an object
  * when empty, as an array when its keys are exactly 1..n, else as an
  * object (string keys only). Below both codecs, so that they and the Lua
- * module above them (lcodec) form no include circle. Uses lua. The helpers
- * below the "shared by ljson.c and lyaml.c" line are internal to the
- * codecs.
+ * module above them (lcodec) form no include circle. Uses lua, dbuf. The
+ * helpers below the "shared by ljson.c and lyaml.c" line are internal to
+ * the codecs.
  */
 #ifndef DITTOFS_CODEC_H
 #define DITTOFS_CODEC_H
