@@ -513,31 +513,40 @@ static void putc_(lua_State *L, struct jenc *e, char c)
         enc_out_fail(L, e, rc);
 }
 
-/*
- * Whether s is printable ASCII without '"' and '\\' (most keys and
- * values): valid UTF-8 that JSON takes as it is. Eight bytes at a time:
- * a byte below 0x20 borrows into its high bit in w - 0x20.., a '"' or
- * '\\' is a zero byte of w ^ '"'.. or w ^ '\\'.. (the classic haszero;
- * a borrow can only mark a byte above one that matched, so the test of
- * the word is exact), and a byte from 0x80 has its high bit set.
- */
-static int is_plain(const char *s, size_t n)
+/* Nonzero when one of the 8 bytes of w is below 0x20 or from 0x80, or is
+ * '"' or '\\'. A byte below 0x20 borrows into its high bit in w - 0x20..,
+ * a '"' or '\\' is a zero byte of w ^ '"'.. or w ^ '\\'.. (the classic
+ * haszero; a borrow can only mark a byte above one that matched, so the
+ * test of the word is exact), and a byte from 0x80 has its high bit set. */
+static inline uint64_t special8(uint64_t w)
 {
     const uint64_t ones = 0x0101010101010101u, high = ones << 7;
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    return (((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) |
+            w) &
+           high;
+}
+
+/* Whether s is printable ASCII without '"' and '\\' (most keys and
+ * values): valid UTF-8 that JSON takes as it is. Eight bytes at a time,
+ * the last eight overlapping (or a short string padded with 'a'). */
+static int is_plain(const char *s, size_t n)
+{
+    uint64_t w;
+    if (n < 8) {
+        w = 0x6161616161616161u;
+        memcpy(&w, s, n);
+        return special8(w) == 0;
+    }
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        uint64_t w, q, b;
         memcpy(&w, s + i, 8);
-        q = w ^ (ones * '"');
-        b = w ^ (ones * '\\');
-        if ((((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) |
-             w) &
-            high)
+        if (special8(w))
             return 0;
     }
-    for (; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+    if (i < n) {
+        memcpy(&w, s + n - 8, 8);
+        if (special8(w))
             return 0;
     }
     return 1;
@@ -622,6 +631,15 @@ static void put_quoted(lua_State *L, struct jenc *e, const char *s, size_t n)
 static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
 {
     if (is_plain(s, n)) { /* one scan instead of checking, then quoting */
+        struct codec_out *o = &e->o;
+        if (n + 2 <= o->room - o->len) {
+            char *p = o->buf + o->len;
+            p[0] = '"';
+            memcpy(p + 1, s, n);
+            p[n + 1] = '"';
+            o->len += n + 2;
+            return;
+        }
         putc_(L, e, '"');
         put(L, e, s, n);
         putc_(L, e, '"');
