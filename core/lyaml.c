@@ -789,16 +789,47 @@ static void check_utf8(lua_State *L, struct yenc *e, const char *s, size_t n)
                    "invalid UTF-8 in string at byte %zu", bad + 1);
 }
 
+/* The characters put_double_quoted writes for s[0..n) (valid UTF-8),
+ * quotes included. */
+static size_t quoted_chars(const char *s, size_t n)
+{
+    size_t chars = 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t k = text_utf8_seq(s + i, s + n);
+            uint32_t cp = text_utf8_decode(s + i, k);
+            chars += !special_cp(cp) ? 1 : cp <= 0xFF ? 4 : 6;
+            i += k - 1;
+        } else if (c >= 0x20 && c != 0x7F && c != '"' && c != '\\') {
+            chars++;
+        } else {
+            chars += c == '"' || c == '\\' || c == '\n' || c == '\t' ||
+                             c == '\r' || c == 0
+                         ? 2
+                         : 4;
+        }
+    }
+    return chars;
+}
+
+/* A key is written as an implicit (simple) key, which YAML limits to 1024
+ * characters as written: libyaml refuses a longer one when it reads it
+ * back ("mapping values are not allowed"), so it is refused here. */
 static void put_key(lua_State *L, struct yenc *e, const char *s, size_t n)
 {
     check_utf8(L, e, s, n);
     if (n > 1024)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
                    "mapping key longer than 1024 bytes");
-    if (yaml_plain_safe(s, n))
+    if (yaml_plain_safe(s, n)) {
         yput(L, e, s, n);
-    else
+    } else {
+        if (quoted_chars(s, n) > 1024)
+            codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
+                       "mapping key longer than 1024 characters once quoted");
         put_double_quoted(L, e, s, n);
+    }
     yput(L, e, ":", 1);
 }
 
