@@ -151,7 +151,24 @@ local BOUND = {
 -- that table (see the module comment and policies/README.md).
 -- @return table the policy
 function M.new()
-  local p = {}
+  -- Made at its final size (a table grown field by field is rehashed at
+  -- every power of two): the nil fields below only size it, every field
+  -- is set further down. A field missing here only costs a rehash.
+  local p = {
+    METRICS_PORT = nil, CONFIG_HASH_ANNOTATION = nil, CONFIG_DIR = nil,
+    CONFIG_FILE = nil, METADATA_DIR = nil, CONTENT_DIR = nil,
+    SHARED_CONTENT_DIR = nil, RUN_AS = nil, TERMINATION_GRACE_SECONDS = nil,
+    MAX_NAME = nil, POD_WAITING_REASONS = nil, UNSCHEDULABLE_PHASE = nil,
+    PARAMETERS = nil, labels = nil, selector_labels = nil,
+    service_ports = nil, config_map = nil, service = nil,
+    headless_service = nil, statefulset = nil, pod_template = nil,
+    container = nil, volume_claims = nil, liveness_probe = nil,
+    readiness_probe = nil, children = nil, fnv1a64 = nil, cut_message = nil,
+    s3_env_name = nil, default_config = nil, pod_security_context = nil,
+    container_security_context = nil, parameters = nil, validate = nil,
+    prepare = nil, server_config = nil, config_file = nil, objects = nil,
+    render = nil, pod_problems = nil, status = nil,
+  }
   local memo = new_memo()
   for _, k in ipairs(CONSTANTS) do
     p[k] = common[k]
