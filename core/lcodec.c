@@ -4,6 +4,7 @@
  * functions.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -247,6 +248,79 @@ static int l_same(lua_State *L)
     return 1;
 }
 
+/* Deepest nesting codec.deepcopy copies in C (each level is a C call);
+ * deeper values are left to the caller's Lua copy. */
+#define COPY_MAX_DEPTH 100
+
+/*
+ * Pushes a copy of the value at idx (absolute) for l_deepcopy, the tables
+ * met before (shared or cyclic) found in the table at `seen` (absolute).
+ * Returns 0, with the stack as it may be, when it meets what it leaves to
+ * Lua: a table with a metatable other than the markers (Lua's setmetatable
+ * must judge it: the sandbox's refuses __gc) or nesting past
+ * COPY_MAX_DEPTH. Tables are made at their size (a table grown key by key
+ * is rehashed at every power of two).
+ */
+static int copy_value(lua_State *L, int idx, int seen, int depth)
+{
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return 1;
+    }
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, seen) != LUA_TNIL)
+        return 1; /* [copy] */
+    lua_pop(L, 1);
+    if (depth > COPY_MAX_DEPTH || !lua_checkstack(L, 6))
+        return 0;
+    int marked = lua_getmetatable(L, idx);
+    if (marked && !lua_rawequal(L, -1, AMT) && !lua_rawequal(L, -1, OMT))
+        return 0;
+    lua_Unsigned narr = lua_rawlen(L, idx), n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        n++;
+    }
+    lua_createtable(L, narr < INT_MAX ? (int)narr : 0,
+                    n > narr && n - narr < INT_MAX ? (int)(n - narr) : 0);
+    if (marked) {
+        lua_insert(L, -2); /* [copy, mt] */
+        lua_setmetatable(L, -2);
+    }
+    int out = lua_gettop(L);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, out);
+    lua_rawset(L, seen); /* before the contents: cycles */
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { /* [out, k, v] */
+        int k = out + 1;
+        if (!copy_value(L, k, seen, depth + 1) ||
+            !copy_value(L, k + 1, seen, depth + 1))
+            return 0;
+        lua_rawset(L, out); /* [out, k, v] */
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+/* codec.deepcopy(v): a deep copy of v as k8s.tablex.deepcopy makes it
+ * (tables copied, shared ones and cycles once, keys too; the markers kept;
+ * anything else as it is), or nil when v holds a table with another
+ * metatable or nests deeper than COPY_MAX_DEPTH, which the Lua copy
+ * handles. Linear in the size of v. Raises only memory errors. */
+static int l_deepcopy(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    lua_createtable(L, 0, 8); /* [v, seen] */
+    if (!copy_value(L, 1, 2, 1)) {
+        lua_settop(L, 2);
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
 /* codec.fnv1a64(s): the 64-bit FNV-1a hash of the bytes of s as 16
  * lowercase hex digits (policies use it for config-hash annotations; Lua
  * code would need ~2 VM instructions a byte). Linear in #s. Raises on a
@@ -291,6 +365,7 @@ static const luaL_Reg codec_funcs[] = {
     {"is_object", l_is_object},
     {"is_null", l_is_null},
     {"same", l_same},
+    {"deepcopy", l_deepcopy},
     {NULL, NULL},
 };
 

@@ -3,8 +3,9 @@
  * lyaml.h) as Lua functions (json_decode, json_encode, yaml_decode,
  * yaml_decode_all, yaml_encode, yaml_encode_all), the markers of the data
  * representation (codec.h: null, array, object, is_array, is_object,
- * is_null, array_mt, object_mt, same) and core helpers the policies share
- * with the core (fnv1a64, utf8_cut). Uses codec, ljson, lyaml, text, dbuf.
+ * is_null, array_mt, object_mt, same, deepcopy) and core helpers the
+ * policies share with the core (fnv1a64, utf8_cut). Uses codec, ljson,
+ * lyaml, text, dbuf.
  */
 #ifndef DITTOFS_LCODEC_H
 #define DITTOFS_LCODEC_H

@@ -235,4 +235,57 @@ describe("codec", function()
       assert.is_false(codec.same(a, b))
     end)
   end)
+
+  describe("deepcopy", function()
+    it("copies tables recursively, markers, null and scalars kept", function()
+      local src = codec.object({
+        a = codec.array({ 1, 2.5, "x", codec.null, true }),
+        o = codec.object({}),
+        plain = { k = { 1 } },
+      })
+      local copy = codec.deepcopy(src)
+      assert.is_true(codec.same(src, copy))
+      assert.are_not.equal(src, copy)
+      assert.are_not.equal(src.a, copy.a)
+      assert.are_not.equal(src.plain.k, copy.plain.k)
+      assert.equal(codec.object_mt, getmetatable(copy))
+      assert.equal(codec.array_mt, getmetatable(copy.a))
+      assert.equal(codec.null, copy.a[4])
+      assert.is_nil(getmetatable(copy.plain))
+      assert.equal(math.type(2.5), math.type(copy.a[2]))
+      for _, v in ipairs({ 1, "s", false, codec.null }) do
+        assert.equal(v, codec.deepcopy(v))
+      end
+    end)
+
+    it("copies a shared table once, and a cycle", function()
+      local shared = { 1 }
+      local src = { a = shared, b = shared }
+      src.self = src
+      local copy = codec.deepcopy(src)
+      assert.equal(copy.a, copy.b)
+      assert.are_not.equal(shared, copy.a)
+      assert.equal(copy, copy.self)
+    end)
+
+    it("copies table keys", function()
+      local key = { 1 }
+      local copy = codec.deepcopy({ [key] = "v" })
+      local k, v = next(copy)
+      assert.are_not.equal(key, k)
+      assert.same({ 1 }, k)
+      assert.equal("v", v)
+    end)
+
+    it("leaves other metatables and deep nesting to Lua (nil)", function()
+      assert.is_nil(codec.deepcopy({ x = setmetatable({}, {}) }))
+      local deep = {}
+      local t = deep
+      for _ = 1, 150 do
+        t.next = {}
+        t = t.next
+      end
+      assert.is_nil(codec.deepcopy(deep))
+    end)
+  end)
 end)

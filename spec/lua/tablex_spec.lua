@@ -46,6 +46,22 @@ describe("k8s.tablex", function()
       assert.equal(copy, copy.self)
       assert.are_not.equal(shared, copy.a)
     end)
+
+    it("copies what the codec's copy leaves to Lua the same way", function()
+      -- another metatable (kept, not copied), and deep nesting
+      local mt = {}
+      local src = { x = setmetatable({ 1 }, mt), deep = {} }
+      local t = src.deep
+      for i = 1, 150 do
+        t.next = { i }
+        t = t.next
+      end
+      local copy = tablex.deepcopy(src)
+      assert.same(src, copy)
+      assert.are_not.equal(src.x, copy.x)
+      assert.equal(mt, getmetatable(copy.x))
+      assert.are_not.equal(src.deep.next, copy.deep.next)
+    end)
   end)
 
   describe("kind", function()
