@@ -133,9 +133,11 @@ if(INTEGRATION_TESTS)
         ENVIRONMENT "${ITEST_ENV};${venv}")
     endforeach()
     # The fault tests (spec/integration/faults_test.sh, Toxiproxy): the
-    # bounded run above (about 7 min) also under label "faults"; with
-    # -DFAULTS_FULL=ON also the issue's sizes (200 DittoServers, 10
-    # apiserver restarts, 50 kills: about 30 min), label "faults_full".
+    # bounded run above (about 8 min) also under label "faults"; with
+    # -DFAULTS_FULL=ON also the issue's sizes and every scenario (200
+    # DittoServers, 10 apiserver restarts, 50 kills, the 85 s stall and
+    # the silently dead connections, which need root for iptables: 25 min
+    # on 2 busy cores), label "faults_full".
     set_property(TEST faults_test@${ver} APPEND PROPERTY LABELS faults)
     if(FAULTS_FULL)
       add_test(NAME faults_full@${ver}
