@@ -134,6 +134,18 @@ written_all() {
     grep -v ' writes=0 ' | grep -o 'key=[^ ]*' | sort -u | wc -l)" -ge "$N" ]
 }
 quiet() { local m; m=$(audit_mark); sleep 2; [ "$(writes "$m")" = 0 ]; }
+# settled: kube-controller-manager used at most 60 ms of CPU over 2 s. After
+# the N DittoServers are created it goes on for a while at its own client
+# rate (20/s: Endpoints and EndpointSlices for their 2N Services), and a
+# swap timed meanwhile measured that backlog too (first swaps 2.5 s, the
+# next ones 0.9-2.0 s).
+settled() {
+  local a b
+  read -r _ _ a <<<"$(cp_cpu_ms)"
+  sleep 2
+  read -r _ _ b <<<"$(cp_cpu_ms)"
+  [ $((b - a)) -le 60 ]
+}
 
 # --- setup -------------------------------------------------------------------
 # shellcheck source=../integration/crd_install.sh
@@ -167,6 +179,7 @@ op=$!
 echo "# $N DittoServers, operator pid $op (qps $QPS, burst $BURST, workers $WORKERS)"
 wait_until $((60 + N)) converged || { echo "not converged" >&2; exit 1; }
 wait_until 60 quiet || true
+wait_until 120 settled || echo "# kube-controller-manager still busy after 120 s" >&2
 echo "# converged under the embedded policies"
 
 # --- accepted swaps ----------------------------------------------------------
@@ -193,6 +206,7 @@ detects=() converges=() wcounts=() cpus=()
 for run in $(seq 1 "$RUNS"); do
   policy "$tmp/v$run" "run-$run"
   wait_until 60 quiet || true
+  wait_until 60 settled || true
   before=$(count_lines 'msg="policies reloaded')
   lines_before=$(wc -l <"$tmp/op.log")
   mark=$(audit_mark)
