@@ -874,10 +874,12 @@ fi
 # before it stopped reaches the apiserver after the other took over: no
 # write of the old leader may land (2xx) once the other holds the Lease.
 # The apiserver refuses most of them (504: the exited leader's connection
-# closes right behind each request), but not all: seen once in the issue's
-# size, a server-side apply sent 0.4 s into the partition landing 10 s
-# after the takeover. A Lease fences nothing; only a precondition on the
-# write (the resourceVersion it was computed from) would refuse it.
+# closes right behind each request), but not all: in 2 of 3 runs one
+# server-side apply landed ~10 s after the takeover (a Service the new
+# leader had written since, with the same body; a StatefulSet created for
+# a DittoServer deleted meanwhile, which the garbage collector removed). A
+# Lease fences nothing; a precondition on the write (the resourceVersion
+# it was computed from) would refuse the first kind.
 leader_partition() {
   local flavor=$1 what=leader lname took_at t_to landed tried
   [ "$flavor" = stall ] && what=leaderstall
