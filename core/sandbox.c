@@ -3,7 +3,9 @@
  * allocator for policy evaluations. See sandbox.h for the contract.
  *
  * What is bounded and what is not (also in README):
- * - Lua code: time, by a POSIX timer (one per state, CLOCK_MONOTONIC) armed
+ * - Lua code: CPU time, by a POSIX timer (one per state, on the CPU clock of
+ *   the thread that made it: time spent waiting for a CPU on a busy node
+ *   does not count, so a policy is not stopped for the node's load) armed
  *   at the deadline when a call starts and disarmed when it returns. Its
  *   signal, sent to the thread that armed it, only sets a hook (lua_sethook
  *   is safe in a signal handler; lua.c stops a script on SIGINT the same
@@ -166,10 +168,13 @@ static struct sandbox *from_state(lua_State *L)
     return *(struct sandbox **)lua_getextraspace(L);
 }
 
+/* The budget's clock: this thread's CPU time. */
+#define BUDGET_CLOCK CLOCK_THREAD_CPUTIME_ID
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(BUDGET_CLOCK, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -496,7 +501,7 @@ static void timer_open(struct sandbox *sb)
 #else
     sev._sigev_un._tid = sb->timer_tid; /* glibc < 2.41 */
 #endif
-    sb->has_timer = timer_create(CLOCK_MONOTONIC, &sev, &sb->timer) == 0;
+    sb->has_timer = timer_create(BUDGET_CLOCK, &sev, &sb->timer) == 0;
 #else
     (void)sb;
 #endif

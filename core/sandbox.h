@@ -5,10 +5,10 @@
  * math.random and math.randomseed are gone; every chunk gets a fresh _ENV
  * that reads through a frozen library table and raises on reads of
  * undeclared globals and on every global write. Every call into Lua goes
- * through sandbox_pcall(), which arms a timer at a monotonic deadline
- * whose signal (SIGRTMIN+2, handler installed by sandbox_new) sets a hook
- * that raises "timeout" (sticky once expired, so pcall cannot swallow it),
- * and runs under the memory cap of our own lua_Alloc.
+ * through sandbox_pcall(), which arms a timer at a deadline in the
+ * thread's CPU time whose signal (SIGRTMIN+2, handler installed by sandbox_new)
+ * sets a hook that raises "timeout" (sticky once expired, so pcall cannot
+ * swallow it), and runs under the memory cap of our own lua_Alloc.
  *
  * One state serves many evaluations, one at a time (one thread):
  *   sandbox_new -> sandbox_preload (modules, once) -> [sandbox_keep]
