@@ -147,7 +147,7 @@ static const struct flag flags[] = {
     [OPT_CLUSTER_DOMAIN - 1] = {"cluster-domain", "NAME", 1,
                                 "cluster DNS domain (default cluster.local)"},
     [OPT_TIMEOUT - 1] = {"policy-timeout", "MS", 1,
-                         "time budget of each policy call in ms\n"
+                         "CPU-time budget of each policy call in ms\n"
                          "(default 100)"},
     [OPT_MEMORY - 1] = {"policy-memory", "MIB", 1,
                         "memory cap of one evaluation in MiB\n"
