@@ -429,11 +429,16 @@ static long str_or_empty(struct jscan_span s)
     return jscan_is_string(s) ? jscan_str_len(s) : 0;
 }
 
-static char *put_str(char *p, struct jscan_span s)
+/* Writes the string s unescaped, with its NUL; sets *nul when it holds a
+ * NUL of its own ("\u0000"), which a C string cannot keep (a name "\u0000a"
+ * read as ""; a label key "\u0000" as the end of the labels). */
+static char *put_str(char *p, struct jscan_span s, int *nul)
 {
     long n = 0;
     if (jscan_is_string(s))
         n = jscan_str(s, p, (size_t)jscan_str_len(s) + 1);
+    if (n > 0 && memchr(p, '\0', (size_t)n) != NULL)
+        *nul = 1;
     p[n < 0 ? 0 : n] = '\0';
     return p + (n < 0 ? 0 : n) + 1;
 }
@@ -548,13 +553,14 @@ int cache_obj_from_text(const char *json, size_t len, const char *api_version,
     o->enc_len = 0;
     o->ref = NULL;
     char *p = o->data;
-    p = put_str(p, m.ns);
+    int nul = 0;
+    p = put_str(p, m.ns, &nul);
     o->name_off = (uint32_t)(p - o->data);
-    p = put_str(p, m.name);
+    p = put_str(p, m.name, &nul);
     o->rv_off = (uint32_t)(p - o->data);
-    p = put_str(p, m.rv);
+    p = put_str(p, m.rv, &nul);
     o->uid_off = (uint32_t)(p - o->data);
-    p = put_str(p, m.uid);
+    p = put_str(p, m.uid, &nul);
     o->labels_off = (uint32_t)(p - o->data);
     if (labels_size > 1) {
         struct jscan_iter li;
@@ -563,9 +569,16 @@ int cache_obj_from_text(const char *json, size_t len, const char *api_version,
         while (jscan_next_member(&li, &lm, NULL, 0) == 1) {
             if (!jscan_is_string(lm.value))
                 continue;
-            p = put_str(p, lm.key);
-            p = put_str(p, lm.value);
+            p = put_str(p, lm.key, &nul);
+            p = put_str(p, lm.value, &nul);
         }
+    }
+    if (nul) {
+        free(o);
+        seterr(err, errlen, "%s",
+               "a NUL character in metadata (name, namespace, "
+               "resourceVersion, uid or a label)");
+        return CACHE_EINVAL;
     }
     *p++ = '\0';
     o->json_off = (uint32_t)(p - o->data);

@@ -171,6 +171,33 @@ static void test_objects(void)
         cache_obj_unref(o);
     }
 
+    /* A NUL of its own in a metadata string (fuzz_watch: a name "\u0000a"
+     * was stored, and read back as ""): refused, wherever it is. */
+    const char *nul_md[] = {
+        "\"name\":\"\\u0000a\"",
+        "\"name\":\"a\",\"namespace\":\"n\\u0000s\"",
+        "\"name\":\"a\",\"uid\":\"\\u0000\"",
+        "\"name\":\"a\",\"resourceVersion\":\"1\\u0000\"",
+        "\"name\":\"a\",\"labels\":{\"\\u0000\":\"v\"}",
+        "\"name\":\"a\",\"labels\":{\"k\":\"v\\u0000w\"}",
+    };
+    for (size_t i = 0; i < sizeof(nul_md) / sizeof(nul_md[0]); i++) {
+        snprintf(text, sizeof(text), OBJ_FMT, nul_md[i]);
+        err[0] = '\0';
+        int rc = cache_obj_from_text(text, strlen(text), NULL, NULL, &o, err,
+                                     sizeof(err));
+        CHECK(rc == CACHE_EINVAL && o == NULL && strstr(err, "NUL") != NULL,
+              "a NUL in metadata refused: {%s} (%s)", nul_md[i], err);
+        if (rc == CACHE_OK)
+            cache_obj_unref(o);
+    }
+    snprintf(text, sizeof(text), OBJ_FMT,
+             "\"name\":\"a\",\"labels\":{\"k\":\"\\u0001\"}");
+    CHECK(cache_obj_from_text(text, strlen(text), NULL, NULL, &o, err,
+                              sizeof(err)) == CACHE_OK,
+          "another control character is kept");
+    cache_obj_unref(o);
+
     const char *list_item =
         "{\"metadata\":{\"name\":\"n1\",\"namespace\":\"d\","
         "\"resourceVersion\":\"42\",\"uid\":\"u-1\",\"labels\":{\"app\":"
