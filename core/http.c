@@ -920,6 +920,20 @@ void http_cancel(struct http_client *c, struct http_req *r)
     }
 }
 
+void http_set_idle_timeout(struct http_client *c, struct http_req *r,
+                           uint64_t ms)
+{
+    r->idle_timeout_ms = ms;
+    if (r->state != REQ_RUNNING || r->on_data == NULL)
+        return;
+    if (ms == 0) {
+        loop_timer_stop(c->loop, &r->timer);
+        return;
+    }
+    uint64_t idle = loop_now_ms() - r->last_rx_ms;
+    loop_timer_start(c->loop, &r->timer, idle < ms ? ms - idle : 0);
+}
+
 /* --- the client -------------------------------------------------------- */
 
 struct http_client *http_client_new(struct loop *loop, struct kube_conn *conn,

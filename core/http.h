@@ -163,6 +163,11 @@ int http_send(struct http_client *c, const struct http_call *call,
               struct http_req **out);
 /* Cancels a request: on_done will not be called. `r` must be pending. */
 void http_cancel(struct http_client *c, struct http_req *r);
+/* Sets the idle deadline of a pending streaming request (its
+ * http_call.idle_timeout_ms; 0: none), counted from the last byte it
+ * received: a running attempt's deadline moves at once. */
+void http_set_idle_timeout(struct http_client *c, struct http_req *r,
+                           uint64_t ms);
 
 /*
  * Sends the request and runs the loop until it completes (for tests and

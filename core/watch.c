@@ -34,6 +34,10 @@
  * (client-go's "very short watch"), so a flapping server cannot make us
  * reconnect in a tight loop. */
 #define WATCH_SHORT_MS 1000
+/* A stream's idle deadline once the server was seen sending bookmarks
+ * every minute (before: the watch's timeout + 30 s); watch_opts can set
+ * another. */
+#define WATCH_BOOKMARK_IDLE_MS 70000
 /* Two relists closer than this are separated by a backoff delay. */
 #define WATCH_RELIST_GAP_MS 1000
 
@@ -76,7 +80,8 @@ struct watch {
     unsigned timeout_s;
     unsigned long watch_events; /* events + bookmarks in this stream */
     int periodic_bookmarks;
-    int stream_open; /* bytes arrived on this watch stream */
+    uint64_t bookmark_idle_ms; /* the idle deadline once they are seen */
+    int stream_open;           /* bytes arrived on this watch stream */
     enum after_abort after;
     uint64_t rng;
     char last_error[512];
@@ -536,7 +541,7 @@ static void do_watch(struct watch *w)
              w->rv, w->timeout_s);
     uint64_t idle = w->idle_ms;
     if (idle == 0)
-        idle = w->periodic_bookmarks ? 70000
+        idle = w->periodic_bookmarks ? w->bookmark_idle_ms
                                      : (uint64_t)w->timeout_s * 1000 + 30000;
     int rc = base_path(w, &path);
     if (rc == 0)
@@ -638,9 +643,15 @@ static int handle_line(const char *line, size_t len, void *arg)
             return bad_event(w, line, len, "bookmark without resourceVersion");
         w->stats.bookmarks++;
         w->watch_events++;
-        if (loop_now_ms() + 10000 <
-            w->watch_start_ms + (uint64_t)w->timeout_s * 1000)
+        if (!w->periodic_bookmarks &&
+            loop_now_ms() + 10000 <
+                w->watch_start_ms + (uint64_t)w->timeout_s * 1000) {
+            /* The server sends bookmarks every minute: this stream's
+             * idle deadline shrinks now, not at the next watch. */
             w->periodic_bookmarks = 1;
+            if (w->idle_ms == 0 && w->req != NULL)
+                http_set_idle_timeout(w->h, w->req, w->bookmark_idle_ms);
+        }
         return 0;
     }
     int is_add = jscan_str_eq(type, "ADDED");
@@ -799,6 +810,8 @@ struct watch *watch_new(struct http_client *h, const struct watch_opts *o)
     if (w->tmax < w->tmin)
         w->tmax = w->tmin;
     w->idle_ms = o->idle_timeout_ms;
+    w->bookmark_idle_ms =
+        o->bookmark_idle_ms ? o->bookmark_idle_ms : WATCH_BOOKMARK_IDLE_MS;
     watch_backoff_init(&w->backoff,
                        o->backoff_initial_ms ? o->backoff_initial_ms : 800,
                        o->backoff_max_ms ? o->backoff_max_ms : 30000,

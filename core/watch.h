@@ -42,6 +42,12 @@ struct watch_opts {
      * before timeoutSeconds; TCP keepalive catches a dead peer within about
      * a minute meanwhile). */
     uint64_t idle_timeout_ms;
+    /* The adaptive deadline once periodic bookmarks were seen; 0: 70 s
+     * (the apiserver sends one a minute). The first bookmark of a stream
+     * that comes well before its timeoutSeconds shows them, and shrinks
+     * that stream's deadline at once: a young watch is not deaf to a dead
+     * connection until its first rotation (5-10 min). */
+    uint64_t bookmark_idle_ms;
     /* Backoff; 0: 800 ms, 30000 ms, 120000 ms. */
     uint64_t backoff_initial_ms;
     uint64_t backoff_max_ms;

@@ -26,7 +26,8 @@ enum act_kind {
     A_STREAM,  /* 200 chunked: body, then a proper end */
     A_CUT,     /* 200 chunked: body, then close without the last chunk */
     A_ENDLESS, /* 200 chunked: 'x' until the client goes away */
-    A_SILENT,  /* 200 chunked headers, then nothing until the client goes */
+    A_SILENT,  /* 200 chunked headers (and body, if any), then nothing
+                * until the client goes */
 };
 
 struct act {
@@ -134,6 +135,8 @@ static int handler(struct fh_server *s, int fd, const struct fh_req *r)
     }
     case A_SILENT:
     default:
+        if (a.body[0] != '\0' && a.kind == A_SILENT)
+            chunk(fd, a.body, strlen(a.body));
         for (int i = 0; i < 600 && !client_gone(fd, 50); i++)
             ;
         return 0;
@@ -470,6 +473,46 @@ static void test_idle_short_and_errors(void)
     watch_free(w);
 }
 
+/* The first stream of a watch that shows periodic bookmarks (one well
+ * before its timeoutSeconds) gets the short idle deadline at once, not at
+ * its next rotation: a young watch on a dead connection is not deaf for
+ * its timeout + 30 s (faults_test's deadconn: 150 s and more). */
+static void test_bookmark_shrinks_idle(void)
+{
+    char lb[1024];
+    struct seen s;
+    reset_script();
+    push(0, A_STATUS, 200, list_body(lb, sizeof(lb), 10, NULL, NULL, NULL, 0));
+    push(1, A_SILENT, 0,
+         "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"ConfigMap\","
+         "\"metadata\":{\"resourceVersion\":\"11\"}}}\n");
+    struct watch_opts o = {
+        .api_path = "/api/v1",
+        .resource = "configmaps",
+        .namespace = "t",
+        .timeout_min_s = 300,
+        .timeout_max_s = 301,
+        .bookmark_idle_ms = 500,
+        .backoff_initial_ms = 100,
+        .backoff_max_ms = 400,
+    };
+    struct watch *w = watch_new(T.http, &o);
+    memset(&s, 0, sizeof(s));
+    cache_subscribe(watch_cache(w), on_change, &s);
+    watch_start(w);
+    uint64_t t0 = loop_now_ms();
+    CHECK(wait_failures(w, 1) &&
+              strstr(watch_last_error(w), "no data from the server for"),
+          "a silent stream after a periodic bookmark hits the short idle "
+          "deadline: '%s'",
+          watch_last_error(w));
+    uint64_t el = loop_now_ms() - t0;
+    CHECK(el >= 450 && el < 15000,
+          "after about 500 ms, not timeoutSeconds + 30 s (%llu ms)",
+          (unsigned long long)el);
+    watch_free(w);
+}
+
 static void test_server_gone(void)
 {
     struct seen s;
@@ -512,6 +555,7 @@ int main(void)
     test_endless();
     test_gone();
     test_idle_short_and_errors();
+    test_bookmark_shrinks_idle();
     test_server_gone();
     nt_close(&T);
     unlink(kc);
