@@ -581,7 +581,6 @@ static size_t next_escape(const char *s, size_t i, size_t n)
  */
 static void put_quoted(lua_State *L, struct jenc *e, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     putc_(L, e, '"');
     size_t i = 0;
     while (i < n) {
@@ -590,38 +589,8 @@ static void put_quoted(lua_State *L, struct jenc *e, const char *s, size_t n)
         if (j == n)
             break;
         unsigned char c = (unsigned char)s[j];
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t elen = 2;
-        switch (c) {
-        case '"':
-            esc[1] = '"';
-            break;
-        case '\\':
-            esc[1] = '\\';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        default:
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            elen = 6;
-        }
+        char esc[6];
+        size_t elen = text_json_escape(c, esc);
         put(L, e, esc, elen);
         i = j + 1;
     }

@@ -60,6 +60,9 @@ size_t text_json_unescape(const char *p, const char *end, uint32_t *cp);
  * Returns DBUF_OK or the dbuf error (b is then empty).
  */
 int text_json_quote(struct dbuf *b, const char *s, size_t n);
+/* The escape of c ('"', '\\' or a control character) as text_json_quote
+ * writes it, in esc; returns its length (2 or 6). */
+size_t text_json_escape(unsigned char c, char esc[6]);
 
 /* ---- hashes and base64 --------------------------------------------------- */
 
