@@ -202,6 +202,15 @@ static int special_cp(uint32_t cp)
            cp == 0x2029 || cp == 0xFFFE || cp == 0xFFFF;
 }
 
+/* Bytes of a word the checks below always pass: letters, digits and
+ * "_-./". */
+static int word_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
+           c == '/';
+}
+
 int yaml_plain_safe(const char *s, size_t n)
 {
     static const char *const ci_words[] = {
@@ -210,6 +219,20 @@ int yaml_plain_safe(const char *s, size_t n)
     struct resolved r;
     if (n == 0)
         return 0;
+    /* Most keys and values: over 5 bytes (longer than every YAML word
+     * below), starting with a letter, '_' or '/' (not a number, an
+     * indicator or a space) and made of word bytes only (no ": ", " #",
+     * trailing ':' or space, control or non-ASCII byte): plain, as the
+     * full checks find. */
+    unsigned char c0 = (unsigned char)s[0];
+    if (n > 5 && ((c0 >= 'a' && c0 <= 'z') || (c0 >= 'A' && c0 <= 'Z') ||
+                  c0 == '_' || c0 == '/')) {
+        size_t i = 1;
+        while (i < n && word_byte((unsigned char)s[i]))
+            i++;
+        if (i == n)
+            return 1;
+    }
     resolve_plain(s, n, &r);
     if (r.type != R_STR)
         return 0;

@@ -436,6 +436,21 @@ static void test_yaml_quoting(void)
         "/export", "caf\xc3\xa9", "http://x:80/y", "dittofs-operator",
         "y1",      "nope",
     };
+    /* Around yaml_plain_safe's fast path (over 5 bytes, a letter, '_' or
+     * '/' first, letters, digits and "_-./" only): in it, and of its
+     * length but not its bytes. */
+    static const char *fast[] = {
+        "max_connections", "/data/content", "_abcdef",        "nullable",
+        "Truely",          "offset",        "apps.v1-x/y_Z9",
+    };
+    static const char *slow[] = {
+        "abcdef:",  "abcdef ",   "abc: def",
+        "abc #def", "abcde\x01", "caf\xc2\x85xx",
+    };
+    for (size_t i = 0; i < sizeof(fast) / sizeof(fast[0]); i++)
+        CHECK(yaml_plain_safe(fast[i], strlen(fast[i])), "plain: %s", fast[i]);
+    for (size_t i = 0; i < sizeof(slow) / sizeof(slow[0]); i++)
+        CHECK(!yaml_plain_safe(slow[i], strlen(slow[i])), "quoted slow %zu", i);
     for (size_t i = 0; i < sizeof(quoted) / sizeof(quoted[0]); i++)
         CHECK(!yaml_plain_safe(quoted[i], strlen(quoted[i])), "quoted case %zu",
               i);
