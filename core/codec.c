@@ -55,6 +55,12 @@ void codec_push_marks(lua_State *L)
     push_mark(L, &object_mt_key, "codec.object"); /* [amt, omt] */
 }
 
+void codec_get_marks(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &object_mt_key);
+}
+
 void codec_mark(lua_State *L, int idx, int kind)
 {
     idx = lua_absindex(L, idx);

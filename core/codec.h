@@ -81,6 +81,11 @@ void codec_limits_resolve(const struct codec_limits *lim,
 /* Pushes [array_mt, object_mt] (2 slots). May raise a memory error. */
 void codec_push_marks(lua_State *L);
 
+/* Pushes [array_mt, object_mt] as they are (nil for a marker not created
+ * yet, which no metatable equals), for codec_kind_at: what codec_kind
+ * looks up on every call. Allocates nothing, never raises (2 slots). */
+void codec_get_marks(lua_State *L);
+
 /*
  * Runs f(L) protected with `ud` as its only argument (a lightuserdata) and
  * `extra` more arguments taken from the top of the stack; leaves f's

@@ -32,6 +32,7 @@ struct walk {
     char path[PATH_MAX_LEN];
     size_t plen;
     struct dbuf key; /* scratch: one list item's key (check_list_type) */
+    int amt, omt;    /* the codec's markers (codec_get_marks), 0: look up */
 };
 
 /* --- paths and messages ----------------------------------------------------
@@ -136,8 +137,14 @@ static void msg_end(struct walk *w)
 /* --- schema and value helpers ----------------------------------------------
  */
 
-/* JSON type of the value at idx, or NULL when absent. */
-static const char *value_type(lua_State *L, int idx)
+/* codec_kind, with the walk's markers when it has them. */
+static int walk_kind(lua_State *L, const struct walk *w, int idx)
+{
+    return w->amt ? codec_kind_at(L, idx, w->amt, w->omt) : codec_kind(L, idx);
+}
+
+/* JSON type of the value at idx (absolute), or NULL when absent. */
+static const char *value_type(lua_State *L, const struct walk *w, int idx)
 {
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
@@ -151,7 +158,7 @@ static const char *value_type(lua_State *L, int idx)
     case LUA_TLIGHTUSERDATA:
         return codec_is_null(L, idx) ? "null" : "userdata";
     case LUA_TTABLE:
-        switch (codec_kind(L, idx)) {
+        switch (walk_kind(L, w, idx)) {
         case CODEC_ARRAY:
             return "array";
         case CODEC_OBJECT:
@@ -222,6 +229,69 @@ static size_t sorted_keys(lua_State *L, int t, const char ***out)
     qsort(v, n, sizeof(*v), cmp_str);
     *out = v;
     return n;
+}
+
+/* A string key of a table, anchored at stack index idx; `nul`: it holds a
+ * NUL, so that a lookup by its C string finds another key. */
+struct skey {
+    const char *s;
+    int idx;
+    int nul;
+};
+
+#define STACK_KEYS 32
+
+static int cmp_skey(const void *a, const void *b)
+{
+    return strcmp(((const struct skey *)a)->s, ((const struct skey *)b)->s);
+}
+
+/* sorted_keys for the usual small object: pushes the string keys of the
+ * table at t (absolute) themselves, which anchors them whatever happens
+ * to t, and fills out[] sorted as sorted_keys sorts them (the same qsort
+ * of the same order). Returns their count, or STACK_KEYS + 1 with nothing
+ * pushed when there are more. */
+static size_t stack_keys(lua_State *L, int t, struct skey *out)
+{
+    luaL_checkstack(L, STACK_KEYS + 4, "crd: nesting too deep");
+    int top = lua_gettop(L);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) { /* [.., k, v] */
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) /* the next one replaces it */
+            continue;
+        if (n == STACK_KEYS) {
+            lua_settop(L, top);
+            return STACK_KEYS + 1;
+        }
+        size_t len;
+        out[n].s = lua_tolstring(L, -1, &len);
+        out[n].nul = strlen(out[n].s) != len;
+        out[n].idx = lua_gettop(L);
+        n++;
+        lua_pushvalue(L, -1); /* the key stays below */
+    }
+    qsort(out, n, sizeof(*out), cmp_skey);
+    return n;
+}
+
+/* Pushes t[k] (lua_getfield of its C string) and returns its type. */
+static int key_get(lua_State *L, int t, const struct skey *k)
+{
+    if (k->nul)
+        return lua_getfield(L, t, k->s);
+    lua_pushvalue(L, k->idx);
+    return lua_gettable(L, t);
+}
+
+/* sget(L, s, k->s) */
+static int key_sget(lua_State *L, int s, const struct skey *k)
+{
+    if (k->nul || lua_type(L, s) != LUA_TTABLE)
+        return sget(L, s, k->s);
+    lua_pushvalue(L, k->idx);
+    return lua_rawget(L, s);
 }
 
 /* Pushes a deep copy of the value at idx (tables keep their metatable). */
@@ -311,14 +381,15 @@ static void default_keep(lua_State *L, struct walk *w, int s, int v)
 static void default_node(lua_State *L, struct walk *w, int s, int v, int root)
 {
     luaL_checkstack(L, 12, "crd: nesting too deep");
-    const char *vt = value_type(L, v);
+    const char *vt = value_type(L, w, v);
     if (vt && strcmp(vt, "array") == 0) {
         if (sget(L, s, "items") == LUA_TTABLE) {
             int items = lua_gettop(L);
             size_t n = lua_rawlen(L, v);
             for (size_t i = 1; i <= n; i++) {
                 lua_rawgeti(L, v, (lua_Integer)i);
-                size_t old = path_index(w, i - 1);
+                /* the path only names pruned fields (none when keeping) */
+                size_t old = w->keep ? w->plen : path_index(w, i - 1);
                 default_node(L, w, items, lua_gettop(L), 0);
                 path_pop(w, old);
                 lua_pop(L, 1);
@@ -670,7 +741,7 @@ static void check_list_type(lua_State *L, struct walk *w, int s, int v)
 static void validate_node(lua_State *L, struct walk *w, int s, int v)
 {
     luaL_checkstack(L, 12, "crd: nesting too deep");
-    const char *vt = value_type(L, v);
+    const char *vt = value_type(L, w, v);
     if (vt == NULL || lua_type(L, s) != LUA_TTABLE)
         return;
     if (strcmp(vt, "null") == 0 && (w->keep || sflag(L, s, "nullable")))
@@ -678,7 +749,7 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
     const char *t = sstring(L, s, "type");
     /* A policy's own unmarked {} is an empty list too. */
     if (w->keep && t && strcmp(t, "array") == 0 && strcmp(vt, "object") == 0 &&
-        codec_kind(L, v) == CODEC_PLAIN) {
+        walk_kind(L, w, v) == CODEC_PLAIN) {
         lua_pushnil(L);
         int empty = lua_next(L, v) == 0;
         if (!empty)
@@ -762,21 +833,27 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
         int props = lua_gettop(L);
         sget(L, s, "additionalProperties");
         int addl = lua_gettop(L);
-        const char **keys;
-        size_t n = sorted_keys(L, v, &keys);
+        /* Keys on the stack (a few), or in sorted_keys' table. */
+        struct skey small[STACK_KEYS];
+        const char **keys = NULL;
+        size_t n = stack_keys(L, v, small);
+        if (n > STACK_KEYS)
+            n = sorted_keys(L, v, &keys);
         for (size_t i = 0; i < n; i++) {
-            lua_getfield(L, v, keys[i]);
+            struct skey one = {keys ? keys[i] : NULL, 0, 1};
+            const struct skey *k = keys ? &one : &small[i];
+            key_get(L, v, k);
             int val = lua_gettop(L);
-            int sub = sget(L, props, keys[i]) == LUA_TTABLE
+            int sub = key_sget(L, props, k) == LUA_TTABLE
                           ? lua_gettop(L)
                           : (lua_type(L, addl) == LUA_TTABLE ? addl : 0);
             if (sub) {
-                size_t old = path_field(w, keys[i]);
+                size_t old = path_field(w, k->s);
                 validate_node(L, w, sub, val);
                 path_pop(w, old);
             } else if (w->warns != NULL &&
                        !sflag(L, s, "x-kubernetes-preserve-unknown-fields")) {
-                size_t old = path_field(w, keys[i]);
+                size_t old = path_field(w, k->s);
                 dbuf_addf(w->warns, "unknown field \"%s\"\n", w->path);
                 path_pop(w, old);
             }
@@ -793,13 +870,21 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
  * so both values travel as arguments). */
 static int p_default(lua_State *L)
 {
-    default_node(L, lua_touserdata(L, 1), 2, 3, 1);
+    struct walk *w = lua_touserdata(L, 1);
+    codec_get_marks(L);
+    w->amt = 4;
+    w->omt = 5;
+    default_node(L, w, 2, 3, 1);
     return 0;
 }
 
 static int p_validate(lua_State *L)
 {
-    validate_node(L, lua_touserdata(L, 1), 2, 3);
+    struct walk *w = lua_touserdata(L, 1);
+    codec_get_marks(L);
+    w->amt = 4;
+    w->omt = 5;
+    validate_node(L, w, 2, 3);
     return 0;
 }
 
@@ -994,6 +1079,9 @@ int crd_l_default(lua_State *L)
         struct walk w;
         memset(&w, 0, sizeof(w));
         w.keep = 1;
+        codec_get_marks(L);
+        w.amt = 3;
+        w.omt = 4;
         default_node(L, &w, 2, 1, 0);
     }
     lua_settop(L, 1);
@@ -1020,7 +1108,11 @@ static void push_lines(lua_State *L, const struct dbuf *b)
 static int p_validate_lists(lua_State *L)
 {
     struct walk *w = lua_touserdata(L, 1);
+    codec_get_marks(L);
+    w->amt = 4;
+    w->omt = 5;
     validate_node(L, w, 2, 3);
+    lua_settop(L, 3);
     if (dbuf_error(w->msgs) != DBUF_OK || dbuf_error(w->warns) != DBUF_OK)
         return luaL_error(L, "not enough memory");
     push_lines(L, w->msgs);

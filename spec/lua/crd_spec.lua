@@ -392,6 +392,33 @@ describe("crd/dittoserver.yaml", function()
         assert.same({ 'unknown field "spec.policy.x"' }, warns)
       end)
 
+    it("walks the keys in byte order however many (on the stack to 32)",
+      function()
+        for _, n in ipairs({ 3, 32, 33, 40 }) do
+          local v, want = { team = "a", size = 0 }, {}
+          for i = 1, n do
+            v[string.format("k%02d", i)] = i
+            want[#want + 1] = string.format('unknown field "p.k%02d"', i)
+          end
+          local errs, warns = codec.crd_validate(v, node, "p")
+          assert.same({ "p.size: Invalid value: 0: p.size in body should be "
+            .. "greater than or equal to 1" }, errs)
+          assert.same(want, warns)
+        end
+      end)
+
+    it("looks a key holding a NUL up by its C string, as it always did",
+      function()
+        -- "size\0x" is read as "size" (absent here: no value to check)
+        local errs, warns = codec.crd_validate(
+          { team = "a", ["size\0x"] = "no" }, node, "p")
+        assert.same({}, errs)
+        assert.same({}, warns)
+        errs = codec.crd_validate({ team = "a", ["size\0x"] = "no", size = 0 },
+          node, "p")
+        assert.equal(2, #errs)
+      end)
+
     it("gives a pattern the same verdict on every use (kept compiled)",
       function()
         for _ = 1, 3 do
