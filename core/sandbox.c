@@ -761,6 +761,17 @@ static int l_rawset(lua_State *L)
     return 1;
 }
 
+/* type(v) as the base library's, the names from upvalues (LUA_TNIL + 1
+ * ...): lua_pushstring of the name cost more than the rest, and policies
+ * call type() on every value they look at. */
+static int l_type(lua_State *L)
+{
+    int t = lua_type(L, 1);
+    luaL_argcheck(L, t != LUA_TNONE, 1, "value expected");
+    lua_pushvalue(L, lua_upvalueindex(t + 1));
+    return 1;
+}
+
 /*
  * xpcall(f, msgh, ...): the handler runs after the stack is unwound, not
  * inside the error. Lua calls a message handler with hooks disabled when
@@ -1341,6 +1352,10 @@ static int setup(lua_State *L)
     lua_setfield(L, -2, "xpcall");
     lua_pushcfunction(L, l_rawset);
     lua_setfield(L, -2, "rawset");
+    for (int t = LUA_TNIL; t < LUA_NUMTYPES; t++)
+        lua_pushstring(L, lua_typename(L, t));
+    lua_pushcclosure(L, l_type, LUA_NUMTYPES);
+    lua_setfield(L, -2, "type");
 
     lua_createtable(L, 0, 3); /* [lib, libmt] */
     lua_pushcfunction(L, env_index);
