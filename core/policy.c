@@ -659,6 +659,20 @@ static void encode(lua_State *L, int idx, struct dbuf *buf, const char *what)
         fail(L, "%s: %s", what, msg);
 }
 
+/* encode() of render()'s object i at o (finish_object checked it), named
+ * in the message only when it fails. */
+static void encode_object(lua_State *L, int o, int i, struct dbuf *buf)
+{
+    char msg[256], what[512];
+    if (json_encode(L, o, buf, msg, sizeof(msg)) == 0)
+        return;
+    raw_field(L, o, "metadata");
+    snprintf(what, sizeof(what), "render() object %d (%s \"%s\")", i,
+             raw_string(L, o, "kind"), raw_string(L, -1, "name"));
+    lua_pop(L, 1);
+    fail(L, "%s: %s", what, msg);
+}
+
 /*
  * Refuses the whole result when an object is of a kind no policy may
  * render (kinds.h: ConfigMaps, Services, StatefulSets), naming the object
@@ -699,7 +713,6 @@ static int eval_main(lua_State *L)
 {
     struct eval *e = lua_touserdata(L, 1);
     const struct policy_input *in = e->in;
-    char what[512];
 
     /* Each policy call gets its own decoded DittoServer: one may change
      * it, the next must not see that. This one is read by the core first
@@ -767,13 +780,9 @@ static int eval_main(lua_State *L)
             lua_rawgeti(L, list, i);
             int o = lua_gettop(L);
             finish_object(L, o, i, seen, name, ns, uid);
-            raw_field(L, o, "metadata");
-            snprintf(what, sizeof(what), "render() object %d (%s \"%s\")", i,
-                     raw_string(L, o, "kind"), raw_string(L, -1, "name"));
-            lua_pop(L, 1);
             if (i > 1)
                 dbuf_addc(&e->out->objects, ',');
-            encode(L, o, &e->out->objects, what);
+            encode_object(L, o, i, &e->out->objects);
             lua_pop(L, 1);
         }
         if (dbuf_addc(&e->out->objects, ']') != DBUF_OK)
