@@ -715,6 +715,21 @@ int apply_rendered_kind(const cJSON *o, const char **name)
     return k;
 }
 
+/* Sets obj[key] to the string `value` (an object; a member of that name
+ * is replaced). Returns 0, or -1 out of memory (obj unchanged). */
+static int set_string(cJSON *obj, const char *key, const char *value)
+{
+    cJSON *v = cJSON_CreateString(value);
+    if (v == NULL)
+        return -1;
+    int ok = cJSON_GetObjectItemCaseSensitive(obj, key) != NULL
+                 ? cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v)
+                 : cJSON_AddItemToObject(obj, key, v);
+    if (!ok)
+        cJSON_Delete(v); /* not linked in: still ours */
+    return ok ? 0 : -1;
+}
+
 int apply_set_annotation(cJSON *o, const char *key, const char *value)
 {
     cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
@@ -725,15 +740,18 @@ int apply_set_annotation(cJSON *o, const char *key, const char *value)
         if (ann == NULL)
             return -1;
     }
-    cJSON *v = cJSON_CreateString(value);
-    if (v == NULL)
+    return set_string(ann, key, value);
+}
+
+int apply_set_precondition(cJSON *o, const char *uid, const char *rv)
+{
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+    if (!cJSON_IsObject(md))
         return -1;
-    int ok = cJSON_GetObjectItemCaseSensitive(ann, key) != NULL
-                 ? cJSON_ReplaceItemInObjectCaseSensitive(ann, key, v)
-                 : cJSON_AddItemToObject(ann, key, v);
-    if (!ok)
-        cJSON_Delete(v); /* not linked in: still ours */
-    return ok ? 0 : -1;
+    if ((uid != NULL && uid[0] && set_string(md, "uid", uid) != 0) ||
+        (rv != NULL && rv[0] && set_string(md, "resourceVersion", rv) != 0))
+        return -1;
+    return 0;
 }
 
 int apply_annotate_hash(cJSON *o, uint64_t *hash)

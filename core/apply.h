@@ -152,6 +152,20 @@ int apply_annotate_hash(cJSON *o, uint64_t *hash);
 int apply_set_annotation(cJSON *o, const char *key, const char *value);
 
 /*
+ * The fence of an apply that updates an existing object: sets
+ * metadata.uid and metadata.resourceVersion of the apply body `o` to those
+ * of the live object it was computed from (replacing any). The apiserver
+ * then refuses it with 409 Conflict when the object changed since (its
+ * resourceVersion differs: "the object has been modified") or is gone (a
+ * uid with no object: "uid mismatch"), where an apply without them would
+ * land, or create the object again. Neither field is a managed field.
+ * A NULL or empty uid or rv is left out (a live object always has both).
+ * Returns 0, or -1 when `o` has no metadata object or out of memory (`o`
+ * may then hold one of them: do not send it).
+ */
+int apply_set_precondition(cJSON *o, const char *uid, const char *rv);
+
+/*
  * Replaces a rendered StatefulSet's volumeClaimTemplates with the live
  * ones (a copy, without their status and creationTimestamp), so that an
  * apply changes only what may change (the API refuses other changes).

@@ -6,7 +6,10 @@
  *           writes returned and the watches have not delivered yet), then
  *           policy_eval();
  *   writes  every apply and prune request at once (the HTTP client's rate
- *           limit paces them);
+ *           limit paces them); an update carries the uid and
+ *           resourceVersion of the child it was computed from, so it
+ *           lands on that version only (409 otherwise: result "requeue",
+ *           retried on the newer one);
  *   status  after the writes, the status is derived again from what they
  *           returned, stamped (lastTransitionTime) and written only when
  *           it differs from the live one;
@@ -102,6 +105,7 @@ struct rec {
     int rejected;         /* a 422 within the retry bound */
     int gave_up;          /* a 422 past the bound (reported, not retried) */
     int request_failed;   /* a write failed in this reconcile */
+    struct dbuf stale;    /* updates refused with 409: "Kind name, ..." */
     int ds_gone;          /* the status write found no DittoServer: deleted
                              during the reconcile (its watch event ends the
                              key); no Event, no retry */
@@ -397,6 +401,7 @@ static void rec_free(struct rec *r)
     dbuf_free(&r->created);
     dbuf_free(&r->updated);
     dbuf_free(&r->deleted);
+    dbuf_free(&r->stale);
     free(r->nsname);
     free(r->key);
     free(r);
@@ -501,11 +506,14 @@ static void finish(struct rec *r, const char *result)
                       : dbuf_len(&r->apply_err) ? dbuf_ptr(&r->apply_err)
                                                 : NULL;
     /* eval: "full" (validate, render, applies) or "status" (a Pod
-     * changed: status() alone). */
+     * changed: status() alone); "stale": the writes refused with 409. */
+    const char *extra = why != NULL               ? "error"
+                        : dbuf_len(&r->stale) > 0 ? "stale"
+                                                  : NULL;
     log_emit(strcmp(result, "error") == 0 ? LOG_WARN : LOG_INFO, "reconciled",
              "key", r->key, "result", result, "duration", dur, "writes", writes,
-             "eval", r->status_only ? "status" : "full", why ? "error" : NULL,
-             why, NULL);
+             "eval", r->status_only ? "status" : "full", extra,
+             why != NULL ? why : dbuf_ptr(&r->stale), NULL);
 
     /* A full reconcile that left nothing to retry lets Pod events
      * re-derive just the status; anything else owes a full one. */
@@ -518,7 +526,7 @@ static void finish(struct rec *r, const char *result)
     else if (ks != NULL && !r->status_only && r->full_ok &&
              ks->full_seq == r->seq)
         ks->clean = 1;
-    if (strcmp(result, "error") == 0) {
+    if (strcmp(result, "error") == 0 || strcmp(result, "requeue") == 0) {
         queue_add_rate_limited(c->q, r->key);
     } else {
         queue_forget(c->q, r->key);
@@ -574,10 +582,12 @@ static int send_op(struct rec *r, struct op *op, enum http_method m,
  * already gone included): counted as a write, the returned object kept
  * as an overlay (tracking_overlay_put) and listed for the Events; an
  * apply that went through unchanged by the core clears the object's
- * reject. Failure: reported in r->apply_err; a 422 on an apply counts a
- * refusal of that rendering (rejected, or gave_up at
- * CONTROLLER_MAX_REJECTS), anything else sets r->failed (retry). The
- * last answer of a stage moves the reconcile on (stage_done).
+ * reject. A 409 on an update (its precondition: the object changed since)
+ * is listed in r->stale, for a quick retry. Failure: reported in
+ * r->apply_err; a 422 on an apply counts a refusal of that rendering
+ * (rejected, or gave_up at CONTROLLER_MAX_REJECTS), anything else sets
+ * r->failed (retry). The last answer of a stage moves the reconcile on
+ * (stage_done).
  */
 static void on_op_done(struct http_response *resp, void *arg)
 {
@@ -617,6 +627,16 @@ static void on_op_done(struct http_response *resp, void *arg)
         r->ds_gone = 1;
         log_debug("DittoServer deleted before its status was written", "key",
                   r->key, NULL);
+    } else if (rc == HTTP_ECONFLICT && op->type != OP_DELETE) {
+        /* The update carried the uid and resourceVersion it was computed
+         * from (apply_set_precondition): the object changed since, or is
+         * gone. Not a failure: the watch brings the newer version, and the
+         * reconcile runs again on it (result "requeue", per-key backoff). A
+         * held write of a replica that no longer leads ends here too. */
+        list_add(&r->stale, op->kind, op->name);
+        log_debug("write refused: the object changed since it was read (409)",
+                  "key", r->key, "kind", kname, "name", op->name, "detail",
+                  resp->message, NULL);
     } else {
         r->request_failed = 1;
         const char *verb = op->type == OP_DELETE   ? "delete"
@@ -976,7 +996,13 @@ static int owned_by(const struct cache_obj *o, const char *uid)
  * Queues a server-side apply of every rendered object (r->out.objects, the
  * result policy_eval checked: managed kinds only, each with a name) that
  * the live child does not already hold (apply_is_subset), each stamped
- * with the applied-hash annotation (FNV-1a of what the policy rendered).
+ * with the applied-hash annotation (FNV-1a of what the policy rendered);
+ * an update also with the live child's uid and resourceVersion
+ * (apply_set_precondition), so that it lands only on the version it was
+ * computed from: a write held in the network past a change, by a new
+ * leader or anyone, is refused (409) instead of undoing it. A create
+ * carries no precondition (none exists for one): an owner deleted
+ * meanwhile leaves the child to the garbage collector.
  * An object the API refused as rendered CONTROLLER_MAX_REJECTS times is
  * not sent again while it renders the same: it is reported in
  * r->apply_err (r->gave_up); a refused StatefulSet is applied with the
@@ -1050,6 +1076,12 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
             skip = same;
         }
         cJSON_Delete(lj);
+        if (!skip && live != NULL &&
+            apply_set_precondition(o, cache_obj_uid(live->obj),
+                                   cache_obj_rv(live->obj)) != 0) {
+            dbuf_adds(&r->err, "out of memory");
+            return -1;
+        }
         char *body = skip ? NULL : cJSON_PrintUnformatted(o);
         if (!skip && body == NULL) {
             dbuf_adds(&r->err, "out of memory");
@@ -1124,7 +1156,9 @@ static double ds_generation(const cJSON *ds)
 }
 
 /*
- * Writes the status when it differs from the live one. `st` is the status
+ * Writes the status when it differs from the live one, fenced like an
+ * update of a child: with the uid and resourceVersion of the DittoServer
+ * it was derived from (a 409 retries on the newer one). `st` is the status
  * the policy derived (taken over), or NULL after a policy failure: then
  * the live status with a Reconciled=False condition. Returns 1 when a
  * request went out.
@@ -1186,7 +1220,10 @@ static int send_status(struct rec *r, cJSON *st)
         emit(r, strcmp(phase, "Failed") == 0 ? "Warning" : "Normal", phase,
              msg);
     }
-    char *body = cJSON_PrintUnformatted(desired);
+    char *body = apply_set_precondition(desired, cache_obj_uid(r->ds),
+                                        cache_obj_rv(r->ds)) == 0
+                     ? cJSON_PrintUnformatted(desired)
+                     : NULL;
     cJSON_Delete(desired);
     struct op *op = body != NULL ? op_new(OP_STATUS, KIND_DS, r->name) : NULL;
     if (op == NULL) {
@@ -1200,23 +1237,33 @@ static int send_status(struct rec *r, cJSON *st)
     return sent;
 }
 
-/* The result label of a finished reconcile: "error" (retried with
- * backoff) for a failed request, a refusal within the retry bound or a
- * policy failure; else "requeue_after" when status() asked for one, or
- * "success". An object given up after its refusals is not an error: it
- * is reported in the status and not retried until it renders anew. */
+/* The result label of a finished reconcile (controller-runtime's):
+ * "error" (retried with backoff) for a failed request, a refusal within
+ * the retry bound or a policy failure; else "requeue" (retried with the
+ * same backoff, not an error) when a write was refused as stale (409);
+ * else "requeue_after" when status() asked for one, or "success". An
+ * object given up after its refusals is not an error: it is reported in
+ * the status and not retried until it renders anew. */
 static const char *result_of(const struct rec *r)
 {
     if (r->failed || r->rejected || r->eval_rc < 0)
         return "error";
+    if (dbuf_len(&r->stale) > 0)
+        return "requeue";
     return r->out.requeue_after_ms > 0 ? "requeue_after" : "success";
 }
 
-/* The status stage: derive it again when our writes changed children. */
+/* The status stage: derive it again when our writes changed children.
+ * Not after a child's update was refused as stale: the retry on its newer
+ * version writes the status. */
 static void status_stage(struct rec *r)
 {
     struct controller *c = r->c;
     r->stage = 1;
+    if (dbuf_len(&r->stale) > 0) {
+        finish(r, result_of(r));
+        return;
+    }
     cJSON *desired = NULL;
     if (r->eval_rc >= 0) {
         /* After a change of policy set meanwhile, the status derived
@@ -1298,6 +1345,7 @@ static void reconcile(struct queue *q, const char *key, void *arg)
     dbuf_init(&r->created, 4096);
     dbuf_init(&r->updated, 4096);
     dbuf_init(&r->deleted, 4096);
+    dbuf_init(&r->stale, 4096);
     r->next = c->recs;
     c->recs = r;
     c->n_recs++;

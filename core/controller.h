@@ -7,8 +7,10 @@
  * label. One reconcile reads the DittoServer and its children from the
  * caches, evaluates the policy (validate, render, status) in the sandbox,
  * server-side applies every rendered object that the live one does not
- * already hold, deletes the children it owns that are no longer rendered,
- * and writes the status subresource only when it changed. Pods are read,
+ * already hold (an update only onto the version it was computed from: a
+ * stale one is refused with 409 and retried), deletes the children it
+ * owns that are no longer rendered, and writes the status subresource
+ * only when it changed. Pods are read,
  * never written: a Pod event alone re-derives only the status (status()
  * without validate and render) once a full reconcile has converged.
  * Results go to metrics, Events and one log line per reconcile. Writes
@@ -18,9 +20,9 @@
  * controller_try_policies at once; controller_set_policies). Seams for
  * tests: the transport is the HTTP client passed in, every time comes
  * from the loop's clock (loop_set_clock), so spec/c/test_controller
- * drives overlays, 422 refusals, requeues, backoff and status-only passes
- * against an in-memory apiserver. Uses queue, watch, cache, tracking,
- * http, loop, policy, apply, kinds, events, metrics, log.
+ * drives overlays, 422 refusals, 409 conflicts, requeues, backoff and
+ * status-only passes against an in-memory apiserver. Uses queue, watch, cache,
+ * tracking, http, loop, policy, apply, kinds, events, metrics, log.
  */
 #ifndef DITTOFS_CONTROLLER_H
 #define DITTOFS_CONTROLLER_H

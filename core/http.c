@@ -846,9 +846,10 @@ static void xfer_done(struct loop_xfer *x, CURLcode cc)
      * before any byte of the answer is sent again on a new one, whatever
      * its method (spec/integration/faults_test.sh saw a server-side apply
      * twice so). If the first copy had arrived, an apply repeats itself
-     * harmlessly, an update with a resourceVersion gets 409 and a POST (an
-     * Event) may be doubled; Go's net/http resends only idempotent
-     * requests there. */
+     * harmlessly (or gets 409 when it carries the resourceVersion the
+     * first one changed: the controller runs again), an update with a
+     * resourceVersion gets 409 and a POST (an Event) may be doubled; Go's
+     * net/http resends only idempotent requests there. */
     int retryable =
         res == HTTP_ETOOMANY || (res == HTTP_ESERVER && r->retry_after > 0);
     if (retryable && r->attempts <= (unsigned)c->o.max_retries) {

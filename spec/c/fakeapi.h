@@ -11,10 +11,12 @@
  * recorded (method, path, body) so a test counts and reads the writes; fa_fail
  * scripts answers (a 422, a 500) for the writes whose path matches. The
  * API semantics themselves are the integration tests' business: this
- * server checks nothing. Also: the log to a file and counting its lines,
- * waiting on writes or log lines while the loop runs. One server per
- * test program (the state is the static FA). Header-only; uses fakehttp,
- * nettest, testlib, loop, cJSON, pthreads.
+ * server checks only the preconditions an apply may carry, as the
+ * apiserver does (a metadata.resourceVersion other than the stored one,
+ * or a metadata.uid with nothing stored: 409 Conflict). Also: the log to a file
+ * and counting its lines, waiting on writes or log lines while the loop runs.
+ * One server per test program (the state is the static FA). Header-only; uses
+ * fakehttp, nettest, testlib, loop, cJSON, pthreads.
  */
 #ifndef DITTOFS_FAKEAPI_H
 #define DITTOFS_FAKEAPI_H
@@ -380,6 +382,33 @@ static void fa_set_code(int w, int code)
     pthread_mutex_unlock(&FA.mu);
 }
 
+/* Under FA.mu: why an apply body `in` on the stored `f` (NULL: none) is
+ * refused with 409, as the apiserver does (its registry's optimistic
+ * lock; the apply handler's uid check on a create, which a status apply
+ * never makes), or NULL. */
+static const char *fa_precondition(const cJSON *in, const struct fa_obj *f,
+                                   int status)
+{
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(in, "metadata");
+    const char *rv = cJSON_GetStringValue(
+        cJSON_GetObjectItemCaseSensitive(md, "resourceVersion"));
+    const char *uid =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "uid"));
+    if (f == NULL)
+        return !status && uid != NULL && uid[0]
+                   ? "uid mismatch: the provided object "
+                     "specified uid, and no existing object "
+                     "was found"
+                   : NULL;
+    const char *have = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(f->obj, "metadata"),
+        "resourceVersion"));
+    if (rv != NULL && rv[0] && (have == NULL || strcmp(rv, have) != 0))
+        return "the object has been modified; please apply your changes to "
+               "the latest version and try again";
+    return NULL;
+}
+
 static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
 {
     (void)s;
@@ -446,6 +475,20 @@ static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
         cJSON *in = cJSON_Parse(r->body);
         pthread_mutex_lock(&FA.mu);
         struct fa_obj *f = fa_find(res, name);
+        const char *why = fa_precondition(in, f, status);
+        if (why != NULL) {
+            pthread_mutex_unlock(&FA.mu);
+            cJSON_Delete(in);
+            char msg[1024];
+            snprintf(msg, sizeof(msg),
+                     "{\"kind\":\"Status\",\"apiVersion\":\"v1\","
+                     "\"status\":\"Failure\",\"message\":\"Operation cannot "
+                     "be fulfilled on %s \\\"%s\\\": %s\",\"reason\":"
+                     "\"Conflict\",\"code\":409}",
+                     res, name, why);
+            fa_set_code(w, 409);
+            return fh_respond(fd, 409, NULL, msg) == 0;
+        }
         cJSON *o;
         int created = f == NULL;
         if (status && f != NULL) {
@@ -507,6 +550,40 @@ __attribute__((unused)) static int fa_count_writes(int from, const char *sub,
             n++;
     pthread_mutex_unlock(&FA.mu);
     return n;
+}
+
+/* Writes from index `from` whose path contains `sub` answered `code`. */
+__attribute__((unused)) static int fa_count_answers(int from, const char *sub,
+                                                    int code)
+{
+    int n = 0;
+    pthread_mutex_lock(&FA.mu);
+    for (int i = from; i < FA.nwrites; i++)
+        if (strstr(FA.writes[i].path, sub) && FA.writes[i].code == code)
+            n++;
+    pthread_mutex_unlock(&FA.mu);
+    return n;
+}
+
+struct fa_acond {
+    int from;
+    const char *sub;
+    int code;
+};
+
+static int fa_answer_cond(void *arg)
+{
+    struct fa_acond *a = arg;
+    return fa_count_answers(a->from, a->sub, a->code) >= 1;
+}
+
+/* Runs the loop until a write from index `from` whose path contains `sub`
+ * is answered `code` (at most 20 s); 1 when one was. */
+__attribute__((unused)) static int fa_wait_answer(int from, const char *sub,
+                                                  int code)
+{
+    struct fa_acond a = {from, sub, code};
+    return nt_wait(&FA.t, fa_answer_cond, &a, test_ms(20000));
 }
 
 /* The body of the last write whose path contains `sub` (a copy: free it),

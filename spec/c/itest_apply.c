@@ -16,7 +16,11 @@
  *    and a re-apply repairs them; foreign additions (label, annotation,
  *    env var) are not drift;
  *  - status: server-side apply on /status with stamped conditions reads
- *    back equal; restamping keeps the times; a flip gets a new time.
+ *    back equal; restamping keeps the times; a flip gets a new time;
+ *  - the fence of an update (uid and resourceVersion in the apply body):
+ *    a stale one is refused with 409, and so is one on an object deleted
+ *    since (uid), where a resourceVersion alone would create it again; a
+ *    stale status apply alike.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -661,6 +665,90 @@ static void test_status(const cJSON *doc)
     dbuf_free(&path);
 }
 
+/* metadata.uid and metadata.resourceVersion of the object at `path`
+ * (read now) into uid and rv; 0, or -1 when it cannot be read. */
+static int live_version(const char *path, char uid[64], char rv[32])
+{
+    cJSON *live = get_live(path);
+    const cJSON *md = cJSON_GetObjectItem(live, "metadata");
+    const char *u = cJSON_GetStringValue(cJSON_GetObjectItem(md, "uid"));
+    const char *v =
+        cJSON_GetStringValue(cJSON_GetObjectItem(md, "resourceVersion"));
+    int rc = u != NULL && v != NULL ? 0 : -1;
+    snprintf(uid, 64, "%s", u ? u : "");
+    snprintf(rv, 32, "%s", v ? v : "");
+    cJSON_Delete(live);
+    return rc;
+}
+
+/*
+ * The fence of an update (apply_set_precondition) as this apiserver
+ * enforces it: an apply carrying the live uid and resourceVersion lands;
+ * one whose resourceVersion is stale is refused with 409, even when it
+ * would change nothing; with the object gone, the uid refuses it (409)
+ * where a resourceVersion alone does not stop it creating the object
+ * again; the status subresource refuses a stale one alike.
+ */
+static void test_fence(const cJSON *doc)
+{
+    cJSON *cm = cJSON_Parse("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+                            "\"metadata\":{\"name\":\"fence\"},"
+                            "\"data\":{\"a\":\"1\"}}");
+    struct dbuf path;
+    dbuf_init(&path, 4096);
+    object_path(cm, NULL, &path);
+    char uid[64], rv[32], rv2[32];
+    CHECK(ssa(cm, NULL) == 0 && live_version(dbuf_ptr(&path), uid, rv) == 0,
+          "fence: a ConfigMap created (rv %s)", rv);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(cm, "data"), "a",
+                              cJSON_CreateString("2"));
+    CHECK(apply_set_precondition(cm, uid, rv) == 0 && ssa(cm, NULL) == 0,
+          "fence: an update on the live uid and resourceVersion lands");
+    int rc = ssa(cm, NULL);
+    CHECK(rc == HTTP_ECONFLICT,
+          "fence: the same apply again, its resourceVersion now stale: 409 "
+          "although it changes nothing (%s)",
+          http_strerror(rc));
+    CHECK(live_version(dbuf_ptr(&path), uid, rv2) == 0 &&
+              request(HTTP_DELETE, dbuf_ptr(&path), NULL, NULL, NULL) == 0,
+          "fence: the ConfigMap deleted");
+    CHECK(apply_set_precondition(cm, uid, rv2) == 0, "fence: the live version");
+    rc = ssa(cm, NULL);
+    CHECK(rc == HTTP_ECONFLICT,
+          "fence: an update of the deleted object: its uid refuses it (409: "
+          "uid mismatch), nothing created (%s)",
+          http_strerror(rc));
+    CHECK(request(HTTP_GET, dbuf_ptr(&path), NULL, NULL, NULL) ==
+              HTTP_ENOTFOUND,
+          "fence: ... still absent");
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(cm, "metadata"), "uid");
+    rc = ssa(cm, NULL);
+    CHECK(rc == 0,
+          "fence: a resourceVersion alone does not stop the create (the "
+          "apiserver ignores it there: %s)",
+          http_strerror(rc));
+    request(HTTP_DELETE, dbuf_ptr(&path), NULL, NULL, NULL);
+    cJSON_Delete(cm);
+
+    /* the status subresource: a user's change between read and write */
+    cJSON *d = cJSON_Duplicate(doc, 1);
+    object_path(d, NULL, &path);
+    CHECK(live_version(dbuf_ptr(&path), uid, rv) == 0 &&
+              apply_set_precondition(d, uid, rv) == 0 && ssa(d, "/status") == 0,
+          "fence: a status apply on the live version lands");
+    CHECK(live_version(dbuf_ptr(&path), uid, rv) == 0 &&
+              apply_set_precondition(d, uid, rv) == 0 &&
+              intrude(d, "application/merge-patch+json",
+                      "{\"metadata\":{\"labels\":{\"fence\":\"x\"}}}") == 0,
+          "fence: the DittoServer changed by another manager");
+    rc = ssa(d, "/status");
+    CHECK(rc == HTTP_ECONFLICT,
+          "fence: a status apply computed before that change: 409 (%s)",
+          http_strerror(rc));
+    cJSON_Delete(d);
+    dbuf_free(&path);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -746,6 +834,7 @@ int main(void)
         test_drift(objects);
         test_quantities(objects);
         test_status(cJSON_GetObjectItem(rendered[i], "status"));
+        test_fence(cJSON_GetObjectItem(rendered[i], "status"));
         test_secret();
     }
     for (size_t i = 0; i < nsamples; i++) {

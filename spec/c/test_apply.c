@@ -6,7 +6,9 @@
  *    quantities only where Kubernetes has them, arrays by name / uid /
  *    type / metadata.name with order and live extras, element-wise
  *    arrays, Secret stringData) and the why-path text;
- *  - condition stamping, status equality, RFC 3339, API paths.
+ *  - condition stamping, status equality, RFC 3339, API paths;
+ *  - shaping: ownership, annotations, the applied-hash, live claim
+ *    templates, the uid/resourceVersion precondition of an update.
  */
 #include <cjson/cJSON.h>
 
@@ -680,6 +682,31 @@ static void test_shaping(void)
     free(t);
     CHECK(apply_annotate_hash(o, NULL) == 0,
           "  a NULL hash pointer is allowed (the stamp is hashed too)");
+    cJSON_Delete(o);
+
+    /* The fence of an update: the live object's uid and resourceVersion,
+     * replacing what the body held. */
+    o = cJSON_Parse("{\"metadata\":{\"name\":\"x\",\"resourceVersion\":"
+                    "\"1\"},\"data\":{}}");
+    CHECK(apply_set_precondition(o, "u-1", "42") == 0, "set_precondition: set");
+    t = cJSON_PrintUnformatted(o);
+    CHECK_STR_EQ(t,
+                 "{\"metadata\":{\"name\":\"x\",\"resourceVersion\":\"42\","
+                 "\"uid\":\"u-1\"},\"data\":{}}",
+                 "  uid added, resourceVersion replaced");
+    free(t);
+    CHECK(apply_set_precondition(o, "u-2", "") == 0 &&
+              apply_set_precondition(o, NULL, "43") == 0,
+          "  an empty or NULL one is left out");
+    t = cJSON_PrintUnformatted(cJSON_GetObjectItem(o, "metadata"));
+    CHECK_STR_EQ(t,
+                 "{\"name\":\"x\",\"resourceVersion\":\"43\",\"uid\":\"u-2\"}",
+                 "  (each set alone)");
+    free(t);
+    CHECK(apply_set_precondition(cJSON_GetObjectItem(o, "data"), "u", "1") ==
+                  -1 &&
+              apply_set_precondition(NULL, "u", "1") == -1,
+          "  -1 without metadata");
     cJSON_Delete(o);
 }
 

@@ -17,6 +17,10 @@
  *  - requeues: status()'s requeue-after and the per-key backoff of a
  *    failed write, each due only when the test clock (loop_set_clock)
  *    reaches it;
+ *  - 409: an update (and the status write) carries the uid and
+ *    resourceVersion it was computed from; a held write that arrives
+ *    after another writer's change, or on a child deleted meanwhile, is
+ *    refused and requeued (no error), the retry lands;
  *  - Events: InvalidSpec, PolicyError, Created.
  * Uses the controller, policy sets from a temporary --policies directory.
  */
@@ -756,6 +760,149 @@ static void test_suspects(void)
     cleanup("sus");
 }
 
+/*
+ * The fence of an update (409): an apply carries the uid and
+ * resourceVersion of the child it was computed from, so a write held
+ * until someone else changed the object (a new leader, a user) is refused
+ * instead of undoing that change, and so is one computed on a cached
+ * child the apiserver no longer has. A refusal is no error: result
+ * "requeue" with the stale child named, no ApplyFailed Event or
+ * condition, no status written from the stale state; the retry on the
+ * version the watch brings lands, and then nothing more is written. The
+ * status write is fenced the same way.
+ */
+static void test_conflicts(void)
+{
+    struct policy_set *ps = policy(POLICY_V("a"));
+    put_ds("cf", "");
+    int w0 = fa_nwrites();
+    struct controller *c = start(ps);
+    CHECK(fa_wait_write(w0, "/configmaps/cf-c", NULL) &&
+              wait_reconciles("cf", "result=success", 1),
+          "conflicts: the ConfigMap is created");
+    fa_settle(200);
+    char *b = fa_last_write("/configmaps/cf-c");
+    cJSON *sent = cJSON_Parse(b ? b : "");
+    const cJSON *smd = cJSON_GetObjectItem(sent, "metadata");
+    CHECK(smd && !cJSON_GetObjectItem(smd, "resourceVersion") &&
+              !cJSON_GetObjectItem(smd, "uid"),
+          "... a create carries no precondition (%s)", b ? b : "none");
+    cJSON_Delete(sent);
+    free(b);
+    cJSON *live = fa_get("configmaps", "cf-c");
+    const cJSON *md = cJSON_GetObjectItem(live, "metadata");
+    char rv0[32], uid[64];
+    snprintf(rv0, sizeof(rv0), "\"resourceVersion\":\"%s\"",
+             cJSON_GetStringValue(cJSON_GetObjectItem(md, "resourceVersion")));
+    snprintf(uid, sizeof(uid), "\"uid\":\"%s\"",
+             cJSON_GetStringValue(cJSON_GetObjectItem(md, "uid")));
+    cJSON_Delete(live);
+
+    /* A held write: the apply is stalled while another writer (the new
+     * leader) changes the ConfigMap; it reaches the server after that. */
+    int w1 = fa_nwrites();
+    fa_stall("/configmaps/cf-c");
+    put_ds("cf", ",\"v\":\"x\"");
+    CHECK(fa_wait_write(w1, "/configmaps/cf-c", "\"v\":\"x\""),
+          "held: an update is sent");
+    b = fa_last_write("/configmaps/cf-c");
+    CHECK(b && strstr(b, rv0) && strstr(b, uid),
+          "... with the uid and resourceVersion it was computed from (%s)",
+          b ? b : "none");
+    free(b);
+    fa_hold_watch("configmaps");
+    fa_put("configmaps",
+           "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{"
+           "\"name\":\"cf-c\",\"namespace\":\"" FA_NS "\",\"labels\":{"
+           "\"app.kubernetes.io/managed-by\":\"dittofs-operator\","
+           "\"dittofs.dittofs.com/server\":\"cf\"}},"
+           "\"data\":{\"v\":\"leader-b\",\"p\":\"a\"}}");
+    int req0 = reconciles("cf", "result=requeue");
+    fa_stall(NULL);
+    CHECK(wait_reconciles("cf", "result=requeue", req0 + 1),
+          "... it arrives after another writer's change: refused, the "
+          "reconcile requeued");
+    CHECK(fa_count_answers(w1, "/configmaps/cf-c", 409) >= 1 &&
+              fa_count_answers(w1, "/configmaps/cf-c", 200) == 0,
+          "... 409, nothing landed while the watch lags (%d refused)",
+          fa_count_answers(w1, "/configmaps/cf-c", 409));
+    CHECK(fa_log_count("msg=\"reconciled\"", "key=" FA_NS "/cf ",
+                       "stale=\"ConfigMap cf-c\"") >= 1,
+          "... the log line names the stale child");
+    cJSON *now = fa_get("configmaps", "cf-c");
+    char *data = cJSON_PrintUnformatted(cJSON_GetObjectItem(now, "data"));
+    CHECK_STR_EQ(data, "{\"v\":\"leader-b\",\"p\":\"a\"}",
+                 "... the other writer's data stands");
+    free(data);
+    cJSON_Delete(now);
+    /* the watch lags a second more, then catches up: the retries meanwhile
+     * back off (50 ms doubling, 500 ms at most here); the one on the
+     * version the watch brings lands */
+    nt_run_for(&FA.t, 1000);
+    fa_hold_watch(NULL);
+    CHECK(fa_wait_answer(w1, "/configmaps/cf-c", 200) &&
+              wait_reconciles("cf", "result=success", 2),
+          "... the retry on the version the watch brings lands");
+    fa_settle(300);
+    int refused = fa_count_answers(w1, "/configmaps/cf-c", 409);
+    CHECK(refused >= 1 && refused <= 7,
+          "... after a bounded number of refusals in 1 s of lag (%d; "
+          "per-key backoff)",
+          refused);
+    CHECK(reconciles("cf", "result=error") == 0 &&
+              fa_count_writes(w1, "/dittoservers/cf/status", "ApplyFailed") ==
+                  0,
+          "... no error, no ApplyFailed condition");
+    int w2 = fa_nwrites();
+    fa_settle(300);
+    CHECK(fa_nwrites() == w2, "... then nothing is written (%d)",
+          fa_nwrites() - w2);
+
+    /* A cached child the apiserver no longer has (its DELETED event held
+     * back): the update is refused (uid mismatch), not a create; the
+     * child is created once the watch says it is gone. */
+    fa_hold_watch("configmaps");
+    fa_delete("configmaps", "cf-c");
+    int w3 = fa_nwrites();
+    put_ds("cf", ",\"v\":\"y\"");
+    CHECK(fa_wait_write(w3, "/configmaps/cf-c", "\"v\":\"y\"") &&
+              wait_reconciles("cf", "result=requeue", req0 + 2),
+          "gone: an update of a child deleted meanwhile is refused");
+    CHECK(fa_count_answers(w3, "/configmaps/cf-c", 201) == 0,
+          "... it does not create the child again");
+    fa_hold_watch(NULL);
+    CHECK(fa_wait_answer(w3, "/configmaps/cf-c", 201),
+          "... created once the watch has its DELETED event");
+    fa_settle(300);
+    CHECK(reconciles("cf", "result=error") == 0, "... no error");
+
+    /* The status write: refused once (the DittoServer changed), written
+     * by the retry. */
+    fa_fail("PATCH", "/dittoservers/cs/status", 409,
+            "Operation cannot be fulfilled on dittoservers \\\"cs\\\": the "
+            "object has been modified",
+            1);
+    int w4 = fa_nwrites();
+    put_ds("cs", "");
+    CHECK(wait_reconciles("cs", "result=requeue", 1) &&
+              fa_wait_answer(w4, "/dittoservers/cs/status", 200),
+          "status: a refused status write is requeued, then written");
+    b = fa_last_write("/dittoservers/cs/status");
+    CHECK(b && strstr(b, "\"resourceVersion\":\"") && strstr(b, "\"uid\":\""),
+          "... fenced with the DittoServer's uid and resourceVersion (%s)",
+          b ? b : "none");
+    free(b);
+    fa_settle(300);
+    CHECK(reconciles("cs", "result=error") == 0 &&
+              fa_count_writes(w4, "/events", "cs") == 0,
+          "... no error, no Event");
+    controller_free(c);
+    policy_set_free(ps);
+    fa_fail_clear();
+    cleanup("cf");
+    cleanup("cs");
+}
+
 int main(void)
 {
     loop_set_clock(test_clock, NULL);
@@ -769,6 +916,7 @@ int main(void)
     test_rejects();
     test_requeue();
     test_suspects();
+    test_conflicts();
     fa_log_restore();
     fa_stop();
     return TEST_SUMMARY();

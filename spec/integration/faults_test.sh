@@ -509,7 +509,8 @@ writes_filter() {
 # object, by anyone, starts it over):
 #   stale      a write carrying a lower nfs port (children) or status
 #              observedGeneration than the write before it;
-#   duplicate  a write carrying the same body as the write before it.
+#   duplicate  a write carrying the same body as the write before it (its
+#              uid and resourceVersion precondition aside).
 # DUPS=count: duplicates are only counted (where answers are lost on
 # purpose: a write the apiserver did but whose answer never came is sent
 # again, by libcurl itself on a reused connection that died before any
@@ -556,7 +557,8 @@ write_audit() {
              else .prev as $p
                | if ($e | val) < ($p | val) then
                    .out += ["stale: \($e | obj) at \($e.requestReceivedTimestamp) by \($e.user.username) carries \($e | val) after \($p | val) at \($p.requestReceivedTimestamp) by \($p.user.username)"]
-                 elif $e.requestObject == $p.requestObject then
+                 elif ($e.requestObject | del(.metadata.resourceVersion, .metadata.uid)) ==
+                      ($p.requestObject | del(.metadata.resourceVersion, .metadata.uid)) then
                    .out += ["duplicate: \($e | obj) at \($e.requestReceivedTimestamp) by \($e.user.username): the body of \($p.requestReceivedTimestamp) by \($p.user.username) again"]
                  else . end
              end) | .prev = $e
