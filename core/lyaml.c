@@ -203,12 +203,35 @@ static int special_cp(uint32_t cp)
 }
 
 /* Bytes of a word the checks below always pass: letters, digits and
- * "_-./". */
+ * "_-./" (bit c of the pair, ASCII only). */
+static const uint64_t word_bytes[2] = {0x03ffe00000000000u,
+                                       0x07fffffe87fffffeu};
+
 static int word_byte(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
-           c == '/';
+    return c < 128 && (word_bytes[c >> 6] >> (c & 63) & 1);
+}
+
+/* Whether s (n <= 5 word bytes, a letter first) is, in any case, a YAML
+ * word of the lists above that starts with a letter: null, true, false,
+ * yes, no, on, off, y or n. */
+static int letter_word(const char *s, size_t n)
+{
+    char w[5];
+    for (size_t i = 0; i < n; i++) /* a letter folded, digits and _-./ kept */
+        w[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] | 0x20 : s[i]);
+    switch (n) {
+    case 1:
+        return w[0] == 'y' || w[0] == 'n';
+    case 2:
+        return memcmp(w, "no", 2) == 0 || memcmp(w, "on", 2) == 0;
+    case 3:
+        return memcmp(w, "yes", 3) == 0 || memcmp(w, "off", 3) == 0;
+    case 4:
+        return memcmp(w, "null", 4) == 0 || memcmp(w, "true", 4) == 0;
+    default:
+        return memcmp(w, "false", 5) == 0;
+    }
 }
 
 int yaml_plain_safe(const char *s, size_t n)
@@ -219,19 +242,19 @@ int yaml_plain_safe(const char *s, size_t n)
     struct resolved r;
     if (n == 0)
         return 0;
-    /* Most keys and values: over 5 bytes (longer than every YAML word
-     * below), starting with a letter, '_' or '/' (not a number, an
-     * indicator or a space) and made of word bytes only (no ": ", " #",
-     * trailing ':' or space, control or non-ASCII byte): plain, as the
-     * full checks find. */
+    /* Most keys and values: starting with a letter, '_' or '/' (not a
+     * number, an indicator or a space) and made of word bytes only (no
+     * ": ", " #", trailing ':' or space, control or non-ASCII byte) are
+     * plain, as the full checks find, unless they are a YAML word (none
+     * is longer than 5 bytes; letter_word has those of such bytes). */
     unsigned char c0 = (unsigned char)s[0];
-    if (n > 5 && ((c0 >= 'a' && c0 <= 'z') || (c0 >= 'A' && c0 <= 'Z') ||
-                  c0 == '_' || c0 == '/')) {
+    if ((c0 >= 'a' && c0 <= 'z') || (c0 >= 'A' && c0 <= 'Z') || c0 == '_' ||
+        c0 == '/') {
         size_t i = 1;
         while (i < n && word_byte((unsigned char)s[i]))
             i++;
-        if (i == n)
-            return 1;
+        if (i == n) /* up to 5 such bytes: plain unless a YAML word */
+            return n > 5 || c0 == '_' || c0 == '/' || !letter_word(s, n);
     }
     resolve_plain(s, n, &r);
     if (r.type != R_STR)
