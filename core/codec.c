@@ -90,6 +90,20 @@ int codec_kind(lua_State *L, int idx)
     return kind;
 }
 
+int codec_kind_ptr(lua_State *L, int idx, const void *amt, const void *omt)
+{
+    int kind = CODEC_PLAIN;
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+        return CODEC_PLAIN;
+    const void *mt = lua_topointer(L, -1); /* a table: never NULL */
+    if (mt == amt)
+        kind = CODEC_ARRAY;
+    else if (mt == omt)
+        kind = CODEC_OBJECT;
+    lua_pop(L, 1);
+    return kind;
+}
+
 int codec_kind_at(lua_State *L, int idx, int amt, int omt)
 {
     int kind = CODEC_PLAIN;
@@ -234,9 +248,9 @@ static int key_cmp(const void *a, const void *b)
     return x->len < y->len ? -1 : x->len > y->len;
 }
 
-int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
-                        struct codec_keys *keys, size_t *n, char *err,
-                        size_t errlen)
+int codec_table_entries(lua_State *L, int idx, const void *array_mt,
+                        const void *object_mt, struct codec_keys *keys,
+                        size_t *n, char *err, size_t errlen)
 {
     int marked = CODEC_PLAIN;
     if (!lua_checkstack(L, 4)) {
@@ -244,9 +258,10 @@ int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
         return CODEC_ENOMEM;
     }
     if (lua_getmetatable(L, idx)) {
-        if (lua_rawequal(L, -1, array_mt))
+        const void *mt = lua_topointer(L, -1); /* a table: never NULL */
+        if (mt == array_mt)
             marked = CODEC_ARRAY;
-        else if (lua_rawequal(L, -1, object_mt))
+        else if (mt == object_mt)
             marked = CODEC_OBJECT;
         lua_pop(L, 1);
     }

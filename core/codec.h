@@ -69,6 +69,12 @@ int codec_kind(lua_State *L, int idx);
  * (needs one free stack slot). */
 int codec_kind_at(lua_State *L, int idx, int amt, int omt);
 
+/* codec_kind_at with the markers' addresses (lua_topointer of what
+ * codec_push_marks or codec_get_marks pushed, NULL for a marker not
+ * created yet): an address compare instead of each lua_rawequal. idx
+ * must be absolute or a pseudo-index. Never raises (one free slot). */
+int codec_kind_ptr(lua_State *L, int idx, const void *amt, const void *omt);
+
 /* Returns the message of a return code ("malformed input", ...). */
 const char *codec_strerror(int rc);
 
@@ -125,13 +131,14 @@ void codec_keys_free(struct codec_keys *k);
  * Classifies the table at idx (absolute) for encoding. For an object,
  * pushes every key and value on the stack and appends their entries to
  * `keys`, sorted bytewise; *n receives the entry count. For an array,
- * pushes nothing and *n is the length. Returns CODEC_ARRAY, CODEC_OBJECT,
+ * pushes nothing and *n is the length. The markers are given by address
+ * (as codec_kind_ptr). Returns CODEC_ARRAY, CODEC_OBJECT,
  * or a negative code with the message in err (non-string key,
  * CODEC_ENOMEM). Raises only memory errors (call it protected).
  */
-int codec_table_entries(lua_State *L, int idx, int array_mt, int object_mt,
-                        struct codec_keys *keys, size_t *n, char *err,
-                        size_t errlen);
+int codec_table_entries(lua_State *L, int idx, const void *array_mt,
+                        const void *object_mt, struct codec_keys *keys,
+                        size_t *n, char *err, size_t errlen);
 
 /*
  * The encoders' output: a staging buffer in front of a dbuf. An encoder

@@ -31,8 +31,9 @@ struct walk {
     struct dbuf *warns; /* codec.crd_validate: unknown fields, or NULL */
     char path[PATH_MAX_LEN];
     size_t plen;
-    struct dbuf key; /* scratch: one list item's key (check_list_type) */
-    int amt, omt;    /* the codec's markers (codec_get_marks), 0: look up */
+    struct dbuf key;       /* scratch: one list item's key (check_list_type) */
+    int marks;             /* the codec's markers known (codec_get_marks) */
+    const void *amt, *omt; /* their addresses (codec_kind_ptr) */
 };
 
 /* --- paths and messages ----------------------------------------------------
@@ -140,7 +141,8 @@ static void msg_end(struct walk *w)
 /* codec_kind, with the walk's markers when it has them. */
 static int walk_kind(lua_State *L, const struct walk *w, int idx)
 {
-    return w->amt ? codec_kind_at(L, idx, w->amt, w->omt) : codec_kind(L, idx);
+    return w->marks ? codec_kind_ptr(L, idx, w->amt, w->omt)
+                    : codec_kind(L, idx);
 }
 
 /* JSON type of the value at idx (absolute), or NULL when absent. */
@@ -872,8 +874,9 @@ static int p_default(lua_State *L)
 {
     struct walk *w = lua_touserdata(L, 1);
     codec_get_marks(L);
-    w->amt = 4;
-    w->omt = 5;
+    w->marks = 1;
+    w->amt = lua_topointer(L, 4);
+    w->omt = lua_topointer(L, 5);
     default_node(L, w, 2, 3, 1);
     return 0;
 }
@@ -882,8 +885,9 @@ static int p_validate(lua_State *L)
 {
     struct walk *w = lua_touserdata(L, 1);
     codec_get_marks(L);
-    w->amt = 4;
-    w->omt = 5;
+    w->marks = 1;
+    w->amt = lua_topointer(L, 4);
+    w->omt = lua_topointer(L, 5);
     validate_node(L, w, 2, 3);
     return 0;
 }
@@ -1080,8 +1084,9 @@ int crd_l_default(lua_State *L)
         memset(&w, 0, sizeof(w));
         w.keep = 1;
         codec_get_marks(L);
-        w.amt = 3;
-        w.omt = 4;
+        w.marks = 1;
+        w.amt = lua_topointer(L, 3);
+        w.omt = lua_topointer(L, 4);
         default_node(L, &w, 2, 1, 0);
     }
     lua_settop(L, 1);
@@ -1109,8 +1114,9 @@ static int p_validate_lists(lua_State *L)
 {
     struct walk *w = lua_touserdata(L, 1);
     codec_get_marks(L);
-    w->amt = 4;
-    w->omt = 5;
+    w->marks = 1;
+    w->amt = lua_topointer(L, 4);
+    w->omt = lua_topointer(L, 5);
     validate_node(L, w, 2, 3);
     lua_settop(L, 3);
     if (dbuf_error(w->msgs) != DBUF_OK || dbuf_error(w->warns) != DBUF_OK)

@@ -195,8 +195,10 @@ static int l_is_null(lua_State *L)
     return 1;
 }
 
-/* Whether the values at a and b (absolute) are the same, for l_same. */
-static int same_value(lua_State *L, int a, int b, int depth)
+/* Whether the values at a and b (absolute) are the same, for l_same;
+ * mt: the markers' addresses (codec_kind_ptr). */
+static int same_value(lua_State *L, int a, int b, int depth,
+                      const void *const mt[2])
 {
     int t = lua_type(L, a);
     if (t != lua_type(L, b))
@@ -207,8 +209,8 @@ static int same_value(lua_State *L, int a, int b, int depth)
         return lua_rawequal(L, a, b);
     if (lua_rawequal(L, a, b))
         return 1;
-    if (depth > CODEC_MAX_DEPTH ||
-        codec_kind_at(L, a, AMT, OMT) != codec_kind_at(L, b, AMT, OMT))
+    if (depth > CODEC_MAX_DEPTH || codec_kind_ptr(L, a, mt[0], mt[1]) !=
+                                       codec_kind_ptr(L, b, mt[0], mt[1]))
         return 0;
     luaL_checkstack(L, 4, "nesting too deep");
     lua_Integer n = 0;
@@ -218,7 +220,7 @@ static int same_value(lua_State *L, int a, int b, int depth)
         lua_pushvalue(L, -2);
         lua_rawget(L, b); /* [k, va, vb] */
         int top = lua_gettop(L);
-        int same = same_value(L, top - 1, top, depth + 1);
+        int same = same_value(L, top - 1, top, depth + 1, mt);
         lua_pop(L, 2);
         if (!same) {
             lua_pop(L, 1);
@@ -244,7 +246,8 @@ static int same_value(lua_State *L, int a, int b, int depth)
 static int l_same(lua_State *L)
 {
     luaL_checkany(L, 2);
-    lua_pushboolean(L, same_value(L, 1, 2, 1));
+    const void *const mt[2] = {lua_topointer(L, AMT), lua_topointer(L, OMT)};
+    lua_pushboolean(L, same_value(L, 1, 2, 1, mt));
     return 1;
 }
 

@@ -480,8 +480,8 @@ int json_push(lua_State *L, const char *s, size_t len,
 /* ---- encoder ------------------------------------------------------------- */
 
 struct jenc {
-    struct codec_out o; /* staged output (see codec.h) */
-    int amt, omt;
+    struct codec_out o;    /* staged output (see codec.h) */
+    const void *amt, *omt; /* the markers' addresses (codec_kind_ptr) */
     int depth;
     struct codec_keys keys; /* malloc-owned, freed by the outer function */
     int code;
@@ -709,8 +709,8 @@ static int encode_protected(lua_State *L)
 {
     struct jenc *e = lua_touserdata(L, 1);
     codec_push_marks(L); /* [ud, value, amt, omt] */
-    e->amt = 3;
-    e->omt = 4;
+    e->amt = lua_topointer(L, 3);
+    e->omt = lua_topointer(L, 4);
     encode_value(L, e, 2);
     int rc = codec_out_flush(&e->o);
     if (rc != DBUF_OK)
@@ -723,7 +723,8 @@ int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
 {
     struct jenc e;
     codec_out_init(&e.o, out); /* the stage is not cleared: it is staged */
-    e.amt = e.omt = e.depth = 0;
+    e.amt = e.omt = NULL;
+    e.depth = 0;
     memset(&e.keys, 0, sizeof(e.keys));
     e.code = CODEC_OK;
     e.err = err;

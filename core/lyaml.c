@@ -669,8 +669,8 @@ int yaml_push_all(lua_State *L, const char *s, size_t len,
 enum { AT_TOP, AT_KEY, AT_ITEM };
 
 struct yenc {
-    struct codec_out o; /* staged output (see codec.h) */
-    int amt, omt;
+    struct codec_out o;    /* staged output (see codec.h) */
+    const void *amt, *omt; /* the markers' addresses (codec_kind_ptr) */
     int depth;
     struct codec_keys keys; /* malloc-owned, freed by the outer function */
     int code;
@@ -988,8 +988,8 @@ static int encode_protected(lua_State *L)
     struct yenc *e = lua_touserdata(L, 1);
     int all = lua_toboolean(L, 3);
     codec_push_marks(L); /* [ud, value, all, amt, omt] */
-    e->amt = 4;
-    e->omt = 5;
+    e->amt = lua_topointer(L, 4);
+    e->omt = lua_topointer(L, 5);
     if (!all) {
         emit_node(L, e, 2, 0, AT_TOP);
         int rc = codec_out_flush(&e->o);
@@ -1029,7 +1029,8 @@ static int encode(lua_State *L, int idx, struct dbuf *out, int all, char *err,
 {
     struct yenc e;
     codec_out_init(&e.o, out); /* the stage is not cleared: it is staged */
-    e.amt = e.omt = e.depth = 0;
+    e.amt = e.omt = NULL;
+    e.depth = 0;
     memset(&e.keys, 0, sizeof(e.keys));
     e.code = CODEC_OK;
     e.err = err;
