@@ -597,10 +597,49 @@ static void put_quoted(lua_State *L, struct jenc *e, const char *s, size_t n)
     putc_(L, e, '"');
 }
 
+/* Loads s (n <= 16 bytes) as the two words is_plain checks: the first
+ * eight bytes (a shorter string padded with 'a') and the last eight (the
+ * first again when n <= 8). Copies of constant size: no call. */
+static inline void load16(const char *s, size_t n, uint64_t *w1, uint64_t *w2)
+{
+    uint64_t w = 0x6161616161616161u;
+    char *b = (char *)&w;
+    if (n >= 8) {
+        memcpy(w1, s, 8);
+        memcpy(w2, s + n - 8, 8);
+        return;
+    }
+    if (n >= 4) {
+        memcpy(b, s, 4);
+        memcpy(b + n - 4, s + n - 4, 4);
+    } else if (n > 0) {
+        b[0] = s[0];
+        b[n / 2] = s[n / 2];
+        b[n - 1] = s[n - 1];
+    }
+    *w1 = *w2 = w;
+}
+
 static void put_string(lua_State *L, struct jenc *e, const char *s, size_t n)
 {
+    struct codec_out *o = &e->o;
+    /* A short string (most keys and values): checked and staged as two
+     * words, the quote after it written over the padding. */
+    if (n <= 16 && o->room - o->len >= 18) {
+        uint64_t w1, w2;
+        load16(s, n, &w1, &w2);
+        if ((special8(w1) | special8(w2)) == 0) {
+            char *p = o->buf + o->len;
+            p[0] = '"';
+            memcpy(p + 1, &w1, 8);
+            if (n > 8)
+                memcpy(p + 1 + n - 8, &w2, 8);
+            p[n + 1] = '"';
+            o->len += n + 2;
+            return;
+        }
+    }
     if (is_plain(s, n)) { /* one scan instead of checking, then quoting */
-        struct codec_out *o = &e->o;
         if (n + 2 <= o->room - o->len) {
             char *p = o->buf + o->len;
             p[0] = '"';
