@@ -49,6 +49,10 @@
 #        REF_EVENTS=1 (a second reference run that also POSTs the operator's
 #        two Events per new DittoServer: the same request count as ours)
 #        OUT=<dir> (logs and the JSON summary; default a temp dir)
+#        PROBE=0 (no probe client; by default one reads a small object 10
+#        times a second while each contender converges: its latency p50/
+#        p99/max, with the apiserver's and etcd's CPU over the converge,
+#        tell what the contender costs the apiserver's other clients)
 # Namespaces bench-<part>-<pid>, deleted (and waited for) after each part.
 # Output: progress lines starting with "#", key=value results, a side-by-side
 # table, and the summary as one JSON line (also in $OUT/summary.json).
@@ -71,6 +75,7 @@ SAMPLE=${SAMPLE:-$root/deploy/samples/dittoserver.yaml}
 KEEP=${KEEP:-0}
 REF_EVENTS=${REF_EVENTS:-0}
 SETTLE=${SETTLE:-1}
+PROBE=${PROBE:-1}
 op=$build/dittofs-operator
 
 # The control plane without the node: N DittoServers' pods do not fit one
@@ -273,6 +278,55 @@ mem() {
 }
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
+# cp_ticks: CPU ticks so far of the control plane's apiserver and etcd
+# (their pid files in the cluster's state directory), "APISERVER ETCD".
+cp_ticks() {
+  local c a=0 e=0
+  c=$(cat "$DITTOFS_CLUSTER_DIR/kube-apiserver.pid" 2>/dev/null) && a=$(cpu_ticks "$c" 2>/dev/null || echo 0)
+  c=$(cat "$DITTOFS_CLUSTER_DIR/etcd.pid" 2>/dev/null) && e=$(cpu_ticks "$c" 2>/dev/null || echo 0)
+  echo "$a $e"
+}
+
+# cp_cpu_result KEY "A0 E0": KEY_apiserver_cpu_seconds and KEY_etcd_cpu_seconds
+# since the cp_ticks reading given.
+cp_cpu_result() {
+  local a0 e0 a1 e1
+  read -r a0 e0 <<<"$2"
+  read -r a1 e1 <<<"$(cp_ticks)"
+  result "$1_apiserver_cpu_seconds" "$(awk -v a="$a0" -v b="$a1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+  result "$1_etcd_cpu_seconds" "$(awk -v a="$e0" -v b="$e1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+}
+
+# The probe (PROBE=1, the default): another client of the apiserver, as a
+# kubectl user or another controller would be, reading one small object
+# (kube-root-ca.crt in default) 10 times a second on one connection while
+# a contender converges; its latencies tell whether the contender's load
+# hurts the apiserver's other clients. probe_start FILE / probe_stop
+# KEY FILE: KEY_probe_p50_ms, _p99_ms, _max_ms, _samples (the first
+# request, with the TLS handshake, left out).
+probe_start() {
+  probe_pid=
+  [ "$PROBE" = 1 ] || return 0
+  stdbuf -oL curl -s --rate 10/s --cacert "$CA" -H "Authorization: Bearer $admin_token" \
+    -o /dev/null -w '%{time_total}\n' \
+    "$API/api/v1/namespaces/default/configmaps/kube-root-ca.crt?probe=[1-100000]" \
+    >"$1" 2>/dev/null &
+  probe_pid=$!
+  pids+=("$probe_pid")
+}
+probe_stop() {
+  [ -n "${probe_pid:-}" ] || return 0
+  kill "$probe_pid" 2>/dev/null || true
+  wait "$probe_pid" 2>/dev/null || true
+  probe_pid=
+  local ms
+  ms=$(tail -n +2 "$2" | awk '{ printf "%.1f\n", $1 * 1000 }')
+  result "$1_probe_samples" "$(printf '%s\n' "$ms" | grep -c .)"
+  result "$1_probe_p50_ms" "$(printf '%s\n' "$ms" | median_p 0.50)"
+  result "$1_probe_p99_ms" "$(printf '%s\n' "$ms" | median_p 0.99)"
+  result "$1_probe_max_ms" "$(printf '%s\n' "$ms" | median_p 1)"
+}
+
 # idle_cpu PID SECONDS: CPU seconds used over SECONDS.
 idle_cpu() {
   local a b
@@ -438,9 +492,14 @@ part_ref() {
     fi
   done <"$OUT/$key.requests.tsv"
   echo "# $key: $nreq requests prepared ($(du -sh "$dir" | cut -f1) of bodies)"
+  local cp0
+  cp0=$(cp_ticks)
+  probe_start "$OUT/$key.probe"
   t0=$(now)
   errors=$(send "$cfg" "$WORKERS" "$OUT/$key.codes")
   t1=$(now)
+  probe_stop "$key" "$OUT/$key.probe"
+  cp_cpu_result "$key" "$cp0"
   result "${key}_requests" "$nreq"
   result "${key}_errors" "$errors"
   result "${key}_seconds" "$(sub "$t0" "$t1")"
@@ -517,10 +576,15 @@ part_op_run() {
   # The DittoServer watch has replayed every existing object: it is live.
   while [ "$(distinct "$w/ds.log")" -lt "$N" ]; do sleep 0.1; done
 
+  local cp0
+  cp0=$(cp_ticks)
+  probe_start "$w/probe"
   t0=$(now)
   op_start "$ns" "$log" "${args[@]}"
   conv=$(wait_counts "$t0" "op/$run converge" "$w/ds.log 4 $N" "$w/cm.log 0 $N" \
     "$w/svc.log 0 $((2 * N))" "$w/sts.log 0 $N")
+  probe_stop "op_${run}" "$w/probe"
+  cp_cpu_result "op_${run}_converge" "$cp0"
   result "op_${run}_converge_seconds" "$conv"
   [ -n "${R[ref_seconds]:-}" ] && [ "$conv" != timeout ] &&
     result "op_${run}_converge_ratio_vs_ref" \
@@ -535,6 +599,9 @@ part_op_run() {
   result "op_${run}_requests_by_method" "$(curl -s "http://127.0.0.1:$op_mport/metrics" |
     sed -n 's/^rest_client_requests_total{.*method="\([A-Z]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
     awk '{ s[$1] += $2 } END { for (m in s) printf "%s%s:%d", (n++ ? " " : ""), m, s[m] }')"
+  result "op_${run}_requests_by_code" "$(curl -s "http://127.0.0.1:$op_mport/metrics" |
+    sed -n 's/^rest_client_requests_total{.*code="\([0-9]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
+    awk '{ s[$1] += $2 } END { for (c in s) printf "%s%s:%d", (n++ ? " " : ""), c, s[c] }')"
   result "op_${run}_cpu_seconds_converge" \
     "$(awk -v t="$(cpu_ticks "$op_pid")" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
   result "op_${run}_cpu_idle_n_seconds_${IDLE}s" "$(idle_cpu "$op_pid" "$IDLE")"
