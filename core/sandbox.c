@@ -97,6 +97,7 @@
 #define POOL_CLASSES (POOL_MAX / POOL_STEP)
 #define SLAB_SIZE ((size_t)64 << 10)
 #define SLAB_HEAD 16 /* keeps the blocks 16-byte aligned */
+#define GC_PAUSE 300 /* see sandbox_seal() */
 
 struct pool {
     void *free[POOL_CLASSES]; /* lists linked through each block's first word */
@@ -1475,6 +1476,12 @@ void sandbox_seal(struct sandbox *sb)
 {
     lua_settop(sb->L, 0);
     lua_gc(sb->L, LUA_GCCOLLECT);
+    /* A collection cycle starts when the heap reaches GC_PAUSE % of what
+     * the last one left (Lua's default: 200): each cycle marks and sweeps
+     * the whole prepared state, which is most of what is live, for the
+     * garbage of a few evaluations. 300: ~11k fewer instructions per
+     * evaluation of the default policy, ~270 KiB more resident. */
+    lua_gc(sb->L, LUA_GCINC, GC_PAUSE, 0, 0);
     sb->base = sb->used;
     sb->cap = sb->limit > SIZE_MAX - sb->base ? SIZE_MAX : sb->base + sb->limit;
     memory_restart(sb);
