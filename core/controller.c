@@ -6,7 +6,7 @@
  *           writes returned and the watches have not delivered yet), then
  *           policy_eval();
  *   writes  every apply and prune request at once (the HTTP client's rate
- *           limit paces them); an update carries the uid and
+ *           limit paces them); an update or prune carries the uid and
  *           resourceVersion of the child it was computed from, so it
  *           lands on that version only (409 otherwise: result "requeue",
  *           retried on the newer one);
@@ -582,8 +582,8 @@ static int send_op(struct rec *r, struct op *op, enum http_method m,
  * already gone included): counted as a write, the returned object kept
  * as an overlay (tracking_overlay_put) and listed for the Events; an
  * apply that went through unchanged by the core clears the object's
- * reject. A 409 on an update (its precondition: the object changed since)
- * is listed in r->stale, for a quick retry. Failure: reported in
+ * reject. A 409 on an update or a prune (its precondition: the object
+ * changed since) is listed in r->stale, for a quick retry. Failure: reported in
  * r->apply_err; a 422 on an apply counts a refusal of that rendering
  * (rejected, or gave_up at CONTROLLER_MAX_REJECTS), anything else sets
  * r->failed (retry). The last answer of a stage moves the reconcile on
@@ -627,12 +627,13 @@ static void on_op_done(struct http_response *resp, void *arg)
         r->ds_gone = 1;
         log_debug("DittoServer deleted before its status was written", "key",
                   r->key, NULL);
-    } else if (rc == HTTP_ECONFLICT && op->type != OP_DELETE) {
-        /* The update carried the uid and resourceVersion it was computed
-         * from (apply_set_precondition): the object changed since, or is
-         * gone. Not a failure: the watch brings the newer version, and the
-         * reconcile runs again on it (result "requeue", per-key backoff). A
-         * held write of a replica that no longer leads ends here too. */
+    } else if (rc == HTTP_ECONFLICT) {
+        /* The update (or prune) carried the uid and resourceVersion it was
+         * computed from (apply_set_precondition, send_prunes): the object
+         * changed since, or is gone. Not a failure: the watch brings the
+         * newer version, and the reconcile runs again on it (result
+         * "requeue", per-key backoff). A held write of a replica that no
+         * longer leads ends here too. */
         list_add(&r->stale, op->kind, op->name);
         log_debug("write refused: the object changed since it was read (409)",
                   "key", r->key, "kind", kname, "name", op->name, "detail",
@@ -1108,8 +1109,10 @@ static int send_applies(struct rec *r, struct children *ch, cJSON **rendered)
 
 /* Deletes the rendered-kind children whose controller ownerReference is
  * ours (never a Pod, never another owner's object) that the policy no
- * longer renders, each with a uid precondition (a recreated namesake is
- * spared); a request that cannot be queued sets r->failed. */
+ * longer renders, each with a uid and resourceVersion precondition (a
+ * recreated namesake is spared, and so is a child changed since: 409,
+ * retried like a stale update); a request that cannot be queued sets
+ * r->failed. */
 static void send_prunes(struct rec *r, struct children *ch,
                         const cJSON *rendered)
 {
@@ -1136,12 +1139,16 @@ static void send_prunes(struct rec *r, struct children *ch,
         }
         struct dbuf body;
         dbuf_init(&body, 512);
-        /* Only that object: a recreated namesake has another uid. */
+        /* Only that object as it was read: a recreated namesake has
+         * another uid, a changed one another resourceVersion. */
+        const char *rv = cache_obj_rv(cd->obj);
         dbuf_addf(&body,
                   "{\"apiVersion\":\"v1\",\"kind\":\"DeleteOptions\","
                   "\"propagationPolicy\":\"Background\",\"preconditions\":"
-                  "{\"uid\":\"%s\"}}",
-                  cache_obj_uid(cd->obj));
+                  "{\"uid\":\"%s\"%s%s%s}}",
+                  cache_obj_uid(cd->obj),
+                  rv[0] ? ",\"resourceVersion\":\"" : "", rv,
+                  rv[0] ? "\"" : "");
         send_op(r, op, HTTP_DELETE, "", NULL, dbuf_ptr(&body), dbuf_len(&body));
         dbuf_free(&body);
     }

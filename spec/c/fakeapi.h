@@ -11,9 +11,10 @@
  * recorded (method, path, body) so a test counts and reads the writes; fa_fail
  * scripts answers (a 422, a 500) for the writes whose path matches. The
  * API semantics themselves are the integration tests' business: this
- * server checks only the preconditions an apply may carry, as the
- * apiserver does (a metadata.resourceVersion other than the stored one,
- * or a metadata.uid with nothing stored: 409 Conflict). Also: the log to a file
+ * server checks only the preconditions a write may carry, as the
+ * apiserver does (an apply's metadata.resourceVersion other than the
+ * stored one, or its metadata.uid with nothing stored; a delete's
+ * preconditions: 409 Conflict). Also: the log to a file
  * and counting its lines, waiting on writes or log lines while the loop runs.
  * One server per test program (the state is the static FA). Header-only; uses
  * fakehttp, nettest, testlib, loop, cJSON, pthreads.
@@ -514,8 +515,35 @@ static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
         return rc == 0;
     }
     if (strcmp(r->method, "DELETE") == 0) {
+        cJSON *opts = cJSON_Parse(r->body ? r->body : "");
+        const cJSON *pre =
+            cJSON_GetObjectItemCaseSensitive(opts, "preconditions");
         pthread_mutex_lock(&FA.mu);
         struct fa_obj *f = fa_find(res, name);
+        const cJSON *md =
+            cJSON_GetObjectItemCaseSensitive(f ? f->obj : NULL, "metadata");
+        const char *want[2] = {
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pre, "uid")),
+            cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(pre, "resourceVersion"))};
+        const char *have[2] = {
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "uid")),
+            cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(md, "resourceVersion"))};
+        int mismatch = 0;
+        for (int i = 0; i < 2 && f != NULL; i++)
+            if (want[i] != NULL &&
+                (have[i] == NULL || strcmp(want[i], have[i]) != 0))
+                mismatch = 1;
+        cJSON_Delete(opts);
+        if (mismatch) {
+            pthread_mutex_unlock(&FA.mu);
+            fa_set_code(w, 409);
+            return fh_respond(fd, 409, NULL,
+                              "{\"kind\":\"Status\",\"status\":\"Failure\","
+                              "\"message\":\"Precondition failed\",\"reason\":"
+                              "\"Conflict\",\"code\":409}") == 0;
+        }
         if (f != NULL)
             fa_store(res, cJSON_Duplicate(f->obj, 1), 1);
         pthread_mutex_unlock(&FA.mu);

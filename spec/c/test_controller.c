@@ -194,6 +194,20 @@ static int wait_reconciles(const char *name, const char *what, int want)
     "end\n"                                                                    \
     "return M\n"
 
+/* Renders ConfigMap <name>-c unless spec.drop. */
+static const char *const POLICY_DROP =
+    "local M = {}\n"
+    "function M.render(ds, ctx)\n"
+    "  if ds.spec.drop then return {} end\n"
+    "  return { { apiVersion = 'v1', kind = 'ConfigMap',\n"
+    "    metadata = { name = ds.metadata.name .. '-c' }, data = { v = 'a' } } "
+    "}\n"
+    "end\n"
+    "function M.status(ds, observed, ctx)\n"
+    "  return { phase = 'Pending' }\n"
+    "end\n"
+    "return M\n";
+
 /* Fails in render() (line 7) on every valid DittoServer. */
 static const char *const POLICY_BROKEN =
     "local M = {}\n"
@@ -901,6 +915,41 @@ static void test_conflicts(void)
     fa_fail_clear();
     cleanup("cf");
     cleanup("cs");
+
+    /* A prune: fenced by the uid and resourceVersion it was read at. */
+    ps = policy(POLICY_DROP);
+    put_ds("pr", "");
+    w0 = fa_nwrites();
+    c = start(ps);
+    CHECK(fa_wait_write(w0, "/configmaps/pr-c", NULL),
+          "prune: the ConfigMap is created");
+    fa_settle(200);
+    fa_hold_watch("configmaps");
+    /* another writer changes the ConfigMap (its watch lagging) */
+    cJSON *cm = fa_get("configmaps", "pr-c");
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(cm, "data"), "v",
+                              cJSON_CreateString("other"));
+    char *text = cJSON_PrintUnformatted(cm);
+    fa_put("configmaps", text);
+    free(text);
+    cJSON_Delete(cm);
+    int w5 = fa_nwrites();
+    int rq = reconciles("pr", "result=requeue");
+    put_ds("pr", ",\"drop\":true");
+    CHECK(fa_wait_write(w5, "/configmaps/pr-c", "\"resourceVersion\"") &&
+              wait_reconciles("pr", "result=requeue", rq + 1),
+          "prune: a prune computed before another writer's change carries "
+          "its resourceVersion and is refused (requeued)");
+    CHECK(fa_count_answers(w5, "/configmaps/pr-c", 200) == 0,
+          "... the changed ConfigMap is not deleted while the watch lags");
+    fa_hold_watch(NULL);
+    CHECK(fa_wait_answer(w5, "/configmaps/pr-c", 200),
+          "... deleted by the retry on the version the watch brings");
+    fa_settle(300);
+    CHECK(reconciles("pr", "result=error") == 0, "... no error");
+    controller_free(c);
+    policy_set_free(ps);
+    cleanup("pr");
 }
 
 int main(void)
