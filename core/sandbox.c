@@ -773,6 +773,21 @@ static int l_type(lua_State *L)
     return 1;
 }
 
+/* tostring(v) as the base library's, a string returned as it is at once:
+ * the string metatable, which the library would search for __tostring,
+ * has none, and no script can give it one (getmetatable("") is false;
+ * sandbox_end checks it). Policies build keys and messages with it. */
+static int l_tostring(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    luaL_checkany(L, 1);
+    luaL_tolstring(L, 1, NULL);
+    return 1;
+}
+
 /*
  * xpcall(f, msgh, ...): the handler runs after the stack is unwound, not
  * inside the error. Lua calls a message handler with hooks disabled when
@@ -1355,8 +1370,17 @@ static int setup(lua_State *L)
     lua_setfield(L, -2, "rawset");
     for (int t = LUA_TNIL; t < LUA_NUMTYPES; t++)
         lua_pushstring(L, lua_typename(L, t));
+    /* type and tostring replace the real ones in _G too, where an error
+     * message finds a function's name when the call site has none
+     * (pcall(type): "bad argument #1 to 'type'"). */
     lua_pushcclosure(L, l_type, LUA_NUMTYPES);
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "type");
     lua_setfield(L, -2, "type");
+    lua_pushcfunction(L, l_tostring);
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "tostring");
+    lua_setfield(L, -2, "tostring");
 
     lua_createtable(L, 0, 3); /* [lib, libmt] */
     lua_pushcfunction(L, env_index);

@@ -151,6 +151,23 @@ static void test_forbidden_globals(void)
     r = run("local n = 0 for _ in utf8.codes('h\\u{e9}') do n = n + 1 end\n"
             "return tostring(n + math.floor(2.5) + #table.concat({'a','b'}))");
     CHECK_STR_EQ(r.out, "6", "utf8, math and table are open");
+    /* type and tostring are the sandbox's own (l_type, l_tostring). */
+    r = run("local s = '' for _, v in ipairs({1, 1.5, 'x', true, {}, type})"
+            " do\n  s = s .. type(v) .. ',' end\n"
+            "return s .. type(nil) .. tostring(nil) .. tostring(1.0)\n"
+            "  .. tostring(2) .. tostring('s') .. tostring(false)\n"
+            "  .. tostring(setmetatable({}, {__tostring = function()\n"
+            "    return 'T' end}))");
+    CHECK_STR_EQ(r.out,
+                 "number,number,string,boolean,table,function,nilnil1.02"
+                 "sfalseT",
+                 "type and tostring answer as the base library's");
+    r = run("local ok, e = pcall(type) local ok2, e2 = pcall(tostring)\n"
+            "return e .. '|' .. e2");
+    CHECK(contains(r.out, "bad argument #1 to 'type' (value expected)") &&
+              contains(r.out, "bad argument #1 to 'tostring' (value "
+                              "expected)"),
+          "type() and tostring() without a value: %s", r.out);
     r = run("return require('os')");
     CHECK(r.rc == SANDBOX_ERR_RUNTIME && contains(r.err, "module 'os' not "
                                                          "found"),
