@@ -868,26 +868,31 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
 /* --- protected entry points ------------------------------------------------
  */
 
-/* Protected: [walk, schema, value] (a C function sees only its own frame,
- * so both values travel as arguments). */
-static int p_default(lua_State *L)
+/* The walk of a protected entry point ([walk, schema, value]), with the
+ * codec's array and object markers pushed (4, 5) and their addresses
+ * kept for the walk's comparisons. */
+static struct walk *walk_begin(lua_State *L)
 {
     struct walk *w = lua_touserdata(L, 1);
     codec_get_marks(L);
     w->marks = 1;
     w->amt = lua_topointer(L, 4);
     w->omt = lua_topointer(L, 5);
+    return w;
+}
+
+/* Protected: [walk, schema, value] (a C function sees only its own frame,
+ * so both values travel as arguments). */
+static int p_default(lua_State *L)
+{
+    struct walk *w = walk_begin(L);
     default_node(L, w, 2, 3, 1);
     return 0;
 }
 
 static int p_validate(lua_State *L)
 {
-    struct walk *w = lua_touserdata(L, 1);
-    codec_get_marks(L);
-    w->marks = 1;
-    w->amt = lua_topointer(L, 4);
-    w->omt = lua_topointer(L, 5);
+    struct walk *w = walk_begin(L);
     validate_node(L, w, 2, 3);
     return 0;
 }
@@ -1112,11 +1117,7 @@ static void push_lines(lua_State *L, const struct dbuf *b)
 /* Protected: [walk, schema, value] -> errors, warnings. */
 static int p_validate_lists(lua_State *L)
 {
-    struct walk *w = lua_touserdata(L, 1);
-    codec_get_marks(L);
-    w->marks = 1;
-    w->amt = lua_topointer(L, 4);
-    w->omt = lua_topointer(L, 5);
+    struct walk *w = walk_begin(L);
     validate_node(L, w, 2, 3);
     lua_settop(L, 3);
     if (dbuf_error(w->msgs) != DBUF_OK || dbuf_error(w->warns) != DBUF_OK)
