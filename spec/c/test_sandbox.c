@@ -952,6 +952,9 @@ static void test_reuse_isolation(void)
     sandbox_free(sb);
 
     sb = prepared(NULL, names);
+    CHECK(sb != NULL, "a rebuilt prepared state");
+    if (sb == NULL)
+        return;
     r = eval_in(sb, "policy", &end);
     CHECK_STR_EQ(r.out, expected_seen, "a rebuilt state is pristine again");
     r = eval_in(sb, "cyc_a", &end);
@@ -1099,6 +1102,9 @@ static void test_reuse_memory(void)
      * (the wall clock runs while we are descheduled) fails nothing. */
     struct sandbox_limits slow = {.timeout_ms = 20000};
     struct sandbox *sb = prepared(&slow, names);
+    CHECK(sb != NULL, "a prepared state with a generous budget");
+    if (sb == NULL)
+        return;
     lua_State *L = sandbox_state(sb);
     size_t base = sandbox_memory_baseline(sb), high = 0;
     int bad = 0, end = 0;
