@@ -252,19 +252,11 @@ int codec_table_entries(lua_State *L, int idx, const void *array_mt,
                         const void *object_mt, struct codec_keys *keys,
                         size_t *n, char *err, size_t errlen)
 {
-    int marked = CODEC_PLAIN;
     if (!lua_checkstack(L, 4)) {
         copy_err(err, errlen, "not enough memory");
         return CODEC_ENOMEM;
     }
-    if (lua_getmetatable(L, idx)) {
-        const void *mt = lua_topointer(L, -1); /* a table: never NULL */
-        if (mt == array_mt)
-            marked = CODEC_ARRAY;
-        else if (mt == object_mt)
-            marked = CODEC_OBJECT;
-        lua_pop(L, 1);
-    }
+    int marked = codec_kind_ptr(L, idx, array_mt, object_mt);
     if (marked == CODEC_ARRAY) {
         *n = lua_rawlen(L, idx);
         return CODEC_ARRAY;
