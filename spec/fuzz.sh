@@ -20,6 +20,10 @@
 #                   processes have used SECONDS of CPU (a busy machine
 #                   gives a wall-time run less); the cpu_s column says
 #                   what each harness had, either way
+#   FUZZ_TIMEOUT    libFuzzer's -timeout, seconds per input (default 25).
+#                   It is wall time: on a machine busy with other work
+#                   at a higher priority, a long run wants more (120)
+#                   so that a starved input is not reported as a hang
 #   FUZZ_ENGINE     libfuzzer (default) or afl: builds with afl-clang-fast
 #                   into $FUZZ_BUILD_DIR-afl and runs afl-fuzz -V SECONDS
 #                   on the same harnesses (spec/fuzz/README.md)
@@ -152,7 +156,7 @@ run_libfuzzer() {
   : >"$build/logs/$h.log"
   while :; do
     # stdin from /dev/null: a kubeconfig naming /dev/stdin must not block
-    nice -n 10 "$build/fuzz_$h" -max_total_time="$left" -timeout=25 \
+    nice -n 10 "$build/fuzz_$h" -max_total_time="$left" -timeout="${FUZZ_TIMEOUT:-25}" \
       -rss_limit_mb=2560 -max_len="$(maxlen "$h")" -print_final_stats=1 \
       "${dict[@]}" -artifact_prefix="$build/artifacts/$h/" \
       "$corpus" "$seeds/$h" "${regs[@]}" </dev/null >>"$build/logs/$h.log" 2>&1 || rc=$?
