@@ -21,7 +21,10 @@
  * Objects our writes returned are kept per key ("overlays") until the
  * cache holds that version or a newer one: without them a reconcile that
  * runs before the watch events arrive would see stale children and write
- * again.
+ * again. The watch event of our own write (its echo) queues nothing: it
+ * matches the overlay, or, when it overtakes the write's response, it is
+ * held with the write in flight until the response tells whose version it
+ * was (tracking_write_event, op_settle).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -79,6 +82,7 @@ struct op {
     char *name;
     int existed;     /* apply: the live object existed */
     int substituted; /* apply: with the live volumeClaimTemplates */
+    int tracked;     /* apply, status: tracking_write_begin'd, not ended */
     uint64_t hash;   /* apply: FNV-1a of the body */
 };
 
@@ -218,7 +222,9 @@ static void enqueue(struct controller *c, const char *ns, const char *name,
 
 /* A DittoServer event: queues it for a full reconcile at high priority,
  * unless the event is the echo of our own status write (the reconcile
- * that wrote it has taken that version into account). */
+ * that wrote it has taken that version into account). While our status
+ * write is in flight an ADDED or MODIFIED event waits for its response
+ * (tracking_write_event; op_settle queues it unless it was the echo). */
 static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
                   const struct cache_obj *new_obj, void *arg)
 {
@@ -230,6 +236,9 @@ static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
     if (tracking_overlay_settle(&c->keys, key, KIND_DS, cache_obj_name(o),
                                 ev == CACHE_DELETED ? NULL : new_obj))
         return;
+    if (ev != CACHE_DELETED && tracking_write_event(&c->keys, key, KIND_DS,
+                                                    cache_obj_name(o), new_obj))
+        return;
     enqueue(arg, cache_obj_namespace(o), cache_obj_name(o), QUEUE_HIGH, 1);
 }
 
@@ -237,9 +246,11 @@ static void on_ds(enum cache_event ev, const struct cache_obj *old_obj,
  * A child's event: keeps the owner index (the server label says which
  * DittoServer) and queues that DittoServer, and the previous one when the
  * label changed. A rendered child queues a full reconcile, unless the
- * event is the echo of our own write; a Pod (never written, so never an
- * echo) a status-only one, at low priority: a new status can wait for
- * new specs.
+ * event is the echo of our own write, or our write of it is in flight
+ * (then the write's response decides, as in on_ds); a Pod (never
+ * written, so never an echo) a status-only one, at low priority: a new
+ * status can wait for new specs. A deletion is never held: it is no echo
+ * of an apply.
  */
 static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
                      const struct cache_obj *new_obj, void *arg, int kind)
@@ -269,6 +280,8 @@ static void on_child(enum cache_event ev, const struct cache_obj *old_obj,
         return;
     tracking_kids_add(&c->keys, key, kind, name);
     if (full && tracking_overlay_settle(&c->keys, key, kind, name, new_obj))
+        return;
+    if (full && tracking_write_event(&c->keys, key, kind, name, new_obj))
         return;
     enqueue(c, ns, now, prio, full);
 }
@@ -381,8 +394,32 @@ static void on_notice(struct watch *w, enum watch_notice n, const char *detail,
 /* --- a reconcile ---------------------------------------------------------
  */
 
+/*
+ * The end of op's write (an apply or a status apply begun with
+ * tracking_write_begin): answered with the object of resourceVersion `rv`,
+ * or failed or cancelled (rv NULL). An event of its object held
+ * meanwhile (tracking_write_event) that was not its echo is queued now,
+ * as on_ds / on_child would have: a full reconcile at high priority. The
+ * key is still in flight here (the reconcile is not done, or is being
+ * cancelled), so this is the dirty copy that runs after queue_done, as
+ * it would have been then. Returns what the watch said (tracking.h).
+ */
+static enum tracking_seen op_settle(struct rec *r, struct op *op,
+                                    const char *rv)
+{
+    if (!op->tracked)
+        return TRACKING_SEEN_NONE;
+    op->tracked = 0;
+    enum tracking_seen s =
+        tracking_write_end(&r->c->keys, r->key, op->kind, op->name, rv);
+    if (s == TRACKING_SEEN_OTHER)
+        enqueue(r->c, r->ns, r->name, QUEUE_HIGH, 1);
+    return s;
+}
+
 /* Frees a reconcile, cancelling its requests in flight (their callbacks
- * do not run). The caller has unlinked it, or is freeing them all. */
+ * do not run; an event held by one of its writes is queued). The caller
+ * has unlinked it, or is freeing them all. */
 static void rec_free(struct rec *r)
 {
     while (r->ops != NULL) {
@@ -390,6 +427,7 @@ static void rec_free(struct rec *r)
         r->ops = op->next;
         if (op->req != NULL)
             http_cancel(r->c->http, op->req);
+        op_settle(r, op, NULL);
         free(op->name);
         free(op);
     }
@@ -580,14 +618,16 @@ static int send_op(struct rec *r, struct op *op, enum http_method m,
 /*
  * A request of a reconcile answered. Success (a delete of an object
  * already gone included): counted as a write, the returned object kept
- * as an overlay (tracking_overlay_put) and listed for the Events; an
+ * as an overlay (tracking_overlay_put; not when its echo overtook the
+ * answer: the cache holds it already) and listed for the Events; an
  * apply that went through unchanged by the core clears the object's
  * reject. A 409 on an update or a prune (its precondition: the object
  * changed since) is listed in r->stale, for a quick retry. Failure: reported in
  * r->apply_err; a 422 on an apply counts a refusal of that rendering
  * (rejected, or gave_up at CONTROLLER_MAX_REJECTS), anything else sets
  * r->failed (retry). The last answer of a stage moves the reconcile on
- * (stage_done).
+ * (stage_done). Either way an event of the object held while the write
+ * was in flight is settled (op_settle): dropped as the echo, or queued.
  */
 static void on_op_done(struct http_response *resp, void *arg)
 {
@@ -600,16 +640,20 @@ static void on_op_done(struct http_response *resp, void *arg)
 
     if (rc == HTTP_OK || (op->type == OP_DELETE && rc == HTTP_ENOTFOUND)) {
         r->n_writes++;
-        if (op->type != OP_DELETE && resp->body_len > 0) {
-            struct cache_obj *obj = NULL;
-            char err[128];
-            if (cache_obj_from_text(resp->body, resp->body_len, NULL, NULL,
-                                    &obj, err, sizeof(err)) == CACHE_OK) {
-                tracking_overlay_put(&c->keys, r->key, op->kind, op->name, obj,
-                                     loop_now_ms());
-                cache_obj_unref(obj);
-            }
-        }
+        struct cache_obj *obj = NULL;
+        char err[128];
+        if (op->type != OP_DELETE && resp->body_len > 0 &&
+            cache_obj_from_text(resp->body, resp->body_len, NULL, NULL, &obj,
+                                err, sizeof(err)) != CACHE_OK)
+            obj = NULL;
+        /* Its echo came first: the cache holds this very version, no
+         * overlay needed. */
+        if (op_settle(r, op, obj != NULL ? cache_obj_rv(obj) : NULL) !=
+                TRACKING_SEEN_ECHO &&
+            obj != NULL)
+            tracking_overlay_put(&c->keys, r->key, op->kind, op->name, obj,
+                                 loop_now_ms());
+        cache_obj_unref(obj);
         if (op->type == OP_DELETE) {
             tracking_overlay_forget(&c->keys, r->key, op->kind, op->name);
             list_add(&r->deleted, op->kind, op->name);
@@ -671,6 +715,8 @@ static void on_op_done(struct http_response *resp, void *arg)
             r->failed = 1;
         }
     }
+    /* A failure (409 and 404 included) after a held event: queued. */
+    op_settle(r, op, NULL);
     op_unlink(r, op);
     if (--r->pending == 0)
         stage_done(r);
@@ -711,10 +757,15 @@ static int send_op(struct rec *r, struct op *op, enum http_method m,
     op->r = r;
     op->next = r->ops;
     r->ops = op;
+    /* Its events wait for the response (tracking_write_event). */
+    op->tracked =
+        (op->type == OP_APPLY || op->type == OP_STATUS) &&
+        tracking_write_begin(&r->c->keys, r->key, op->kind, op->name) == 0;
     int rc = http_send(r->c->http, &call, &op->req);
     dbuf_free(&path);
     if (rc != 0) {
         r->ops = op->next;
+        op_settle(r, op, NULL);
         free(op->name);
         free(op);
         r->failed = 1;

@@ -96,9 +96,20 @@ static void reject_drop(struct kstate *k, size_t i)
     k->rej[i] = k->rej[--k->n_rej];
 }
 
+/* Drops write i of k (the last one takes its place). */
+static void wflight_drop(struct kstate *k, size_t i)
+{
+    free(k->wr[i].name);
+    free(k->wr[i].seen_rv);
+    k->wr[i] = k->wr[--k->n_wr];
+}
+
 /* Frees an entry (unlinked by the caller) and all it holds. */
 static void kstate_free(struct kstate *k)
 {
+    while (k->n_wr > 0)
+        wflight_drop(k, 0);
+    free(k->wr);
     while (k->n_ov > 0)
         tracking_overlay_drop(k, 0);
     while (k->n_rej > 0)
@@ -125,7 +136,7 @@ void tracking_release(struct tracking *t, const char *key)
     while (k->n_rej > 0)
         reject_drop(k, 0);
     tracking_suspect_clear(k);
-    if (k->n_kids == 0) {
+    if (k->n_kids == 0 && k->n_wr == 0) {
         *p = k->next;
         kstate_free(k);
         t->n--;
@@ -272,6 +283,72 @@ const struct cache_obj *tracking_newest(struct kstate *k, int kind,
         return cached;
     }
     return o->obj;
+}
+
+int tracking_write_begin(struct tracking *t, const char *key, int kind,
+                         const char *name)
+{
+    struct kstate *k = tracking_get(t, key, 1);
+    if (k == NULL)
+        return -1;
+    struct wflight *v = realloc(k->wr, (k->n_wr + 1) * sizeof(*v));
+    if (v == NULL)
+        return -1;
+    k->wr = v;
+    v[k->n_wr].kind = kind;
+    v[k->n_wr].name = strdup(name);
+    if (v[k->n_wr].name == NULL)
+        return -1;
+    v[k->n_wr].seen_rv = NULL;
+    v[k->n_wr].other = 0;
+    k->n_wr++;
+    return 0;
+}
+
+int tracking_write_event(struct tracking *t, const char *key, int kind,
+                         const char *name, const struct cache_obj *cached)
+{
+    struct kstate *k = tracking_get(t, key, 0);
+    int found = 0;
+    /* Every write of the object (one per reconcile; a cancelled one is
+     * ended at once) keeps the version. */
+    for (size_t i = 0; k != NULL && i < k->n_wr; i++) {
+        struct wflight *w = &k->wr[i];
+        if (w->kind != kind || strcmp(w->name, name) != 0)
+            continue;
+        found = 1;
+        const char *rv = cache_obj_rv(cached);
+        if (w->seen_rv == NULL && !w->other) {
+            w->seen_rv = strdup(rv);
+            /* Not kept: no version can pass for the echo any more. */
+            w->other = w->seen_rv == NULL;
+        } else if (w->seen_rv == NULL || strcmp(w->seen_rv, rv) != 0) {
+            /* Two versions: at most one is ours. */
+            w->other = 1;
+        }
+    }
+    return found;
+}
+
+enum tracking_seen tracking_write_end(struct tracking *t, const char *key,
+                                      int kind, const char *name,
+                                      const char *rv)
+{
+    struct kstate *k = tracking_get(t, key, 0);
+    for (size_t i = 0; k != NULL && i < k->n_wr; i++) {
+        struct wflight *w = &k->wr[i];
+        if (w->kind != kind || strcmp(w->name, name) != 0)
+            continue;
+        enum tracking_seen s = TRACKING_SEEN_NONE;
+        if (w->other || (w->seen_rv != NULL && rv == NULL) ||
+            (w->seen_rv != NULL && strcmp(w->seen_rv, rv) != 0))
+            s = TRACKING_SEEN_OTHER;
+        else if (w->seen_rv != NULL)
+            s = TRACKING_SEEN_ECHO;
+        wflight_drop(k, i);
+        return s;
+    }
+    return TRACKING_SEEN_NONE;
 }
 
 void tracking_owe_full(struct tracking *t, const char *key)

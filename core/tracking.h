@@ -10,7 +10,10 @@
  * its children without a scan), whether a status-only reconcile is
  * enough, and whether the DittoServer is a suspect (its child was deleted
  * while it was cached: the controller reads it from the apiserver before
- * re-creating anything). The table grows and shrinks with the number of
+ * re-creating anything), and the writes in flight with the versions the
+ * watch delivered of their objects meanwhile (an echo that overtakes its
+ * write's response is told from another writer's change when the
+ * response comes). The table grows and shrinks with the number of
  * keys, so every lookup is O(1) whatever the fleet's size. No I/O and no clock
  * of its own: times come in as arguments, so a test drives it with any clock.
  * Kinds are indices of kinds_table. Uses cache, log.
@@ -48,6 +51,16 @@ struct reject {
     char *message;     /* the API's last message, or NULL */
 };
 
+/* A write of ours (an apply, a status apply) in flight on kind/name, and
+ * what the watch said of that object meanwhile. */
+struct wflight {
+    int kind;
+    char *name;
+    char *seen_rv; /* the first event's resourceVersion, or NULL: none */
+    int other;     /* an event of another version came too (or the
+                      version could not be kept: out of memory) */
+};
+
 /* A cached child carrying the DittoServer's label (the owner index). */
 struct kchild {
     int kind;
@@ -79,6 +92,8 @@ struct kstate {
     size_t n_rej;
     struct kchild *kids;
     size_t n_kids;
+    struct wflight *wr; /* writes in flight (tracking_write_begin) */
+    size_t n_wr;
     char key[]; /* "ns/name" */
 };
 
@@ -103,7 +118,8 @@ void tracking_clear(struct tracking *t);
 struct kstate *tracking_get(struct tracking *t, const char *key, int create);
 
 /* The DittoServer is gone: drops its overlays, rejects and suspicion, and
- * the whole entry once no cached child points at it any more. */
+ * the whole entry once no cached child points at it any more and none of
+ * its writes is in flight. */
 void tracking_release(struct tracking *t, const char *key);
 
 /* A full reconcile of `key` is owed (see struct kstate): full_seq++,
@@ -176,6 +192,48 @@ const struct cache_obj *tracking_newest(struct kstate *k, int kind,
                                         const char *name,
                                         const struct cache_obj *cached,
                                         uint64_t now_ms);
+
+/* --- writes in flight --------------------------------------------------------
+ *
+ * The echo race: the watch event of our own write may arrive before the
+ * write's response (another stream of the connection; it happens under
+ * load), when there is no overlay yet to recognise it by. So while a write
+ * of kind/name is in flight, an ADDED or MODIFIED event of that object is
+ * not queued at once: its resourceVersion is kept with the write, and the
+ * response decides. The key is being reconciled meanwhile (the write is
+ * its reconcile's), so a queue_add then or at the response is the same:
+ * the dirty copy, run after queue_done.
+ */
+
+/* What the watch said of an object while our write of it was in flight
+ * (tracking_write_end). */
+enum tracking_seen {
+    TRACKING_SEEN_NONE,  /* no event */
+    TRACKING_SEEN_ECHO,  /* only the version our write returned: its echo,
+                            which the cache now holds */
+    TRACKING_SEEN_OTHER, /* another version (another writer's, older or
+                            newer), or the write failed after an event:
+                            queue the key as the event would have */
+};
+
+/* A write of kind/name for `key` goes out. Returns 0, or -1 out of
+ * memory (not tracked: its events are queued at once, as before). */
+int tracking_write_begin(struct tracking *t, const char *key, int kind,
+                         const char *name);
+/* An ADDED or MODIFIED event of kind/name, `cached` the version the cache
+ * now holds. Returns 1 when a write of that object is in flight: the
+ * version is kept with it and the event is not to be queued now (the
+ * response decides, tracking_write_end); 0 when none is (queue it). */
+int tracking_write_event(struct tracking *t, const char *key, int kind,
+                         const char *name, const struct cache_obj *cached);
+/* The write of kind/name for `key` (tracking_write_begin) answered, or
+ * was cancelled: `rv` is the resourceVersion the write returned, NULL
+ * when it failed, returned no object, or was cancelled. Forgets the write
+ * and says what its events were (enum tracking_seen); TRACKING_SEEN_NONE
+ * when no such write is tracked. */
+enum tracking_seen tracking_write_end(struct tracking *t, const char *key,
+                                      int kind, const char *name,
+                                      const char *rv);
 
 /* --- rejects ----------------------------------------------------------------
  */

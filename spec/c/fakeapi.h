@@ -87,6 +87,10 @@ static struct {
     int nrules;
     char held[32];     /* watches of this resource deliver nothing meanwhile */
     char stalled[256]; /* writes whose path contains this wait meanwhile */
+    char held_answer[256];   /* writes whose path contains this are stored
+                                (their event published) but answered only
+                                once released */
+    long sent_rv;            /* the newest event a watch has sent */
     char pod_paths[64][600]; /* every request on a pods path */
     int npod_paths;
     int stopping;
@@ -258,6 +262,18 @@ __attribute__((unused)) static void fa_hold_watch(const char *res)
     pthread_mutex_unlock(&FA.mu);
 }
 
+/* Holds the answers to the writes whose path contains `path_sub` (NULL:
+ * lets them go): the write is stored and its watch event goes out, the
+ * answer waits, as when the event overtakes the answer (another stream of
+ * the connection, under load). */
+__attribute__((unused)) static void fa_hold_answer(const char *path_sub)
+{
+    pthread_mutex_lock(&FA.mu);
+    snprintf(FA.held_answer, sizeof(FA.held_answer), "%s",
+             path_sub ? path_sub : "");
+    pthread_mutex_unlock(&FA.mu);
+}
+
 /* Stalls the writes whose path contains `path_sub` (NULL: lets them go):
  * their answers wait until released, as a slow apiserver's would. */
 __attribute__((unused)) static void fa_stall(const char *path_sub)
@@ -302,12 +318,15 @@ static int fa_serve_watch(int fd, const char *res, long from)
     int next = 0;
     for (;;) {
         char *lines[64];
+        long rvs[64];
         int n = 0;
         pthread_mutex_lock(&FA.mu);
         for (; strcmp(FA.held, res) != 0 && next < FA.nevents && n < 64; next++)
             if (strcmp(FA.events[next].res, res) == 0 &&
-                FA.events[next].rv > from)
+                FA.events[next].rv > from) {
+                rvs[n] = FA.events[next].rv;
                 lines[n++] = strdup(FA.events[next].line);
+            }
         int stopping = FA.stopping;
         pthread_mutex_unlock(&FA.mu);
         int failed = 0;
@@ -315,6 +334,10 @@ static int fa_serve_watch(int fd, const char *res, long from)
             if (!failed && fa_chunk(fd, lines[i], strlen(lines[i])) != 0)
                 failed = 1;
             free(lines[i]);
+            pthread_mutex_lock(&FA.mu);
+            if (!failed && rvs[i] > FA.sent_rv)
+                FA.sent_rv = rvs[i];
+            pthread_mutex_unlock(&FA.mu);
         }
         if (failed || stopping || fa_client_gone(fd, 20))
             return 0;
@@ -510,6 +533,15 @@ static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
         char *text = cJSON_PrintUnformatted(fa_store(res, o, 0));
         pthread_mutex_unlock(&FA.mu);
         fa_set_code(w, created ? 201 : 200);
+        for (;;) {
+            pthread_mutex_lock(&FA.mu);
+            int hold = FA.held_answer[0] != '\0' && !FA.stopping &&
+                       strstr(r->path, FA.held_answer) != NULL;
+            pthread_mutex_unlock(&FA.mu);
+            if (!hold)
+                break;
+            usleep(5000);
+        }
         int rc = fh_respond(fd, created ? 201 : 200, NULL, text);
         free(text);
         return rc == 0;
@@ -670,6 +702,27 @@ __attribute__((unused)) static int fa_wait_write(int from, const char *sub,
                                                  const char *body)
 {
     return fa_wait_writes(from, sub, body, 1);
+}
+
+static int fa_sent_cond(void *arg)
+{
+    long *want = arg;
+    pthread_mutex_lock(&FA.mu);
+    int sent = FA.sent_rv >= *want;
+    pthread_mutex_unlock(&FA.mu);
+    return sent;
+}
+
+/* Runs the loop until a watch has sent every event stored so far (at most
+ * 20 s), then `ms` more for the client to read them; 1 when sent. */
+__attribute__((unused)) static int fa_wait_sent(unsigned ms)
+{
+    pthread_mutex_lock(&FA.mu);
+    long want = FA.rv;
+    pthread_mutex_unlock(&FA.mu);
+    int sent = nt_wait(&FA.t, fa_sent_cond, &want, test_ms(20000));
+    nt_run_for(&FA.t, ms);
+    return sent;
 }
 
 /* --- the log ------------------------------------------------------------- */

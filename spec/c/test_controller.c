@@ -10,6 +10,9 @@
  *    DittoServer fully under it;
  *  - overlays: a reconcile before the watch delivers our write does not
  *    write again, the echo reconciles nothing, the TTL (test clock);
+ *  - the echo race: the echo of our write that arrives before the write's
+ *    answer reconciles nothing; another writer's change that arrives
+ *    while our write is in flight is reconciled;
  *  - 422 refusals: CONTROLLER_MAX_REJECTS attempts, then reported
  *    (ApplyFailed) and not sent while rendered the same; full reconciles
  *    meanwhile, status-only ones once clean; a refused StatefulSet retried
@@ -603,6 +606,64 @@ static void test_overlays(void)
 }
 
 /*
+ * The echo race: the watch event of our own apply arrives before the
+ * apply's answer (fa_hold_answer). Held with the write in flight, it is
+ * recognised as the echo when the answer returns that version: no second
+ * reconcile (which, after a failed write, would also skip the backoff:
+ * test_requeue under load). Another writer's change that comes while our
+ * write is in flight is not lost: the answer's version differs, the key
+ * is queued and the change is reconciled.
+ */
+static void test_echo_race(void)
+{
+    struct policy_set *ps = policy(POLICY_V("a"));
+    fa_hold_answer("/configmaps/ec-c");
+    put_ds("ec", "");
+    int w0 = fa_nwrites();
+    struct controller *c = start(ps);
+    CHECK(fa_wait_answer(w0, "/configmaps/ec-c", 201),
+          "echo race: the ConfigMap is created, its answer held");
+    CHECK(fa_wait_sent(test_ms(200)), "... its watch event is sent first");
+    CHECK(reconciles("ec", NULL) == 0, "... the reconcile is in flight");
+    fa_hold_answer(NULL);
+    CHECK(wait_reconciles("ec", "result=success", 1),
+          "... the answer comes: the reconcile succeeds");
+    fa_settle(300);
+    CHECK(reconciles("ec", NULL) == 1,
+          "... and the echo that overtook it reconciles nothing (%d more)",
+          reconciles("ec", NULL) - 1);
+
+    /* Another writer's change while our apply of a new rendering is in
+     * flight (the ConfigMap, then its echo and the change). */
+    fa_hold_answer("/configmaps/ec-c");
+    int w1 = fa_nwrites();
+    put_ds("ec", ",\"v\":\"b\"");
+    CHECK(fa_wait_answer(w1, "/configmaps/ec-c", 200),
+          "a new rendering is applied, its answer held");
+    cJSON *cm = fa_get("configmaps", "ec-c");
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(cm, "data");
+    cJSON_ReplaceItemInObjectCaseSensitive(data, "v", cJSON_CreateString("x"));
+    char *text = cJSON_PrintUnformatted(cm);
+    fa_put("configmaps", text);
+    free(text);
+    cJSON_Delete(cm);
+    CHECK(fa_wait_sent(test_ms(200)),
+          "... another writer changes the ConfigMap meanwhile");
+    int n = reconciles("ec", NULL);
+    fa_hold_answer(NULL);
+    CHECK(wait_reconciles("ec", NULL, n + 2),
+          "... the answer's version is not the last one seen: the change is "
+          "reconciled");
+    CHECK(fa_wait_writes(w1, "/configmaps/ec-c", "\"v\":\"b\"", 2),
+          "... and the rendering applied again (%d)",
+          fa_count_writes(w1, "/configmaps/ec-c", NULL));
+    fa_settle(300);
+    controller_free(c);
+    policy_set_free(ps);
+    cleanup("ec");
+}
+
+/*
  * 422: an object the API refuses as rendered is retried until
  * CONTROLLER_MAX_REJECTS refusals, then left alone and reported in the
  * status; while it is reported a Pod event runs a full reconcile (not a
@@ -962,6 +1023,7 @@ int main(void)
     test_sts_claims();
     test_events();
     test_overlays();
+    test_echo_race();
     test_rejects();
     test_requeue();
     test_suspects();

@@ -6,8 +6,10 @@
  * and name, kept once, forgotten; the owner index holds each child once;
  * releasing a DittoServer keeps the entry while children point at it; a
  * full reconcile owed clears `clean`; a suspect keeps its gone uid until
- * it is cleared or released; the table grows to 20,000 keys and shrinks
- * back, every key found all along.
+ * it is cleared or released; a write in flight holds the events of its
+ * object, and its end tells its echo from another version (and a failure
+ * after an event from nothing seen), also across a release; the table grows to
+ * 20,000 keys and shrinks back, every key found all along.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +141,65 @@ static void test_suspects(void)
     tracking_clear(&t);
 }
 
+static void test_writes(void)
+{
+    static struct tracking t;
+    struct cache_obj *v5 = obj("c", "5"), *v6 = obj("c", "6");
+    CHECK(tracking_write_event(&t, "ns/d", KINDS_CONFIGMAP, "c", v5) == 0,
+          "writes: an event with no write in flight is not held");
+    CHECK(tracking_write_begin(&t, "ns/d", KINDS_CONFIGMAP, "c") == 0 &&
+              tracking_write_begin(&t, "ns/d", KINDS_CONFIGMAP, "e") == 0,
+          "two writes begin");
+    CHECK(tracking_write_end(&t, "ns/d", KINDS_CONFIGMAP, "e", "3") ==
+              TRACKING_SEEN_NONE,
+          "... one ends with no event seen");
+    CHECK(tracking_write_event(&t, "ns/d", KINDS_SERVICE, "c", v5) == 0 &&
+              tracking_write_event(&t, "ns/x", KINDS_CONFIGMAP, "c", v5) == 0,
+          "... another kind's or key's event is not held");
+    CHECK(tracking_write_event(&t, "ns/d", KINDS_CONFIGMAP, "c", v5) == 1,
+          "... the written object's event is");
+    CHECK(tracking_write_end(&t, "ns/d", KINDS_CONFIGMAP, "c", "5") ==
+              TRACKING_SEEN_ECHO,
+          "... and is the echo when the write returned its version");
+    CHECK(tracking_write_end(&t, "ns/d", KINDS_CONFIGMAP, "c", "5") ==
+              TRACKING_SEEN_NONE,
+          "... ended once");
+
+    tracking_write_begin(&t, "ns/d", KINDS_CONFIGMAP, "c");
+    tracking_write_event(&t, "ns/d", KINDS_CONFIGMAP, "c", v5);
+    CHECK(tracking_write_end(&t, "ns/d", KINDS_CONFIGMAP, "c", "6") ==
+              TRACKING_SEEN_OTHER,
+          "an event of another version than the write returned: other");
+    tracking_write_begin(&t, "ns/d", KINDS_CONFIGMAP, "c");
+    tracking_write_event(&t, "ns/d", KINDS_CONFIGMAP, "c", v5);
+    tracking_write_event(&t, "ns/d", KINDS_CONFIGMAP, "c", v6);
+    CHECK(tracking_write_end(&t, "ns/d", KINDS_CONFIGMAP, "c", "6") ==
+              TRACKING_SEEN_OTHER,
+          "two versions seen, one of them the write's: other");
+    tracking_write_begin(&t, "ns/d", KINDS_CONFIGMAP, "c");
+    tracking_write_event(&t, "ns/d", KINDS_CONFIGMAP, "c", v5);
+    CHECK(tracking_write_end(&t, "ns/d", KINDS_CONFIGMAP, "c", NULL) ==
+              TRACKING_SEEN_OTHER,
+          "a failed (or cancelled) write after an event: other");
+    tracking_write_begin(&t, "ns/d", KINDS_CONFIGMAP, "c");
+    CHECK(tracking_write_end(&t, "ns/d", KINDS_CONFIGMAP, "c", NULL) ==
+              TRACKING_SEEN_NONE,
+          "a failed write with no event: none");
+
+    tracking_write_begin(&t, "ns/d", KINDS_CONFIGMAP, "c");
+    tracking_write_event(&t, "ns/d", KINDS_CONFIGMAP, "c", v6);
+    tracking_release(&t, "ns/d");
+    CHECK(tracking_get(&t, "ns/d", 0) != NULL &&
+              tracking_write_end(&t, "ns/d", KINDS_CONFIGMAP, "c", NULL) ==
+                  TRACKING_SEEN_OTHER,
+          "release keeps the entry and the event of a write in flight");
+    tracking_write_begin(&t, "ns/d", KINDS_CONFIGMAP, "c");
+    tracking_write_event(&t, "ns/d", KINDS_CONFIGMAP, "c", v6);
+    tracking_clear(&t); /* frees the write and its version */
+    cache_obj_unref(v5);
+    cache_obj_unref(v6);
+}
+
 /* Keys "ns/d-<i>" for i in [from, to). */
 static void add_range(struct tracking *t, int from, int to)
 {
@@ -194,6 +255,7 @@ int main(void)
     test_overlays();
     test_rejects_kids();
     test_suspects();
+    test_writes();
     test_growth();
     return TEST_SUMMARY();
 }
