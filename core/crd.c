@@ -34,6 +34,8 @@ struct walk {
     struct dbuf key;       /* scratch: one list item's key (check_list_type) */
     int marks;             /* the codec's markers known (codec_get_marks) */
     const void *amt, *omt; /* their addresses (codec_kind_ptr) */
+    int own; /* the schema is the state's own decoded CRD (read only: its
+                defaulted properties may be cached, push_defaulted) */
 };
 
 /* --- paths and messages ----------------------------------------------------
@@ -332,6 +334,59 @@ static void push_copy(lua_State *L, int idx)
 
 static void default_node(lua_State *L, struct walk *w, int s, int v, int root);
 
+/* Registry key (its address) of the cache of push_defaulted: properties
+ * table of the state's own schema -> its defaulted properties. */
+static const char defaults_key = 'D';
+
+/*
+ * Pushes the list {k1, ps1, default1, k2, ...} of the properties of the
+ * properties table at props (absolute) that have a default, in props' own
+ * iteration order (the order default_keep's walk of props met them in).
+ * For the state's own schema only: it is never changed (resolve_node), so
+ * the list is made once per table and kept in the registry, out of the
+ * policies' reach. May raise a memory error.
+ */
+static void push_defaulted(lua_State *L, int props)
+{
+    luaL_checkstack(L, 8, "crd: nesting too deep");
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &defaults_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &defaults_key);
+    }
+    int cache = lua_gettop(L);
+    lua_pushvalue(L, props);
+    if (lua_rawget(L, cache) == LUA_TTABLE) {
+        lua_remove(L, cache); /* [list] */
+        return;
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    int list = lua_gettop(L);
+    lua_Integer n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, props) != 0) { /* [cache, list, k, ps] */
+        int ps = lua_gettop(L);
+        if (lua_type(L, ps - 1) == LUA_TSTRING &&
+            lua_type(L, ps) == LUA_TTABLE &&
+            sget(L, ps, "default") != LUA_TNIL) { /* [.., k, ps, default] */
+            lua_pushvalue(L, ps - 1);
+            lua_rawseti(L, list, ++n);
+            lua_pushvalue(L, ps);
+            lua_rawseti(L, list, ++n);
+            lua_rawseti(L, list, ++n); /* [.., k, ps] */
+        } else if (lua_gettop(L) > ps) {
+            lua_pop(L, 1); /* sget's nil */
+        }
+        lua_pop(L, 1); /* [cache, list, k] */
+    }
+    lua_pushvalue(L, props);
+    lua_pushvalue(L, list);
+    lua_rawset(L, cache);
+    lua_remove(L, cache); /* [list] */
+}
+
 /*
  * The object part of default_node for the policies (w->keep): nothing is
  * pruned, so nothing is reported and no order matters: the keys are
@@ -355,6 +410,32 @@ static void default_keep(lua_State *L, struct walk *w, int s, int v)
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
+    }
+    if (w->own) {
+        /* The same defaults as the walk of props below, from the list. */
+        push_defaulted(L, props);
+        int list = lua_gettop(L);
+        lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+        for (lua_Integer i = 1; i + 2 <= n; i += 3) {
+            lua_rawgeti(L, list, i); /* [props, list, k] */
+            lua_pushvalue(L, -1);
+            int t = lua_rawget(L, v);
+            int absent = t == LUA_TNIL || codec_is_null(L, -1);
+            lua_pop(L, 1);
+            if (absent) {
+                lua_rawgeti(L, list, i + 1);
+                lua_rawgeti(L, list, i + 2);
+                push_copy(L, -1); /* [.., k, ps, default, copy] */
+                lua_pushvalue(L, -4);
+                lua_pushvalue(L, -2);
+                lua_rawset(L, v); /* v[k] = copy */
+                default_node(L, w, lua_gettop(L) - 2, lua_gettop(L), 0);
+                lua_pop(L, 3); /* copy, default, ps */
+            }
+            lua_pop(L, 1); /* k */
+        }
+        lua_pop(L, 2); /* list, props */
+        return;
     }
     lua_pushnil(L);
     while (lua_next(L, props) != 0) { /* [props, k, ps] */
@@ -1083,11 +1164,13 @@ static void resolve_node(lua_State *L, int idx)
 int crd_l_default(lua_State *L)
 {
     lua_settop(L, 2);
+    int own = lua_type(L, 2) == LUA_TSTRING;
     resolve_node(L, 2);
     if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TTABLE) {
         struct walk w;
         memset(&w, 0, sizeof(w));
         w.keep = 1;
+        w.own = own;
         codec_get_marks(L);
         w.marks = 1;
         w.amt = lua_topointer(L, 3);
