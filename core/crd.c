@@ -34,8 +34,10 @@ struct walk {
     struct dbuf key;       /* scratch: one list item's key (check_list_type) */
     int marks;             /* the codec's markers known (codec_get_marks) */
     const void *amt, *omt; /* their addresses (codec_kind_ptr) */
-    int own; /* the schema is the state's own decoded CRD (read only: its
-                defaulted properties may be cached, push_defaulted) */
+    int own;       /* the schema is the state's own decoded CRD (read only: its
+                      defaulted properties and its nodes' keys may be cached,
+                      push_defaulted, node_keys) */
+    unsigned keys; /* validate_node: the keys of its node (node_keys) */
 };
 
 /* --- paths and messages ----------------------------------------------------
@@ -201,6 +203,139 @@ static const char *sstring(lua_State *L, int s, const char *k)
     const char *v = sget(L, s, k) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     lua_pop(L, 1);
     return v;
+}
+
+/*
+ * The keys of a schema node that the validation reads, as bits of
+ * struct walk's `keys`: a key whose bit is clear is absent from the node,
+ * and its lookup (wget) is skipped. ALL_KEYS: not known, look every key up.
+ */
+static const char *const node_key_names[] = {
+    "nullable",
+    "type",
+    "x-kubernetes-int-or-string",
+    "enum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "minItems",
+    "maxItems",
+    "items",
+    "required",
+    "properties",
+    "additionalProperties",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+};
+enum {
+    K_NULLABLE = 1u << 0,
+    K_TYPE = 1u << 1,
+    K_INT_OR_STRING = 1u << 2,
+    K_ENUM = 1u << 3,
+    K_MAX_LENGTH = 1u << 4,
+    K_MIN_LENGTH = 1u << 5,
+    K_PATTERN = 1u << 6,
+    K_MAXIMUM = 1u << 7,
+    K_EXCL_MAXIMUM = 1u << 8,
+    K_MINIMUM = 1u << 9,
+    K_EXCL_MINIMUM = 1u << 10,
+    K_MIN_ITEMS = 1u << 11,
+    K_MAX_ITEMS = 1u << 12,
+    K_ITEMS = 1u << 13,
+    K_REQUIRED = 1u << 14,
+    K_PROPERTIES = 1u << 15,
+    K_ADDITIONAL = 1u << 16,
+    K_PRESERVE = 1u << 17,
+    K_LIST_TYPE = 1u << 18,
+    K_LIST_MAP_KEYS = 1u << 19,
+};
+#define ALL_KEYS (~0u)
+_Static_assert(sizeof(node_key_names) / sizeof(node_key_names[0]) == 20,
+               "a bit per key name");
+
+/* sget(L, s, k) where `bit` is k's bit: nil at once when w->keys says the
+ * node has no such key. */
+static int wget(lua_State *L, const struct walk *w, int s, unsigned bit,
+                const char *k)
+{
+    if ((w->keys & bit) == 0) {
+        lua_pushnil(L);
+        return LUA_TNIL;
+    }
+    return sget(L, s, k);
+}
+
+/* sflag through wget */
+static int wflag(lua_State *L, const struct walk *w, int s, unsigned bit,
+                 const char *k)
+{
+    if ((w->keys & bit) == 0)
+        return 0;
+    return sflag(L, s, k);
+}
+
+/* sstring through wget */
+static const char *wstring(lua_State *L, const struct walk *w, int s,
+                           unsigned bit, const char *k)
+{
+    if ((w->keys & bit) == 0)
+        return NULL;
+    return sstring(L, s, k);
+}
+
+/* Registry key (its address) of node_keys' cache: schema node of the
+ * state's own schema -> its keys (an integer). */
+static const char node_keys_key = 'N';
+
+/*
+ * The keys (bits above) of the schema node at s (absolute): ALL_KEYS
+ * unless the walk's schema is the state's own (w->own), which never
+ * changes (resolve_node), so each node's keys are found once and kept in
+ * the registry, out of the policies' reach. May raise a memory error.
+ */
+static unsigned node_keys(lua_State *L, const struct walk *w, int s)
+{
+    if (!w->own || lua_type(L, s) != LUA_TTABLE)
+        return ALL_KEYS;
+    luaL_checkstack(L, 6, "crd: nesting too deep");
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &node_keys_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &node_keys_key);
+    }
+    int cache = lua_gettop(L);
+    lua_pushvalue(L, s);
+    if (lua_rawget(L, cache) == LUA_TNUMBER) {
+        unsigned keys = (unsigned)lua_tointeger(L, -1);
+        lua_pop(L, 2);
+        return keys;
+    }
+    lua_pop(L, 1);
+    unsigned keys = 0;
+    size_t nn = sizeof(node_key_names) / sizeof(node_key_names[0]);
+    lua_pushnil(L);
+    while (lua_next(L, s) != 0) { /* [cache, k, v] */
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            continue;
+        size_t len;
+        const char *k = lua_tolstring(L, -1, &len);
+        for (size_t i = 0; i < nn; i++)
+            if (strlen(node_key_names[i]) == len &&
+                memcmp(node_key_names[i], k, len) == 0)
+                keys |= 1u << i;
+    }
+    lua_pushvalue(L, s);
+    lua_pushinteger(L, (lua_Integer)keys);
+    lua_rawset(L, cache);
+    lua_pop(L, 1);
+    return keys;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -673,7 +808,7 @@ static void check_string(lua_State *L, struct walk *w, int s, int v)
     size_t len;
     const char *str = lua_tolstring(L, v, &len);
     size_t runes = utf8_len(str, len);
-    if (sget(L, s, "maxLength") == LUA_TNUMBER &&
+    if (wget(L, w, s, K_MAX_LENGTH, "maxLength") == LUA_TNUMBER &&
         (lua_Number)runes > lua_tonumber(L, -1)) {
         struct dbuf *b = msg_begin(w);
         dbuf_adds(b, "Invalid value: ");
@@ -683,7 +818,7 @@ static void check_string(lua_State *L, struct walk *w, int s, int v)
         msg_end(w);
     }
     lua_pop(L, 1);
-    if (sget(L, s, "minLength") == LUA_TNUMBER &&
+    if (wget(L, w, s, K_MIN_LENGTH, "minLength") == LUA_TNUMBER &&
         (lua_Number)runes < lua_tonumber(L, -1)) {
         struct dbuf *b = msg_begin(w);
         dbuf_adds(b, "Invalid value: ");
@@ -693,7 +828,7 @@ static void check_string(lua_State *L, struct walk *w, int s, int v)
         msg_end(w);
     }
     lua_pop(L, 1);
-    const char *pat = sstring(L, s, "pattern");
+    const char *pat = wstring(L, w, s, K_PATTERN, "pattern");
     if (pat && pattern_match(L, pat, str, len) == REG_NOMATCH) {
         struct dbuf *b = msg_begin(w);
         dbuf_adds(b, "Invalid value: ");
@@ -709,16 +844,17 @@ static void check_number(lua_State *L, struct walk *w, int s, int v)
     static const struct {
         const char *key, *excl, *text, *text_excl;
         int max;
+        unsigned key_bit, excl_bit;
     } bounds[] = {
-        {"maximum", "exclusiveMaximum", "less than or equal to", "less than",
-         1},
+        {"maximum", "exclusiveMaximum", "less than or equal to", "less than", 1,
+         K_MAXIMUM, K_EXCL_MAXIMUM},
         {"minimum", "exclusiveMinimum", "greater than or equal to",
-         "greater than", 0},
+         "greater than", 0, K_MINIMUM, K_EXCL_MINIMUM},
     };
     for (int i = 0; i < 2; i++) {
-        if (sget(L, s, bounds[i].key) == LUA_TNUMBER) {
+        if (wget(L, w, s, bounds[i].key_bit, bounds[i].key) == LUA_TNUMBER) {
             lua_Number lim = lua_tonumber(L, -1);
-            int excl = sflag(L, s, bounds[i].excl);
+            int excl = wflag(L, w, s, bounds[i].excl_bit, bounds[i].excl);
             int bad = bounds[i].max ? (excl ? x >= lim : x > lim)
                                     : (excl ? x <= lim : x < lim);
             if (bad) {
@@ -737,7 +873,7 @@ static void check_number(lua_State *L, struct walk *w, int s, int v)
 
 static void check_enum(lua_State *L, struct walk *w, int s, int v)
 {
-    if (sget(L, s, "enum") != LUA_TTABLE) {
+    if (wget(L, w, s, K_ENUM, "enum") != LUA_TTABLE) {
         lua_pop(L, 1);
         return;
     }
@@ -770,11 +906,11 @@ static void check_enum(lua_State *L, struct walk *w, int s, int v)
 /* x-kubernetes-list-type map (unique by the map keys) or set. */
 static void check_list_type(lua_State *L, struct walk *w, int s, int v)
 {
-    const char *lt = sstring(L, s, "x-kubernetes-list-type");
+    const char *lt = wstring(L, w, s, K_LIST_TYPE, "x-kubernetes-list-type");
     if (lt == NULL || (strcmp(lt, "map") && strcmp(lt, "set")))
         return;
     int is_map = strcmp(lt, "map") == 0;
-    sget(L, s, "x-kubernetes-list-map-keys");
+    wget(L, w, s, K_LIST_MAP_KEYS, "x-kubernetes-list-map-keys");
     int mk = lua_gettop(L);
     lua_newtable(L);
     int seen = lua_gettop(L);
@@ -821,15 +957,28 @@ static void check_list_type(lua_State *L, struct walk *w, int s, int v)
     lua_pop(L, 2);
 }
 
+static void validate_at(lua_State *L, struct walk *w, int s, int v);
+
+/* Validates the value at v against the schema node at s (both absolute),
+ * with w->keys the node's keys meanwhile (restored for the caller). */
 static void validate_node(lua_State *L, struct walk *w, int s, int v)
+{
+    unsigned keys = w->keys;
+    w->keys = node_keys(L, w, s);
+    validate_at(L, w, s, v);
+    w->keys = keys;
+}
+
+static void validate_at(lua_State *L, struct walk *w, int s, int v)
 {
     luaL_checkstack(L, 12, "crd: nesting too deep");
     const char *vt = value_type(L, w, v);
     if (vt == NULL || lua_type(L, s) != LUA_TTABLE)
         return;
-    if (strcmp(vt, "null") == 0 && (w->keep || sflag(L, s, "nullable")))
+    if (strcmp(vt, "null") == 0 &&
+        (w->keep || wflag(L, w, s, K_NULLABLE, "nullable")))
         return;
-    const char *t = sstring(L, s, "type");
+    const char *t = wstring(L, w, s, K_TYPE, "type");
     /* A policy's own unmarked {} is an empty list too. */
     if (w->keep && t && strcmp(t, "array") == 0 && strcmp(vt, "object") == 0 &&
         walk_kind(L, w, v) == CODEC_PLAIN) {
@@ -840,7 +989,7 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
         if (empty)
             vt = "array";
     }
-    int ios = sflag(L, s, "x-kubernetes-int-or-string");
+    int ios = wflag(L, w, s, K_INT_OR_STRING, "x-kubernetes-int-or-string");
     const char *want = ios ? "integer,string" : t;
     int ok = ios ? strcmp(vt, "integer") == 0 || strcmp(vt, "string") == 0
                  : t == NULL || type_ok(t, vt);
@@ -860,7 +1009,7 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
         check_number(L, w, s, v);
     } else if (strcmp(vt, "array") == 0) {
         size_t n = lua_rawlen(L, v);
-        if (sget(L, s, "minItems") == LUA_TNUMBER &&
+        if (wget(L, w, s, K_MIN_ITEMS, "minItems") == LUA_TNUMBER &&
             (lua_Number)n < lua_tonumber(L, -1)) {
             struct dbuf *b = msg_begin(w);
             dbuf_addf(b,
@@ -870,7 +1019,7 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
             msg_end(w);
         }
         lua_pop(L, 1);
-        if (sget(L, s, "maxItems") == LUA_TNUMBER &&
+        if (wget(L, w, s, K_MAX_ITEMS, "maxItems") == LUA_TNUMBER &&
             (lua_Number)n > lua_tonumber(L, -1)) {
             struct dbuf *b = msg_begin(w);
             dbuf_addf(b, "Too many: %zu: must have at most %lld items", n,
@@ -879,7 +1028,7 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
         }
         lua_pop(L, 1);
         check_list_type(L, w, s, v);
-        if (sget(L, s, "items") == LUA_TTABLE) {
+        if (wget(L, w, s, K_ITEMS, "items") == LUA_TTABLE) {
             int items = lua_gettop(L);
             for (size_t i = 1; i <= n; i++) {
                 lua_rawgeti(L, v, (lua_Integer)i);
@@ -891,7 +1040,7 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
         }
         lua_pop(L, 1);
     } else if (strcmp(vt, "object") == 0) {
-        if (sget(L, s, "required") == LUA_TTABLE) {
+        if (wget(L, w, s, K_REQUIRED, "required") == LUA_TTABLE) {
             int req = lua_gettop(L);
             size_t n = lua_rawlen(L, req);
             for (size_t i = 1; i <= n; i++) {
@@ -912,9 +1061,9 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
             }
         }
         lua_pop(L, 1);
-        sget(L, s, "properties");
+        wget(L, w, s, K_PROPERTIES, "properties");
         int props = lua_gettop(L);
-        sget(L, s, "additionalProperties");
+        wget(L, w, s, K_ADDITIONAL, "additionalProperties");
         int addl = lua_gettop(L);
         /* Keys on the stack (a few), or in sorted_keys' table. */
         struct skey small[STACK_KEYS];
@@ -935,7 +1084,8 @@ static void validate_node(lua_State *L, struct walk *w, int s, int v)
                 validate_node(L, w, sub, val);
                 path_pop(w, old);
             } else if (w->warns != NULL &&
-                       !sflag(L, s, "x-kubernetes-preserve-unknown-fields")) {
+                       !wflag(L, w, s, K_PRESERVE,
+                              "x-kubernetes-preserve-unknown-fields")) {
                 size_t old = path_field(w, k->s);
                 dbuf_addf(w->warns, "unknown field \"%s\"\n", w->path);
                 path_pop(w, old);
@@ -1212,6 +1362,7 @@ static int p_validate_lists(lua_State *L)
 
 int crd_l_validate(lua_State *L)
 {
+    int own = lua_type(L, 2) == LUA_TSTRING;
     resolve_node(L, 2);
     luaL_checktype(L, 2, LUA_TTABLE);
     const char *path = luaL_optstring(L, 3, "");
@@ -1219,6 +1370,7 @@ int crd_l_validate(lua_State *L)
     struct dbuf errs, warns;
     memset(&w, 0, sizeof(w));
     w.keep = 1;
+    w.own = own;
     dbuf_init(&errs, (size_t)1 << 20);
     dbuf_init(&warns, (size_t)1 << 20);
     w.msgs = &errs;
