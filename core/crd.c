@@ -719,11 +719,14 @@ static int regex_gc(lua_State *L)
     return 0;
 }
 
-/* Pushes the cached struct regex of pat (compiling it now if the cache
- * has room) and returns it, or returns NULL with nothing pushed when pat
- * is not cached and cannot be. May raise a memory error; a compiled
- * pattern is owned by its userdata by then. */
-static struct regex *cached_regex(lua_State *L, const char *pat)
+/* Pushes the cached struct regex of pat, the Lua string at stack index
+ * pidx (absolute), compiling it now if the cache has room, and returns
+ * it, or returns NULL with nothing pushed when pat is not cached and
+ * cannot be. The cache is keyed by that string itself: a lookup by its C
+ * string would make a new string of a long pattern on every call. May
+ * raise a memory error; a compiled pattern is owned by its userdata by
+ * then. */
+static struct regex *cached_regex(lua_State *L, const char *pat, int pidx)
 {
     luaL_checkstack(L, 4, "crd: nesting too deep");
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &regex_key) != LUA_TTABLE) {
@@ -733,7 +736,8 @@ static struct regex *cached_regex(lua_State *L, const char *pat)
         lua_rawsetp(L, LUA_REGISTRYINDEX, &regex_key);
     }
     int cache = lua_gettop(L);
-    if (lua_getfield(L, cache, pat) == LUA_TUSERDATA) {
+    lua_pushvalue(L, pidx);
+    if (lua_rawget(L, cache) == LUA_TUSERDATA) {
         lua_remove(L, cache); /* [regex] */
         return lua_touserdata(L, -1);
     }
@@ -754,22 +758,24 @@ static struct regex *cached_regex(lua_State *L, const char *pat)
     }
     lua_setmetatable(L, -2); /* [cache, regex] */
     r->state = regcomp(&r->re, pat, REG_EXTENDED | REG_NOSUB) == 0 ? 1 : -1;
-    lua_pushvalue(L, -1);
-    lua_setfield(L, cache, pat);
+    lua_pushvalue(L, pidx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, cache);
     lua_pushinteger(L, n + 1);
     lua_rawseti(L, cache, 0);
     lua_remove(L, cache); /* [regex] */
     return r;
 }
 
-/* Whether the string s (len bytes) matches the POSIX extended pattern pat:
- * 0 for a match, REG_NOMATCH, or -1 when pat does not compile (then the
- * pattern is not checked). A string holding a NUL never matches. May
- * raise a memory error. */
-static int pattern_match(lua_State *L, const char *pat, const char *s,
+/* Whether the string s (len bytes) matches the POSIX extended pattern pat
+ * (the Lua string at stack index pidx, absolute): 0 for a match,
+ * REG_NOMATCH, or -1 when pat does not compile (then the pattern is not
+ * checked). A string holding a NUL never matches. May raise a memory
+ * error. */
+static int pattern_match(lua_State *L, const char *pat, int pidx, const char *s,
                          size_t len)
 {
-    struct regex *r = cached_regex(L, pat);
+    struct regex *r = cached_regex(L, pat, pidx);
     if (r != NULL) {
         int valid = r->state == 1;
         int m = valid && strlen(s) == len ? regexec(&r->re, s, 0, NULL, 0)
@@ -828,14 +834,18 @@ static void check_string(lua_State *L, struct walk *w, int s, int v)
         msg_end(w);
     }
     lua_pop(L, 1);
-    const char *pat = wstring(L, w, s, K_PATTERN, "pattern");
-    if (pat && pattern_match(L, pat, str, len) == REG_NOMATCH) {
-        struct dbuf *b = msg_begin(w);
-        dbuf_adds(b, "Invalid value: ");
-        add_quoted(b, str, len);
-        dbuf_addf(b, ": %s in body should match '%s'", w->path, pat);
-        msg_end(w);
+    if (wget(L, w, s, K_PATTERN, "pattern") == LUA_TSTRING) {
+        int pidx = lua_gettop(L);
+        const char *pat = lua_tostring(L, pidx);
+        if (pattern_match(L, pat, pidx, str, len) == REG_NOMATCH) {
+            struct dbuf *b = msg_begin(w);
+            dbuf_adds(b, "Invalid value: ");
+            add_quoted(b, str, len);
+            dbuf_addf(b, ": %s in body should match '%s'", w->path, pat);
+            msg_end(w);
+        }
     }
+    lua_pop(L, 1);
 }
 
 static void check_number(lua_State *L, struct walk *w, int s, int v)
