@@ -288,6 +288,20 @@ static const char *wstring(lua_State *L, const struct walk *w, int s,
     return sstring(L, s, k);
 }
 
+/* Pushes the registry's table at address key (made now when there is
+ * none yet: a cache out of the policies' reach) and returns its index.
+ * May raise a memory error. */
+static int push_registry_cache(lua_State *L, const void *key)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+    }
+    return lua_gettop(L);
+}
+
 /* Registry key (its address) of node_keys' cache: schema node of the
  * state's own schema -> its keys (an integer). */
 static const char node_keys_key = 'N';
@@ -303,13 +317,7 @@ static unsigned node_keys(lua_State *L, const struct walk *w, int s)
     if (!w->own || lua_type(L, s) != LUA_TTABLE)
         return ALL_KEYS;
     luaL_checkstack(L, 6, "crd: nesting too deep");
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &node_keys_key) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &node_keys_key);
-    }
-    int cache = lua_gettop(L);
+    int cache = push_registry_cache(L, &node_keys_key);
     lua_pushvalue(L, s);
     if (lua_rawget(L, cache) == LUA_TNUMBER) {
         unsigned keys = (unsigned)lua_tointeger(L, -1);
@@ -484,13 +492,7 @@ static const char defaults_key = 'D';
 static void push_defaulted(lua_State *L, int props)
 {
     luaL_checkstack(L, 8, "crd: nesting too deep");
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &defaults_key) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &defaults_key);
-    }
-    int cache = lua_gettop(L);
+    int cache = push_registry_cache(L, &defaults_key);
     lua_pushvalue(L, props);
     if (lua_rawget(L, cache) == LUA_TTABLE) {
         lua_remove(L, cache); /* [list] */
@@ -729,13 +731,7 @@ static int regex_gc(lua_State *L)
 static struct regex *cached_regex(lua_State *L, const char *pat, int pidx)
 {
     luaL_checkstack(L, 4, "crd: nesting too deep");
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &regex_key) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &regex_key);
-    }
-    int cache = lua_gettop(L);
+    int cache = push_registry_cache(L, &regex_key);
     lua_pushvalue(L, pidx);
     if (lua_rawget(L, cache) == LUA_TUSERDATA) {
         lua_remove(L, cache); /* [regex] */
