@@ -433,6 +433,21 @@ static const char *fa_precondition(const cJSON *in, const struct fa_obj *f,
     return NULL;
 }
 
+/* Waits while `pattern` (FA.stalled or FA.held_answer, set by the test)
+ * is non-empty and found in path, unless the server is stopping. */
+static void fa_wait_while(const char *pattern, const char *path)
+{
+    for (;;) {
+        pthread_mutex_lock(&FA.mu);
+        int wait =
+            pattern[0] != '\0' && !FA.stopping && strstr(path, pattern) != NULL;
+        pthread_mutex_unlock(&FA.mu);
+        if (!wait)
+            return;
+        usleep(5000);
+    }
+}
+
 static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
 {
     (void)s;
@@ -468,15 +483,7 @@ static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
         return rc == 0;
     }
     int w = fa_record(r);
-    for (;;) {
-        pthread_mutex_lock(&FA.mu);
-        int stall = FA.stalled[0] != '\0' && !FA.stopping &&
-                    strstr(r->path, FA.stalled) != NULL;
-        pthread_mutex_unlock(&FA.mu);
-        if (!stall)
-            break;
-        usleep(5000);
-    }
+    fa_wait_while(FA.stalled, r->path);
     pthread_mutex_lock(&FA.mu);
     const struct fa_rule *u = fa_rule_for(r);
     char fail[1024] = "";
@@ -533,15 +540,7 @@ static int fa_handler(struct fh_server *s, int fd, const struct fh_req *r)
         char *text = cJSON_PrintUnformatted(fa_store(res, o, 0));
         pthread_mutex_unlock(&FA.mu);
         fa_set_code(w, created ? 201 : 200);
-        for (;;) {
-            pthread_mutex_lock(&FA.mu);
-            int hold = FA.held_answer[0] != '\0' && !FA.stopping &&
-                       strstr(r->path, FA.held_answer) != NULL;
-            pthread_mutex_unlock(&FA.mu);
-            if (!hold)
-                break;
-            usleep(5000);
-        }
+        fa_wait_while(FA.held_answer, r->path);
         int rc = fh_respond(fd, created ? 201 : 200, NULL, text);
         free(text);
         return rc == 0;
