@@ -32,8 +32,9 @@
 #           with QPS/BURST through a patched build (sample_controller_qps.sh).
 #
 # Completion is observed through watches (one per resource, each event
-# time-stamped on arrival), not by polling lists, so the apiserver carries
-# no extra load and the times are exact to the event.
+# time-stamped on arrival), not by polling lists, so the times are exact to
+# the event. The apiserver serves those watches while the reference sends
+# too (REF_WATCH), so neither contender carries the instrument alone.
 #
 # Usage: spec/bench/controller_bench.sh
 #   env: N=1000 WORKERS=8 (the reference's requests in flight) OP_WORKERS=
@@ -48,6 +49,10 @@
 #        but then "idle" includes reacting to those status changes)
 #        REF_EVENTS=1 (a second reference run that also POSTs the operator's
 #        two Events per new DittoServer: the same request count as ours)
+#        REF_WATCH=0 (the reference runs without the instrument's watches;
+#        by default it runs with them, as the operator does, so both pay the
+#        same apiserver load for being measured; ref_watched_converge_seconds
+#        is then its converge as those watches saw it)
 #        OUT=<dir> (logs and the JSON summary; default a temp dir)
 #        LAT_QUIET=<s> (before the latency samples, wait at most s seconds
 #        for kube-controller-manager to be quiet: see kcm_quiet)
@@ -76,6 +81,7 @@ TIMEOUT=${TIMEOUT:-$((600 + N))}
 SAMPLE=${SAMPLE:-$root/deploy/samples/dittoserver.yaml}
 KEEP=${KEEP:-0}
 REF_EVENTS=${REF_EVENTS:-0}
+REF_WATCH=${REF_WATCH:-1}
 SETTLE=${SETTLE:-1}
 PROBE=${PROBE:-1}
 LAT_QUIET=${LAT_QUIET:-0}
@@ -455,6 +461,30 @@ settle() {
 
 op_reconciles() { metric controller_runtime_reconcile_total; }
 
+# instrument_start NS DIR: the watches that time a converge (DittoServers
+# with observedGeneration == generation, and the children by kind, each
+# event time-stamped into DIR/KIND.log), started once the DittoServers
+# exist; returns when the DittoServer watch has replayed all N. Both
+# contenders run with them (REF_WATCH=1), so the apiserver serves the same
+# instrument either way.
+instrument_start() {
+  local ns=$1 w=$2
+  local sel="labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddittofs-operator"
+  watch_start "$w/ds.log" "$DSPATH/namespaces/$ns/dittoservers" "" \
+    'select(.type == "ADDED" or .type == "MODIFIED") | .object |
+     "ds \(.metadata.name) \(if .status.observedGeneration == .metadata.generation then 1 else 0 end)"'
+  watch_start "$w/cm.log" "/api/v1/namespaces/$ns/configmaps" "$sel" \
+    'select(.type == "ADDED") | "cm \(.object.metadata.name)"'
+  watch_start "$w/svc.log" "/api/v1/namespaces/$ns/services" "$sel" \
+    'select(.type == "ADDED") | "svc \(.object.metadata.name)"'
+  watch_start "$w/sts.log" "/apis/apps/v1/namespaces/$ns/statefulsets" "$sel" \
+    'select(.type == "ADDED") | "sts \(.object.metadata.name)"'
+  watch_start "$w/pod.log" "/api/v1/namespaces/$ns/pods" "" \
+    'select(.type == "ADDED") | "pod \(.object.metadata.name)"'
+  # The DittoServer watch has replayed every existing object: it is live.
+  while [ "$(distinct "$w/ds.log")" -lt "$N" ]; do sleep 0.1; done
+}
+
 # ---------------------------------------------------------------------------
 # a) the reference client
 
@@ -520,14 +550,26 @@ part_ref() {
     fi
   done <"$OUT/$key.requests.tsv"
   echo "# $key: $nreq requests prepared ($(du -sh "$dir" | cut -f1) of bodies)"
-  local cp0
+  local cp0 conv
+  if [ "$REF_WATCH" = 1 ]; then
+    mkdir -p "$OUT/$key-watch"
+    instrument_start "$ns" "$OUT/$key-watch"
+  fi
   cp0=$(cp_ticks)
   probe_start "$OUT/$key.probe"
   t0=$(now)
   errors=$(send "$cfg" "$WORKERS" "$OUT/$key.codes")
   t1=$(now)
+  if [ "$REF_WATCH" = 1 ]; then
+    # The same converge as the operator's, as the instrument saw it.
+    conv=$(wait_counts "$t0" "$key converge" "$OUT/$key-watch/ds.log 4 $N" \
+      "$OUT/$key-watch/cm.log 0 $N" "$OUT/$key-watch/svc.log 0 $((2 * N))" \
+      "$OUT/$key-watch/sts.log 0 $N")
+    result "${key}_watched_converge_seconds" "$conv"
+  fi
   probe_stop "$key" "$OUT/$key.probe"
   cp_cpu_result "$key" "$cp0"
+  watch_stop_all
   result "${key}_requests" "$nreq"
   result "${key}_errors" "$errors"
   result "${key}_seconds" "$(sub "$t0" "$t1")"
@@ -589,20 +631,7 @@ part_op_run() {
   create_dittoservers "$ns"
   local w=$OUT/op-$run
   mkdir -p "$w"
-  local sel="labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddittofs-operator"
-  watch_start "$w/ds.log" "$DSPATH/namespaces/$ns/dittoservers" "" \
-    'select(.type == "ADDED" or .type == "MODIFIED") | .object |
-     "ds \(.metadata.name) \(if .status.observedGeneration == .metadata.generation then 1 else 0 end)"'
-  watch_start "$w/cm.log" "/api/v1/namespaces/$ns/configmaps" "$sel" \
-    'select(.type == "ADDED") | "cm \(.object.metadata.name)"'
-  watch_start "$w/svc.log" "/api/v1/namespaces/$ns/services" "$sel" \
-    'select(.type == "ADDED") | "svc \(.object.metadata.name)"'
-  watch_start "$w/sts.log" "/apis/apps/v1/namespaces/$ns/statefulsets" "$sel" \
-    'select(.type == "ADDED") | "sts \(.object.metadata.name)"'
-  watch_start "$w/pod.log" "/api/v1/namespaces/$ns/pods" "" \
-    'select(.type == "ADDED") | "pod \(.object.metadata.name)"'
-  # The DittoServer watch has replayed every existing object: it is live.
-  while [ "$(distinct "$w/ds.log")" -lt "$N" ]; do sleep 0.1; done
+  instrument_start "$ns" "$w"
 
   local cp0
   cp0=$(cp_ticks)
