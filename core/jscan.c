@@ -21,12 +21,48 @@ static void seterr(char *err, size_t errlen, const char *base, const char *p,
         snprintf(err, errlen, "%s at byte %ld", what, (long)(p - base));
 }
 
-/* p at the opening quote; returns the position after the closing quote. */
+/* The bytes of x that are '"', '\\' or a control character (below 0x20)
+ * get their high bit set, by the classic "has a zero byte" test on x itself
+ * (bytes below 0x20) and on x with the quote and the backslash made zero.
+ * Exact for "any", and for which byte comes first: a wrong bit can only
+ * follow a right one (a borrow moves up, to the later bytes in memory on a
+ * little-endian machine). */
+static uint64_t special_bytes(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    return (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) &
+           highs;
+}
+
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) &&                            \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define FIRST_SPECIAL(m) ((size_t)__builtin_ctzll(m) / 8)
+#else
+#define FIRST_SPECIAL(m) ((size_t)0) /* then byte by byte from there */
+#endif
+
+/* p at the opening quote; returns the position after the closing quote.
+ * Plain bytes are passed 8 at a time, and a word holding a special byte
+ * moves p to the first of them: the strings of Kubernetes objects (keys,
+ * names, a ConfigMap's file, managedFields) are plain. */
 static const char *skip_string(const char *p, const char *end,
                                const char **errat, const char **what)
 {
     p++;
     while (p < end) {
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            uint64_t m = special_bytes(x);
+            if (m != 0) {
+                p += FIRST_SPECIAL(m);
+                break;
+            }
+            p += 8;
+        }
+        if (p >= end)
+            break;
         unsigned char c = (unsigned char)*p;
         if (c == '"')
             return p + 1;

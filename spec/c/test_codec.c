@@ -1021,6 +1021,90 @@ static void test_fault_injection(void)
                     "leak");
 }
 
+/* jscan's strings: a special byte (the closing quote, an escape, a control
+ * character) or a byte that is not special, at every offset of strings of
+ * 0-40 bytes, against what a byte-at-a-time scan expects: where the value
+ * ends, or which error at which byte. Covers the 8-bytes-at-a-time path
+ * and every place its fall-back to single bytes can start. */
+static void test_jscan_strings(void)
+{
+    static const unsigned char probes[] = {0x00, 0x01, 0x1f, 0x20, 0x21,
+                                           '"',  '\\', 0x5b, 0x5d, 0x7f,
+                                           0x80, 0xc3, 0xfe, 0xff, 'a'};
+    static const char *const escapes[] = {"\\n", "\\\"",    "\\\\",
+                                          "\\/", "\\u00e9", "\\uD83D",
+                                          "\\x", "\\u12g4", "\\"};
+    int bad = 0, cases = 0;
+    char buf[64], emsg[128], want_err[64];
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t k = 0; k < n; k++) {
+            for (size_t i = 0; i < sizeof(probes); i++) {
+                unsigned char c = probes[i];
+                buf[0] = '"';
+                memset(buf + 1, 'a', n);
+                buf[1 + k] = (char)c;
+                buf[1 + n] = '"';
+                long want;
+                want_err[0] = '\0';
+                if (c == '"') {
+                    want = (long)k + 2;
+                } else if (c == '\\') {
+                    want = -1; /* "\a" */
+                    snprintf(want_err, sizeof(want_err),
+                             "bad escape in string at byte %zu", k + 1);
+                    if (k + 1 == n) /* "\"" then the end: unterminated */
+                        snprintf(want_err, sizeof(want_err),
+                                 "unterminated string at byte %zu", n + 2);
+                } else if (c < 0x20) {
+                    want = -1;
+                    snprintf(want_err, sizeof(want_err),
+                             "control character in string at byte %zu", k + 1);
+                } else {
+                    want = (long)n + 2;
+                }
+                long got = jscan_skip(buf, n + 2, emsg, sizeof(emsg));
+                cases++;
+                if (got != want || (want < 0 && strcmp(emsg, want_err) != 0)) {
+                    if (bad++ < 5)
+                        TEST_NOTE("n=%zu k=%zu byte 0x%02x: got %ld (%s), "
+                                  "want %ld (%s)",
+                                  n, k, c, got, got < 0 ? emsg : "", want,
+                                  want_err);
+                }
+            }
+        }
+        /* An escape at every offset, then the string closed. */
+        for (size_t k = 0; k <= n; k++) {
+            for (size_t e = 0; e < sizeof(escapes) / sizeof(*escapes); e++) {
+                size_t el = strlen(escapes[e]);
+                size_t len = 1 + n + el + 1;
+                buf[0] = '"';
+                memset(buf + 1, 'q', n); /* "\\q" is no escape */
+                memmove(buf + 1 + k + el, buf + 1 + k, n - k);
+                memcpy(buf + 1 + k, escapes[e], el);
+                buf[len - 1] = '"';
+                int valid = e < 6;
+                long got = jscan_skip(buf, len, emsg, sizeof(emsg));
+                cases++;
+                if (valid ? got != (long)len : got != -1) {
+                    if (bad++ < 5)
+                        TEST_NOTE("n=%zu k=%zu escape %s: got %ld (%s)", n, k,
+                                  escapes[e], got, got < 0 ? emsg : "");
+                }
+            }
+        }
+        /* Unterminated: the input ends inside the string. */
+        buf[0] = '"';
+        memset(buf + 1, 'c', n);
+        cases++;
+        if (jscan_skip(buf, n + 1, emsg, sizeof(emsg)) != -1 ||
+            strstr(emsg, "unterminated string") == NULL)
+            bad++;
+    }
+    CHECK(bad == 0, "jscan strings: %d cases of 0-40 bytes, %d differ", cases,
+          bad);
+}
+
 int main(void)
 {
     lua_State *L = luaL_newstate();
@@ -1043,6 +1127,7 @@ int main(void)
     test_cjson(L);
     test_exact_integers(L);
     test_text();
+    test_jscan_strings();
     test_staged_output(L);
     CHECK(lua_gettop(L) == 0, "the stack is balanced after every test");
     lua_close(L);
