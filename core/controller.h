@@ -75,7 +75,7 @@ struct controller_opts {
     const char *selector;       /* label selector on DittoServers; NULL: all */
     const char *cluster_domain; /* NULL: cluster.local */
     struct sandbox_limits limits;
-    unsigned workers;         /* 0: 4 concurrent reconciles */
+    unsigned workers;         /* 0: 8 concurrent reconciles */
     uint64_t resync_ms;       /* 0: 10 h (jittered by up to +10%) */
     uint64_t backoff_base_ms; /* 0: 5 */
     uint64_t backoff_max_ms;  /* 0: 1000 s */

@@ -119,8 +119,8 @@ struct http_call {
 };
 
 struct http_opts {
-    double qps;                  /* 0: 20; negative: no client-side limit */
-    int burst;                   /* 0: 30 */
+    double qps;                  /* 0: 500; negative: no client-side limit */
+    int burst;                   /* 0: 1000 */
     uint64_t connect_timeout_ms; /* 0: 10000 */
     uint64_t request_timeout_ms; /* 0: 60000, non-streaming requests */
     size_t max_body;             /* 0: 256 MiB per response body */

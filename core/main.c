@@ -161,15 +161,15 @@ static const struct flag flags[] = {
                            "only DittoServers in NS (default all)"},
     [OPT_QPS - 1] = {"kube-api-qps", "N", 1,
                      "client-side rate limit of API requests per\n"
-                     "second (default 20)"},
+                     "second (default 500)"},
     [OPT_BURST - 1] = {"kube-api-burst", "N", 1,
-                       "burst of the rate limit (default 30)"},
+                       "burst of the rate limit (default 1000)"},
     [OPT_SELECTOR - 1] = {"selector", "LABELS", 1,
                           "only DittoServers matching this label\n"
                           "selector (shard a fleet across operators)"},
     [OPT_WORKERS - 1] = {"workers", "N", 1,
                          "DittoServers reconciled concurrently\n"
-                         "(default 4)"},
+                         "(default 8)"},
     [OPT_RESYNC - 1] = {"resync-period", "DURATION", 1,
                         "reconcile every DittoServer this often\n"
                         "(jittered +10%; default 10h; e.g. 30s, 5m)"},

@@ -27,7 +27,7 @@
 #
 # Usage: spec/bench/reload_bench.sh
 #   env: N=100 RUNS=3 QPS=1000 BURST=2000 (the operator's --kube-api-qps and
-#        --kube-api-burst: its default 20/30 makes N patches take N/20 s)
+#        --kube-api-burst)
 #        WORKERS=4 SETTLE=5 BUILD_DIR=build KEEP=1 (keep the namespace)
 # Output: "#" progress lines, key=value results, one JSON summary line.
 set -euo pipefail
