@@ -950,7 +950,7 @@ struct http_client *http_client_new(struct loop *loop, struct kube_conn *conn,
     /* The defaults of --kube-api-qps and --kube-api-burst: 1,000 new
      * DittoServers converge in 16 s at 500/s against 249 s at client-go's
      * 20/s, and other clients see the apiserver as they do beside a client
-     * with no limit at all (defaults_bench.sh, README "Benchmarks"): the
+     * with no limit at all (defaults_bench.sh, README "Defaults"): the
      * apiserver's priority and fairness is the real limit; this one only
      * bounds a runaway loop. */
     if (c->o.qps == 0)
