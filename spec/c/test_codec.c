@@ -1079,7 +1079,7 @@ static void test_jscan_strings(void)
                 size_t el = strlen(escapes[e]);
                 size_t len = 1 + n + el + 1;
                 buf[0] = '"';
-                memset(buf + 1, 'q', n); /* "\\q" is no escape */
+                memset(buf + 1, 'q', n); /* a backslash then q is no escape */
                 memmove(buf + 1 + k + el, buf + 1 + k, n - k);
                 memcpy(buf + 1 + k, escapes[e], el);
                 buf[len - 1] = '"';
