@@ -140,6 +140,7 @@ struct sandbox {
     void *loader_ud;
     const char *keep_root; /* during sandbox_keep(): its module name */
     size_t kept;           /* modules kept for the life of the state */
+    int raw; /* the raw views below hold for this Lua (raw_selftest) */
     /* traceback of the last runtime error */
     struct dbuf trace;
 };
@@ -834,6 +835,197 @@ static const char *const removed[][2] = {
     {"_G", "require"},        {NULL, NULL},
 };
 
+/* --- raw views of tables and upvalues -------------------------------------
+ */
+
+/*
+ * The fast check of shared tables and kept upvalues after every evaluation
+ * (shared_intact) compares bytes: a table's array and hash parts, an
+ * upvalue's value, as they were when recorded. Through the C API the same
+ * check costs a lua_next per entry (a hash lookup of the key it stopped
+ * at) and took 12 % of an evaluation of the default policy; a memcmp of
+ * the parts is a few hundred instructions for all of them.
+ *
+ * The layouts are Lua 5.4's own (lobject.h; the same from 5.4.0 to 5.4.7),
+ * which lua.h does not publish. raw_selftest() builds a table, a Lua
+ * closure and a C closure through the API and reads them back through
+ * these structures; if any byte is not where it should be, sb->raw stays
+ * 0 and only the API check runs (as it does under DITTOFS_SANDBOX_RAW=0).
+ * Equal bytes prove equal contents; different bytes prove nothing (a
+ * write of an equal value may leave other padding, the collector marks
+ * the key of a removed entry dead, a long string may be an equal copy):
+ * then the API check decides, and the recorded bytes are refreshed when it
+ * finds the table intact and its parts where they were.
+ */
+#if LUA_VERSION_NUM == 504
+#define RAW_POSSIBLE 1
+#else
+#define RAW_POSSIBLE 0
+#endif
+
+union rvalue {
+    void *gc;
+    void *p;
+    lua_CFunction f;
+    lua_Integer i;
+    lua_Number n;
+};
+
+struct rtvalue {
+    union rvalue value_;
+    unsigned char tt_;
+};
+
+union rnode {
+    struct {
+        union rvalue value_;
+        unsigned char tt_;
+        unsigned char key_tt;
+        int next;
+        union rvalue key_val;
+    } u;
+    struct rtvalue i_val;
+};
+
+struct rtable {
+    void *next;
+    unsigned char tt, marked;
+    unsigned char flags, lsizenode;
+    unsigned int alimit;
+    struct rtvalue *array;
+    union rnode *node;
+    union rnode *lastfree;
+    const void *metatable;
+    void *gclist;
+};
+
+struct rupval {
+    void *next;
+    unsigned char tt, marked, tbc;
+    struct rtvalue *v;
+    struct rtvalue value; /* the closed value (u.value) */
+};
+
+#define RAW_BITRAS (1u << 7) /* flags: alimit is not the array's size */
+#define RAW_VNUMINT 3        /* makevariant(LUA_TNUMBER, 0) */
+#define RAW_CTB 64           /* BIT_ISCOLLECTABLE */
+#define RAW_VSHRSTR 4        /* makevariant(LUA_TSTRING, 0) */
+
+/* The size of the array part (luaH_realasize). */
+static unsigned raw_asize(const struct rtable *h)
+{
+    unsigned n = h->alimit;
+    if (!(h->flags & RAW_BITRAS) || (n & (n - 1)) == 0)
+        return n;
+    n |= n >> 1;
+    n |= n >> 2;
+    n |= n >> 4;
+    n |= n >> 8;
+    n |= n >> 16;
+    return n + 1;
+}
+
+/* Bytes of the parts of table h: array, then nodes. */
+static size_t raw_table_bytes(const struct rtable *h)
+{
+    return raw_asize(h) * sizeof(struct rtvalue) +
+           ((size_t)1 << h->lsizenode) * sizeof(union rnode);
+}
+
+static int raw_upval_closed(const struct rupval *u)
+{
+    return u->v == &u->value;
+}
+
+static int raw_dummy(lua_State *L)
+{
+    (void)L;
+    return 0;
+}
+
+/* Whether the layouts above are this Lua's (see above). Protected (may
+ * raise a memory error); leaves the stack as it was. */
+static int raw_selftest(lua_State *L)
+{
+    if (!RAW_POSSIBLE || sizeof(void *) != 8 || sizeof(lua_Integer) != 8)
+        return 0;
+    const char *env = getenv("DITTOFS_SANDBOX_RAW");
+    if (env != NULL && strcmp(env, "0") == 0)
+        return 0;
+    int top = lua_gettop(L), ok = 1;
+    static const char *const keys[] = {"alpha", "beta", "gamma", "delta"};
+    lua_createtable(L, 8, 4); /* [t] */
+    for (int i = 1; i <= 5; i++) {
+        lua_pushinteger(L, 100 + i);
+        lua_rawseti(L, -2, i);
+    }
+    for (int i = 0; i < 4; i++) {
+        lua_pushinteger(L, i);
+        lua_setfield(L, -2, keys[i]);
+    }
+    lua_newtable(L);
+    lua_setmetatable(L, -2);
+    lua_getmetatable(L, -1); /* [t, mt] */
+    (void)lua_rawlen(L, -2); /* may move alimit (luaH_getn) */
+    const struct rtable *h = lua_topointer(L, -2);
+    ok = h->metatable == lua_topointer(L, -1) && h->lsizenode == 2 &&
+         raw_asize(h) == 8 && h->array != NULL && h->node != NULL;
+    for (int i = 0; ok && i < 8; i++)
+        ok = i < 5 ? h->array[i].tt_ == RAW_VNUMINT &&
+                         h->array[i].value_.i == 101 + i
+                   : (h->array[i].tt_ & 0x0f) == LUA_TNIL;
+    for (int i = 0; ok && i < 4; i++) {
+        lua_pushstring(L, keys[i]);
+        const void *ks = lua_topointer(L, -1);
+        lua_pop(L, 1);
+        int found = 0;
+        for (int j = 0; j < 4; j++) {
+            const union rnode *n = &h->node[j];
+            if (n->u.key_tt == (RAW_VSHRSTR | RAW_CTB) && n->u.key_val.gc == ks)
+                found = n->i_val.tt_ == RAW_VNUMINT && n->i_val.value_.i == i;
+        }
+        ok = found;
+    }
+    lua_settop(L, top);
+    if (ok) { /* a closed upvalue of a Lua closure */
+        static const char chunk[] =
+            "local x = 42 return function() return x end";
+        if (luaL_loadbuffer(L, chunk, sizeof(chunk) - 1, "=selftest") != LUA_OK)
+            lua_error(L);
+        lua_call(L, 0, 1);
+        const struct rupval *u = lua_upvalueid(L, -1, 1);
+        ok = u != NULL && raw_upval_closed(u) && u->value.tt_ == RAW_VNUMINT &&
+             u->value.value_.i == 42;
+        lua_settop(L, top);
+    }
+    if (ok) { /* an upvalue of a C closure */
+        lua_pushinteger(L, 7);
+        lua_pushcclosure(L, raw_dummy, 1);
+        const struct rtvalue *v = lua_upvalueid(L, -1, 1);
+        ok = v != NULL && v->tt_ == RAW_VNUMINT && v->value_.i == 7;
+        lua_settop(L, top);
+    }
+    return ok;
+}
+
+/* Where the value of upvalue n of the function at idx lives, for a raw
+ * compare: NULL when there is none (an upvalue still open). */
+static const struct rtvalue *raw_upvalue(lua_State *L, int idx, int n)
+{
+    void *id = lua_upvalueid(L, idx, n);
+    if (id == NULL)
+        return NULL;
+    if (lua_iscfunction(L, idx))
+        return id;
+    const struct rupval *u = id;
+    return raw_upval_closed(u) ? u->v : NULL;
+}
+
+static int raw_same_tvalue(const struct rtvalue *a, const struct rtvalue *b)
+{
+    return a->tt_ == b->tt_ && memcmp(&a->value_, &b->value_, 8) == 0;
+}
+
 /*
  * A value as the fast check sees it: its type (numbers: integer or float)
  * and its bits (an integer, a float's bit pattern, a boolean, or the
@@ -900,21 +1092,74 @@ same_bits(lua_State *L, int idx, const struct bits *b)
 
 /* The fast check's record of a shared table (snapshot slot 2, and
  * CHECKS_KEY): its metatable's address (NULL: none; the snapshot keeps it
- * alive) and the bits of k1, v1, k2, v2, ... */
+ * alive) and the bits of k1, v1, k2, v2, ...; with raw views, the table,
+ * where its parts were, their sizes and (after b[n]) their bytes. */
 struct snapbits {
     const void *mt;
     size_t n;
+    const struct rtable *h; /* NULL: no raw view */
+    const void *array, *node;
+    unsigned asize, lsizenode;
     struct bits b[];
 };
 
 /* A kept upvalue (UPVALS_KEY) for the fast check: its number, whether its
  * function is the previous record's (the records of one function come
- * together), and its bits. */
+ * together), and its bits; with raw views, where its value lives (NULL:
+ * no raw view) and that value as recorded. */
 struct upbits {
     int up;
     int same_f;
     struct bits b;
+    const struct rtvalue *slot;
+    struct rtvalue tv;
 };
+
+static unsigned char *raw_bytes(struct snapbits *s)
+{
+    return (unsigned char *)(s->b + s->n);
+}
+
+/* Records where the parts of the table are and their bytes (the space
+ * after b[] holds raw_table_bytes(h) as it was at share()). */
+static void raw_record(struct snapbits *s, const struct rtable *h)
+{
+    s->h = h;
+    s->array = h->array;
+    s->node = h->node;
+    s->asize = raw_asize(h);
+    s->lsizenode = h->lsizenode;
+    size_t a = s->asize * sizeof(struct rtvalue);
+    if (a > 0)
+        memcpy(raw_bytes(s), h->array, a);
+    memcpy(raw_bytes(s) + a, h->node,
+           ((size_t)1 << h->lsizenode) * sizeof(union rnode));
+}
+
+/* Whether the table's metatable and parts are where they were, with the
+ * same bytes (then its contents are those recorded). */
+static int raw_intact(struct snapbits *s)
+{
+    const struct rtable *h = s->h;
+    if (h == NULL || h->metatable != s->mt || h->array != s->array ||
+        h->node != s->node || h->lsizenode != s->lsizenode ||
+        raw_asize(h) != s->asize)
+        return 0;
+    size_t a = s->asize * sizeof(struct rtvalue);
+    return (a == 0 || memcmp(raw_bytes(s), h->array, a) == 0) &&
+           memcmp(raw_bytes(s) + a, h->node,
+                  ((size_t)1 << h->lsizenode) * sizeof(union rnode)) == 0;
+}
+
+/* After the API check found the table intact: new bytes for the same
+ * parts (a dead key, other padding) become the record. */
+static void raw_refresh(struct snapbits *s)
+{
+    const struct rtable *h = s->h;
+    if (h != NULL && h->array == s->array && h->node == s->node &&
+        h->lsizenode == s->lsizenode && raw_asize(h) == s->asize)
+        raw_record(s, h);
+}
 
 /*
  * Records the table at idx as shared: its metatable and raw contents now
@@ -950,9 +1195,12 @@ static void share(lua_State *L, int idx)
         lua_rawseti(L, snap, i++); /* [shared, snap, k] */
     }
     size_t n = (size_t)(i - 3);
-    struct snapbits *sb =
-        lua_newuserdatauv(L, sizeof(*sb) + n * sizeof(sb->b[0]), 0);
+    const struct rtable *h = from_state(L)->raw ? lua_topointer(L, idx) : NULL;
+    struct snapbits *sb = lua_newuserdatauv(
+        L, sizeof(*sb) + n * sizeof(sb->b[0]) + (h ? raw_table_bytes(h) : 0),
+        0);
     sb->mt = NULL;
+    sb->h = NULL;
     if (lua_getmetatable(L, idx)) {
         sb->mt = lua_topointer(L, -1);
         lua_pop(L, 1);
@@ -963,6 +1211,8 @@ static void share(lua_State *L, int idx)
         value_bits(L, -1, &sb->b[j]);
         lua_pop(L, 1);
     }
+    if (h != NULL)
+        raw_record(sb, h);
     lua_pushvalue(L, -1);
     lua_rawseti(L, snap, 2); /* [shared, snap, bits] */
     lua_rawgetp(L, LUA_REGISTRYINDEX, &CHECKS_KEY);
@@ -1063,10 +1313,12 @@ static int shared_intact(lua_State *L)
     int checks = top + 1, t = top + 2;
     lua_Integer nc = (lua_Integer)lua_rawlen(L, checks);
     for (lua_Integer i = 1; ok && i < nc; i += 2) {
-        lua_rawgeti(L, checks, i);     /* [checks, t] */
-        lua_rawgeti(L, checks, i + 1); /* [checks, t, bits] */
-        const struct snapbits *s = lua_touserdata(L, -1);
+        lua_rawgeti(L, checks, i + 1); /* [checks, bits] */
+        struct snapbits *s = lua_touserdata(L, -1);
         lua_pop(L, 1); /* CHECKS_KEY keeps it */
+        if (raw_intact(s))
+            continue;
+        lua_rawgeti(L, checks, i); /* [checks, t] */
         if (lua_getmetatable(L, t)) {
             ok = lua_topointer(L, -1) == s->mt;
             lua_pop(L, 1);
@@ -1079,6 +1331,8 @@ static int shared_intact(lua_State *L)
             lua_rawget(L, -2); /* [checks, t, shared, snap] */
             ok = table_intact(L, t, lua_gettop(L), s);
         }
+        if (ok)
+            raw_refresh(s);
         lua_settop(L, checks);
     }
     lua_settop(L, top);
@@ -1086,10 +1340,17 @@ static int shared_intact(lua_State *L)
         int ups = top + 1;
         lua_Integer n = (lua_Integer)lua_rawlen(L, ups);
         lua_rawgetp(L, LUA_REGISTRYINDEX, &UPBITS_KEY);
-        const struct upbits *u = lua_touserdata(L, -1);
+        struct upbits *u = lua_touserdata(L, -1);
         size_t nu = u ? lua_rawlen(L, -1) / sizeof(*u) : 0;
         lua_settop(L, ups); /* the registry keeps it */
         int fast = u != NULL && nu == (size_t)(n / 3);
+        int raw = fast;
+        for (size_t j = 0; raw && j < nu; j++)
+            raw = u[j].slot != NULL && raw_same_tvalue(u[j].slot, &u[j].tv);
+        if (raw) {
+            lua_settop(L, top);
+            return 1;
+        }
         for (size_t j = 0; fast && j < nu; j++) {
             if (j == 0 || !u[j].same_f) {
                 lua_settop(L, ups);
@@ -1114,6 +1375,9 @@ static int shared_intact(lua_State *L)
                   (j < nu && same_bits(L, -2, &u[j].b)));
             lua_settop(L, ups);
         }
+        for (size_t j = 0; ok && j < nu; j++) /* the raw record follows */
+            if (u[j].slot != NULL)
+                u[j].tv = *u[j].slot;
     }
     lua_settop(L, top);
     return ok;
@@ -1279,6 +1543,9 @@ static int keep_main(lua_State *L)
         lua_rawgeti(L, ups, (lua_Integer)(3 * j + 3));
         value_bits(L, -1, &u[j].b);
         lua_rawgeti(L, ups, (lua_Integer)(3 * j + 1));
+        u[j].slot = sb->raw ? raw_upvalue(L, -1, u[j].up) : NULL;
+        if (u[j].slot != NULL)
+            u[j].tv = *u[j].slot;
         u[j].same_f = 0;
         if (j > 0) {
             lua_rawgeti(L, ups, (lua_Integer)(3 * j - 2));
@@ -1312,6 +1579,7 @@ static void push_frozen(lua_State *L)
  * the _ENV metatable. */
 static int setup(lua_State *L)
 {
+    from_state(L)->raw = raw_selftest(L);
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
     lua_newtable(L);
@@ -1697,6 +1965,11 @@ int sandbox_keep(struct sandbox *sb, const char *name, struct dbuf *err)
 size_t sandbox_kept(const struct sandbox *sb)
 {
     return sb->kept;
+}
+
+int sandbox_raw_views(const struct sandbox *sb)
+{
+    return sb->raw;
 }
 
 void sandbox_protect_table(lua_State *L, int idx)
