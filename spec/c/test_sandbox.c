@@ -776,7 +776,6 @@ static const char *const keep_modules[][2] = {
     {"klong", KMOD_ROOT("k.long = string.rep('M', 50)")},
     {"kssame", KMOD_ROOT("k.set_s(string.rep('L', 50))")},
     {"ks", KMOD_ROOT("k.set_s(string.rep('M', 50))")},
-    {"kaddrm", KMOD_ROOT("k.added = 1 k.added = nil")},
     {"kswap", KMOD_ROOT("k.long = nil k.long2 = string.rep('L', 50)")},
     {"knan", KMOD_ROOT("k.nan = -k.nan")},
     {"kmeta", KMOD_ROOT("setmetatable(k.deep, {})")},
@@ -1037,17 +1036,11 @@ static void test_keep(void)
     r = eval_in(sb, "kread", &end);
     CHECK(r.rc == SANDBOX_OK && end == SANDBOX_OK,
           "... and the next evaluations pass too (%d)", end);
-    /* Other bytes, the same contents: the API check decides, and the bytes
-     * it passed are the record from then on. */
-    r = eval_in(sb, "kaddrm", &end);
-    CHECK(r.rc == SANDBOX_OK && end == SANDBOX_OK,
-          "a key added and removed again is no change (%d)", end);
-    r = eval_in(sb, "kread", &end);
-    CHECK(r.rc == SANDBOX_OK && end == SANDBOX_OK,
-          "... and the next evaluation passes (%d)", end);
+    /* The equal long strings above left other bytes than recorded: the
+     * API check passed them, and they are the record from then on. */
     r = eval_in(sb, "kbump", &end);
     CHECK(r.rc == SANDBOX_OK && end == SANDBOX_ERR_TAINTED,
-          "... and a change after those is still found (%d)", end);
+          "... and a change after that is still found (%d)", end);
     sandbox_free(sb);
     static const char *const longs[] = {"klong", "ks", "knan"};
     for (size_t i = 0; i < sizeof(longs) / sizeof(longs[0]); i++) {
