@@ -44,6 +44,8 @@
 #        token, or the dittofs-operator ServiceAccount of deploy/rbac)
 #        TIMEOUT=<s> (per converge, default 600 + N) BUILD_DIR=build
 #        SAMPLE=deploy/samples/dittoserver.yaml KEEP=1 (keep namespaces)
+#        SETTLE_MAX=<s> (the settle's wait for the operator's reconciles to
+#        pause 3 s once N pods exist; default N/40, at least 60)
 #        SETTLE=0 (take the "with N" figures 3 s after converging, without
 #        waiting for kube-controller-manager's pods: much quicker at N=1000,
 #        but then "idle" includes reacting to those status changes)
@@ -54,6 +56,10 @@
 #        same apiserver load for being measured; ref_watched_converge_seconds
 #        is then its converge as those watches saw it)
 #        OUT=<dir> (logs and the JSON summary; default a temp dir)
+#        RESTART=1 (after each operator run: a fresh operator on the N it
+#        converged, once kube-controller-manager is quiet: time to ready and
+#        to its last reconcile, its requests (no write is expected), CPU,
+#        RSS, then its CPU over IDLE s; see op_restart)
 #        LAT_QUIET=<s> (before the latency samples, wait at most s seconds
 #        for kube-controller-manager to be quiet: see kcm_quiet)
 #        PROBE=0 (no probe client; by default one reads a small object 10
@@ -80,6 +86,8 @@ AS=${AS:-admin}
 TIMEOUT=${TIMEOUT:-$((600 + N))}
 SAMPLE=${SAMPLE:-$root/deploy/samples/dittoserver.yaml}
 KEEP=${KEEP:-0}
+RESTART=${RESTART:-0}
+SETTLE_MAX=${SETTLE_MAX:-$((N / 40 > 60 ? N / 40 : 60))}
 REF_EVENTS=${REF_EVENTS:-0}
 REF_WATCH=${REF_WATCH:-1}
 SETTLE=${SETTLE:-1}
@@ -441,7 +449,9 @@ DSPATH=/apis/dittofs.dittofs.com/v1alpha1
 # client rate limit, and each of those updates the parent's status, which
 # the controllers react to. "Idle" figures are taken once it is done: N pods
 # exist, then COUNTER (a command printing a number, "true" for none) is
-# unchanged for 3 s (at most 60 s more). KEY gets the time from T0.
+# unchanged for 3 s (at most SETTLE_MAX s more: the StatefulSets' status
+# updates go on for minutes after the last pod at 10,000). KEY gets the time
+# from T0.
 settle() {
   local what=$1 t0=$2 pods=$3 key=$4 counter=$5 a b i same=0
   if [ "$SETTLE" != 1 ]; then
@@ -450,7 +460,7 @@ settle() {
   fi
   wait_counts "$t0" "$what settle" "$pods 0 $N" >/dev/null
   a=$($counter)
-  for ((i = 0; i < 60 && same < 3; i++)); do
+  for ((i = 0; i < SETTLE_MAX && same < 3; i++)); do
     sleep 1
     b=$($counter)
     if [ "$a" = "$b" ]; then same=$((same + 1)); else same=0; fi
@@ -669,7 +679,40 @@ part_op_run() {
     op_latency "$ns" "$run"
   fi
   stop_pid "$op_pid"
+  [ "$RESTART" = 1 ] && op_restart "$ns" "$run" "$log" "${args[@]}"
   drop_namespace "$ns"
+}
+
+# op_restart NS RUN LOG ARGS...: a fresh operator on the N DittoServers it
+# converged, once kube-controller-manager is quiet (at most 900 s): the
+# time to /readyz and until its reconciles stop (5 s without one), the
+# requests it sent (steady state: the lists, no write), its CPU and RSS
+# then, and its CPU over IDLE s after that (nothing changes meanwhile).
+op_restart() {
+  local ns=$1 run=$2 log=$3 t0 prev=-1 r same=0 p
+  shift 3
+  kcm_quiet 900 "op_${run}_restart_quiet"
+  t0=$(now)
+  op_start "$ns" "$log.restart" "$@"
+  op_wait_ready "$log.restart"
+  result "op_${run}_restart_ready_seconds" "$(sub "$t0" "$(now)")"
+  while [ "$same" -lt 5 ]; do
+    sleep 1
+    r=$(op_reconciles)
+    if [ "$r" = "$prev" ]; then same=$((same + 1)); else same=0; fi
+    prev=$r
+  done
+  result "op_${run}_restart_reconciles" "$prev"
+  result "op_${run}_restart_settled_seconds" "$(sub "$t0" "$(now)")"
+  result "op_${run}_restart_requests_by_method" "$(curl -s "http://127.0.0.1:$op_mport/metrics" |
+    sed -n 's/^rest_client_requests_total{.*method="\([A-Z]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
+    awk '{ s[$1] += $2 } END { for (m in s) printf "%s%s:%d", (n++ ? " " : ""), m, s[m] }')"
+  result "op_${run}_restart_cpu_seconds" \
+    "$(awk -v t="$(cpu_ticks "$op_pid")" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
+  mem "op_${run}_restart_rss" "$op_pid"
+  p=$(idle_cpu "$op_pid" "$IDLE")
+  result "op_${run}_restart_cpu_idle_seconds_${IDLE}s" "$p"
+  stop_pid "$op_pid"
 }
 
 # op_latency NS RUN: LAT_RUNS sequential spec.image patches of bench-00001,

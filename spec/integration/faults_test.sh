@@ -537,7 +537,11 @@ write_audit() {
     (.objectRef.resource | IN("configmaps", "services", "statefulsets", "dittoservers")) and
     (.objectRef.subresource | not))' "$tmp/audit.json" >"$tmp/deletes.json"
   total=$(wc -l <"$tmp/writes.json")
-  if [ "$total" -gt 0 ] && [ "$(jq -s '[.[] | select(.verb != "delete" and .requestObject == null)] | length' "$tmp/writes.json")" != 0 ]; then
+  # Only a write the apiserver did was decoded: one refused before that (a
+  # 503 while a restarted apiserver is not ready yet, a 500 from a dead
+  # etcd) has no body in the log whatever the policy.
+  if [ "$total" -gt 0 ] && [ "$(jq -s '[.[] | select(.verb != "delete" and .responseStatus.code >= 200 and
+      .responseStatus.code < 300 and .requestObject == null)] | length' "$tmp/writes.json")" != 0 ]; then
     not_ok "$what: the audit log carries the bodies of the operators' writes" \
       "no requestObject: the apiserver's audit policy predates the dittofs:audit-request rule (deploy/local/cluster.sh); start the cluster fresh"
     return
