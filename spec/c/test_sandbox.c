@@ -786,6 +786,8 @@ static const char *const keep_modules[][2] = {
               "  return tostring(ok) .. ' ' .. err\nend\n"},
     {"kload", "local k = require('kmod')\nk.x = 2\n"
               "return function() return k.seen() end\n"},
+    {"kloadup", "local k = require('kmod')\nk.bump()\n"
+                "return function() return k.seen() end\n"},
     {"kud", "local g = require('kiter')\nreturn function() end\n"},
     {"kiter", "return { it = ('a b'):gmatch('%a') }\n"},
     {NULL, NULL},
@@ -1100,6 +1102,10 @@ static void test_keep(void)
     sb = kept_state("kload", &rc, &err);
     CHECK(sb == NULL && rc == SANDBOX_ERR_TAINTED,
           "a root that changes a module it loaded cannot keep it (%d, %s)", rc,
+          dbuf_ptr(&err));
+    sb = kept_state("kloadup", &rc, &err);
+    CHECK(sb == NULL && rc == SANDBOX_ERR_TAINTED,
+          "... nor one that changes a local of the module (%d, %s)", rc,
           dbuf_ptr(&err));
     sb = kept_state("kud", &rc, &err);
     CHECK(sb == NULL && rc == SANDBOX_ERR_RUNTIME &&
