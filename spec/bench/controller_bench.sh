@@ -618,6 +618,14 @@ op_wait_ready() {
   exit 1
 }
 
+# requests_by LABEL: the operator's requests summed by one label of
+# rest_client_requests_total ("method" or "code"), as "VALUE:COUNT ...".
+requests_by() {
+  curl -s "http://127.0.0.1:$op_mport/metrics" |
+    sed -n 's/^rest_client_requests_total{.*'"$1"'="\([A-Z0-9]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
+    awk '{ s[$1] += $2 } END { for (m in s) printf "%s%s:%d", (n++ ? " " : ""), m, s[m] }'
+}
+
 metric() { # metric NAME: summed value from the operator's /metrics
   curl -s "http://127.0.0.1:$op_mport/metrics" |
     awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF; f = 1 } END { if (f) printf "%.0f\n", s; else print "nan" }'
@@ -663,12 +671,8 @@ part_op_run() {
   mem "op_${run}_rss_n" "$op_pid"
   result "op_${run}_rss_n_metrics_bytes" "$(metric process_resident_memory_bytes)"
   result "op_${run}_requests" "$(metric rest_client_requests_total)"
-  result "op_${run}_requests_by_method" "$(curl -s "http://127.0.0.1:$op_mport/metrics" |
-    sed -n 's/^rest_client_requests_total{.*method="\([A-Z]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
-    awk '{ s[$1] += $2 } END { for (m in s) printf "%s%s:%d", (n++ ? " " : ""), m, s[m] }')"
-  result "op_${run}_requests_by_code" "$(curl -s "http://127.0.0.1:$op_mport/metrics" |
-    sed -n 's/^rest_client_requests_total{.*code="\([0-9]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
-    awk '{ s[$1] += $2 } END { for (c in s) printf "%s%s:%d", (n++ ? " " : ""), c, s[c] }')"
+  result "op_${run}_requests_by_method" "$(requests_by method)"
+  result "op_${run}_requests_by_code" "$(requests_by code)"
   result "op_${run}_cpu_seconds_converge" \
     "$(awk -v t="$(cpu_ticks "$op_pid")" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
   result "op_${run}_cpu_idle_n_seconds_${IDLE}s" "$(idle_cpu "$op_pid" "$IDLE")"
@@ -685,18 +689,19 @@ part_op_run() {
 
 # op_restart NS RUN LOG ARGS...: a fresh operator on the N DittoServers it
 # converged, once kube-controller-manager is quiet (at most 900 s): the
-# time to /readyz and until its reconciles stop (5 s without one), the
+# time to /readyz and until its reconciles stop (5 s without one; at most
+# TIMEOUT s), the
 # requests it sent (steady state: the lists, no write), its CPU and RSS
 # then, and its CPU over IDLE s after that (nothing changes meanwhile).
 op_restart() {
-  local ns=$1 run=$2 log=$3 t0 prev=-1 r same=0 p
+  local ns=$1 run=$2 log=$3 t0 prev=-1 r same=0 i
   shift 3
   kcm_quiet 900 "op_${run}_restart_quiet"
   t0=$(now)
   op_start "$ns" "$log.restart" "$@"
   op_wait_ready "$log.restart"
   result "op_${run}_restart_ready_seconds" "$(sub "$t0" "$(now)")"
-  while [ "$same" -lt 5 ]; do
+  for ((i = 0; i < TIMEOUT && same < 5; i++)); do
     sleep 1
     r=$(op_reconciles)
     if [ "$r" = "$prev" ]; then same=$((same + 1)); else same=0; fi
@@ -704,14 +709,11 @@ op_restart() {
   done
   result "op_${run}_restart_reconciles" "$prev"
   result "op_${run}_restart_settled_seconds" "$(sub "$t0" "$(now)")"
-  result "op_${run}_restart_requests_by_method" "$(curl -s "http://127.0.0.1:$op_mport/metrics" |
-    sed -n 's/^rest_client_requests_total{.*method="\([A-Z]*\)".*} \([0-9.e+]*\)$/\1 \2/p' |
-    awk '{ s[$1] += $2 } END { for (m in s) printf "%s%s:%d", (n++ ? " " : ""), m, s[m] }')"
+  result "op_${run}_restart_requests_by_method" "$(requests_by method)"
   result "op_${run}_restart_cpu_seconds" \
     "$(awk -v t="$(cpu_ticks "$op_pid")" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
   mem "op_${run}_restart_rss" "$op_pid"
-  p=$(idle_cpu "$op_pid" "$IDLE")
-  result "op_${run}_restart_cpu_idle_seconds_${IDLE}s" "$p"
+  result "op_${run}_restart_cpu_idle_seconds_${IDLE}s" "$(idle_cpu "$op_pid" "$IDLE")"
   stop_pid "$op_pid"
 }
 
