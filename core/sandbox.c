@@ -851,9 +851,9 @@ static const char *const removed[][2] = {
  * closure and a C closure through the API and reads them back through
  * these structures; if any byte is not where it should be, sb->raw stays
  * 0 and only the API check runs (as it does under DITTOFS_SANDBOX_RAW=0).
- * Equal bytes prove equal contents; different bytes prove nothing (a
- * write of an equal value may leave other padding, the collector marks
- * the key of a removed entry dead, a long string may be an equal copy):
+ * Equal fields prove equal contents; different ones prove nothing (the
+ * collector marks the key of a removed entry dead, a long string may be
+ * an equal copy):
  * then the API check decides, and the recorded bytes are refreshed when it
  * finds the table intact and its parts where they were.
  */
@@ -1145,14 +1145,19 @@ static void raw_record(struct snapbits *s, const struct rtable *h)
            ((size_t)1 << h->lsizenode) * sizeof(union rnode));
 }
 
+/* Whether the table's parts are where, and as large as, recorded. */
+static int raw_parts_same(const struct snapbits *s, const struct rtable *h)
+{
+    return h->array == s->array && h->node == s->node &&
+           h->lsizenode == s->lsizenode && raw_asize(h) == s->asize;
+}
+
 /* Whether the table's metatable and parts are where they were, with the
- * same bytes (then its contents are those recorded). */
+ * same fields (then its contents are those recorded). */
 static int raw_intact(struct snapbits *s)
 {
     const struct rtable *h = s->h;
-    if (h == NULL || h->metatable != s->mt || h->array != s->array ||
-        h->node != s->node || h->lsizenode != s->lsizenode ||
-        raw_asize(h) != s->asize)
+    if (h == NULL || h->metatable != s->mt || !raw_parts_same(s, h))
         return 0;
     /* Field by field: the padding of a TValue or a Node, and the value
      * bits of nil and booleans, may never have been written (memcheck
@@ -1174,13 +1179,11 @@ static int raw_intact(struct snapbits *s)
 }
 
 /* After the API check found the table intact: new bytes for the same
- * parts (a dead key, other padding) become the record. */
+ * parts (a dead key, an equal long string) become the record. */
 static void raw_refresh(struct snapbits *s)
 {
-    const struct rtable *h = s->h;
-    if (h != NULL && h->array == s->array && h->node == s->node &&
-        h->lsizenode == s->lsizenode && raw_asize(h) == s->asize)
-        raw_record(s, h);
+    if (s->h != NULL && raw_parts_same(s, s->h))
+        raw_record(s, s->h);
 }
 
 /*
