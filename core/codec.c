@@ -29,6 +29,11 @@ void codec_push_null(lua_State *L)
     lua_pushlightuserdata(L, (void *)&null_sentinel);
 }
 
+const void *codec_null_ptr(void)
+{
+    return &null_sentinel;
+}
+
 int codec_is_null(lua_State *L, int idx)
 {
     return lua_touserdata(L, idx) == (void *)&null_sentinel &&
@@ -401,7 +406,16 @@ size_t codec_fmt_number(lua_State *L, int idx, char *buf)
 {
     if (lua_isinteger(L, idx))
         return fmt_int(lua_tointeger(L, idx), buf);
-    double d = lua_tonumber(L, idx);
+    return codec_fmt_float(lua_tonumber(L, idx), buf);
+}
+
+size_t codec_fmt_integer(lua_Integer v, char *buf)
+{
+    return fmt_int(v, buf);
+}
+
+size_t codec_fmt_float(lua_Number d, char *buf)
+{
     if (isnan(d) || isinf(d))
         return 0;
     /* Integral floats within the exact range print as integers, so that a

@@ -54,6 +54,9 @@ enum {
 void codec_push_null(lua_State *L);
 /* Returns 1 when the value at idx is the null sentinel. Never raises. */
 int codec_is_null(lua_State *L, int idx);
+/* The address codec.null is the light userdata of (for readers of raw
+ * values, lraw.h). */
+const void *codec_null_ptr(void);
 
 /* Gives the table at idx the marker metatable of `kind` (CODEC_ARRAY or
  * CODEC_OBJECT). May raise a memory error (first use creates the
@@ -191,5 +194,9 @@ static inline int codec_out_putc(struct codec_out *o, char c)
  * exactly, floats shortest round-trip ("1", "0.1", "1e+300"). Returns the
  * length, or 0 for NaN and infinities. Never raises. */
 size_t codec_fmt_number(lua_State *L, int idx, char *buf);
+/* The same for an integer, and for a float (codec_fmt_number of a
+ * float: 0 for NaN and infinities). */
+size_t codec_fmt_integer(lua_Integer v, char *buf);
+size_t codec_fmt_float(lua_Number d, char *buf);
 
 #endif

@@ -150,6 +150,14 @@ void dbuf_consume(struct dbuf *b, size_t n)
     b->ptr[b->len] = '\0';
 }
 
+void dbuf_truncate(struct dbuf *b, size_t n)
+{
+    if (n < b->len) {
+        b->len = n;
+        b->ptr[n] = '\0';
+    }
+}
+
 const char *dbuf_ptr(const struct dbuf *b)
 {
     return b->ptr ? b->ptr : "";

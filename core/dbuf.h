@@ -58,6 +58,8 @@ int dbuf_vaddf(struct dbuf *b, const char *fmt, va_list ap);
 
 /* Drops the first `n` bytes (n <= len). */
 void dbuf_consume(struct dbuf *b, size_t n);
+/* Drops the bytes from `n` on (nothing when n >= len). */
+void dbuf_truncate(struct dbuf *b, size_t n);
 
 /* Returns the contents ("" when empty); valid until the next mutation. */
 const char *dbuf_ptr(const struct dbuf *b);

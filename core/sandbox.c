@@ -78,6 +78,7 @@
 #include <lualib.h>
 
 #include "lpattern.h"
+#include "lraw.h"
 #include "sandbox.h"
 
 /* The block pool (see "the block pool" below). AddressSanitizer must see
@@ -140,7 +141,7 @@ struct sandbox {
     void *loader_ud;
     const char *keep_root; /* during sandbox_keep(): its module name */
     size_t kept;           /* modules kept for the life of the state */
-    int raw; /* the raw views below hold for this Lua (raw_selftest) */
+    int raw;               /* lraw.h's views hold for this Lua (lraw_views) */
     /* traceback of the last runtime error */
     struct dbuf trace;
 };
@@ -846,166 +847,25 @@ static const char *const removed[][2] = {
  * at) and took 12 % of an evaluation of the default policy; comparing
  * the parts field by field costs a small part of that.
  *
- * The layouts are Lua 5.4's own (lobject.h; the same from 5.4.0 to 5.4.7),
- * which lua.h does not publish. raw_selftest() builds a table, a Lua
- * closure and a C closure through the API and reads them back through
- * these structures; if any byte is not where it should be, sb->raw stays
- * 0 and only the API check runs (as it does under DITTOFS_SANDBOX_RAW=0).
- * Equal fields prove equal contents; different ones prove nothing (the
- * collector marks the key of a removed entry dead, a long string may be
- * an equal copy):
- * then the API check decides, and the recorded bytes are refreshed when it
+ * The layouts are Lua 5.4's own (lraw.h), verified by lraw_views() when
+ * a state is made; if they do not hold, sb->raw stays 0 and only the API
+ * check runs (as it does under DITTOFS_LUA_RAW=0). Equal fields prove
+ * equal contents; different ones prove nothing (the collector marks the
+ * key of a removed entry dead, a long string may be an equal copy): then
+ * the API check decides, and the recorded bytes are refreshed when it
  * finds the table intact and its parts where they were.
  */
-#if LUA_VERSION_NUM == 504
-#define RAW_POSSIBLE 1
-#else
-#define RAW_POSSIBLE 0
-#endif
-
-union rvalue {
-    void *gc;
-    void *p;
-    lua_CFunction f;
-    lua_Integer i;
-    lua_Number n;
-};
-
-struct rtvalue {
-    union rvalue value_;
-    unsigned char tt_;
-};
-
-union rnode {
-    struct {
-        union rvalue value_;
-        unsigned char tt_;
-        unsigned char key_tt;
-        int next;
-        union rvalue key_val;
-    } u;
-    struct rtvalue i_val;
-};
-
-struct rtable {
-    void *next;
-    unsigned char tt, marked;
-    unsigned char flags, lsizenode;
-    unsigned int alimit;
-    struct rtvalue *array;
-    union rnode *node;
-    union rnode *lastfree;
-    const void *metatable;
-    void *gclist;
-};
-
-struct rupval {
-    void *next;
-    unsigned char tt, marked, tbc;
-    struct rtvalue *v;
-    struct rtvalue value; /* the closed value (u.value) */
-};
-
-#define RAW_BITRAS (1u << 7) /* flags: alimit is not the array's size */
-#define RAW_VNUMINT 3        /* makevariant(LUA_TNUMBER, 0) */
-#define RAW_CTB 64           /* BIT_ISCOLLECTABLE */
-#define RAW_VSHRSTR 4        /* makevariant(LUA_TSTRING, 0) */
-
-/* The size of the array part (luaH_realasize). */
-static unsigned raw_asize(const struct rtable *h)
-{
-    unsigned n = h->alimit;
-    if (!(h->flags & RAW_BITRAS) || (n & (n - 1)) == 0)
-        return n;
-    n |= n >> 1;
-    n |= n >> 2;
-    n |= n >> 4;
-    n |= n >> 8;
-    n |= n >> 16;
-    return n + 1;
-}
 
 /* Bytes of the parts of table h: array, then nodes. */
 static size_t raw_table_bytes(const struct rtable *h)
 {
-    return raw_asize(h) * sizeof(struct rtvalue) +
+    return lraw_asize(h) * sizeof(struct rtvalue) +
            ((size_t)1 << h->lsizenode) * sizeof(union rnode);
 }
 
 static int raw_upval_closed(const struct rupval *u)
 {
     return u->v == &u->value;
-}
-
-static int raw_dummy(lua_State *L)
-{
-    (void)L;
-    return 0;
-}
-
-/* Whether the layouts above are this Lua's (see above). Protected (may
- * raise a memory error); leaves the stack as it was. */
-static int raw_selftest(lua_State *L)
-{
-    if (!RAW_POSSIBLE || sizeof(void *) != 8 || sizeof(lua_Integer) != 8)
-        return 0;
-    const char *env = getenv("DITTOFS_SANDBOX_RAW");
-    if (env != NULL && strcmp(env, "0") == 0)
-        return 0;
-    int top = lua_gettop(L), ok = 1;
-    static const char *const keys[] = {"alpha", "beta", "gamma", "delta"};
-    lua_createtable(L, 8, 4); /* [t] */
-    for (int i = 1; i <= 5; i++) {
-        lua_pushinteger(L, 100 + i);
-        lua_rawseti(L, -2, i);
-    }
-    for (int i = 0; i < 4; i++) {
-        lua_pushinteger(L, i);
-        lua_setfield(L, -2, keys[i]);
-    }
-    lua_newtable(L);
-    lua_setmetatable(L, -2);
-    lua_getmetatable(L, -1); /* [t, mt] */
-    (void)lua_rawlen(L, -2); /* may move alimit (luaH_getn) */
-    const struct rtable *h = lua_topointer(L, -2);
-    ok = h->metatable == lua_topointer(L, -1) && h->lsizenode == 2 &&
-         raw_asize(h) == 8 && h->array != NULL && h->node != NULL;
-    for (int i = 0; ok && i < 8; i++)
-        ok = i < 5 ? h->array[i].tt_ == RAW_VNUMINT &&
-                         h->array[i].value_.i == 101 + i
-                   : (h->array[i].tt_ & 0x0f) == LUA_TNIL;
-    for (int i = 0; ok && i < 4; i++) {
-        lua_pushstring(L, keys[i]);
-        const void *ks = lua_topointer(L, -1);
-        lua_pop(L, 1);
-        int found = 0;
-        for (int j = 0; j < 4; j++) {
-            const union rnode *n = &h->node[j];
-            if (n->u.key_tt == (RAW_VSHRSTR | RAW_CTB) && n->u.key_val.gc == ks)
-                found = n->i_val.tt_ == RAW_VNUMINT && n->i_val.value_.i == i;
-        }
-        ok = found;
-    }
-    lua_settop(L, top);
-    if (ok) { /* a closed upvalue of a Lua closure */
-        static const char chunk[] =
-            "local x = 42 return function() return x end";
-        if (luaL_loadbuffer(L, chunk, sizeof(chunk) - 1, "=selftest") != LUA_OK)
-            lua_error(L);
-        lua_call(L, 0, 1);
-        const struct rupval *u = lua_upvalueid(L, -1, 1);
-        ok = u != NULL && raw_upval_closed(u) && u->value.tt_ == RAW_VNUMINT &&
-             u->value.value_.i == 42;
-        lua_settop(L, top);
-    }
-    if (ok) { /* an upvalue of a C closure */
-        lua_pushinteger(L, 7);
-        lua_pushcclosure(L, raw_dummy, 1);
-        const struct rtvalue *v = lua_upvalueid(L, -1, 1);
-        ok = v != NULL && v->tt_ == RAW_VNUMINT && v->value_.i == 7;
-        lua_settop(L, top);
-    }
-    return ok;
 }
 
 /* Where the value of upvalue n of the function at idx lives, for a raw
@@ -1136,7 +996,7 @@ static void raw_record(struct snapbits *s, const struct rtable *h)
     s->h = h;
     s->array = h->array;
     s->node = h->node;
-    s->asize = raw_asize(h);
+    s->asize = lraw_asize(h);
     s->lsizenode = h->lsizenode;
     size_t a = s->asize * sizeof(struct rtvalue);
     if (a > 0)
@@ -1149,7 +1009,7 @@ static void raw_record(struct snapbits *s, const struct rtable *h)
 static int raw_parts_same(const struct snapbits *s, const struct rtable *h)
 {
     return h->array == s->array && h->node == s->node &&
-           h->lsizenode == s->lsizenode && raw_asize(h) == s->asize;
+           h->lsizenode == s->lsizenode && lraw_asize(h) == s->asize;
 }
 
 /* Whether the table's metatable and parts are where they were, with the
@@ -1614,7 +1474,7 @@ static void push_frozen(lua_State *L)
  * the _ENV metatable. */
 static int setup(lua_State *L)
 {
-    from_state(L)->raw = raw_selftest(L);
+    from_state(L)->raw = lraw_views(L);
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &SHARED_KEY);
     lua_newtable(L);

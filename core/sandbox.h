@@ -206,7 +206,7 @@ size_t sandbox_memory_baseline(const struct sandbox *sb);
 size_t sandbox_kept(const struct sandbox *sb);
 /* 1 when sandbox_end() compares shared tables and kept upvalues by their
  * bytes first (Lua 5.4's layouts, verified on this Lua when the state was
- * made; DITTOFS_SANDBOX_RAW=0 turns it off), 0 when only through the C
+ * made; DITTOFS_LUA_RAW=0 turns it off), 0 when only through the C
  * API. Either way a change is found; the bytes are faster. */
 int sandbox_raw_views(const struct sandbox *sb);
 /* The effective limits (defaults resolved). */

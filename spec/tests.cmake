@@ -20,7 +20,7 @@ endforeach()
 add_test(NAME c_test_sandbox_api COMMAND test_sandbox
          WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 set_tests_properties(c_test_sandbox_api PROPERTIES LABELS unit TIMEOUT 300
-                     ENVIRONMENT "DITTOFS_SANDBOX_RAW=0")
+                     ENVIRONMENT "DITTOFS_LUA_RAW=0")
 
 file(GLOB LUA_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/lua/*_spec.lua)
 foreach(spec IN LISTS LUA_SPECS)

@@ -16,6 +16,7 @@
 #include "jscan.h"
 #include "ljson.h"
 #include "lcodec.h"
+#include "lraw.h"
 #include "testlib.h"
 #include "text.h"
 #include "lyaml.h"
@@ -1105,6 +1106,116 @@ static void test_jscan_strings(void)
           bad);
 }
 
+/* json_encode with lraw.h's views and through the C API only: the same
+ * bytes, the same failure and message, the same dbuf, for every case;
+ * the raw walk runs to the end where it should and gives up where the
+ * API walk decides. */
+static void test_json_raw_walk(lua_State *L)
+{
+    static const struct {
+        const char *code;
+        int raw; /* 1: the raw walk ends it, 0: it gives up, -1: either
+                    (where Lua put the entries decides) */
+    } cases[] = {
+        {"return {}", 1},
+        {"return codec.array({})", 1},
+        {"return codec.object({})", 1},
+        {"return {1, 2.5, 3.0, -0.0, 'x', true, false, codec.null}", 1},
+        {"return {a = 1, b = {c = {d = 'e'}}, [''] = 'empty', ab = 2}", 1},
+        {"local t = {} for i = 1, 40 do t['k' .. (i * 7919 % 97)] = i end "
+         "return t",
+         1},
+        {"return {s = string.rep('long string ', 20), n = 'a\\nb\"c\\\\'}", 1},
+        {"return {u = 'h\\195\\169 \\226\\130\\172'}", 1},
+        {"local t = codec.array({1, 2}) t.name = 'ignored' return t", 1},
+        {"local t = {a = 1, b = 2} t.a = nil return t", 1},
+        {"local t = {1, 2, 3} t[3] = nil return t", 1},
+        {"return {m = 9007199254740993, f = 1e300, g = 0.1, h = -1e-7}", 1},
+        {"return {x = 2^63, y = math.mininteger, z = math.maxinteger}", 1},
+        {"local t = {} for i = 1, 100 do t[i] = {i = i} end return t", 1},
+        {"return setmetatable({a = 1}, {__index = {b = 2}})", 1},
+        {"return {1, nil, 3}", 0},
+        {"return codec.array({1, nil, 3})", 0},
+        {"return {1, 2, x = 3}", 0},
+        {"return codec.object({1, 2})", 0},
+        {"return {[1.5] = 'f'}", 0},
+        {"return {[0] = 'z'}", 0},
+        {"return {[true] = 1}", 0},
+        {"local t = {} t[1] = 1 t[2] = 2 t[4] = 4 return t", 0},
+        {"local t = {} t[2] = 'b' t[1] = 'a' return t", -1},
+        {"return {a = 0/0}", 0},
+        {"return {a = 1/0}", 0},
+        {"return {a = print}", 0},
+        {"return {a = 'bad \\255 utf8'}", 0},
+        {"return {[ 'bad \\255 key' ] = 1}", 0},
+        {"local t = {} t.self = t return t", 0},
+        {"return {a = coroutine.create(print)}", 0},
+        {"return {io.stdout}", 0},
+    };
+    size_t n = sizeof(cases) / sizeof(cases[0]);
+    CHECK(lraw_views(L) == 1, "lraw: the views hold for this Lua");
+    for (size_t i = 0; i < n; i++) {
+        char out[2][8192], msg[2][256];
+        int rc[2];
+        unsigned long walks0, giveups0, walks1, giveups1;
+        if (luaL_dostring(L, cases[i].code) != LUA_OK) {
+            CHECK(0, "raw walk case %zu: %s", i, lua_tostring(L, -1));
+            lua_pop(L, 1);
+            continue;
+        }
+        for (int off = 0; off <= 1; off++) {
+            struct dbuf b;
+            dbuf_init(&b, 1 << 20);
+            dbuf_adds(&b, "prefix:");
+            lraw_force_off(off);
+            msg[off][0] = '\0';
+            json_raw_counts(&walks0, &giveups0);
+            rc[off] = json_encode(L, -1, &b, msg[off], sizeof(msg[off]));
+            json_raw_counts(&walks1, &giveups1);
+            if (off == 0 && cases[i].raw)
+                CHECK(walks1 == walks0 + 1 && giveups1 == giveups0,
+                      "raw walk: %s is walked raw to the end", cases[i].code);
+            else if (off == 0 && cases[i].raw == 0)
+                CHECK(giveups1 == giveups0 + 1,
+                      "raw walk: %s gives up to the API walk", cases[i].code);
+            snprintf(out[off], sizeof(out[off]), "%s", dbuf_ptr(&b));
+            dbuf_free(&b);
+        }
+        lraw_force_off(0);
+        lua_pop(L, 1);
+        CHECK(rc[0] == rc[1] && strcmp(out[0], out[1]) == 0 &&
+                  strcmp(msg[0], msg[1]) == 0,
+              "raw walk: %s: the same as through the API (rc %d/%d, "
+              "\"%.60s\" / \"%.60s\", \"%s\" / \"%s\")",
+              cases[i].code, rc[0], rc[1], out[0], out[1], msg[0], msg[1]);
+    }
+    /* A maximum passed midway: the same failure and the same dbuf. */
+    CHECK(luaL_dostring(L,
+                        "local t = {} for i = 1, 50 do t[i] = "
+                        "string.rep('x', 30) end return {list = t}") == LUA_OK,
+          "raw walk: the large value builds");
+    for (size_t max = 100; max <= 2000; max += 475) {
+        char m[2][256];
+        int r[2];
+        size_t len[2];
+        for (int off = 0; off <= 1; off++) {
+            struct dbuf b;
+            dbuf_init(&b, max);
+            dbuf_adds(&b, "prefix:");
+            lraw_force_off(off);
+            r[off] = json_encode(L, -1, &b, m[off], sizeof(m[off]));
+            len[off] = dbuf_len(&b) + (size_t)dbuf_error(&b) * 1000;
+            dbuf_free(&b);
+        }
+        lraw_force_off(0);
+        CHECK(r[0] == r[1] && len[0] == len[1] && strcmp(m[0], m[1]) == 0,
+              "raw walk: a %zu-byte maximum fails as through the API (%d/%d, "
+              "%s / %s)",
+              max, r[0], r[1], m[0], m[1]);
+    }
+    lua_pop(L, 1);
+}
+
 int main(void)
 {
     lua_State *L = luaL_newstate();
@@ -1117,6 +1228,7 @@ int main(void)
     test_json_malformed(L);
     test_json_limits(L);
     test_json_encode_values(L);
+    test_json_raw_walk(L);
     test_yaml_decode(L);
     test_yaml_malformed(L);
     test_yaml_limits(L);

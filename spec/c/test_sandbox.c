@@ -997,11 +997,11 @@ static void test_keep(void)
     dbuf_init(&err, 4096);
     int rc = 0, end = -99, bad = 0;
     struct sandbox *sb = kept_state("kread", &rc, &err);
-    const char *raw = getenv("DITTOFS_SANDBOX_RAW");
+    const char *raw = getenv("DITTOFS_LUA_RAW");
     int want_raw = !(raw != NULL && strcmp(raw, "0") == 0);
     CHECK(sb != NULL && sandbox_raw_views(sb) == want_raw,
           "sandbox_end compares bytes first on this Lua (the layouts hold) "
-          "unless DITTOFS_SANDBOX_RAW=0 (raw views %d, want %d)",
+          "unless DITTOFS_LUA_RAW=0 (raw views %d, want %d)",
           sb ? sandbox_raw_views(sb) : -1, want_raw);
     if (!CHECK(sb != NULL && sandbox_kept(sb) == 1,
                "sandbox_keep keeps the module the root requires, not the "
