@@ -13,6 +13,7 @@
 
 #include "dbuf.h"
 #include "codec.h"
+#include "lraw.h"
 #include "text.h"
 
 /* Addresses used as registry keys and as the null sentinel. */
@@ -239,6 +240,7 @@ static int keys_push(struct codec_keys *k, const char *s, size_t len, int idx)
     k->v[k->len].s = s;
     k->v[k->len].len = len;
     k->v[k->len].idx = idx;
+    k->v[k->len].v = NULL;
     k->len++;
     return CODEC_OK;
 }
@@ -251,6 +253,26 @@ static int key_cmp(const void *a, const void *b)
     if (c != 0)
         return c;
     return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* Sorts n keys bytewise (keys are distinct: either order of equal ones
+ * is the same). Objects are mostly small: an insertion sort without
+ * qsort's indirect calls up to 16. */
+static void sort_keys(struct codec_key *v, size_t n)
+{
+    if (n > 16) {
+        qsort(v, n, sizeof(*v), key_cmp);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        struct codec_key k = v[i];
+        size_t j = i;
+        while (j > 0 && key_cmp(&v[j - 1], &k) > 0) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = k;
+    }
 }
 
 int codec_table_entries(lua_State *L, int idx, const void *array_mt,
@@ -319,25 +341,57 @@ int codec_table_entries(lua_State *L, int idx, const void *array_mt,
                      lua_typename(L, bad_key));
         return CODEC_EVALUE;
     }
-    size_t nk = keys->len - base;
-    if (nk > 16) {
-        qsort(keys->v + base, nk, sizeof(*keys->v), key_cmp);
-    } else if (nk > 1) {
-        /* Objects are mostly this small: an insertion sort without
-         * qsort's indirect calls (keys are distinct, so either order of
-         * equal keys is the same). */
-        struct codec_key *v = keys->v + base;
-        for (size_t i = 1; i < nk; i++) {
-            struct codec_key k = v[i];
-            size_t j = i;
-            while (j > 0 && key_cmp(&v[j - 1], &k) > 0) {
-                v[j] = v[j - 1];
-                j--;
-            }
-            v[j] = k;
-        }
-    }
+    sort_keys(keys->v + base, keys->len - base);
     *n = count;
+    return CODEC_OBJECT;
+}
+
+int codec_raw_entries(const struct rtable *h, const void *array_mt,
+                      const void *object_mt, struct codec_keys *keys, size_t *n)
+{
+    int kind = CODEC_PLAIN;
+    if (h->metatable == array_mt)
+        kind = CODEC_ARRAY;
+    else if (h->metatable == object_mt)
+        kind = CODEC_OBJECT;
+    /* The array part: entries 1..n, then nothing. */
+    const struct rtvalue *a = h->array;
+    unsigned asize = lraw_asize(h), na = 0;
+    while (na < asize && !lraw_isnil(a[na].tt_))
+        na++;
+    for (unsigned i = na + 1; i < asize; i++)
+        if (!lraw_isnil(a[i].tt_))
+            return CODEC_RAW_GIVEUP;
+    /* The hash part: string keys only. With no integer key there, #t is
+     * na (the only border), whatever else a marked array holds. */
+    size_t base = keys->len, nodes = (size_t)1 << h->lsizenode;
+    for (size_t i = 0; i < nodes; i++) {
+        const union rnode *nd = &h->node[i];
+        if (lraw_isnil(nd->u.tt_))
+            continue;
+        struct rtvalue k = {nd->u.key_val, nd->u.key_tt};
+        if (k.tt_ != (LRAW_VSHRSTR | LRAW_CTB) &&
+            k.tt_ != (LRAW_VLNGSTR | LRAW_CTB))
+            return CODEC_RAW_GIVEUP;
+        if (kind == CODEC_ARRAY)
+            continue;
+        size_t len;
+        const char *s = lraw_string(&k, &len);
+        if (keys_push(keys, s, len, 0) != CODEC_OK)
+            return CODEC_ENOMEM;
+        keys->v[keys->len - 1].v = &nd->i_val;
+    }
+    size_t nk = keys->len - base;
+    if (kind == CODEC_ARRAY || (kind == CODEC_PLAIN && na > 0)) {
+        if (nk > 0) /* an unmarked table with both kinds of keys */
+            return CODEC_RAW_GIVEUP;
+        *n = na;
+        return CODEC_ARRAY;
+    }
+    if (na > 0) /* an object with integer keys */
+        return CODEC_RAW_GIVEUP;
+    sort_keys(keys->v + base, nk);
+    *n = nk;
     return CODEC_OBJECT;
 }
 

@@ -115,10 +115,14 @@ void codec_raise(lua_State *L, int *code, int rc) __attribute__((noreturn));
 
 /* One key of an object being encoded: the key sits at stack index idx,
  * its value at idx + 1. */
+struct rtable;
+struct rtvalue;
+
 struct codec_key {
     const char *s;
     size_t len;
-    int idx;
+    int idx;                 /* the API walk: where the key is on the stack */
+    const struct rtvalue *v; /* the raw walk: where the value is (lraw.h) */
 };
 
 /* A growable vector of keys (malloc-owned; free with codec_keys_free). */
@@ -142,6 +146,22 @@ void codec_keys_free(struct codec_keys *k);
 int codec_table_entries(lua_State *L, int idx, const void *array_mt,
                         const void *object_mt, struct codec_keys *keys,
                         size_t *n, char *err, size_t errlen);
+
+/*
+ * codec_table_entries through lraw.h's views, for the encoders' raw walk
+ * (the caller checked lraw_views): the table h classified by the same
+ * rules without the C API. For an object, appends its entries (key bytes
+ * and value, `v`) to `keys`, sorted the same way; for an array, *n is its
+ * length and its values are h->array[0 .. *n - 1]. Returns CODEC_ARRAY,
+ * CODEC_OBJECT, CODEC_ENOMEM, or CODEC_RAW_GIVEUP where it cannot tell as
+ * codec_table_entries would: a hole in the array part, a key that is not
+ * a string in the hash part, keys of both kinds (the API walk then
+ * decides, or refuses). Never raises, never lets Lua run.
+ */
+#define CODEC_RAW_GIVEUP (-100)
+int codec_raw_entries(const struct rtable *h, const void *array_mt,
+                      const void *object_mt, struct codec_keys *keys,
+                      size_t *n);
 
 /*
  * The encoders' output: a staging buffer in front of a dbuf. An encoder

@@ -480,14 +480,6 @@ int json_push(lua_State *L, const char *s, size_t len,
 
 /* ---- encoder ------------------------------------------------------------- */
 
-/* An entry of an object met by the raw walk: its key's bytes and where
- * its value lives (lraw.h). */
-struct rkey {
-    const char *s;
-    size_t len;
-    const struct rtvalue *v;
-};
-
 struct jenc {
     struct codec_out o;    /* staged output (see codec.h) */
     const void *amt, *omt; /* the markers' addresses (codec_kind_ptr) */
@@ -496,10 +488,8 @@ struct jenc {
     int code;
     char *err;
     size_t errlen;
-    int raw;         /* try the raw walk (cleared for the second try) */
-    int in_raw;      /* the raw walk is running: a failure means "try again" */
-    struct rkey *rk; /* the raw walk's keys (malloc-owned, as keys) */
-    size_t rk_len, rk_cap;
+    int raw;    /* try the raw walk (cleared for the second try) */
+    int in_raw; /* the raw walk is running: a failure means "try again" */
 };
 
 __attribute__((noreturn)) static void enc_out_fail(lua_State *L, struct jenc *e,
@@ -770,119 +760,35 @@ static void encode_value(lua_State *L, struct jenc *e, int idx)
  * message. Nothing here lets Lua run or allocate, so the views stay
  * valid; a raise is a longjmp to codec_pcall.
  */
-static _Thread_local unsigned long raw_walks, raw_giveups;
-
-void json_raw_counts(unsigned long *walks, unsigned long *giveups)
-{
-    *walks = raw_walks;
-    *giveups = raw_giveups;
-}
-
 __attribute__((noreturn)) static void raw_giveup(lua_State *L, struct jenc *e)
 {
     codec_raise(L, &e->code, CODEC_EVALUE);
 }
 
-static void rkey_push(lua_State *L, struct jenc *e, const char *s, size_t len,
-                      const struct rtvalue *v)
-{
-    if (e->rk_len == e->rk_cap) {
-        size_t cap = e->rk_cap ? e->rk_cap * 2 : 64;
-        struct rkey *r = realloc(e->rk, cap * sizeof(*r));
-        if (r == NULL)
-            raw_giveup(L, e);
-        e->rk = r;
-        e->rk_cap = cap;
-    }
-    e->rk[e->rk_len++] = (struct rkey){s, len, v};
-}
-
-/* codec.c's key order: bytewise, a prefix first. */
-static int rkey_cmp(const struct rkey *x, const struct rkey *y)
-{
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->s, y->s, n);
-    if (c != 0)
-        return c;
-    return x->len < y->len ? -1 : x->len > y->len;
-}
-
-static int rkey_qcmp(const void *a, const void *b)
-{
-    return rkey_cmp(a, b);
-}
-
 static void raw_value(lua_State *L, struct jenc *e, const struct rtvalue *v);
 
-/* encode_table of h. codec_table_entries' rules: a table marked as an
- * array is its entries 1..#t; an unmarked one with the keys 1..n only is
- * an array; with string keys only (or none) it is an object. */
+/* encode_table of h (codec_raw_entries). */
 static void raw_table(lua_State *L, struct jenc *e, const struct rtable *h)
 {
+    size_t n, base = e->keys.len;
     if (++e->depth > CODEC_MAX_DEPTH)
         raw_giveup(L, e);
-    int kind = CODEC_PLAIN;
-    if (h->metatable == e->amt)
-        kind = CODEC_ARRAY;
-    else if (h->metatable == e->omt)
-        kind = CODEC_OBJECT;
-    /* The array part: entries 1..n, then nothing (a hole gives up). */
-    const struct rtvalue *a = h->array;
-    unsigned asize = lraw_asize(h), n = 0;
-    while (n < asize && !lraw_isnil(a[n].tt_))
-        n++;
-    for (unsigned i = n + 1; i < asize; i++)
-        if (!lraw_isnil(a[i].tt_))
-            raw_giveup(L, e);
-    /* The hash part: string keys only. With no integer key there, #t is
-     * n (the only border), whatever else the table holds. */
-    size_t base = e->rk_len, nodes = (size_t)1 << h->lsizenode;
-    for (size_t i = 0; i < nodes; i++) {
-        const union rnode *nd = &h->node[i];
-        if (lraw_isnil(nd->u.tt_))
-            continue;
-        struct rtvalue k = {nd->u.key_val, nd->u.key_tt};
-        if (k.tt_ != (LRAW_VSHRSTR | LRAW_CTB) &&
-            k.tt_ != (LRAW_VLNGSTR | LRAW_CTB))
-            raw_giveup(L, e);
-        if (kind == CODEC_ARRAY)
-            continue;
-        size_t len;
-        const char *s = lraw_string(&k, &len);
-        rkey_push(L, e, s, len, &nd->i_val);
-    }
-    size_t nk = e->rk_len - base;
-    if (kind == CODEC_ARRAY || (kind == CODEC_PLAIN && n > 0)) {
-        if (nk > 0) /* an unmarked table with both kinds of keys */
-            raw_giveup(L, e);
+    int kind = codec_raw_entries(h, e->amt, e->omt, &e->keys, &n);
+    if (kind < 0)
+        raw_giveup(L, e);
+    if (kind == CODEC_ARRAY) {
         putc_(L, e, '[');
-        for (unsigned i = 0; i < n; i++) {
+        for (size_t i = 0; i < n; i++) {
             if (i > 0)
                 putc_(L, e, ',');
-            raw_value(L, e, &a[i]);
+            raw_value(L, e, &h->array[i]);
         }
         putc_(L, e, ']');
     } else {
-        if (n > 0) /* an object with integer keys */
-            raw_giveup(L, e);
-        struct rkey *v = e->rk + base;
-        if (nk > 16) {
-            qsort(v, nk, sizeof(*v), rkey_qcmp);
-        } else {
-            for (size_t i = 1; i < nk; i++) {
-                struct rkey k = v[i];
-                size_t j = i;
-                while (j > 0 && rkey_cmp(&v[j - 1], &k) > 0) {
-                    v[j] = v[j - 1];
-                    j--;
-                }
-                v[j] = k;
-            }
-        }
         putc_(L, e, '{');
-        for (size_t i = 0; i < nk; i++) {
+        for (size_t i = 0; i < n; i++) {
             /* Re-read: nested tables may grow (move) the vector. */
-            struct rkey k = e->rk[base + i];
+            struct codec_key k = e->keys.v[base + i];
             if (i > 0)
                 putc_(L, e, ',');
             put_string(L, e, k.s, k.len);
@@ -891,7 +797,7 @@ static void raw_table(lua_State *L, struct jenc *e, const struct rtable *h)
         }
         putc_(L, e, '}');
     }
-    e->rk_len = base;
+    e->keys.len = base;
     e->depth--;
 }
 
@@ -946,7 +852,7 @@ static int encode_protected(lua_State *L)
         e->in_raw = 1;
         raw_table(L, e, lua_topointer(L, 2));
         e->in_raw = 0;
-        raw_walks++;
+        lraw_count(0);
     } else {
         encode_value(L, e, 2);
     }
@@ -977,8 +883,6 @@ int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
     size_t start = dbuf_len(out);
     e.raw = dbuf_error(out) == DBUF_OK;
     e.in_raw = 0;
-    e.rk = NULL;
-    e.rk_len = e.rk_cap = 0;
     lua_pushvalue(L, idx);
     int rc = codec_pcall(L, encode_protected, &e, 1, 0, &e.code, err, errlen);
     if (rc != CODEC_OK && e.in_raw && dbuf_error(out) == DBUF_OK) {
@@ -986,7 +890,7 @@ int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
          * what it wrote goes, and the API walk starts over. A dbuf that
          * failed under it would have failed at the same byte under the
          * API walk, which writes the same bytes up to there. */
-        raw_giveups++;
+        lraw_count(1);
         dbuf_truncate(out, start);
         codec_out_init(&e.o, out);
         e.depth = 0;
@@ -999,7 +903,6 @@ int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
      * (a success flushed in encode_protected). */
     codec_out_flush(&e.o);
     codec_keys_free(&e.keys);
-    free(e.rk);
     return rc;
 }
 

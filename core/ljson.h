@@ -42,11 +42,6 @@ int json_push(lua_State *L, const char *s, size_t len,
 int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
                 size_t errlen);
 
-/* This thread's count of json_encode calls that read their table through
- * lraw.h's views to the end, and of those that gave up and encoded it
- * through the C API again (tests and benchmarks). */
-void json_raw_counts(unsigned long *walks, unsigned long *giveups);
-
 /*
  * Pushes the cJSON tree `item` (borrowed, not modified) as a Lua value.
  * cJSON holds numbers as doubles: integral values become integers, which

@@ -23,6 +23,22 @@ void lraw_force_off(int off)
     atomic_store(&forced_off, off != 0);
 }
 
+static _Thread_local unsigned long walks, giveups;
+
+void lraw_count(int gave_up)
+{
+    if (gave_up)
+        giveups++;
+    else
+        walks++;
+}
+
+void lraw_counts(unsigned long *w, unsigned long *g)
+{
+    *w = walks;
+    *g = giveups;
+}
+
 static int dummy(lua_State *L)
 {
     (void)L;

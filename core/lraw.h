@@ -133,6 +133,12 @@ static inline const char *lraw_string(const struct rtvalue *v, size_t *len)
  */
 int lraw_views(lua_State *L);
 
+/* The encoders' raw walks (ljson.c, lyaml.c) count here, per thread, the
+ * values they wrote to the end and those they gave up on (which were
+ * then encoded through the C API again), for tests and benchmarks. */
+void lraw_count(int gave_up);
+void lraw_counts(unsigned long *walks, unsigned long *giveups);
+
 /* Tests: nonzero makes lraw_views() answer 0 from now on (0 undoes it),
  * so that the API paths can be compared with the raw ones in one run. */
 void lraw_force_off(int off);

@@ -17,6 +17,7 @@
 
 #include <yaml.h>
 
+#include "lraw.h"
 #include "lyaml.h"
 #include "text.h"
 
@@ -676,6 +677,8 @@ struct yenc {
     int code;
     char *err;
     size_t errlen;
+    int raw;    /* try the raw walk (cleared for the second try) */
+    int in_raw; /* the raw walk is running: a failure means "try again" */
 };
 
 __attribute__((noreturn)) static void yput_fail(lua_State *L, struct yenc *e,
@@ -925,50 +928,64 @@ static void emit_table(lua_State *L, struct yenc *e, int idx, int col, int at)
     e->depth--;
 }
 
+/* Emits the string s as a value and ends its line (emit_node). */
+static void emit_string(lua_State *L, struct yenc *e, const char *s, size_t n,
+                        int col, int at)
+{
+    check_utf8(L, e, s, n);
+    yputs(L, e, at == AT_KEY ? " " : "");
+    if (yaml_plain_safe(s, n)) {
+        yput(L, e, s, n);
+        yput(L, e, "\n", 1);
+    } else if (literal_ok(s, n)) {
+        put_literal(L, e, s, n, at == AT_TOP ? 2 : col + 2);
+    } else {
+        put_double_quoted(L, e, s, n);
+        yput(L, e, "\n", 1);
+    }
+}
+
+/* Emits a scalar written as it is (a number, true, false, null). */
+static void emit_word(lua_State *L, struct yenc *e, const char *w, size_t n,
+                      int at)
+{
+    if (at == AT_KEY)
+        yput(L, e, " ", 1);
+    yput(L, e, w, n);
+    yput(L, e, "\n", 1);
+}
+
 /* Emits the value at idx and ends its line. `col` is the column of the
  * key (AT_KEY) or of the dash (AT_ITEM) that introduces it. */
 static void emit_node(lua_State *L, struct yenc *e, int idx, int col, int at)
 {
     char num[40];
     size_t n;
-    const char *lead = at == AT_KEY ? " " : "";
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
-        yputs(L, e, lead);
-        yputs(L, e, "null\n");
+        emit_word(L, e, "null", 4, at);
         return;
     case LUA_TBOOLEAN:
-        yputs(L, e, lead);
-        yputs(L, e, lua_toboolean(L, idx) ? "true\n" : "false\n");
+        if (lua_toboolean(L, idx))
+            emit_word(L, e, "true", 4, at);
+        else
+            emit_word(L, e, "false", 5, at);
         return;
     case LUA_TNUMBER:
         n = codec_fmt_number(L, idx, num);
         if (n == 0)
             codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
                        "cannot encode NaN or infinity");
-        yputs(L, e, lead);
-        yput(L, e, num, n);
-        yput(L, e, "\n", 1);
+        emit_word(L, e, num, n, at);
         return;
     case LUA_TSTRING: {
         const char *s = lua_tolstring(L, idx, &n);
-        check_utf8(L, e, s, n);
-        yputs(L, e, lead);
-        if (yaml_plain_safe(s, n)) {
-            yput(L, e, s, n);
-            yput(L, e, "\n", 1);
-        } else if (literal_ok(s, n)) {
-            put_literal(L, e, s, n, at == AT_TOP ? 2 : col + 2);
-        } else {
-            put_double_quoted(L, e, s, n);
-            yput(L, e, "\n", 1);
-        }
+        emit_string(L, e, s, n, col, at);
         return;
     }
     case LUA_TLIGHTUSERDATA:
         if (codec_is_null(L, idx)) {
-            yputs(L, e, lead);
-            yputs(L, e, "null\n");
+            emit_word(L, e, "null", 4, at);
             return;
         }
         break;
@@ -982,6 +999,100 @@ static void emit_node(lua_State *L, struct yenc *e, int idx, int col, int at)
                "cannot encode a %s", luaL_typename(L, idx));
 }
 
+/*
+ * The raw walk: emit_table and emit_node again, reading the tables
+ * through lraw.h's views (codec_raw_entries), as json_encode does (see
+ * ljson.c): it writes what the API walk writes, or gives up, and
+ * encode() then drops what it wrote and runs the API walk.
+ */
+__attribute__((noreturn)) static void raw_giveup(lua_State *L, struct yenc *e)
+{
+    codec_raise(L, &e->code, CODEC_EVALUE);
+}
+
+static void raw_emit_node(lua_State *L, struct yenc *e, const struct rtvalue *v,
+                          int col, int at);
+
+static void raw_emit_table(lua_State *L, struct yenc *e, const struct rtable *h,
+                           int col, int at)
+{
+    size_t n, base = e->keys.len;
+    if (++e->depth > CODEC_MAX_DEPTH)
+        raw_giveup(L, e);
+    int kind = codec_raw_entries(h, e->amt, e->omt, &e->keys, &n);
+    if (kind < 0)
+        raw_giveup(L, e);
+    if (n == 0) {
+        yputs(L, e, at == AT_KEY ? " " : "");
+        yputs(L, e, kind == CODEC_ARRAY ? "[]\n" : "{}\n");
+    } else if (kind == CODEC_ARRAY) {
+        int dash = at == AT_ITEM ? col + 2 : col;
+        if (at == AT_KEY)
+            yput(L, e, "\n", 1);
+        for (size_t i = 0; i < n; i++) {
+            if (i > 0 || at != AT_ITEM)
+                yindent(L, e, dash);
+            yput(L, e, "- ", 2);
+            raw_emit_node(L, e, &h->array[i], dash, AT_ITEM);
+        }
+    } else {
+        int kcol = at == AT_TOP ? 0 : col + 2;
+        if (at == AT_KEY)
+            yput(L, e, "\n", 1);
+        for (size_t i = 0; i < n; i++) {
+            /* Re-read: nested tables may grow (move) the vector. */
+            struct codec_key k = e->keys.v[base + i];
+            if (i > 0 || at != AT_ITEM)
+                yindent(L, e, kcol);
+            put_key(L, e, k.s, k.len);
+            raw_emit_node(L, e, k.v, kcol, AT_KEY);
+        }
+    }
+    e->keys.len = base;
+    e->depth--;
+}
+
+static void raw_emit_node(lua_State *L, struct yenc *e, const struct rtvalue *v,
+                          int col, int at)
+{
+    char num[40];
+    size_t n;
+    switch (v->tt_) {
+    case LRAW_VFALSE:
+        emit_word(L, e, "false", 5, at);
+        return;
+    case LRAW_VTRUE:
+        emit_word(L, e, "true", 4, at);
+        return;
+    case LRAW_VNUMINT:
+        n = codec_fmt_integer(v->value_.i, num);
+        emit_word(L, e, num, n, at);
+        return;
+    case LRAW_VNUMFLT:
+        n = codec_fmt_float(v->value_.n, num);
+        if (n == 0)
+            raw_giveup(L, e);
+        emit_word(L, e, num, n, at);
+        return;
+    case LRAW_VSHRSTR | LRAW_CTB:
+    case LRAW_VLNGSTR | LRAW_CTB: {
+        const char *s = lraw_string(v, &n);
+        emit_string(L, e, s, n, col, at);
+        return;
+    }
+    case LRAW_VLIGHTUSERDATA:
+        if (v->value_.p != codec_null_ptr())
+            raw_giveup(L, e);
+        emit_word(L, e, "null", 4, at);
+        return;
+    case LRAW_VTABLE | LRAW_CTB:
+        raw_emit_table(L, e, v->value_.gc, col, at);
+        return;
+    default:
+        raw_giveup(L, e);
+    }
+}
+
 /* Protected body of yaml_encode(_all): [ud, value, all] -> []. */
 static int encode_protected(lua_State *L)
 {
@@ -991,7 +1102,14 @@ static int encode_protected(lua_State *L)
     e->amt = lua_topointer(L, 4);
     e->omt = lua_topointer(L, 5);
     if (!all) {
-        emit_node(L, e, 2, 0, AT_TOP);
+        if (e->raw && lua_type(L, 2) == LUA_TTABLE && lraw_views(L)) {
+            e->in_raw = 1;
+            raw_emit_table(L, e, lua_topointer(L, 2), 0, AT_TOP);
+            e->in_raw = 0;
+            lraw_count(0);
+        } else {
+            emit_node(L, e, 2, 0, AT_TOP);
+        }
         int rc = codec_out_flush(&e->o);
         if (rc != DBUF_OK)
             yput_fail(L, e, rc);
@@ -1002,6 +1120,24 @@ static int encode_protected(lua_State *L)
         codec_fail(L, &e->code, e->err, e->errlen, CODEC_EVALUE,
                    "a list of documents is needed, got a %s",
                    luaL_typename(L, 2));
+    if (e->raw && lraw_views(L)) {
+        /* A list of documents, each emitted as by yaml_encode. */
+        const struct rtable *h = lua_topointer(L, 2);
+        e->in_raw = 1;
+        if (codec_raw_entries(h, e->amt, e->omt, &e->keys, &n) != CODEC_ARRAY)
+            raw_giveup(L, e);
+        for (size_t i = 0; i < n; i++) {
+            if (i > 0)
+                yput(L, e, "---\n", 4);
+            raw_emit_node(L, e, &h->array[i], 0, AT_TOP);
+        }
+        e->in_raw = 0;
+        lraw_count(0);
+        int rc = codec_out_flush(&e->o);
+        if (rc != DBUF_OK)
+            yput_fail(L, e, rc);
+        return 0;
+    }
     int kind = codec_table_entries(L, 2, e->amt, e->omt, &e->keys, &n, e->err,
                                    e->errlen);
     if (kind < 0)
@@ -1040,9 +1176,25 @@ static int encode(lua_State *L, int idx, struct dbuf *out, int all, char *err,
         snprintf(err, errlen, "not enough memory");
         return CODEC_ENOMEM;
     }
+    /* The raw walk, when the dbuf is not already failing (ljson.c's
+     * json_encode has the same). */
+    size_t start = dbuf_len(out);
+    e.raw = dbuf_error(out) == DBUF_OK;
+    e.in_raw = 0;
     lua_pushvalue(L, idx);
     lua_pushboolean(L, all);
     int rc = codec_pcall(L, encode_protected, &e, 2, 0, &e.code, err, errlen);
+    if (rc != CODEC_OK && e.in_raw && dbuf_error(out) == DBUF_OK) {
+        lraw_count(1);
+        dbuf_truncate(out, start);
+        codec_out_init(&e.o, out);
+        e.depth = 0;
+        e.keys.len = 0;
+        e.raw = e.in_raw = 0;
+        lua_pushvalue(L, idx);
+        lua_pushboolean(L, all);
+        rc = codec_pcall(L, encode_protected, &e, 2, 0, &e.code, err, errlen);
+    }
     /* After a failure: the dbuf gets what it would have held unstaged
      * (a success flushed in encode_protected). */
     codec_out_flush(&e.o);

@@ -1106,11 +1106,26 @@ static void test_jscan_strings(void)
           bad);
 }
 
-/* json_encode with lraw.h's views and through the C API only: the same
- * bytes, the same failure and message, the same dbuf, for every case;
- * the raw walk runs to the end where it should and gives up where the
- * API walk decides. */
-static void test_json_raw_walk(lua_State *L)
+/* Replaces the value on top with the list of documents {value, 1, "x"}. */
+static void as_documents(lua_State *L)
+{
+    lua_createtable(L, 3, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, 1);
+    lua_rawseti(L, -2, 2);
+    lua_pushliteral(L, "x");
+    lua_rawseti(L, -2, 3);
+}
+
+typedef int (*encode_fn)(lua_State *L, int idx, struct dbuf *out, char *err,
+                         size_t errlen);
+
+/* json_encode, yaml_encode and yaml_encode_all with lraw.h's views and
+ * through the C API only: the same bytes, the same failure and message,
+ * the same dbuf, for every case; the raw walk runs to the end where it
+ * should and gives up where the API walk decides. */
+static void test_raw_walk(lua_State *L, encode_fn encode, const char *name)
 {
     static const struct {
         const char *code;
@@ -1154,6 +1169,7 @@ static void test_json_raw_walk(lua_State *L)
     };
     size_t n = sizeof(cases) / sizeof(cases[0]);
     CHECK(lraw_views(L) == 1, "lraw: the views hold for this Lua");
+    int all = encode == yaml_encode_all;
     for (size_t i = 0; i < n; i++) {
         char out[2][8192], msg[2][256];
         int rc[2];
@@ -1163,21 +1179,25 @@ static void test_json_raw_walk(lua_State *L)
             lua_pop(L, 1);
             continue;
         }
+        if (all)
+            as_documents(L);
         for (int off = 0; off <= 1; off++) {
             struct dbuf b;
             dbuf_init(&b, 1 << 20);
             dbuf_adds(&b, "prefix:");
             lraw_force_off(off);
             msg[off][0] = '\0';
-            json_raw_counts(&walks0, &giveups0);
-            rc[off] = json_encode(L, -1, &b, msg[off], sizeof(msg[off]));
-            json_raw_counts(&walks1, &giveups1);
+            lraw_counts(&walks0, &giveups0);
+            rc[off] = encode(L, -1, &b, msg[off], sizeof(msg[off]));
+            lraw_counts(&walks1, &giveups1);
             if (off == 0 && cases[i].raw)
                 CHECK(walks1 == walks0 + 1 && giveups1 == giveups0,
-                      "raw walk: %s is walked raw to the end", cases[i].code);
+                      "%s raw walk: %s is walked raw to the end", name,
+                      cases[i].code);
             else if (off == 0 && cases[i].raw == 0)
                 CHECK(giveups1 == giveups0 + 1,
-                      "raw walk: %s gives up to the API walk", cases[i].code);
+                      "%s raw walk: %s gives up to the API walk", name,
+                      cases[i].code);
             snprintf(out[off], sizeof(out[off]), "%s", dbuf_ptr(&b));
             dbuf_free(&b);
         }
@@ -1185,15 +1205,18 @@ static void test_json_raw_walk(lua_State *L)
         lua_pop(L, 1);
         CHECK(rc[0] == rc[1] && strcmp(out[0], out[1]) == 0 &&
                   strcmp(msg[0], msg[1]) == 0,
-              "raw walk: %s: the same as through the API (rc %d/%d, "
+              "%s raw walk: %s: the same as through the API (rc %d/%d, "
               "\"%.60s\" / \"%.60s\", \"%s\" / \"%s\")",
-              cases[i].code, rc[0], rc[1], out[0], out[1], msg[0], msg[1]);
+              name, cases[i].code, rc[0], rc[1], out[0], out[1], msg[0],
+              msg[1]);
     }
     /* A maximum passed midway: the same failure and the same dbuf. */
     CHECK(luaL_dostring(L,
                         "local t = {} for i = 1, 50 do t[i] = "
                         "string.rep('x', 30) end return {list = t}") == LUA_OK,
           "raw walk: the large value builds");
+    if (all)
+        as_documents(L);
     for (size_t max = 100; max <= 2000; max += 475) {
         char m[2][256];
         int r[2];
@@ -1203,15 +1226,15 @@ static void test_json_raw_walk(lua_State *L)
             dbuf_init(&b, max);
             dbuf_adds(&b, "prefix:");
             lraw_force_off(off);
-            r[off] = json_encode(L, -1, &b, m[off], sizeof(m[off]));
+            r[off] = encode(L, -1, &b, m[off], sizeof(m[off]));
             len[off] = dbuf_len(&b) + (size_t)dbuf_error(&b) * 1000;
             dbuf_free(&b);
         }
         lraw_force_off(0);
         CHECK(r[0] == r[1] && len[0] == len[1] && strcmp(m[0], m[1]) == 0,
-              "raw walk: a %zu-byte maximum fails as through the API (%d/%d, "
-              "%s / %s)",
-              max, r[0], r[1], m[0], m[1]);
+              "%s raw walk: a %zu-byte maximum fails as through the API "
+              "(%d/%d, %s / %s)",
+              name, max, r[0], r[1], m[0], m[1]);
     }
     lua_pop(L, 1);
 }
@@ -1228,7 +1251,9 @@ int main(void)
     test_json_malformed(L);
     test_json_limits(L);
     test_json_encode_values(L);
-    test_json_raw_walk(L);
+    test_raw_walk(L, json_encode, "json_encode");
+    test_raw_walk(L, yaml_encode, "yaml_encode");
+    test_raw_walk(L, yaml_encode_all, "yaml_encode_all");
     test_yaml_decode(L);
     test_yaml_malformed(L);
     test_yaml_limits(L);
