@@ -7,6 +7,7 @@
  * buffer, the key vector) live in the context struct owned by the
  * unprotected outer function, which frees them on every path.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -476,6 +477,61 @@ int json_push(lua_State *L, const char *s, size_t len,
     int rc = codec_pcall(L, decode_protected, &d, 0, 1, &d.code, err, errlen);
     free(d.scratch);
     return rc;
+}
+
+/* ---- copy ---------------------------------------------------------------- */
+
+/* The table at src (absolute) copied, pushed. */
+static void copy_table(lua_State *L, int src, int depth)
+{
+    if (depth > CODEC_MAX_DEPTH)
+        luaL_error(L, "json_copy: nesting deeper than %d", CODEC_MAX_DEPTH);
+    luaL_checkstack(L, 6, NULL);
+    /* The sizes: through lraw.h's views when they hold (no pass over the
+     * entries), else by counting. */
+    lua_Unsigned narr = 0, n = 0;
+    const struct rtable *h = lraw_views(L) ? lua_topointer(L, src) : NULL;
+    if (h != NULL) {
+        unsigned asize = lraw_asize(h);
+        size_t nodes = (size_t)1 << h->lsizenode;
+        for (unsigned i = 0; i < asize; i++)
+            narr += !lraw_isnil(h->array[i].tt_);
+        n = narr;
+        for (size_t i = 0; i < nodes; i++)
+            n += !lraw_isnil(h->node[i].u.tt_);
+    } else {
+        narr = lua_rawlen(L, src);
+        lua_pushnil(L);
+        while (lua_next(L, src) != 0) {
+            lua_pop(L, 1);
+            n++;
+        }
+    }
+    if (narr > (lua_Unsigned)INT_MAX || n - narr > (lua_Unsigned)INT_MAX)
+        luaL_error(L, "json_copy: table too large");
+    lua_createtable(L, (int)narr, n > narr ? (int)(n - narr) : 0);
+    int dst = lua_gettop(L);
+    if (lua_getmetatable(L, src))
+        lua_setmetatable(L, dst);
+    lua_pushnil(L);
+    while (lua_next(L, src) != 0) { /* [dst, k, v] */
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            copy_table(L, dst + 2, depth + 1);
+            lua_replace(L, dst + 2);
+        }
+        lua_pushvalue(L, dst + 1);
+        lua_insert(L, dst + 2); /* [dst, k, k, v] */
+        lua_rawset(L, dst);     /* [dst, k] */
+    }
+}
+
+void json_copy(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TTABLE)
+        copy_table(L, idx, 1);
+    else
+        lua_pushvalue(L, idx);
 }
 
 /* ---- encoder ------------------------------------------------------------- */

@@ -33,6 +33,17 @@ int json_push(lua_State *L, const char *s, size_t len,
               const struct codec_limits *lim, char *err, size_t errlen);
 
 /*
+ * Pushes a copy of the value at idx, a value json_push made: every table
+ * a new one with the same marker and entries (keys and scalars are
+ * immutable and shared), everything else as it is. Costs about a third
+ * of decoding the JSON again: no text to scan, no string to hash, and
+ * each table made at its final size. For trees (json_push never puts a
+ * table in two places); raises past CODEC_MAX_DEPTH, and memory errors:
+ * call it protected.
+ */
+void json_copy(lua_State *L, int idx);
+
+/*
  * Appends the value at idx to `out` as compact JSON (keys sorted
  * bytewise). Fails (CODEC_EVALUE) on NaN/infinity, functions, userdata
  * other than null, non-string object keys, invalid UTF-8 in strings and

@@ -715,7 +715,8 @@ static int eval_main(lua_State *L)
     const struct policy_input *in = e->in;
 
     /* Each policy call gets its own decoded DittoServer: one may change
-     * it, the next must not see that. This one is read by the core first
+     * it, the next must not see that. This one is read by the core first,
+     * copied for validate and render (json_copy: a third of a decode),
      * and then handed to status, the last call (nothing reads it after). */
     push_json(L, "DittoServer", in->ds_json, in->ds_len); /* 2 */
     if (raw_field(L, 2, "metadata") != LUA_TTABLE)
@@ -744,7 +745,7 @@ static int eval_main(lua_State *L)
     sandbox_budget_restart(L);
     int vt = in->status_only ? LUA_TNIL : raw_field(L, m, "validate");
     if (vt == LUA_TFUNCTION) {
-        push_json(L, "DittoServer", in->ds_json, in->ds_len);
+        json_copy(L, 2);
         lua_call(L, 1, 2);
         e->out->n_errors = collect_messages(L, -2, "errors", &e->out->errors);
         e->out->n_warnings =
@@ -765,7 +766,7 @@ static int eval_main(lua_State *L)
         sandbox_budget_restart(L);
         if (raw_field(L, m, "render") != LUA_TFUNCTION)
             fail(L, "%s: the policy has no render function", e->main_name);
-        push_json(L, "DittoServer", in->ds_json, in->ds_len);
+        json_copy(L, 2);
         push_ctx(L, e, name, ns);
         lua_call(L, 2, 1);
         int list = lua_gettop(L);

@@ -1106,6 +1106,54 @@ static void test_jscan_strings(void)
           bad);
 }
 
+/* json_copy: equal to what it copied (the same encoding, the markers
+ * kept, integers and floats as they were), and independent of it, with
+ * and without lraw.h's views. */
+static void test_json_copy(lua_State *L)
+{
+    static const char doc[] =
+        "{\"e\":\"x\",\"a\":[1,2.5,{\"c\":[],\"b\":null}],\"d\":{},"
+        "\"f\":[[[]]],\"g\":true,\"h\":9007199254740993,\"i\":-0.5}";
+    for (int off = 0; off <= 1; off++) {
+        char m[256];
+        struct dbuf a, b;
+        dbuf_init(&a, 1 << 20);
+        dbuf_init(&b, 1 << 20);
+        lraw_force_off(off);
+        int rc = json_push(L, doc, sizeof(doc) - 1, NULL, m, sizeof(m));
+        json_copy(L, -1); /* [orig, copy] */
+        json_encode(L, -2, &a, m, sizeof(m));
+        json_encode(L, -1, &b, m, sizeof(m));
+        CHECK(rc == 0 && strcmp(dbuf_ptr(&a), dbuf_ptr(&b)) == 0 &&
+                  strcmp(dbuf_ptr(&a), doc) != 0 /* keys sorted */,
+              "json_copy%s: the same encoding (%s / %s)",
+              off ? " (API only)" : "", dbuf_ptr(&a), dbuf_ptr(&b));
+        lua_setglobal(L, "copy");
+        lua_setglobal(L, "orig");
+        CHECK(luaL_dostring(
+                  L, "return codec.is_object(copy) and codec.is_array(copy.a)"
+                     " and codec.is_array(copy.a[3].c) and copy.d ~= orig.d"
+                     " and codec.is_object(copy.d) and copy.a[3].b == "
+                     "codec.null and math.type(copy.h) == 'integer' and "
+                     "math.type(copy.a[2]) == 'float'") == LUA_OK &&
+                  lua_toboolean(L, -1),
+              "json_copy%s: markers, null and number types kept",
+              off ? " (API only)" : "");
+        lua_pop(L, 1);
+        CHECK(luaL_dostring(L, "copy.a[3].b = 1 copy.e = 'y' copy.f[1] = nil "
+                               "return orig.a[3].b == codec.null and "
+                               "orig.e == 'x' and #orig.f == 1") == LUA_OK &&
+                  lua_toboolean(L, -1),
+              "json_copy%s: changing the copy leaves the original",
+              off ? " (API only)" : "");
+        lua_pop(L, 1);
+        dbuf_free(&a);
+        dbuf_free(&b);
+    }
+    lraw_force_off(0);
+    (void)luaL_dostring(L, "copy, orig = nil, nil");
+}
+
 /* Replaces the value on top with the list of documents {value, 1, "x"}. */
 static void as_documents(lua_State *L)
 {
@@ -1251,6 +1299,7 @@ int main(void)
     test_json_malformed(L);
     test_json_limits(L);
     test_json_encode_values(L);
+    test_json_copy(L);
     test_raw_walk(L, json_encode, "json_encode");
     test_raw_walk(L, yaml_encode, "yaml_encode");
     test_raw_walk(L, yaml_encode_all, "yaml_encode_all");
