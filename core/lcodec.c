@@ -236,6 +236,102 @@ static int same_value(lua_State *L, int a, int b, int depth,
     return n == 0;
 }
 
+/*
+ * same_value through lraw.h's views: 1 same, 0 not, -1 when it cannot
+ * tell as same_value would (a key other than a short string or an integer
+ * in the array part, a value of a type it does not read): l_same then
+ * asks same_value. Reads only; nothing runs Lua meanwhile.
+ */
+static int raw_same_table(const struct rtable *a, const struct rtable *b,
+                          int depth, const void *const mt[2]);
+
+static int raw_same(const struct rtvalue *a, const struct rtvalue *b, int depth,
+                    const void *const mt[2])
+{
+    if (a->tt_ != b->tt_) /* other types, subtypes or string lengths */
+        return lraw_isnil(a->tt_) && lraw_isnil(b->tt_);
+    switch (a->tt_) {
+    case LRAW_VFALSE:
+    case LRAW_VTRUE:
+        return 1;
+    case LRAW_VNUMINT:
+        return a->value_.i == b->value_.i;
+    case LRAW_VNUMFLT:
+        return a->value_.n == b->value_.n;
+    case LRAW_VSHRSTR | LRAW_CTB: /* interned */
+    case LRAW_VLIGHTUSERDATA:
+        return a->value_.p == b->value_.p;
+    case LRAW_VLNGSTR | LRAW_CTB: {
+        size_t na, nb;
+        const char *sa = lraw_string(a, &na), *sb = lraw_string(b, &nb);
+        return na == nb && memcmp(sa, sb, na) == 0;
+    }
+    case LRAW_VTABLE | LRAW_CTB:
+        return raw_same_table(a->value_.gc, b->value_.gc, depth + 1, mt);
+    default:
+        return lraw_isnil(a->tt_) ? 1 : -1;
+    }
+}
+
+static int raw_kind(const struct rtable *h, const void *const mt[2])
+{
+    return h->metatable == mt[0]   ? CODEC_ARRAY
+           : h->metatable == mt[1] ? CODEC_OBJECT
+                                   : CODEC_PLAIN;
+}
+
+/* The number of entries of h. */
+static size_t raw_count(const struct rtable *h)
+{
+    size_t n = 0, nodes = (size_t)1 << h->lsizenode;
+    unsigned asize = lraw_asize(h);
+    for (unsigned i = 0; i < asize; i++)
+        n += !lraw_isnil(h->array[i].tt_);
+    for (size_t i = 0; i < nodes; i++)
+        n += !lraw_isnil(h->node[i].u.tt_);
+    return n;
+}
+
+static int raw_same_table(const struct rtable *a, const struct rtable *b,
+                          int depth, const void *const mt[2])
+{
+    static const struct rtvalue absent = {{0}, 0};
+    if (a == b)
+        return 1;
+    if (depth > CODEC_MAX_DEPTH || raw_kind(a, mt) != raw_kind(b, mt))
+        return 0;
+    unsigned na = lraw_asize(a), nb = lraw_asize(b);
+    size_t n = 0, nodes = (size_t)1 << a->lsizenode;
+    for (unsigned i = 0; i < na; i++) {
+        if (lraw_isnil(a->array[i].tt_))
+            continue;
+        if (i >= nb) /* b may hold i + 1 in its hash part */
+            return -1;
+        n++;
+        int r = raw_same(&a->array[i], &b->array[i], depth, mt);
+        if (r != 1)
+            return r;
+    }
+    for (size_t i = 0; i < nodes; i++) {
+        const union rnode *nd = &a->node[i];
+        if (lraw_isnil(nd->u.tt_))
+            continue;
+        const struct rtvalue *vb;
+        if (nd->u.key_tt == (LRAW_VSHRSTR | LRAW_CTB))
+            vb = lraw_getshortstr(b, nd->u.key_val.gc);
+        else if (nd->u.key_tt == LRAW_VNUMINT && nd->u.key_val.i >= 1 &&
+                 (lua_Unsigned)nd->u.key_val.i <= nb)
+            vb = &b->array[nd->u.key_val.i - 1];
+        else
+            return -1;
+        n++;
+        int r = raw_same(&nd->i_val, vb ? vb : &absent, depth, mt);
+        if (r != 1)
+            return r;
+    }
+    return raw_count(b) == n;
+}
+
 /* codec.same(a, b): whether a and b are the same value, as the policies'
  * memos compare specs: tables with the same codec marker (codec.array,
  * codec.object or none) and the same keys holding the same values,
@@ -248,6 +344,14 @@ static int l_same(lua_State *L)
 {
     luaL_checkany(L, 2);
     const void *const mt[2] = {lua_topointer(L, AMT), lua_topointer(L, OMT)};
+    if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TTABLE &&
+        lraw_views(L)) {
+        int r = raw_same_table(lua_topointer(L, 1), lua_topointer(L, 2), 1, mt);
+        if (r >= 0) {
+            lua_pushboolean(L, r);
+            return 1;
+        }
+    }
     lua_pushboolean(L, same_value(L, 1, 2, 1, mt));
     return 1;
 }

@@ -99,7 +99,14 @@ static int check_table(lua_State *L)
                         n->i_val.tt_ == LRAW_VNUMINT && n->i_val.value_.i == i;
             }
         }
-        ok = found;
+        /* and the lookup finds it, and nothing for a key not there */
+        const struct rtvalue *v = lraw_getshortstr(h, ks);
+        ok = found && v != NULL && v->tt_ == LRAW_VNUMINT && v->value_.i == i;
+    }
+    if (ok) {
+        lua_pushliteral(L, "epsilon");
+        ok = lraw_getshortstr(h, lua_topointer(L, -1)) == NULL;
+        lua_pop(L, 1);
     }
     lua_pop(L, 2);
     return ok;

@@ -123,6 +123,24 @@ static inline const char *lraw_string(const struct rtvalue *v, size_t *len)
     return s->contents;
 }
 
+/* Where table h holds the value of the short string key s (a TString
+ * tagged LRAW_VSHRSTR: interned, so the same key is the same object), or
+ * NULL when h has no such key: luaH_getshortstr. */
+static inline const struct rtvalue *lraw_getshortstr(const struct rtable *h,
+                                                     const void *s)
+{
+    const struct rtstring *ts = s;
+    const union rnode *n =
+        &h->node[ts->hash & (((unsigned)1 << h->lsizenode) - 1)];
+    for (;;) {
+        if (n->u.key_tt == (LRAW_VSHRSTR | LRAW_CTB) && n->u.key_val.gc == s)
+            return &n->i_val;
+        if (n->u.next == 0)
+            return NULL;
+        n += n->u.next;
+    }
+}
+
 /*
  * 1 when the views above hold for this Lua and are not turned off
  * (DITTOFS_LUA_RAW=0, or lraw_force_off), else 0. The first call checks

@@ -1154,6 +1154,70 @@ static void test_json_copy(lua_State *L)
     (void)luaL_dostring(L, "copy, orig = nil, nil");
 }
 
+/* codec.same with lraw.h's views and through the C API only: the same
+ * answer for every pair (a, b). */
+static void test_same_raw(lua_State *L)
+{
+    static const char *const pairs[] = {
+        "{}, {}",
+        "{1, 2}, {1, 2}",
+        "{1, 2}, {1, 2.0}",
+        "{1, 2}, {2, 1}",
+        "{1, 2}, {1, 2, 3}",
+        "{a = 1}, {a = 1, b = 2}",
+        "{a = 1, b = 2}, {a = 1}",
+        "{a = {b = {c = 'd'}}}, {a = {b = {c = 'd'}}}",
+        "{a = {b = {c = 'd'}}}, {a = {b = {c = 'e'}}}",
+        "{a = 0.0}, {a = -0.0}",
+        "{a = 0/0}, {a = 0/0}",
+        "{a = codec.null}, {a = codec.null}",
+        "{a = codec.null}, {}",
+        "codec.array({}), codec.object({})",
+        "codec.array({}), {}",
+        "{}, setmetatable({}, {})",
+        "{s = string.rep('x', 50)}, {s = string.rep('x', 50)}",
+        "{s = string.rep('x', 50)}, {s = string.rep('x', 49) .. 'y'}",
+        "{s = string.rep('x', 50)}, {s = string.rep('x', 51)}",
+        "{f = print}, {f = print}",
+        "{f = print}, {f = type}",
+        "{[100] = 1}, {[100] = 1}",
+        "{[1.5] = 1}, {[1.5] = 1}",
+        "{[true] = 1}, {[true] = 1}",
+        "{[string.rep('k', 50)] = 1}, {[string.rep('k', 50)] = 1}",
+        "(function() local t = {} t[1] = 1 t[3] = 3 return t end)(), "
+        "{1, nil, 3}",
+        "(function() local t = {} for i = 1, 40 do t['k' .. i] = i end "
+        "return t end)(), (function() local t = {} for i = 40, 1, -1 do "
+        "t['k' .. i] = i end return t end)()",
+        "(function() local t = {a = 1, b = 2} t.a = nil return t end)(), "
+        "{b = 2}",
+        "(function() local t = {} t.self = t return t end)(), "
+        "(function() local t = {} t.self = t return t end)()",
+        "(function() local x = {} return {x, x} end)(), {{}, {}}",
+        "true, true",
+        "1, 1.0",
+    };
+    CHECK(luaL_dostring(L, "function same_pair(...) return codec.same(...) "
+                           "end") == LUA_OK,
+          "same_pair builds");
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        char code[512];
+        int r[2] = {-1, -1};
+        for (int off = 0; off <= 1; off++) {
+            lraw_force_off(off);
+            snprintf(code, sizeof(code), "return same_pair(%s)", pairs[i]);
+            if (luaL_dostring(L, code) == LUA_OK)
+                r[off] = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+        lraw_force_off(0);
+        CHECK(r[0] >= 0 && r[0] == r[1],
+              "codec.same(%s): %d raw, %d through the API", pairs[i], r[0],
+              r[1]);
+    }
+    (void)luaL_dostring(L, "same_pair = nil");
+}
+
 /* Replaces the value on top with the list of documents {value, 1, "x"}. */
 static void as_documents(lua_State *L)
 {
@@ -1300,6 +1364,7 @@ int main(void)
     test_json_limits(L);
     test_json_encode_values(L);
     test_json_copy(L);
+    test_same_raw(L);
     test_raw_walk(L, json_encode, "json_encode");
     test_raw_walk(L, yaml_encode, "yaml_encode");
     test_raw_walk(L, yaml_encode_all, "yaml_encode_all");
