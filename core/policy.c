@@ -351,10 +351,17 @@ unsigned long policy_set_preparations(const struct policy_set *ps)
  * hot paths, and a lua_call per mark cost as much as the marking. */
 static int guarded_mark(lua_State *L)
 {
-    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+    int t = lua_type(L, 1);
+    if (t == LUA_TTABLE && lua_getmetatable(L, 1)) {
         lua_pop(L, 1); /* most tables marked are new: no metatable */
         if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
             return luaL_error(L, "cannot change a protected metatable");
+    }
+    if (t == LUA_TTABLE && lua_gettop(L) == 1) {
+        /* codec_set_mark's common case, without its checks */
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_setmetatable(L, 1);
+        return 1;
     }
     return codec_set_mark(L, lua_upvalueindex(1));
 }
