@@ -10,8 +10,10 @@
 #   3. with CALLGRIND=1 (valgrind installed), instead of 1 and 2: the
 #      instructions of one evaluation for both figures of 1, counted by
 #      callgrind inside policy_eval (repeatable on a busy machine, where
-#      wall times are not): the difference of a run with 60 and one with
-#      10 timed iterations, divided by 50.
+#      wall times are not): the difference of a run with 10 + N and one
+#      with 10 timed iterations, divided by N (CALLGRIND_N, default 400:
+#      the collector's work differs from one evaluation to the next, and
+#      a window of 50 moved the figure by up to 2 %).
 # Usage: spec/bench/policy_bench.sh [BUILD_DIR] [SAMPLE]
 # BUILD_DIR defaults to build/ (must hold dittofs-operator and
 # libdittofs_core.a, e.g. after spec/test.sh). Not part of ctest.
@@ -31,7 +33,8 @@ cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -I core $(pkg-config --cflags lua5.4 l
 
 if [ "${CALLGRIND:-0}" = 1 ]; then
   out=$(mktemp -d)
-  for n in 10 60; do
+  cn=${CALLGRIND_N:-400}
+  for n in 10 $((cn + 10)); do
     TIMEOUT_MS=60000 valgrind -q --tool=callgrind \
       --toggle-collect=policy_eval --dump-after=bench \
       --callgrind-out-file="$out/cg.$n.%p" "$bench" "$sample" "$n" >/dev/null
@@ -40,7 +43,7 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     ir() { awk '/^summary:/ {print $2}' "$out"/cg."$1".*."$part"; }
     label=validate+render+status
     [ "$part" = 2 ] && label=render+status
-    echo "policy_eval ($label): $((($(ir 60) - $(ir 10)) / 50))" \
+    echo "policy_eval ($label): $((($(ir $((cn + 10))) - $(ir 10)) / cn))" \
       "instructions per evaluation (callgrind)"
   done
   rm -rf "$out"
