@@ -36,7 +36,7 @@ for m in loop kubeconfig exec_cred http watch cache events leader serve \
   reload; do
   layer[$m]=1
 done
-for m in policy sandbox lpattern codec lcodec lcodec_module ljson lyaml crd; do
+for m in policy sandbox lpattern lraw codec lcodec lcodec_module ljson lyaml crd; do
   layer[$m]=2
 done
 for m in controller queue apply tracking; do layer[$m]=3; done
