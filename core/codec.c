@@ -341,7 +341,8 @@ int codec_table_entries(lua_State *L, int idx, const void *array_mt,
                      lua_typename(L, bad_key));
         return CODEC_EVALUE;
     }
-    sort_keys(keys->v + base, keys->len - base);
+    if (keys->len - base > 1) /* keys->v may be NULL */
+        sort_keys(keys->v + base, keys->len - base);
     *n = count;
     return CODEC_OBJECT;
 }
@@ -390,7 +391,8 @@ int codec_raw_entries(const struct rtable *h, const void *array_mt,
     }
     if (na > 0) /* an object with integer keys */
         return CODEC_RAW_GIVEUP;
-    sort_keys(keys->v + base, nk);
+    if (nk > 1) /* keys->v may be NULL */
+        sort_keys(keys->v + base, nk);
     *n = nk;
     return CODEC_OBJECT;
 }
