@@ -340,6 +340,7 @@ struct timed {
     struct sandbox *sb;
     double host_ms;
     int restart;
+    double after_ms; /* host spin after the restart */
     struct sandbox *inner;
     double inner_ms;
     int inner_rc;
@@ -358,6 +359,7 @@ static int timed_fn(lua_State *L)
     spin_ms(t->host_ms);
     if (t->restart)
         sandbox_budget_restart(L);
+    spin_ms(t->after_ms);
     if (t->inner) {
         struct dbuf err;
         dbuf_init(&err, 1024);
@@ -446,6 +448,27 @@ static void test_timer(void)
     CHECK(rc == SANDBOX_ERR_TIMEOUT && ms < 2.0 * budget + 20 + test_ms(1000),
           "... and a loop after it stops at the new deadline (%.1f ms, %s)", ms,
           msg);
+
+    /* The timer is armed for the budget and 1/16 more, and a budget
+     * given back within that slack keeps it (no system call): host work
+     * of 1/20 of the budget, the budget given back, then 97 % of a budget
+     * more (102 % since the arming) is within the call's budget. */
+    budget = test_ms(400);
+    struct timed g = {.host_ms = budget / 20.0,
+                      .restart = 1,
+                      .after_ms = budget * 0.97,
+                      .src = "return"};
+    rc = run_timed(&g, budget, msg, sizeof(msg));
+    CHECK(rc == SANDBOX_OK,
+          "a budget given back within the timer's slack is whole (%s)", msg);
+    g.src = "while true do end";
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = run_timed(&g, budget, msg, sizeof(msg));
+    ms = ms_since(&t0);
+    CHECK(rc == SANDBOX_ERR_TIMEOUT && ms < budget * 17.0 / 16 + test_ms(1000),
+          "... and a loop after it stops at the arming's deadline (%.1f ms, "
+          "%s)",
+          ms, msg);
 
     /* Another state's call spins past the outer deadline: the outer
      * signal came while the inner call ran, and the outer loop (a few
