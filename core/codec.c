@@ -397,6 +397,15 @@ int codec_raw_entries(const struct rtable *h, const void *array_mt,
     return CODEC_OBJECT;
 }
 
+void codec_raw_rewind(struct codec_out *o, struct dbuf *out, size_t start,
+                      struct codec_keys *keys)
+{
+    lraw_count(1);
+    dbuf_truncate(out, start);
+    codec_out_init(o, out);
+    keys->len = 0;
+}
+
 /* ---- staged output ------------------------------------------------------- */
 
 /* What the dbuf takes before its maximum, capped to the stage. */

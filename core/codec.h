@@ -117,6 +117,7 @@ void codec_raise(lua_State *L, int *code, int rc) __attribute__((noreturn));
  * its value at idx + 1. */
 struct rtable;
 struct rtvalue;
+struct codec_out;
 
 struct codec_key {
     const char *s;
@@ -159,6 +160,12 @@ int codec_table_entries(lua_State *L, int idx, const void *array_mt,
  * decides, or refuses). Never raises, never lets Lua run.
  */
 #define CODEC_RAW_GIVEUP (-100)
+
+/* After an encoder's raw walk gave up: drops what it wrote to out since
+ * `start` (staged or not) and empties keys, for the API walk to start
+ * over; counts the give-up (lraw_counts). */
+void codec_raw_rewind(struct codec_out *o, struct dbuf *out, size_t start,
+                      struct codec_keys *keys);
 int codec_raw_entries(const struct rtable *h, const void *array_mt,
                       const void *object_mt, struct codec_keys *keys,
                       size_t *n);

@@ -384,24 +384,8 @@ static int copy_value(lua_State *L, int idx, int seen, int depth)
     int marked = lua_getmetatable(L, idx);
     if (marked && !lua_rawequal(L, -1, AMT) && !lua_rawequal(L, -1, OMT))
         return 0;
-    lua_Unsigned narr = 0, n = 0;
-    const struct rtable *h = lraw_views(L) ? lua_topointer(L, idx) : NULL;
-    if (h != NULL) { /* the sizes without a pass over the entries */
-        unsigned asize = lraw_asize(h);
-        size_t nodes = (size_t)1 << h->lsizenode;
-        for (unsigned i = 0; i < asize; i++)
-            narr += !lraw_isnil(h->array[i].tt_);
-        n = narr;
-        for (size_t i = 0; i < nodes; i++)
-            n += !lraw_isnil(h->node[i].u.tt_);
-    } else {
-        narr = lua_rawlen(L, idx);
-        lua_pushnil(L);
-        while (lua_next(L, idx) != 0) {
-            lua_pop(L, 1);
-            n++;
-        }
-    }
+    lua_Unsigned narr, n; /* without a pass over the entries (lraw.h) */
+    lraw_sizes(L, idx, &narr, &n);
     lua_createtable(L, narr < INT_MAX ? (int)narr : 0,
                     n > narr && n - narr < INT_MAX ? (int)(n - narr) : 0);
     if (marked) {

@@ -487,26 +487,8 @@ static void copy_table(lua_State *L, int src, int depth)
     if (depth > CODEC_MAX_DEPTH)
         luaL_error(L, "json_copy: nesting deeper than %d", CODEC_MAX_DEPTH);
     luaL_checkstack(L, 6, NULL);
-    /* The sizes: through lraw.h's views when they hold (no pass over the
-     * entries), else by counting. */
-    lua_Unsigned narr = 0, n = 0;
-    const struct rtable *h = lraw_views(L) ? lua_topointer(L, src) : NULL;
-    if (h != NULL) {
-        unsigned asize = lraw_asize(h);
-        size_t nodes = (size_t)1 << h->lsizenode;
-        for (unsigned i = 0; i < asize; i++)
-            narr += !lraw_isnil(h->array[i].tt_);
-        n = narr;
-        for (size_t i = 0; i < nodes; i++)
-            n += !lraw_isnil(h->node[i].u.tt_);
-    } else {
-        narr = lua_rawlen(L, src);
-        lua_pushnil(L);
-        while (lua_next(L, src) != 0) {
-            lua_pop(L, 1);
-            n++;
-        }
-    }
+    lua_Unsigned narr, n; /* without a pass over the entries (lraw.h) */
+    lraw_sizes(L, src, &narr, &n);
     if (narr > (lua_Unsigned)INT_MAX || n - narr > (lua_Unsigned)INT_MAX)
         luaL_error(L, "json_copy: table too large");
     lua_createtable(L, (int)narr, n > narr ? (int)(n - narr) : 0);
@@ -946,11 +928,8 @@ int json_encode(lua_State *L, int idx, struct dbuf *out, char *err,
          * what it wrote goes, and the API walk starts over. A dbuf that
          * failed under it would have failed at the same byte under the
          * API walk, which writes the same bytes up to there. */
-        lraw_count(1);
-        dbuf_truncate(out, start);
-        codec_out_init(&e.o, out);
+        codec_raw_rewind(&e.o, out, start, &e.keys);
         e.depth = 0;
-        e.keys.len = 0;
         e.raw = e.in_raw = 0;
         lua_pushvalue(L, idx);
         rc = codec_pcall(L, encode_protected, &e, 1, 0, &e.code, err, errlen);

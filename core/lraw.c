@@ -190,3 +190,26 @@ int lraw_views(lua_State *L)
     atomic_store(&checked, ok ? 1 : 2);
     return ok;
 }
+
+void lraw_sizes(lua_State *L, int idx, lua_Unsigned *narr, lua_Unsigned *n)
+{
+    idx = lua_absindex(L, idx);
+    *narr = *n = 0;
+    const struct rtable *h = lraw_views(L) ? lua_topointer(L, idx) : NULL;
+    if (h != NULL) {
+        unsigned asize = lraw_asize(h);
+        size_t nodes = (size_t)1 << h->lsizenode;
+        for (unsigned i = 0; i < asize; i++)
+            *narr += !lraw_isnil(h->array[i].tt_);
+        *n = *narr;
+        for (size_t i = 0; i < nodes; i++)
+            *n += !lraw_isnil(h->node[i].u.tt_);
+        return;
+    }
+    *narr = lua_rawlen(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        (*n)++;
+    }
+}

@@ -141,6 +141,12 @@ static inline const struct rtvalue *lraw_getshortstr(const struct rtable *h,
     }
 }
 
+/* The entries of the table at idx in its array part (*narr, for
+ * lua_createtable) and in all (*n): through the views when they hold, else
+ * by a pass of lua_next (then *narr is #t). Call it where lraw_views may
+ * be (protected). */
+void lraw_sizes(lua_State *L, int idx, lua_Unsigned *narr, lua_Unsigned *n);
+
 /*
  * 1 when the views above hold for this Lua and are not turned off
  * (DITTOFS_LUA_RAW=0, or lraw_force_off), else 0. The first call checks

@@ -1185,11 +1185,8 @@ static int encode(lua_State *L, int idx, struct dbuf *out, int all, char *err,
     lua_pushboolean(L, all);
     int rc = codec_pcall(L, encode_protected, &e, 2, 0, &e.code, err, errlen);
     if (rc != CODEC_OK && e.in_raw && dbuf_error(out) == DBUF_OK) {
-        lraw_count(1);
-        dbuf_truncate(out, start);
-        codec_out_init(&e.o, out);
+        codec_raw_rewind(&e.o, out, start, &e.keys);
         e.depth = 0;
-        e.keys.len = 0;
         e.raw = e.in_raw = 0;
         lua_pushvalue(L, idx);
         lua_pushboolean(L, all);
