@@ -1856,11 +1856,12 @@ int sandbox_pcall(struct sandbox *sb, int nargs, int nresults, struct dbuf *err)
 
     sb->mem_hit = 0;
     sb->pending = 0;
+    int timed = sb->timed; /* a call of this state this one runs inside */
     budget_start(sb);
     int rc = lua_pcall(L, nargs, nresults, fidx);
     budget_stop(sb);
     int passed = sb->expired || budget_passed(sb, 0);
-    sb->timed = 0;
+    sb->timed = timed;
     if (sb->pending)
         sb->mem_hit = 1; /* refused, and the error went to the script */
     lua_remove(L, fidx); /* [results...] or [error] */
