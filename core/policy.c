@@ -723,7 +723,7 @@ static int eval_main(lua_State *L)
 
     /* Each policy call gets its own decoded DittoServer: one may change
      * it, the next must not see that. This one is read by the core first,
-     * copied for validate and render (json_copy: a third of a decode),
+     * copied for validate and render (json_copy: 60 % of a decode),
      * and then handed to status, the last call (nothing reads it after). */
     push_json(L, "DittoServer", in->ds_json, in->ds_len); /* 2 */
     if (raw_field(L, 2, "metadata") != LUA_TTABLE)

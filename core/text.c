@@ -55,11 +55,13 @@ size_t text_utf8_check(const char *s, size_t len)
     const char *p = s, *end = s + len;
     while (p < end) {
         /* ASCII eight bytes at a time (config files, scripts). */
-        uint64_t w;
-        if (end - p >= 8 &&
-            (memcpy(&w, p, 8), (w & 0x8080808080808080u) == 0)) {
-            p += 8;
-            continue;
+        if (end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if ((w & 0x8080808080808080u) == 0) {
+                p += 8;
+                continue;
+            }
         }
         if ((unsigned char)*p < 0x80) {
             p++;
