@@ -280,18 +280,6 @@ static int raw_kind(const struct rtable *h, const void *const mt[2])
                                    : CODEC_PLAIN;
 }
 
-/* The number of entries of h. */
-static size_t raw_count(const struct rtable *h)
-{
-    size_t n = 0, nodes = (size_t)1 << h->lsizenode;
-    unsigned asize = lraw_asize(h);
-    for (unsigned i = 0; i < asize; i++)
-        n += !lraw_isnil(h->array[i].tt_);
-    for (size_t i = 0; i < nodes; i++)
-        n += !lraw_isnil(h->node[i].u.tt_);
-    return n;
-}
-
 static int raw_same_table(const struct rtable *a, const struct rtable *b,
                           int depth, const void *const mt[2])
 {
@@ -329,7 +317,8 @@ static int raw_same_table(const struct rtable *a, const struct rtable *b,
         if (r != 1)
             return r;
     }
-    return raw_count(b) == n;
+    size_t nb_arr;
+    return lraw_entries(b, &nb_arr) == n;
 }
 
 /* codec.same(a, b): whether a and b are the same value, as the policies'

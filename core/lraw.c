@@ -197,13 +197,9 @@ void lraw_sizes(lua_State *L, int idx, lua_Unsigned *narr, lua_Unsigned *n)
     *narr = *n = 0;
     const struct rtable *h = lraw_views(L) ? lua_topointer(L, idx) : NULL;
     if (h != NULL) {
-        unsigned asize = lraw_asize(h);
-        size_t nodes = (size_t)1 << h->lsizenode;
-        for (unsigned i = 0; i < asize; i++)
-            *narr += !lraw_isnil(h->array[i].tt_);
-        *n = *narr;
-        for (size_t i = 0; i < nodes; i++)
-            *n += !lraw_isnil(h->node[i].u.tt_);
+        size_t na;
+        *n = lraw_entries(h, &na);
+        *narr = na;
         return;
     }
     *narr = lua_rawlen(L, idx);

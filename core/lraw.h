@@ -114,6 +114,20 @@ static inline unsigned lraw_asize(const struct rtable *h)
     return n + 1;
 }
 
+/* The entries of h: in its array part (*narr), and in all (returned). */
+static inline size_t lraw_entries(const struct rtable *h, size_t *narr)
+{
+    size_t na = 0, n, nodes = (size_t)1 << h->lsizenode;
+    unsigned asize = lraw_asize(h);
+    for (unsigned i = 0; i < asize; i++)
+        na += !lraw_isnil(h->array[i].tt_);
+    n = na;
+    for (size_t i = 0; i < nodes; i++)
+        n += !lraw_isnil(h->node[i].u.tt_);
+    *narr = na;
+    return n;
+}
+
 /* The bytes and the length of the string of a value tagged LRAW_VSHRSTR
  * or LRAW_VLNGSTR with LRAW_CTB. */
 static inline const char *lraw_string(const struct rtvalue *v, size_t *len)
